@@ -1,0 +1,69 @@
+/**
+ * The codec turns frames into text and back. The JSON codec is the only one today; the interface
+ * leaves room for a binary one. The publication encoders build text by concatenation from an
+ * already-encoded `data`, so the hot path never re-serialises a payload.
+ * @module
+ */
+import { TidingsError } from './codes.js';
+import type { ClientFrame, Gap, Message, ServerFrame } from './frames.js';
+import type { Position } from './position.js';
+import { toClientFrame } from './validate.js';
+
+/** Frame (de)serialisation for one wire format. */
+export interface Codec {
+  readonly name: string;
+  /** Parses and validates an untrusted client frame; throws `bad_json` or `bad_frame`. */
+  decodeClient(text: string): ClientFrame;
+  encodeServer(frame: ServerFrame): string;
+  /** Parses a server frame (trusted peer: shape is checked only for `type`). */
+  decodeServer(text: string): ServerFrame;
+  encodeClient(frame: ClientFrame): string;
+}
+
+/** Parses JSON, mapping syntax errors to `bad_json`. */
+export function parseJson(text: string): unknown {
+  try {
+    return JSON.parse(text) as unknown;
+  } catch (err) {
+    throw new TidingsError('bad_json', `malformed JSON: ${(err as Error).message.slice(0, 120)}`);
+  }
+}
+
+/** The JSON codec. */
+export const jsonCodec: Codec = {
+  name: 'json',
+  decodeClient: (text) => toClientFrame(parseJson(text)),
+  encodeServer: (frame) => JSON.stringify(frame),
+  decodeServer(text) {
+    const value = parseJson(text);
+    if (typeof value !== 'object' || value === null || typeof (value as { type?: unknown }).type !== 'string') {
+      throw new TidingsError('bad_frame', 'server frame must be an object with a type');
+    }
+    return value as ServerFrame;
+  },
+  encodeClient: (frame) => JSON.stringify(frame),
+};
+
+/**
+ * The JSON text of a {@link Message}, from `data` already encoded as JSON. Channel names, epochs and
+ * message types are validated to characters that need no JSON escaping, so they are spliced in as-is.
+ */
+export function encodeMessage(channel: string, position: Position, type: string | undefined, dataJson: string): string {
+  const head = `{"channel":"${channel}","position":{"epoch":"${position.epoch}","seq":${position.seq}}`;
+  return type === undefined ? `${head},"data":${dataJson}}` : `${head},"type":"${type}","data":${dataJson}}`;
+}
+
+/** A `message` frame around an encoded message. */
+export function encodeMessageFrame(messageJson: string): string {
+  return `{"type":"message","message":${messageJson}}`;
+}
+
+/** A long-poll response body from encoded messages. */
+export function encodePollResponse(messageJsons: readonly string[], gaps: readonly Gap[], cursor: string): string {
+  return `{"messages":[${messageJsons.join(',')}],"gaps":${JSON.stringify(gaps)},"cursor":${JSON.stringify(cursor)}}`;
+}
+
+/** Decodes a message from its JSON text (used by clients and tests). */
+export function decodeMessage(text: string): Message {
+  return parseJson(text) as Message;
+}

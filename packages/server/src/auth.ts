@@ -1,0 +1,41 @@
+/**
+ * The authentication hook. The gateway asks it who a connecting client is and whether that client
+ * may subscribe to or publish in a channel. The default lets anyone connect and subscribe; client
+ * publishing is still gated by each namespace's `clientPublish`. Token checks plug in here.
+ * @module
+ */
+import type { IncomingHttpHeaders } from 'node:http';
+import type { Channel } from '@tidings/protocol';
+
+/** How a client reached the gateway. */
+export type TransportName = 'websocket' | 'sse' | 'poll' | 'http';
+
+/** Who a client is. */
+export interface Identity {
+  readonly user: string;
+  readonly anonymous: boolean;
+}
+
+/** What the hook sees of a connection attempt. */
+export interface ConnectInfo {
+  readonly transport: TransportName;
+  readonly headers: IncomingHttpHeaders;
+  readonly url: URL;
+  readonly remoteAddress: string | undefined;
+}
+
+/** Decides identity and per-channel permissions. Throw a `TidingsError('unauthorized', ...)` to refuse. */
+export interface Authenticator {
+  connect(info: ConnectInfo): Promise<Identity>;
+  canSubscribe(identity: Identity, channel: Channel): boolean;
+  canPublish(identity: Identity, channel: Channel): boolean;
+}
+
+const ANONYMOUS: Identity = Object.freeze({ user: '', anonymous: true });
+
+/** Everyone is anonymous and allowed; namespaces still decide who may publish. */
+export const openAuth: Authenticator = {
+  connect: () => Promise.resolve(ANONYMOUS),
+  canSubscribe: () => true,
+  canPublish: () => true,
+};

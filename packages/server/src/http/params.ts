@@ -1,0 +1,47 @@
+/**
+ * Subscription parameters of the SSE and long-poll endpoints: `channel` (repeated, or
+ * comma-separated) and a cursor (`Last-Event-ID` header, `lastEventId` or `cursor` query).
+ * @module
+ */
+import type { IncomingMessage } from 'node:http';
+import {
+  channelProblem,
+  MAX_CURSOR_CHANNELS,
+  parseCursor,
+  TidingsError,
+  type Channel,
+  type Position,
+} from '@tidings/protocol';
+
+export interface StreamParams {
+  readonly channels: Channel[];
+  /** Channel to the position to resume from; channels absent start from now. */
+  readonly cursor: Map<Channel, Position>;
+}
+
+/** Parses channels and cursor; throws `bad_channel` / `bad_cursor` / `bad_request`. */
+export function streamParams(url: URL, cursorText: string | undefined): StreamParams {
+  const channels: Channel[] = [];
+  for (const value of url.searchParams.getAll('channel')) {
+    for (const channel of value.split(',')) {
+      const problem = channelProblem(channel);
+      if (problem !== undefined) throw new TidingsError('bad_channel', `${problem}: '${channel.slice(0, 64)}'`);
+      if (!channels.includes(channel)) channels.push(channel);
+    }
+  }
+  if (channels.length === 0) throw new TidingsError('bad_request', 'name at least one channel: ?channel=news');
+  if (channels.length > MAX_CURSOR_CHANNELS) {
+    throw new TidingsError('limit_exceeded', `at most ${MAX_CURSOR_CHANNELS} channels per stream`);
+  }
+  // Entries for channels not requested are ignored, so a cursor survives a change of channel list.
+  const cursor = cursorText === undefined ? new Map<Channel, Position>() : parseCursor(cursorText);
+  for (const channel of cursor.keys()) if (!channels.includes(channel)) cursor.delete(channel);
+  return { channels, cursor };
+}
+
+/** The SSE resume cursor: the browser's `Last-Event-ID` wins over the `lastEventId` query. */
+export function sseCursorText(req: IncomingMessage, url: URL): string | undefined {
+  const header = req.headers['last-event-id'];
+  if (typeof header === 'string' && header !== '') return header;
+  return url.searchParams.get('lastEventId') ?? undefined;
+}

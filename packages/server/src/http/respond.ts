@@ -1,0 +1,53 @@
+/**
+ * HTTP plumbing shared by the routes: JSON replies, coded errors, bounded JSON bodies.
+ * @module
+ */
+import type { IncomingMessage, ServerResponse } from 'node:http';
+import { parseJson, TidingsError, type ErrorBody } from '@tidings/protocol';
+import { errorBody } from '../commands.js';
+
+/** Writes a JSON reply. */
+export function sendJson(res: ServerResponse, status: number, body: unknown, headers: Record<string, string> = {}): void {
+  const text = JSON.stringify(body);
+  res.writeHead(status, {
+    'content-type': 'application/json; charset=utf-8',
+    'cache-control': 'no-store',
+    'content-length': Buffer.byteLength(text),
+    ...headers,
+  });
+  res.end(text);
+}
+
+/** Writes `{ error: { code, reason } }` with the code's status; internal errors are not detailed. */
+export function sendError(res: ServerResponse, err: unknown, headers: Record<string, string> = {}): void {
+  if (res.headersSent) {
+    res.destroy();
+    return;
+  }
+  const error: ErrorBody = errorBody(err);
+  const status = err instanceof TidingsError ? err.status : 500;
+  sendJson(res, status, { error }, headers);
+}
+
+/** Refuses a method; `allow` lists the methods the route takes. */
+export function methodNotAllowed(res: ServerResponse, method: string | undefined, allow: string): void {
+  sendError(res, new TidingsError('method_not_allowed', `${method ?? '?'} is not allowed here; use ${allow}`), { allow });
+}
+
+/** Reads a JSON body of at most `limit` bytes; `application/json` only. */
+export async function readJson(req: IncomingMessage, limit: number): Promise<unknown> {
+  const type = (req.headers['content-type'] ?? '').split(';')[0]?.trim().toLowerCase();
+  if (type !== 'application/json') {
+    throw new TidingsError('unsupported_media_type', 'the body must be application/json');
+  }
+  const declared = Number(req.headers['content-length'] ?? NaN);
+  if (declared > limit) throw new TidingsError('too_large', `the body is larger than ${limit} bytes`);
+  const chunks: Buffer[] = [];
+  let size = 0;
+  for await (const chunk of req as AsyncIterable<Buffer>) {
+    size += chunk.length;
+    if (size > limit) throw new TidingsError('too_large', `the body is larger than ${limit} bytes`);
+    chunks.push(chunk);
+  }
+  return parseJson(Buffer.concat(chunks).toString('utf8'));
+}

@@ -1,0 +1,245 @@
+/**
+ * Gateway options: one frozen DEFAULTS object, a loader that layers file, environment and flags over
+ * it, and validation that fails fast at start-up with every problem named.
+ * @module
+ */
+import { readFileSync } from 'node:fs';
+
+/** Per-namespace channel policy. */
+export interface NamespaceOptions {
+  /** Most publications kept per channel for resume (0 with `ephemeral`). */
+  readonly historySize: number;
+  /** How long a publication stays in history, in seconds. */
+  readonly historyTtl: number;
+  /** Whether connected clients (WebSocket, `POST /send`) may publish. */
+  readonly clientPublish: boolean;
+  /** Skip history entirely: positions are still assigned, but there is no resume and no gap. */
+  readonly ephemeral: boolean;
+}
+
+/** Every gateway option. Durations are in milliseconds unless the name says otherwise. */
+export interface GatewayOptions {
+  readonly host: string;
+  readonly port: number;
+  /** API key for `POST /api/publish`; undefined means "generate one at start-up". */
+  readonly apiKey: string | undefined;
+  /** Namespace name ("" is the default namespace) to policy. Channels in other namespaces are refused. */
+  readonly namespaces: Readonly<Record<string, NamespaceOptions>>;
+  /** Largest WebSocket frame or HTTP body accepted, in bytes. */
+  readonly maxPayload: number;
+  /** Largest HTTP request body accepted (a publish batch), in bytes. */
+  readonly maxBody: number;
+  /** Most publications in one `POST /api/publish` batch. */
+  readonly maxBatch: number;
+  /** Most channels one connection may subscribe to. */
+  readonly maxSubscriptions: number;
+  /** Bytes queued for one connection before it is treated as a slow consumer. */
+  readonly maxBufferedBytes: number;
+  /** Most live publications held per subscription while its history is read. */
+  readonly maxResumeBuffer: number;
+  /** Most messages returned by one long poll. */
+  readonly maxPollMessages: number;
+  /** Idempotency window for publishes with a key. */
+  readonly dedupWindow: number;
+  /** Most idempotency keys remembered per channel within the window. */
+  readonly dedupMaxKeys: number;
+  /** Most channel streams (positions plus history) kept by the in-memory broker. */
+  readonly maxChannels: number;
+  readonly pingInterval: number;
+  readonly sseHeartbeat: number;
+  /** `retry:` hint sent to SSE clients; each stream gets up to 50% random extra. */
+  readonly sseRetry: number;
+  readonly pollTimeout: number;
+  /** Consecutive malformed frames before a WebSocket is closed as not speaking the protocol. */
+  readonly maxBadFrames: number;
+  /** Pino log level, or `silent`. */
+  readonly logLevel: string;
+}
+
+export const DEFAULT_NAMESPACE: NamespaceOptions = Object.freeze({
+  historySize: 100,
+  historyTtl: 300,
+  clientPublish: false,
+  ephemeral: false,
+});
+
+export const DEFAULTS: GatewayOptions = Object.freeze({
+  host: '0.0.0.0',
+  port: 8080,
+  apiKey: undefined,
+  namespaces: Object.freeze({
+    '': DEFAULT_NAMESPACE,
+    demo: Object.freeze({ historySize: 200, historyTtl: 3600, clientPublish: true, ephemeral: false }),
+    typing: Object.freeze({ historySize: 0, historyTtl: 0, clientPublish: true, ephemeral: true }),
+  }),
+  maxPayload: 64 * 1024,
+  maxBody: 1024 * 1024,
+  maxBatch: 1000,
+  maxSubscriptions: 128,
+  maxBufferedBytes: 4 * 1024 * 1024,
+  maxResumeBuffer: 10_000,
+  maxPollMessages: 1000,
+  dedupWindow: 120_000,
+  dedupMaxKeys: 10_000,
+  maxChannels: 100_000,
+  pingInterval: 25_000,
+  sseHeartbeat: 15_000,
+  sseRetry: 1_000,
+  pollTimeout: 25_000,
+  maxBadFrames: 20,
+  logLevel: 'info',
+});
+
+/** Options as a user writes them: any subset, namespaces partial too. */
+export type GatewayConfig = Partial<Omit<GatewayOptions, 'namespaces'>> & {
+  namespaces?: Record<string, Partial<NamespaceOptions>>;
+};
+
+/** Raised when configuration is invalid; `problems` lists every one. */
+export class ConfigError extends Error {
+  override readonly name = 'ConfigError';
+  constructor(readonly problems: readonly string[]) {
+    super(`invalid configuration:\n  - ${problems.join('\n  - ')}`);
+  }
+}
+
+const NUMBER_LIMITS: Record<string, readonly [number, number]> = {
+  port: [0, 65535],
+  maxPayload: [64, 16 * 1024 * 1024],
+  maxBody: [64, 256 * 1024 * 1024],
+  maxBatch: [1, 100_000],
+  maxSubscriptions: [1, 10_000],
+  maxBufferedBytes: [1024, 1024 * 1024 * 1024],
+  maxResumeBuffer: [1, 1_000_000],
+  maxPollMessages: [1, 100_000],
+  dedupWindow: [0, 86_400_000],
+  dedupMaxKeys: [0, 10_000_000],
+  maxChannels: [1, 100_000_000],
+  pingInterval: [100, 3_600_000],
+  sseHeartbeat: [100, 3_600_000],
+  sseRetry: [0, 3_600_000],
+  pollTimeout: [100, 300_000],
+  maxBadFrames: [1, 1_000_000],
+};
+const NS_LIMITS: Record<string, readonly [number, number]> = {
+  historySize: [0, 1_000_000],
+  historyTtl: [0, 30 * 86_400],
+};
+const LOG_LEVELS = ['fatal', 'error', 'warn', 'info', 'debug', 'trace', 'silent'];
+const NS_NAME = /^[A-Za-z0-9_-]{0,32}$/;
+
+function checkInt(problems: string[], where: string, value: unknown, [min, max]: readonly [number, number]): void {
+  if (typeof value !== 'number' || !Number.isInteger(value) || value < min || value > max) {
+    problems.push(`${where} must be an integer from ${min} to ${max} (got ${JSON.stringify(value)})`);
+  }
+}
+
+function resolveNamespaces(problems: string[], input: unknown): Record<string, NamespaceOptions> {
+  const out: Record<string, NamespaceOptions> = { ...DEFAULTS.namespaces };
+  if (input === undefined) return out;
+  if (typeof input !== 'object' || input === null || Array.isArray(input)) {
+    problems.push('namespaces must be an object of namespace name to options');
+    return out;
+  }
+  for (const [name, raw] of Object.entries(input as Record<string, unknown>)) {
+    if (!NS_NAME.test(name)) {
+      problems.push(`namespace name '${name}' must be up to 32 letters, digits, _ or -`);
+      continue;
+    }
+    if (typeof raw !== 'object' || raw === null) {
+      problems.push(`namespaces.${name} must be an object`);
+      continue;
+    }
+    const merged: Record<string, unknown> = { ...DEFAULT_NAMESPACE, ...(out[name] ?? {}), ...raw };
+    for (const key of Object.keys(raw)) {
+      if (!(key in DEFAULT_NAMESPACE)) problems.push(`namespaces.${name}.${key} is not an option`);
+    }
+    for (const [key, limits] of Object.entries(NS_LIMITS)) checkInt(problems, `namespaces.${name}.${key}`, merged[key], limits);
+    for (const key of ['clientPublish', 'ephemeral']) {
+      if (typeof merged[key] !== 'boolean') problems.push(`namespaces.${name}.${key} must be true or false`);
+    }
+    const ns = merged as unknown as NamespaceOptions;
+    out[name] = Object.freeze(ns.ephemeral ? { ...ns, historySize: 0, historyTtl: 0 } : ns);
+  }
+  return out;
+}
+
+/** Merges a config over DEFAULTS and validates it; throws {@link ConfigError} naming every problem. */
+export function resolveOptions(config: GatewayConfig = {}): GatewayOptions {
+  const problems: string[] = [];
+  for (const key of Object.keys(config)) {
+    if (!(key in DEFAULTS)) problems.push(`${key} is not an option`);
+  }
+  const merged = { ...DEFAULTS, ...config } as Record<string, unknown>;
+  for (const [key, limits] of Object.entries(NUMBER_LIMITS)) checkInt(problems, key, merged[key], limits);
+  if (typeof merged.host !== 'string' || merged.host === '') problems.push('host must be a non-empty string');
+  if (merged.apiKey !== undefined && (typeof merged.apiKey !== 'string' || merged.apiKey.length < 16)) {
+    problems.push('apiKey must be a string of at least 16 characters');
+  }
+  if (typeof merged.logLevel !== 'string' || !LOG_LEVELS.includes(merged.logLevel)) {
+    problems.push(`logLevel must be one of ${LOG_LEVELS.join(', ')}`);
+  }
+  const namespaces = resolveNamespaces(problems, config.namespaces);
+  if (problems.length > 0) throw new ConfigError(problems);
+  return Object.freeze({ ...(merged as unknown as GatewayOptions), namespaces: Object.freeze(namespaces) });
+}
+
+/** Environment variables read by {@link loadConfig}, with the option each sets. */
+export const ENV_VARS = {
+  PORT: 'port',
+  HOST: 'host',
+  TIDINGS_PORT: 'port',
+  TIDINGS_HOST: 'host',
+  TIDINGS_API_KEY: 'apiKey',
+  TIDINGS_LOG_LEVEL: 'logLevel',
+} as const satisfies Record<string, keyof GatewayOptions>;
+
+function coerce(key: keyof GatewayOptions, text: string): unknown {
+  const def = DEFAULTS[key];
+  if (typeof def === 'number') return /^-?\d+$/.test(text) ? Number(text) : text;
+  return text;
+}
+
+/** Reads a JSON config file; throws {@link ConfigError} with the file's problem. */
+export function readConfigFile(path: string): GatewayConfig {
+  let text: string;
+  try {
+    text = readFileSync(path, 'utf8');
+  } catch (err) {
+    throw new ConfigError([`cannot read config file ${path}: ${(err as Error).message}`]);
+  }
+  try {
+    const value = JSON.parse(text) as unknown;
+    if (typeof value !== 'object' || value === null || Array.isArray(value)) {
+      throw new Error('the top level must be an object');
+    }
+    return value;
+  } catch (err) {
+    throw new ConfigError([`config file ${path} is not valid JSON: ${(err as Error).message}`]);
+  }
+}
+
+/**
+ * Layers configuration, later wins: DEFAULTS, the config file, environment variables, then flags.
+ * `flags` are option names to raw strings (from the command line).
+ */
+export function loadConfig(opts: {
+  file?: string | undefined;
+  env?: Record<string, string | undefined>;
+  flags?: Record<string, string>;
+}): GatewayOptions {
+  const fromFile: GatewayConfig = opts.file === undefined ? {} : readConfigFile(opts.file);
+  const fromEnv: Record<string, unknown> = {};
+  for (const [name, key] of Object.entries(ENV_VARS)) {
+    const text = opts.env?.[name];
+    if (text !== undefined && text !== '') fromEnv[key] = coerce(key, text);
+  }
+  const fromFlags: Record<string, unknown> = {};
+  const problems: string[] = [];
+  for (const [key, text] of Object.entries(opts.flags ?? {})) {
+    if (!(key in DEFAULTS) || key === 'namespaces') problems.push(`--${key} is not an option`);
+    else fromFlags[key] = coerce(key as keyof GatewayOptions, text);
+  }
+  if (problems.length > 0) throw new ConfigError(problems);
+  return resolveOptions({ ...fromFile, ...fromEnv, ...fromFlags });
+}

@@ -1,0 +1,178 @@
+/**
+ * One logical client: identity, subscriptions and their positions, and backpressure on its sink.
+ * A session never knows which transport carries it: WebSocket, an SSE stream or a single long
+ * poll all implement {@link Sink}.
+ * @module
+ */
+import {
+  TidingsError,
+  type Channel,
+  type CloseName,
+  type Gap,
+  type Position,
+  type RequestId,
+  type SubscribeResult,
+} from '@tidings/protocol';
+import type { Authenticator, Identity } from './auth.js';
+import type { Broker, Publication } from './brokers/broker.js';
+import { EncodedPublication } from './encoded.js';
+import type { Hub, Subscriber } from './hub.js';
+import type { Metrics } from './metrics.js';
+import type { GatewayOptions } from './options.js';
+import { namespaceOf } from './publisher.js';
+import { planResume } from './resume.js';
+
+/** What a transport offers a session. */
+export interface Sink {
+  /** A subscription starts at `result.position`; the messages and gaps that follow advance it. */
+  subscribed(result: SubscribeResult, id: RequestId | undefined): void;
+  /** Hot path: write the shared encoding. */
+  message(enc: EncodedPublication): void;
+  gap(gap: Gap): void;
+  /** Bytes written but not yet taken by the kernel. */
+  readonly bufferedBytes: number;
+  /** Ends the connection with a named close reason. */
+  close(name: CloseName, reason: string): void;
+}
+
+/** What every session of a gateway shares. */
+export interface SessionContext {
+  readonly hub: Hub;
+  readonly broker: Broker;
+  readonly options: GatewayOptions;
+  readonly auth: Authenticator;
+  readonly metrics: Metrics;
+}
+
+class Subscription implements Subscriber {
+  /** Live publications held while history is read; undefined once live. */
+  buffer: EncodedPublication[] | undefined = [];
+  last: Position | undefined;
+
+  constructor(
+    readonly session: Session,
+    readonly channel: Channel,
+    readonly ephemeral: boolean,
+  ) {}
+
+  receive(enc: EncodedPublication): void {
+    const buffer = this.buffer;
+    if (buffer !== undefined) {
+      if (buffer.length < this.session.ctx.options.maxResumeBuffer) buffer.push(enc);
+      else this.session.close('slow_consumer', `more than ${buffer.length} publications arrived during resume`);
+      return;
+    }
+    const p = enc.pub.position;
+    const last = this.last as Position;
+    if (p.epoch === last.epoch) {
+      if (p.seq <= last.seq) return;
+      if (p.seq !== last.seq + 1 && !this.ephemeral) {
+        this.session.sink.gap({ channel: this.channel, from: last, to: { epoch: p.epoch, seq: p.seq - 1 }, reason: 'trimmed' });
+      }
+    } else if (!this.ephemeral) {
+      this.session.sink.gap({ channel: this.channel, from: last, to: { epoch: p.epoch, seq: p.seq - 1 }, reason: 'epoch' });
+    }
+    this.last = p;
+    this.session.send(enc);
+  }
+}
+
+let sessionCounter = 0;
+
+export class Session {
+  readonly id: string;
+  readonly #subs = new Map<Channel, Subscription>();
+  #closed = false;
+
+  constructor(
+    readonly ctx: SessionContext,
+    readonly sink: Sink,
+    readonly identity: Identity,
+  ) {
+    sessionCounter = (sessionCounter + 1) % Number.MAX_SAFE_INTEGER;
+    this.id = sessionCounter.toString(36);
+  }
+
+  get closed(): boolean {
+    return this.#closed;
+  }
+
+  /** Channels currently subscribed (including ones still recovering). */
+  get channels(): IterableIterator<Channel> {
+    return this.#subs.keys();
+  }
+
+  /**
+   * Subscribes: joins the live feed, reads history after `since`, then sends (through the sink)
+   * the start position, any gap, the missed publications and from then on live ones.
+   */
+  async subscribe(channel: Channel, since: Position | undefined, id?: RequestId): Promise<void> {
+    const { options, auth, hub, broker } = this.ctx;
+    const ns = namespaceOf(options, channel);
+    if (!auth.canSubscribe(this.identity, channel)) throw new TidingsError('forbidden', `not allowed to subscribe to ${channel}`);
+    if (this.#subs.has(channel)) throw new TidingsError('already_subscribed', `already subscribed to ${channel}`);
+    if (this.#subs.size >= options.maxSubscriptions) {
+      throw new TidingsError('limit_exceeded', `at most ${options.maxSubscriptions} subscriptions per connection`);
+    }
+    const sub = new Subscription(this, channel, ns.ephemeral);
+    this.#subs.set(channel, sub);
+    try {
+      await hub.join(channel, sub);
+      const page = await broker.history(channel, since, ns.historySize > 0 ? ns.historySize : 0);
+      if (this.#subs.get(channel) !== sub) throw new TidingsError('not_subscribed', `unsubscribed from ${channel} while subscribing`);
+      const buffered = sub.buffer ?? [];
+      const encOf = new Map<Publication, EncodedPublication>(buffered.map((e) => [e.pub, e]));
+      const plan = planResume(channel, since, page, buffered.map((e) => e.pub), ns.ephemeral);
+      const start = since !== undefined && !ns.ephemeral ? since : page.top;
+      this.sink.subscribed({ channel, position: start, recovered: plan.recovered }, id);
+      for (const step of plan.steps) {
+        if (step.gap !== undefined) this.sink.gap(step.gap);
+        else this.send(encOf.get(step.pub) ?? new EncodedPublication(step.pub));
+      }
+      sub.last = plan.last;
+      sub.buffer = undefined;
+    } catch (err) {
+      if (this.#subs.get(channel) === sub) this.#subs.delete(channel);
+      hub.leave(channel, sub);
+      throw err;
+    }
+  }
+
+  unsubscribe(channel: Channel): void {
+    const sub = this.#subs.get(channel);
+    if (sub === undefined) throw new TidingsError('not_subscribed', `not subscribed to ${channel}`);
+    this.#subs.delete(channel);
+    this.ctx.hub.leave(channel, sub);
+  }
+
+  /** Hot path: sheds ephemeral publications first, then the whole connection, when the sink backs up. */
+  send(enc: EncodedPublication): void {
+    if (this.#closed) return;
+    if (this.sink.bufferedBytes > this.ctx.options.maxBufferedBytes) {
+      if (enc.pub.ephemeral) {
+        this.ctx.metrics.dropped('ephemeral_backpressure');
+        return;
+      }
+      this.ctx.metrics.dropped('slow_consumer');
+      this.close('slow_consumer', 'client is not reading fast enough; reconnect and resume');
+      return;
+    }
+    this.ctx.metrics.delivered(1);
+    this.sink.message(enc);
+  }
+
+  /** Leaves every channel and closes the sink. Idempotent. */
+  close(name: CloseName, reason: string): void {
+    if (this.#closed) return;
+    this.dispose();
+    this.sink.close(name, reason);
+  }
+
+  /** Leaves every channel without touching the sink (the transport already closed). Idempotent. */
+  dispose(): void {
+    if (this.#closed) return;
+    this.#closed = true;
+    for (const [channel, sub] of this.#subs) this.ctx.hub.leave(channel, sub);
+    this.#subs.clear();
+  }
+}

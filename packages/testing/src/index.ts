@@ -1,0 +1,4 @@
+export * from './gateway.js';
+export * from './sse-client.js';
+export * from './ws-client.js';
+export * from './subscribers.js';

@@ -1,0 +1,192 @@
+/**
+ * The transport suite: the same delivery, order, resume, discontinuity and heartbeat scenarios over
+ * WebSocket, SSE and long polling, against a real gateway on a free port.
+ */
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { formatCursor } from '@tidings/protocol';
+import { openSubscriber, startGateway, TRANSPORTS, type ResumableSubscriber, type TestGateway } from '@tidings/testing';
+
+const range = (from: number, to: number): number[] => Array.from({ length: to - from + 1 }, (_, i) => from + i);
+
+describe.each(TRANSPORTS)('transport %s', (kind) => {
+  let gw: TestGateway;
+  const subs: ResumableSubscriber[] = [];
+  let n = 0;
+  /** A fresh channel per test so positions start at 1. */
+  const channel = (ns = ''): string => `${ns === '' ? '' : `${ns}:`}${kind}-c${++n}`;
+  const open = async (channels: string[], cursor?: string): Promise<ResumableSubscriber> => {
+    const s = await openSubscriber(kind, gw, channels, cursor);
+    subs.push(s);
+    return s;
+  };
+
+  beforeAll(async () => {
+    gw = await startGateway({
+      namespaces: {
+        small: { historySize: 5, historyTtl: 300 },
+        brief: { historySize: 100, historyTtl: 1 },
+        typing: { ephemeral: true, clientPublish: true },
+      },
+      sseHeartbeat: 200,
+      pingInterval: 200,
+    });
+  });
+  afterAll(async () => {
+    for (const s of subs) s.close();
+    await gw.close();
+  });
+
+  it('delivers every publication once, in order, with its type and data', async () => {
+    const c = channel();
+    const s = await open([c]);
+    for (let i = 1; i <= 30; i++) await gw.publish(c, { i }, i % 3 === 0 ? { type: 'chat.message' } : {});
+    await s.untilCount(c, 30);
+    expect(s.seqs(c)).toEqual(range(1, 30));
+    expect(s.messages.map((m) => (m.data as { i: number }).i)).toEqual(range(1, 30));
+    expect(s.messages[2]?.type).toBe('chat.message');
+    expect(s.messages[0]?.type).toBeUndefined();
+    expect(s.gaps).toEqual([]);
+  });
+
+  it('keeps per-channel order across several channels on one connection', async () => {
+    const [a, b] = [channel(), channel()];
+    const s = await open([a, b]);
+    const batch = range(1, 40).map((i) => ({ channel: i % 2 === 0 ? a : b, data: i }));
+    const res = await fetch(`${gw.url}/api/publish`, {
+      method: 'POST',
+      headers: { 'content-type': 'application/json', authorization: 'Bearer test-api-key-0123456789abcdef' },
+      body: JSON.stringify(batch),
+    });
+    expect(res.status).toBe(200);
+    await s.until((x) => x.messages.length >= 40);
+    expect(s.seqs(a)).toEqual(range(1, 20));
+    expect(s.seqs(b)).toEqual(range(1, 20));
+  });
+
+  it('resumes after a drop with exactly what was missed, then live', async () => {
+    const c = channel();
+    const s = await open([c]);
+    for (let i = 1; i <= 5; i++) await gw.publish(c, i);
+    await s.untilCount(c, 5);
+    s.drop();
+    for (let i = 6; i <= 12; i++) await gw.publish(c, i);
+    await s.connect();
+    await s.untilCount(c, 12);
+    for (let i = 13; i <= 15; i++) await gw.publish(c, i);
+    await s.untilCount(c, 15);
+    expect(s.seqs(c)).toEqual(range(1, 15));
+    expect(s.gaps).toEqual([]);
+  });
+
+  it('loses and repeats nothing at the history/live seam while publishing never stops', async () => {
+    const c = channel();
+    const s = await open([c]);
+    let published = 0;
+    let stop = false;
+    const publisher = (async () => {
+      while (!stop) {
+        await gw.publish(c, ++published);
+      }
+    })();
+    for (let round = 0; round < 5; round++) {
+      await new Promise((r) => setTimeout(r, 40));
+      s.drop();
+      await new Promise((r) => setTimeout(r, 20));
+      await s.connect();
+    }
+    stop = true;
+    await publisher;
+    await s.untilCount(c, published, 10_000);
+    expect(s.seqs(c)).toEqual(range(1, published));
+    expect(s.gaps).toEqual([]);
+  });
+
+  it('resumes every channel of a multi-channel connection', async () => {
+    const [a, b] = [channel(), channel()];
+    const s = await open([a, b]);
+    await gw.publish(a, 1);
+    await s.untilCount(a, 1);
+    s.drop();
+    await gw.publish(a, 2);
+    await gw.publish(b, 1);
+    await gw.publish(b, 2);
+    await s.connect();
+    await s.until((x) => x.seqs(a).length === 2 && x.seqs(b).length === 2);
+    expect(s.seqs(a)).toEqual([1, 2]);
+    expect(s.seqs(b)).toEqual([1, 2]);
+  });
+
+  it('reports a trimmed history as an explicit gap naming the lost range, then continues', async () => {
+    const c = channel('small');
+    const s = await open([c]);
+    await gw.publish(c, 1);
+    await s.untilCount(c, 1);
+    s.drop();
+    for (let i = 2; i <= 20; i++) await gw.publish(c, i);
+    await s.connect();
+    await s.untilCount(c, 6);
+    const epoch = s.messages[0]?.position.epoch;
+    expect(s.gaps).toEqual([{ channel: c, from: { epoch, seq: 1 }, to: { epoch, seq: 15 }, reason: 'trimmed' }]);
+    expect(s.seqs(c)).toEqual([1, 16, 17, 18, 19, 20]);
+    // The gap comes before the messages that follow it.
+    const gapIndex = s.received.findIndex((r) => 'gap' in r);
+    expect(s.received.slice(gapIndex + 1).map((r) => ('message' in r ? r.message.position.seq : -1))).toEqual([16, 17, 18, 19, 20]);
+    await gw.publish(c, 21);
+    await s.untilCount(c, 7);
+    expect(s.seqs(c).at(-1)).toBe(21);
+  });
+
+  it('reports expired history as a gap with reason expired', async () => {
+    const c = channel('brief');
+    const s = await open([c]);
+    await gw.publish(c, 1);
+    await s.untilCount(c, 1);
+    s.drop();
+    await gw.publish(c, 2);
+    await gw.publish(c, 3);
+    await new Promise((r) => setTimeout(r, 1100));
+    await s.connect();
+    await s.until((x) => x.gaps.length === 1);
+    expect(s.gaps[0]).toMatchObject({ channel: c, from: { seq: 1 }, to: { seq: 3 }, reason: 'expired' });
+    await gw.publish(c, 4);
+    await s.untilCount(c, 2);
+    expect(s.seqs(c)).toEqual([1, 4]);
+  });
+
+  it('reports a changed epoch as a gap from the old position to the current one', async () => {
+    const c = channel();
+    await gw.publish(c, 1);
+    const top = await gw.publish(c, 2);
+    const stale = formatCursor(new Map([[c, { epoch: 'oldepoch', seq: 7 }]]));
+    const s = await open([c], stale);
+    await s.until((x) => x.gaps.length === 1);
+    expect(s.gaps[0]).toEqual({ channel: c, from: { epoch: 'oldepoch', seq: 7 }, to: top.position, reason: 'epoch' });
+    await gw.publish(c, 3);
+    await s.untilCount(c, 1);
+    expect(s.seqs(c)).toEqual([3]);
+  });
+
+  it('makes no resume promise on ephemeral channels: live only, no gaps', async () => {
+    const c = channel('typing');
+    const s = await open([c]);
+    await gw.publish(c, 1);
+    await s.untilCount(c, 1);
+    s.drop();
+    await gw.publish(c, 2);
+    await s.connect();
+    await gw.publish(c, 3);
+    await s.untilCount(c, 2);
+    expect(s.seqs(c)).toEqual([1, 3]);
+    expect(s.gaps).toEqual([]);
+  });
+
+  it('a broken client does not disturb a healthy one', async () => {
+    const c = channel();
+    const healthy = await open([c]);
+    const broken = await open([c]);
+    broken.drop();
+    for (let i = 1; i <= 10; i++) await gw.publish(c, i);
+    await healthy.untilCount(c, 10);
+    expect(healthy.seqs(c)).toEqual(range(1, 10));
+  });
+});
