@@ -2,3 +2,4 @@ export * from './gateway.js';
 export * from './sse-client.js';
 export * from './ws-client.js';
 export * from './subscribers.js';
+export * from './chromium.js';

@@ -17,12 +17,14 @@ import {
   type SubscribeResult,
 } from '@tidings/protocol';
 import type { EncodedPublication } from '../encoded.js';
-import { corkUntilNextTick } from '../flush.js';
+import { corkUntilNextTick, type Corkable } from '../flush.js';
 import type { Sink } from '../session.js';
 
 type Held = { readonly enc: EncodedPublication } | { readonly gap: Gap };
 
-export class SseConnection implements Sink {
+export class SseConnection implements Sink, Corkable {
+  /** Bytes still unsent when this tick's writes began; undefined when not corked. */
+  #backlog: number | undefined;
   /** Cursor entry text per channel, in the request's channel order. */
   readonly #entries = new Map<Channel, string>();
   #id = '';
@@ -43,8 +45,19 @@ export class SseConnection implements Sink {
     return this.#ended;
   }
 
+  /** Unsent bytes; while corked, only the backlog from earlier ticks (see WebSocketConnection). */
   get bufferedBytes(): number {
-    return this.res.writableLength;
+    return this.#backlog ?? this.res.writableLength;
+  }
+
+  cork(): void {
+    this.#backlog = this.res.writableLength;
+    this.res.cork();
+  }
+
+  uncork(): void {
+    this.#backlog = undefined;
+    this.res.uncork();
   }
 
   /** Sends headers, the `retry:` hint, a welcome event carrying the start vector, then held output. */
@@ -58,7 +71,7 @@ export class SseConnection implements Sink {
       'x-accel-buffering': 'no',
     });
     res.socket?.setNoDelay(true);
-    corkUntilNextTick(res);
+    corkUntilNextTick(this);
     res.write(`retry: ${retryMs}\n`);
     this.#refreshId();
     const welcome = JSON.stringify({ channels: [...this.#entries.keys()], cursor: this.#id, heartbeat: heartbeatMs });
@@ -83,7 +96,7 @@ export class SseConnection implements Sink {
     if (this.#ended) return;
     this.#set(enc.pub.channel, enc.pub.position);
     this.#refreshId();
-    corkUntilNextTick(this.res);
+    corkUntilNextTick(this);
     this.res.write(enc.sseEvent);
     this.res.write(`id: ${this.#id}\n\n`);
   }
@@ -96,7 +109,7 @@ export class SseConnection implements Sink {
     if (this.#ended) return;
     this.#set(gap.channel, gap.to);
     this.#refreshId();
-    corkUntilNextTick(this.res);
+    corkUntilNextTick(this);
     this.res.write(`event: ${SseEvent.gap}\nid: ${this.#id}\ndata: ${JSON.stringify(gap)}\n\n`);
   }
 

@@ -8,12 +8,14 @@ import type { Socket } from 'node:net';
 import { CloseCode, jsonCodec, type CloseName, type Gap, type RequestId, type ServerFrame, type SubscribeResult } from '@tidings/protocol';
 import WebSocket from 'ws';
 import type { EncodedPublication } from '../encoded.js';
-import { corkUntilNextTick } from '../flush.js';
+import { corkUntilNextTick, type Corkable } from '../flush.js';
 import type { Sink } from '../session.js';
 
-export class WebSocketConnection implements Sink {
+export class WebSocketConnection implements Sink, Corkable {
   /** Set by a pong or any inbound frame; cleared by each heartbeat sweep. */
   alive = true;
+  /** Bytes still unsent when this tick's writes began; undefined when not corked. */
+  #backlog: number | undefined;
 
   constructor(
     readonly ws: WebSocket,
@@ -30,13 +32,27 @@ export class WebSocketConnection implements Sink {
     return this.ws.readyState === WebSocket.OPEN;
   }
 
+  /**
+   * Bytes the kernel has not taken. While corked this is the backlog from earlier ticks, so a burst
+   * written within one tick (a batch) does not count against a reader that keeps up.
+   */
   get bufferedBytes(): number {
-    return this.socket.writableLength;
+    return this.#backlog ?? this.socket.writableLength;
+  }
+
+  cork(): void {
+    this.#backlog = this.socket.writableLength;
+    this.socket.cork();
+  }
+
+  uncork(): void {
+    this.#backlog = undefined;
+    this.socket.uncork();
   }
 
   frame(frame: ServerFrame): void {
     if (!this.open) return;
-    corkUntilNextTick(this.socket);
+    corkUntilNextTick(this);
     this.ws.send(jsonCodec.encodeServer(frame));
   }
 
@@ -46,7 +62,7 @@ export class WebSocketConnection implements Sink {
 
   message(enc: EncodedPublication): void {
     if (this.ws.readyState !== WebSocket.OPEN) return;
-    corkUntilNextTick(this.socket);
+    corkUntilNextTick(this);
     this.socket.write(enc.wsFrame);
   }
 
