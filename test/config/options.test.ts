@@ -1,0 +1,90 @@
+/**
+ * Configuration: defaults, layering (file < environment < flags), and start-up validation that
+ * names every problem.
+ */
+import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { afterAll, describe, expect, it } from 'vitest';
+import { ConfigError, DEFAULTS, loadConfig, resolveOptions } from '@tidings/server';
+
+const dir = mkdtempSync(join(tmpdir(), 'tidings-config-'));
+afterAll(() => rmSync(dir, { recursive: true, force: true }));
+const file = (name: string, text: string): string => {
+  const path = join(dir, name);
+  writeFileSync(path, text);
+  return path;
+};
+const problemsOf = (f: () => unknown): readonly string[] => {
+  try {
+    f();
+  } catch (err) {
+    if (err instanceof ConfigError) return err.problems;
+    throw err;
+  }
+  throw new Error('expected a ConfigError');
+};
+
+describe('options', () => {
+  it('defaults to port 8080, an in-memory default namespace and sensible intervals', () => {
+    const o = resolveOptions();
+    expect(o.port).toBe(8080);
+    expect(o.namespaces['']).toEqual({ historySize: 100, historyTtl: 300, clientPublish: false, ephemeral: false });
+    expect(o.pingInterval).toBe(25_000);
+    expect(o.pollTimeout).toBe(25_000);
+    expect(Object.isFrozen(o)).toBe(true);
+    expect(Object.isFrozen(DEFAULTS)).toBe(true);
+  });
+
+  it('merges namespace options over the defaults and zeroes history for ephemeral ones', () => {
+    const o = resolveOptions({ namespaces: { chat: { clientPublish: true }, cursors: { ephemeral: true, historySize: 50 } } });
+    expect(o.namespaces.chat).toEqual({ historySize: 100, historyTtl: 300, clientPublish: true, ephemeral: false });
+    expect(o.namespaces.cursors).toMatchObject({ ephemeral: true, historySize: 0 });
+    expect(o.namespaces.demo?.clientPublish).toBe(true);
+  });
+
+  it('names every problem at once', () => {
+    const problems = problemsOf(() =>
+      resolveOptions({
+        port: 70000,
+        pingInterval: -1,
+        logLevel: 'loud',
+        apiKey: 'short',
+        namespaces: { 'bad name': {}, chat: { historySize: -5, clientPublish: 'yes' as unknown as boolean, colour: 1 } as never },
+        nope: 1,
+      } as never),
+    );
+    expect(problems).toEqual(
+      expect.arrayContaining([
+        'nope is not an option',
+        'port must be an integer from 0 to 65535 (got 70000)',
+        'pingInterval must be an integer from 100 to 3600000 (got -1)',
+        'apiKey must be a string of at least 16 characters',
+        'logLevel must be one of fatal, error, warn, info, debug, trace, silent',
+        "namespace name 'bad name' must be up to 32 letters, digits, _ or -",
+        'namespaces.chat.colour is not an option',
+        'namespaces.chat.historySize must be an integer from 0 to 1000000 (got -5)',
+        'namespaces.chat.clientPublish must be true or false',
+      ]),
+    );
+    expect(problems).toHaveLength(9);
+  });
+
+  it('layers file, then environment, then flags', () => {
+    const path = file('layers.json', JSON.stringify({ port: 1000, pollTimeout: 5000, namespaces: { chat: { clientPublish: true } } }));
+    const o = loadConfig({ file: path, env: { PORT: '2000', TIDINGS_API_KEY: 'k'.repeat(20) }, flags: { port: '3000', sseRetry: '500' } });
+    expect(o.port).toBe(3000);
+    expect(o.pollTimeout).toBe(5000);
+    expect(o.sseRetry).toBe(500);
+    expect(o.apiKey).toBe('k'.repeat(20));
+    expect(o.namespaces.chat?.clientPublish).toBe(true);
+  });
+
+  it('explains a missing file, invalid JSON, unknown flags and non-numeric values', () => {
+    expect(problemsOf(() => loadConfig({ file: join(dir, 'missing.json') }))[0]).toMatch(/^cannot read config file .*missing\.json/);
+    expect(problemsOf(() => loadConfig({ file: file('bad.json', '{ port: 1') }))[0]).toMatch(/is not valid JSON/);
+    expect(problemsOf(() => loadConfig({ file: file('arr.json', '[]') }))[0]).toMatch(/top level must be an object/);
+    expect(problemsOf(() => loadConfig({ flags: { colour: 'red' } }))).toEqual(['--colour is not an option']);
+    expect(problemsOf(() => loadConfig({ env: { PORT: 'eighty' } }))).toEqual(['port must be an integer from 0 to 65535 (got "eighty")']);
+  });
+});

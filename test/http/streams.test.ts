@@ -1,0 +1,159 @@
+/**
+ * SSE and long-poll specifics: stream framing, heartbeats, the retry hint, poll timeouts and limits,
+ * and coded errors for bad channels, garbage or forged cursors and wrong methods.
+ */
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { formatCursor, parseCursor, type PollResponse } from '@tidings/protocol';
+import { RawSseClient, startGateway, type TestGateway } from '@tidings/testing';
+
+let gw: TestGateway;
+const open: RawSseClient[] = [];
+beforeAll(async () => {
+  gw = await startGateway({ sseHeartbeat: 100, sseRetry: 2000, maxPollMessages: 5 });
+});
+afterAll(async () => {
+  for (const c of open) c.close();
+  await gw.close();
+});
+const sse = async (query: string, lastEventId?: string): Promise<RawSseClient> => {
+  const c = await RawSseClient.open(`${gw.url}/sse?${query}`, lastEventId);
+  open.push(c);
+  return c;
+};
+async function errorOf(res: Response | RawSseClient): Promise<{ status: number; code: string }> {
+  const body = (res instanceof Response ? await res.json() : JSON.parse(res.body)) as { error: { code: string } };
+  return { status: res.status, code: body.error.code };
+}
+
+describe('SSE stream', () => {
+  it('is an event stream with a jittered retry hint, a welcome carrying the cursor, and heartbeats', async () => {
+    const p = await gw.publish('sse-a', 1);
+    const c = await sse('channel=sse-a&channel=sse-b');
+    expect(c.headers['content-type']).toBe('text/event-stream; charset=utf-8');
+    expect(c.headers['cache-control']).toContain('no-cache');
+    await c.until((x) => x.comments >= 2, 2000);
+    expect(c.retry).toBeGreaterThanOrEqual(2000);
+    expect(c.retry).toBeLessThanOrEqual(3000);
+    const welcome = c.named('tidings:welcome')[0];
+    const cursor = parseCursor(welcome?.id ?? '');
+    expect(cursor.get('sse-a')).toEqual(p.position);
+    expect(cursor.get('sse-b')?.seq).toBe(0);
+    expect(JSON.parse(welcome?.data ?? '{}')).toMatchObject({ channels: ['sse-a', 'sse-b'], heartbeat: 100 });
+  });
+
+  it('gives every event an id holding every channel position', async () => {
+    const c = await sse('channel=sse-v1,sse-v2');
+    await c.until((x) => x.named('tidings:welcome').length === 1);
+    const a = await gw.publish('sse-v1', 'a', { type: 'chat.message' });
+    const b = await gw.publish('sse-v2', 'b');
+    await c.until((x) => x.events.length === 3);
+    const [first, second] = c.events.slice(1);
+    expect(first?.event).toBe('chat.message');
+    expect(parseCursor(first?.id ?? '').get('sse-v1')).toEqual(a.position);
+    expect(second?.event).toBe('message');
+    expect(JSON.parse(second?.data ?? '')).toEqual({ channel: 'sse-v2', position: b.position, data: 'b' });
+    const ids = parseCursor(second?.id ?? '');
+    expect([ids.get('sse-v1'), ids.get('sse-v2')]).toEqual([a.position, b.position]);
+  });
+
+  it('resumes from the lastEventId query like from the header', async () => {
+    const p1 = await gw.publish('sse-q', 1);
+    await gw.publish('sse-q', 2);
+    const cursor = formatCursor(new Map([['sse-q', p1.position]]));
+    const c = await sse(`channel=sse-q&lastEventId=${encodeURIComponent(cursor)}`);
+    await c.until((x) => x.named('message').length === 1);
+    expect(JSON.parse(c.named('message')[0]?.data ?? '')).toMatchObject({ data: 2 });
+  });
+
+  it('prefers the Last-Event-ID header over the query', async () => {
+    const p1 = await gw.publish('sse-h', 1);
+    const p2 = await gw.publish('sse-h', 2);
+    await gw.publish('sse-h', 3);
+    const c = await sse(`channel=sse-h&lastEventId=${encodeURIComponent(formatCursor(new Map([['sse-h', p1.position]])))}`, formatCursor(new Map([['sse-h', p2.position]])));
+    await c.until((x) => x.named('message').length === 1);
+    await new Promise((r) => setTimeout(r, 50));
+    expect(c.named('message').map((e) => (JSON.parse(e.data) as { data: number }).data)).toEqual([3]);
+  });
+
+  it('ignores cursor entries for channels not requested', async () => {
+    const c = await sse(`channel=sse-x`, 'other=abcdefgh.5');
+    expect(c.status).toBe(200);
+  });
+
+  it.each([
+    ['garbage Last-Event-ID', 'channel=a', 'not a cursor', 400, 'bad_cursor'],
+    ['a Last-Event-ID with a bad channel', 'channel=a', 'a b=abc.1', 400, 'bad_cursor'],
+    ['a garbage lastEventId query', 'channel=a&lastEventId=%00%01', undefined, 400, 'bad_cursor'],
+    ['no channel', '', undefined, 400, 'bad_request'],
+    ['an invalid channel', 'channel=%20x', undefined, 400, 'bad_channel'],
+    ['an unknown namespace', 'channel=zzz:x', undefined, 404, 'unknown_namespace'],
+  ])('refuses %s with a coded error', async (_what, query, lastEventId, status, code) => {
+    const c = await sse(query, lastEventId);
+    expect(await errorOf(c)).toEqual({ status, code });
+  });
+
+  it('refuses a position ahead of the channel (a forged cursor) with bad_position', async () => {
+    const p = await gw.publish('sse-forged', 1);
+    const c = await sse('channel=sse-forged', formatCursor(new Map([['sse-forged', { epoch: p.position.epoch, seq: 1000 }]])));
+    expect(await errorOf(c)).toEqual({ status: 400, code: 'bad_position' });
+  });
+
+  it('refuses POST with 405', async () => {
+    const res = await fetch(`${gw.url}/sse?channel=a`, { method: 'POST' });
+    expect(await errorOf(res)).toEqual({ status: 405, code: 'method_not_allowed' });
+  });
+});
+
+describe('long polling', () => {
+  const poll = async (query: string): Promise<{ status: number; body: PollResponse }> => {
+    const res = await fetch(`${gw.url}/poll?${query}`);
+    return { status: res.status, body: (await res.json()) as PollResponse };
+  };
+
+  it('without a cursor starts from now and answers an empty poll at the timeout with a cursor', async () => {
+    const p = await gw.publish('poll-now', 1);
+    const started = Date.now();
+    const { status, body } = await poll('channel=poll-now&timeout=200');
+    expect(Date.now() - started).toBeGreaterThanOrEqual(190);
+    expect(status).toBe(200);
+    expect(body).toEqual({ messages: [], gaps: [], cursor: formatCursor(new Map([['poll-now', p.position]])) });
+  });
+
+  it('holds until a message arrives, then answers at once', async () => {
+    const first = await poll('channel=poll-hold&timeout=0');
+    const pending = poll(`channel=poll-hold&cursor=${encodeURIComponent(first.body.cursor)}&timeout=5000`);
+    await new Promise((r) => setTimeout(r, 100));
+    const started = Date.now();
+    const p = await gw.publish('poll-hold', { hi: 1 });
+    const { body } = await pending;
+    expect(Date.now() - started).toBeLessThan(1000);
+    expect(body.messages).toEqual([{ channel: 'poll-hold', position: p.position, data: { hi: 1 } }]);
+    expect(body.cursor).toBe(formatCursor(new Map([['poll-hold', p.position]])));
+  });
+
+  it('returns at most maxPollMessages and continues from the cursor', async () => {
+    const first = await poll('channel=poll-many&timeout=0');
+    for (let i = 1; i <= 8; i++) await gw.publish('poll-many', i);
+    const a = await poll(`channel=poll-many&cursor=${encodeURIComponent(first.body.cursor)}`);
+    expect(a.body.messages.map((m) => m.data)).toEqual([1, 2, 3, 4, 5]);
+    const b = await poll(`channel=poll-many&cursor=${encodeURIComponent(a.body.cursor)}`);
+    expect(b.body.messages.map((m) => m.data)).toEqual([6, 7, 8]);
+  });
+
+  it.each([
+    ['a garbage cursor', 'channel=a&cursor=%%%', 400, 'bad_cursor'],
+    ['a cursor with a bad position', 'channel=a&cursor=a%3Dx.%21', 400, 'bad_cursor'],
+    ['a bad timeout', 'channel=a&timeout=soon', 400, 'bad_request'],
+    ['no channel', 'cursor=', 400, 'bad_request'],
+    ['too many channels', Array.from({ length: 65 }, (_, i) => `channel=c${i}`).join('&'), 429, 'limit_exceeded'],
+  ])('refuses %s with a coded error', async (_what, query, status, code) => {
+    const res = await fetch(`${gw.url}/poll?${query}`);
+    expect(await errorOf(res)).toEqual({ status, code });
+  });
+
+  it('leaves no session behind after polls end', async () => {
+    await poll('channel=poll-clean&timeout=0');
+    await poll('channel=poll-clean&timeout=50');
+    expect(gw.gateway.connections().poll).toBe(0);
+  });
+});
