@@ -4,11 +4,22 @@
  */
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { formatCursor } from '@tidings/protocol';
-import { openSubscriber, startGateway, TRANSPORTS, type ResumableSubscriber, type TestGateway } from '@tidings/testing';
+import { MemoryBroker, type Broker } from '@tidings/server';
+import { faultyBroker, openSubscriber, startGateway, TRANSPORTS, type ResumableSubscriber, type TestGateway } from '@tidings/testing';
 
 const range = (from: number, to: number): number[] => Array.from({ length: to - from + 1 }, (_, i) => from + i);
 
-describe.each(TRANSPORTS)('transport %s', (kind) => {
+const memory = (): Broker => new MemoryBroker({ maxChannels: 10_000, dedupMaxKeys: 1000 });
+const LOSSY = 'memory broker behind slow history and a lossy live feed';
+const BROKERS: Array<[string, () => Broker]> = [
+  ['memory broker', memory],
+  // History reads take 15 ms, so live publications pile up during every resume and must be merged
+  // at the seam; every 7th live publication is lost, so the hub must repair holes from history.
+  [LOSSY, () => faultyBroker(memory(), { historyDelayMs: 15, dropLiveEvery: 7 })],
+];
+const CASES = TRANSPORTS.flatMap((kind) => BROKERS.map(([name, make]) => [kind, name, make] as const));
+
+describe.each(CASES)('transport %s, %s', (kind, broker, makeBroker) => {
   let gw: TestGateway;
   const subs: ResumableSubscriber[] = [];
   let n = 0;
@@ -29,7 +40,8 @@ describe.each(TRANSPORTS)('transport %s', (kind) => {
       },
       sseHeartbeat: 200,
       pingInterval: 200,
-    });
+      positionCheck: 100,
+    }, { broker: makeBroker() });
   });
   afterAll(async () => {
     for (const s of subs) s.close();
@@ -166,7 +178,8 @@ describe.each(TRANSPORTS)('transport %s', (kind) => {
     expect(s.seqs(c)).toEqual([3]);
   });
 
-  it('makes no resume promise on ephemeral channels: live only, no gaps', async () => {
+  // Known gap, by design: an ephemeral publication lost by the live feed is not repaired (no history).
+  it.skipIf(broker === LOSSY)('makes no resume promise on ephemeral channels: live only, no gaps', async () => {
     const c = channel('typing');
     const s = await open([c]);
     await gw.publish(c, 1);

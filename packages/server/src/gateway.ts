@@ -102,6 +102,7 @@ export class Gateway {
       this.#started = true;
       this.#timers.push(setInterval(() => this.#pingSweep(), this.options.pingInterval).unref());
       this.#timers.push(setInterval(() => this.#sseHeartbeat(), this.options.sseHeartbeat).unref());
+      this.#timers.push(setInterval(() => this.#checkPositions(), this.options.positionCheck).unref());
     }
     await new Promise<void>((resolve, reject) => {
       this.server.once('error', reject);
@@ -320,6 +321,20 @@ export class Gateway {
       this.#untrack(session);
     });
     conn.frame({ type: 'welcome', version: PROTOCOL_VERSION, session: session.id, heartbeat: this.options.pingInterval });
+  }
+
+  #checking = false;
+
+  /** One position check at a time; a slow broker makes checks rarer, never overlapping. */
+  #checkPositions(): void {
+    if (this.#checking) return;
+    this.#checking = true;
+    this.#hub
+      .checkPositions()
+      .catch((err: unknown) => this.log.error({ err }, 'position check failed'))
+      .finally(() => {
+        this.#checking = false;
+      });
   }
 
   #pingSweep(): void {

@@ -16,8 +16,8 @@ export interface Subscriber {
 
 interface Member {
   readonly subscribers: Set<Subscriber>;
-  /** Settles when the broker subscription is in place. */
-  readonly ready: Promise<void>;
+  /** Settles when the broker subscription is in place and the baseline position is known. */
+  ready: Promise<void>;
   /** Last position seen on the live feed. */
   last: Position | undefined;
   /** Publications that arrived while a hole is being repaired, in arrival order. */
@@ -38,6 +38,28 @@ export class Hub {
     private readonly onError: HubErrorHandler,
   ) {}
 
+  /**
+   * Repairs a lost tail: a hole is only visible on the live feed when the next publication arrives,
+   * so this compares each joined channel's top position with the last one seen and fills the
+   * difference from history. Run it on an interval; channels are checked one at a time.
+   */
+  async checkPositions(): Promise<void> {
+    for (const [channel, member] of [...this.#members]) {
+      const last = member.last;
+      if (member.repairing !== undefined || last === undefined || this.#members.get(channel) !== member) continue;
+      let top: Position;
+      try {
+        top = (await this.broker.history(channel, undefined, 0)).top;
+      } catch (err) {
+        this.onError(err, channel);
+        continue;
+      }
+      if (member.repairing !== undefined || member.last !== last || top.epoch !== last.epoch || top.seq <= last.seq) continue;
+      member.repairing = [];
+      this.#repair(member, channel, last);
+    }
+  }
+
   /** Channels with at least one member on this node. */
   get channelCount(): number {
     return this.#members.size;
@@ -48,10 +70,18 @@ export class Hub {
     let member = this.#members.get(channel);
     if (member === undefined) {
       const pending = this.#leaving.get(channel);
-      const ready = (pending ?? Promise.resolve()).then(() => this.broker.subscribe(channel));
-      member = { subscribers: new Set(), ready, last: undefined, repairing: undefined };
+      const created: Member = { subscribers: new Set(), ready: Promise.resolve(), last: undefined, repairing: undefined };
+      // Once subscribed, the top position is the baseline: a hole after it is visible even when the
+      // very first live publication is the one lost.
+      created.ready = (pending ?? Promise.resolve())
+        .then(() => this.broker.subscribe(channel))
+        .then(() => this.broker.history(channel, undefined, 0))
+        .then((page) => {
+          created.last ??= page.top;
+        });
+      member = created;
       this.#members.set(channel, member);
-      const created = member;
+      const { ready } = created;
       ready.catch(() => {
         // A failed broker subscribe drops the member so the next join retries.
         if (this.#members.get(channel) === created) this.#members.delete(channel);

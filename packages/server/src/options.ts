@@ -46,6 +46,8 @@ export interface GatewayOptions {
   /** Most channel streams (positions plus history) kept by the in-memory broker. */
   readonly maxChannels: number;
   readonly pingInterval: number;
+  /** How often each joined channel's latest position is compared with the live feed, to repair a lost tail. */
+  readonly positionCheck: number;
   readonly sseHeartbeat: number;
   /** `retry:` hint sent to SSE clients; each stream gets up to 50% random extra. */
   readonly sseRetry: number;
@@ -83,6 +85,7 @@ export const DEFAULTS: GatewayOptions = Object.freeze({
   dedupMaxKeys: 10_000,
   maxChannels: 100_000,
   pingInterval: 25_000,
+  positionCheck: 10_000,
   sseHeartbeat: 15_000,
   sseRetry: 1_000,
   pollTimeout: 25_000,
@@ -116,6 +119,7 @@ const NUMBER_LIMITS: Record<string, readonly [number, number]> = {
   dedupMaxKeys: [0, 10_000_000],
   maxChannels: [1, 100_000_000],
   pingInterval: [100, 3_600_000],
+  positionCheck: [50, 3_600_000],
   sseHeartbeat: [100, 3_600_000],
   sseRetry: [0, 3_600_000],
   pollTimeout: [100, 300_000],

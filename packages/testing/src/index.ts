@@ -3,3 +3,4 @@ export * from './sse-client.js';
 export * from './ws-client.js';
 export * from './subscribers.js';
 export * from './chromium.js';
+export * from './faulty-broker.js';
