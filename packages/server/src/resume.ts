@@ -1,7 +1,7 @@
 /**
  * The resume merge, as a pure function. A subscription joins the live feed first and buffers,
  * then reads history; this decides what the client gets: every publication after its position
- * exactly once and in seq order, history first and buffered live after, with an explicit gap
+ * exactly once and in seq order, from history and the live buffer together, with an explicit gap
  * wherever publications could not be recovered.
  * @module
  */
@@ -21,6 +21,27 @@ export interface ResumePlan {
 }
 
 /**
+ * Splits the live buffer around the epoch of the history read (`epoch`). The buffer is in arrival
+ * order, so publications of another epoch that arrived before the last one of `epoch` predate the
+ * read (stale: dropped); those after it started a newer epoch. With no publication of `epoch` in the
+ * buffer, foreign ones are taken as stale: if they were newer, the next live publication of their
+ * epoch reveals the change and the subscription reports it as a gap.
+ */
+function splitLive(live: readonly Publication[], epoch: string): { current: Publication[]; newer: Publication[] } {
+  let lastCurrent = -1;
+  live.forEach((pub, i) => {
+    if (pub.position.epoch === epoch) lastCurrent = i;
+  });
+  const current: Publication[] = [];
+  const newer: Publication[] = [];
+  live.forEach((pub, i) => {
+    if (pub.position.epoch === epoch) current.push(pub);
+    else if (lastCurrent !== -1 && i > lastCurrent) newer.push(pub);
+  });
+  return { current, newer };
+}
+
+/**
  * Plans a resume of `channel` from `since` (undefined: start from the page's top, "now").
  * `page` is history read after joining the live feed; `live` is what the feed delivered meanwhile.
  * Ephemeral channels promise no resume, so they never report gaps.
@@ -35,36 +56,44 @@ export function planResume(
 ): ResumePlan {
   const { top } = page;
   const steps: ResumeStep[] = [];
-  let last: Position = top;
   let lostAny = false;
+  let last: Position = top;
   const gapTo = (to: Position, reason: Gap['reason']): void => {
     lostAny = true;
     if (!ephemeral) steps.push({ gap: { channel, from: last, to, reason } });
+    last = to;
   };
-  if (since !== undefined && !ephemeral) {
+  const resuming = since !== undefined && !ephemeral;
+  if (resuming) {
     if (since.epoch !== top.epoch) {
       last = since;
       gapTo(top, 'epoch');
-      last = top;
     } else if (since.seq > top.seq) {
       throw new TidingsError('bad_position', `position ${since.seq} is ahead of ${channel} (latest is ${top.seq})`);
     } else {
       last = since;
-      for (const pub of page.publications) {
-        const p = pub.position;
-        if (p.epoch !== last.epoch || p.seq <= last.seq) continue;
-        if (p.seq > last.seq + 1) gapTo({ epoch: p.epoch, seq: p.seq - 1 }, page.evicted ?? 'trimmed');
-        steps.push({ pub });
-        last = p;
-      }
-      // History holds nothing between `last` and the top: those were evicted.
-      if (last.seq < top.seq) {
-        gapTo(top, page.evicted ?? 'trimmed');
-        last = top;
-      }
     }
   }
-  for (const pub of live) {
+  const { current, newer } = splitLive(live, top.epoch);
+  // History and the buffer overlap; together, in seq order, they cover as much as can be recovered.
+  const known = [...page.publications.filter((p) => p.position.epoch === top.epoch), ...current].sort(
+    (a, b) => a.position.seq - b.position.seq,
+  );
+  let tailChecked = !resuming;
+  for (const pub of known) {
+    const p = pub.position;
+    if (p.seq <= last.seq) continue;
+    if (!tailChecked && p.seq > top.seq) {
+      tailChecked = true;
+      if (last.seq < top.seq) gapTo(top, page.evicted ?? 'trimmed');
+    }
+    if (p.seq > last.seq + 1) gapTo({ epoch: p.epoch, seq: p.seq - 1 }, p.seq - 1 <= top.seq ? (page.evicted ?? 'trimmed') : 'trimmed');
+    steps.push({ pub });
+    last = p;
+  }
+  // Nothing held the publications up to the top: they were evicted.
+  if (!tailChecked && last.seq < top.seq) gapTo(top, page.evicted ?? 'trimmed');
+  for (const pub of newer) {
     const p = pub.position;
     if (p.epoch === last.epoch) {
       if (p.seq <= last.seq) continue;
@@ -75,5 +104,5 @@ export function planResume(
     steps.push({ pub });
     last = p;
   }
-  return { steps, last, recovered: since !== undefined && !ephemeral && !lostAny };
+  return { steps, last, recovered: resuming && !lostAny };
 }

@@ -54,6 +54,31 @@ export abstract class ResumableSubscriber {
     return this.messages.filter((m) => m.channel === channel).map((m) => m.position.seq);
   }
 
+  /** What arrived, compactly: per channel, seq runs and gaps in arrival order (for failure messages). */
+  summary(): string {
+    const parts: string[] = [];
+    let run: [number, number] | undefined;
+    const flush = (): void => {
+      if (run !== undefined) parts.push(run[0] === run[1] ? `${run[0]}` : `${run[0]}-${run[1]}`);
+      run = undefined;
+    };
+    for (const r of this.received) {
+      if ('gap' in r) {
+        flush();
+        parts.push(`gap(${r.gap.channel} ${r.gap.from.seq}..${r.gap.to.seq} ${r.gap.reason})`);
+        continue;
+      }
+      const seq = r.message.position.seq;
+      if (run !== undefined && seq === run[1] + 1) run[1] = seq;
+      else {
+        flush();
+        run = [seq, seq];
+      }
+    }
+    flush();
+    return `[${parts.join(', ')}] (${this.received.length} items)`;
+  }
+
   /** The cursor text of the current positions. */
   cursor(): string {
     return formatCursor(this.positions);
@@ -82,7 +107,7 @@ export abstract class ResumableSubscriber {
     while (!predicate(this)) {
       const left = deadline - Date.now();
       if (left <= 0) {
-        throw new Error(`${this.kind}: condition not met within ${timeoutMs} ms; received ${JSON.stringify(this.received).slice(0, 600)}`);
+        throw new Error(`${this.kind}: condition not met within ${timeoutMs} ms; received ${this.summary()}`);
       }
       await new Promise<void>((resolve) => {
         const t = setTimeout(resolve, Math.min(left, 50));

@@ -109,10 +109,15 @@ export class MemoryBroker implements Broker {
     if (since === undefined || since.epoch === stream.epoch) {
       const after = since?.seq ?? 0;
       const { history } = stream;
-      // Entries hold consecutive seqs, so the first one after `after` is found by arithmetic.
-      const oldest = history[stream.head];
-      let i = oldest === undefined ? history.length : stream.head + Math.max(0, after + 1 - oldest.pub.position.seq);
-      for (; i < history.length && publications.length < limit; i++) publications.push((history[i] as Entry).pub);
+      // Seqs ascend but may skip (ephemeral publications are not stored): binary search.
+      let lo = stream.head;
+      let hi = history.length;
+      while (lo < hi) {
+        const mid = (lo + hi) >>> 1;
+        if ((history[mid] as Entry).pub.position.seq <= after) lo = mid + 1;
+        else hi = mid;
+      }
+      for (let i = lo; i < history.length && publications.length < limit; i++) publications.push((history[i] as Entry).pub);
     }
     return Promise.resolve({ top, publications, evicted: stream.evicted });
   }
