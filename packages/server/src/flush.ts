@@ -5,7 +5,7 @@
  * @module
  */
 
-/** What can be corked: a net.Socket or an http.ServerResponse. */
+/** What can be corked. */
 export interface Corkable {
   cork(): void;
   uncork(): void;
@@ -34,5 +34,47 @@ export function corkUntilNextTick(stream: Corkable): void {
   if (!scheduled) {
     scheduled = true;
     process.nextTick(flush);
+  }
+}
+
+/** A socket or an HTTP response. */
+export interface WritableLike extends Corkable {
+  readonly writableLength: number;
+  write(chunk: string | Buffer): boolean;
+}
+
+/**
+ * One connection's output: writes are corked until the end of the tick, and the backlog is measured
+ * as it stood when the tick's writes began, so a burst written within one tick (a batch) does not
+ * count against a reader that keeps up.
+ */
+export class TickWriter implements Corkable {
+  #backlog: number | undefined;
+
+  constructor(private readonly out: WritableLike) {}
+
+  /** Bytes the kernel has not taken, excluding this tick's writes. */
+  get backlog(): number {
+    return this.#backlog ?? this.out.writableLength;
+  }
+
+  /** Corks for the rest of the tick; for writes made by someone else (the `ws` library). */
+  hold(): void {
+    corkUntilNextTick(this);
+  }
+
+  write(chunk: string | Buffer): void {
+    corkUntilNextTick(this);
+    this.out.write(chunk);
+  }
+
+  cork(): void {
+    this.#backlog = this.out.writableLength;
+    this.out.cork();
+  }
+
+  uncork(): void {
+    this.#backlog = undefined;
+    this.out.uncork();
   }
 }

@@ -118,7 +118,8 @@ export class Session {
     this.#subs.set(channel, sub);
     try {
       await hub.join(channel, sub);
-      const page = await broker.history(channel, since, ns.historySize > 0 ? ns.historySize : 0);
+      // Starting from now needs only the top position; resuming needs what history holds after `since`.
+      const page = await broker.history(channel, since, since === undefined || ns.ephemeral ? 0 : ns.historySize);
       if (this.#subs.get(channel) !== sub) throw new TidingsError('not_subscribed', `unsubscribed from ${channel} while subscribing`);
       const buffered = sub.buffer ?? [];
       const encOf = new Map<Publication, EncodedPublication>(buffered.map((e) => [e.pub, e]));

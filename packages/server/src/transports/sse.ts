@@ -17,14 +17,13 @@ import {
   type SubscribeResult,
 } from '@tidings/protocol';
 import type { EncodedPublication } from '../encoded.js';
-import { corkUntilNextTick, type Corkable } from '../flush.js';
+import { TickWriter } from '../flush.js';
 import type { Sink } from '../session.js';
 
 type Held = { readonly enc: EncodedPublication } | { readonly gap: Gap };
 
-export class SseConnection implements Sink, Corkable {
-  /** Bytes still unsent when this tick's writes began; undefined when not corked. */
-  #backlog: number | undefined;
+export class SseConnection implements Sink {
+  readonly #out: TickWriter;
   /** Cursor entry text per channel, in the request's channel order. */
   readonly #entries = new Map<Channel, string>();
   #id = '';
@@ -35,6 +34,7 @@ export class SseConnection implements Sink, Corkable {
     private readonly res: ServerResponse,
     channels: readonly Channel[],
   ) {
+    this.#out = new TickWriter(res);
     for (const channel of channels) this.#entries.set(channel, '');
     res.on('close', () => {
       this.#ended = true;
@@ -45,19 +45,8 @@ export class SseConnection implements Sink, Corkable {
     return this.#ended;
   }
 
-  /** Unsent bytes; while corked, only the backlog from earlier ticks (see WebSocketConnection). */
   get bufferedBytes(): number {
-    return this.#backlog ?? this.res.writableLength;
-  }
-
-  cork(): void {
-    this.#backlog = this.res.writableLength;
-    this.res.cork();
-  }
-
-  uncork(): void {
-    this.#backlog = undefined;
-    this.res.uncork();
+    return this.#out.backlog;
   }
 
   /** Sends headers, the `retry:` hint, a welcome event carrying the start vector, then held output. */
@@ -71,11 +60,10 @@ export class SseConnection implements Sink, Corkable {
       'x-accel-buffering': 'no',
     });
     res.socket?.setNoDelay(true);
-    corkUntilNextTick(this);
-    res.write(`retry: ${retryMs}\n`);
+    this.#out.write(`retry: ${retryMs}\n`);
     this.#refreshId();
     const welcome = JSON.stringify({ channels: [...this.#entries.keys()], cursor: this.#id, heartbeat: heartbeatMs });
-    res.write(`event: ${SseEvent.welcome}\nid: ${this.#id}\ndata: ${welcome}\n\n`);
+    this.#out.write(`event: ${SseEvent.welcome}\nid: ${this.#id}\ndata: ${welcome}\n\n`);
     const held = this.#held ?? [];
     this.#held = undefined;
     for (const item of held) {
@@ -96,9 +84,8 @@ export class SseConnection implements Sink, Corkable {
     if (this.#ended) return;
     this.#set(enc.pub.channel, enc.pub.position);
     this.#refreshId();
-    corkUntilNextTick(this);
-    this.res.write(enc.sseEvent);
-    this.res.write(`id: ${this.#id}\n\n`);
+    this.#out.write(enc.sseEvent);
+    this.#out.write(`id: ${this.#id}\n\n`);
   }
 
   gap(gap: Gap): void {
@@ -109,8 +96,7 @@ export class SseConnection implements Sink, Corkable {
     if (this.#ended) return;
     this.#set(gap.channel, gap.to);
     this.#refreshId();
-    corkUntilNextTick(this);
-    this.res.write(`event: ${SseEvent.gap}\nid: ${this.#id}\ndata: ${JSON.stringify(gap)}\n\n`);
+    this.#out.write(`event: ${SseEvent.gap}\nid: ${this.#id}\ndata: ${JSON.stringify(gap)}\n\n`);
   }
 
   /** A comment line: keeps proxies from timing out the idle stream. */

@@ -8,19 +8,19 @@ import type { Socket } from 'node:net';
 import { CloseCode, jsonCodec, type CloseName, type Gap, type RequestId, type ServerFrame, type SubscribeResult } from '@tidings/protocol';
 import WebSocket from 'ws';
 import type { EncodedPublication } from '../encoded.js';
-import { corkUntilNextTick, type Corkable } from '../flush.js';
+import { TickWriter } from '../flush.js';
 import type { Sink } from '../session.js';
 
-export class WebSocketConnection implements Sink, Corkable {
+export class WebSocketConnection implements Sink {
   /** Set by a pong or any inbound frame; cleared by each heartbeat sweep. */
   alive = true;
-  /** Bytes still unsent when this tick's writes began; undefined when not corked. */
-  #backlog: number | undefined;
+  readonly #out: TickWriter;
 
   constructor(
     readonly ws: WebSocket,
-    private readonly socket: Socket,
+    socket: Socket,
   ) {
+    this.#out = new TickWriter(socket);
     ws.on('pong', this.#markAlive);
   }
 
@@ -32,27 +32,13 @@ export class WebSocketConnection implements Sink, Corkable {
     return this.ws.readyState === WebSocket.OPEN;
   }
 
-  /**
-   * Bytes the kernel has not taken. While corked this is the backlog from earlier ticks, so a burst
-   * written within one tick (a batch) does not count against a reader that keeps up.
-   */
   get bufferedBytes(): number {
-    return this.#backlog ?? this.socket.writableLength;
-  }
-
-  cork(): void {
-    this.#backlog = this.socket.writableLength;
-    this.socket.cork();
-  }
-
-  uncork(): void {
-    this.#backlog = undefined;
-    this.socket.uncork();
+    return this.#out.backlog;
   }
 
   frame(frame: ServerFrame): void {
     if (!this.open) return;
-    corkUntilNextTick(this);
+    this.#out.hold();
     this.ws.send(jsonCodec.encodeServer(frame));
   }
 
@@ -61,9 +47,7 @@ export class WebSocketConnection implements Sink, Corkable {
   }
 
   message(enc: EncodedPublication): void {
-    if (this.ws.readyState !== WebSocket.OPEN) return;
-    corkUntilNextTick(this);
-    this.socket.write(enc.wsFrame);
+    if (this.ws.readyState === WebSocket.OPEN) this.#out.write(enc.wsFrame);
   }
 
   gap(gap: Gap): void {
