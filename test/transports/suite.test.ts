@@ -5,7 +5,15 @@
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { formatCursor } from '@tidings/protocol';
 import { MemoryBroker, type Broker } from '@tidings/server';
-import { faultyBroker, openSubscriber, startGateway, TRANSPORTS, type ResumableSubscriber, type TestGateway } from '@tidings/testing';
+import {
+  faultyBroker,
+  openSubscriber,
+  resumeOutcome,
+  startGateway,
+  TRANSPORTS,
+  type ResumableSubscriber,
+  type TestGateway,
+} from '@tidings/testing';
 
 const range = (from: number, to: number): number[] => Array.from({ length: to - from + 1 }, (_, i) => from + i);
 
@@ -42,6 +50,7 @@ describe.each(CASES)('transport %s, %s', (kind, broker, makeBroker) => {
       sseHeartbeat: 200,
       pingInterval: 200,
       positionCheck: 100,
+      pollTimeout: 300,
     }, { broker: makeBroker() });
   });
   afterAll(async () => {
@@ -203,5 +212,24 @@ describe.each(CASES)('transport %s, %s', (kind, broker, makeBroker) => {
     for (let i = 1; i <= 10; i++) await gw.publish(c, i);
     await healthy.untilCount(c, 10);
     expect(healthy.seqs(c)).toEqual(range(1, 10));
+  });
+
+  it('keeps an idle connection alive with heartbeats', async () => {
+    const c = channel();
+    const s = await open([c]);
+    await s.until((x) => x.heartbeats >= 3, 3000);
+    await gw.publish(c, 'after idle');
+    await s.untilCount(c, 1);
+  });
+
+  it('refuses a forged position ahead of the channel with bad_position, and a healthy subscriber is untouched', async () => {
+    const c = channel();
+    const healthy = await open([c]);
+    const p = await gw.publish(c, 1);
+    const forged = formatCursor(new Map([[c, { epoch: p.position.epoch, seq: p.position.seq + 100 }]]));
+    expect(await resumeOutcome(kind, gw, c, forged)).toBe('bad_position');
+    await gw.publish(c, 2);
+    await healthy.untilCount(c, 2);
+    expect(healthy.seqs(c)).toEqual([1, 2]);
   });
 });

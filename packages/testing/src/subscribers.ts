@@ -36,6 +36,8 @@ export abstract class ResumableSubscriber {
   ) {}
 
   abstract readonly kind: TransportKind;
+  /** Liveness signals seen: WebSocket pings, SSE comment lines, or long polls answered empty at their timeout. */
+  abstract readonly heartbeats: number;
   /** Connects (first time or again), resuming from `positions`. */
   abstract connect(): Promise<void>;
   /** Drops the connection abruptly, keeping positions. */
@@ -132,10 +134,15 @@ export abstract class ResumableSubscriber {
 class WsSubscriber extends ResumableSubscriber {
   readonly kind = 'websocket';
   client: RawWsClient | undefined;
+  heartbeats = 0;
 
   async connect(): Promise<void> {
     const client = await RawWsClient.connect(this.gw.wsUrl);
     this.client = client;
+    client.ws.on('ping', () => {
+      this.heartbeats += 1;
+      this.wake();
+    });
     client.ws.on('message', (data: Buffer) => {
       const frame = JSON.parse(data.toString('utf8')) as { type: string; message?: Message; gap?: Gap };
       if (frame.type === 'message' && frame.message !== undefined) this.onMessage(frame.message);
@@ -159,6 +166,11 @@ class WsSubscriber extends ResumableSubscriber {
 class SseSubscriber extends ResumableSubscriber {
   readonly kind = 'sse';
   client: RawSseClient | undefined;
+  #pastComments = 0;
+
+  get heartbeats(): number {
+    return this.#pastComments + (this.client?.comments ?? 0);
+  }
   #seen = 0;
   #poller: NodeJS.Timeout | undefined;
 
@@ -197,6 +209,7 @@ class SseSubscriber extends ResumableSubscriber {
 
   drop(): void {
     this.#drain();
+    this.#pastComments += this.client?.comments ?? 0;
     clearInterval(this.#poller);
     this.client?.close();
     this.client = undefined;
@@ -210,6 +223,7 @@ class PollSubscriber extends ResumableSubscriber {
   #loop: Promise<void> | undefined;
   /** Last HTTP error seen by the loop. */
   lastError: unknown;
+  heartbeats = 0;
 
   constructor(
     gw: TestGateway,
@@ -234,6 +248,7 @@ class PollSubscriber extends ResumableSubscriber {
   }
 
   #apply(body: PollResponse): void {
+    if (body.messages.length === 0 && body.gaps.length === 0) this.heartbeats += 1;
     for (const gap of body.gaps) this.onGap(gap);
     for (const m of body.messages) this.onMessage(m);
     this.#cursor = body.cursor;
@@ -273,10 +288,26 @@ export async function openSubscriber(
   channels: readonly Channel[],
   cursor?: string,
 ): Promise<ResumableSubscriber> {
-  const sub = kind === 'websocket' ? new WsSubscriber(gw, channels) : kind === 'sse' ? new SseSubscriber(gw, channels) : new PollSubscriber(gw, channels, 2000);
+  const sub =
+    kind === 'websocket' ? new WsSubscriber(gw, channels) : kind === 'sse' ? new SseSubscriber(gw, channels) : new PollSubscriber(gw, channels, 25_000);
   if (cursor !== undefined) for (const [channel, p] of parseCursor(cursor)) sub.positions.set(channel, p);
   await sub.connect();
   return sub;
 }
 
 export const TRANSPORTS: readonly TransportKind[] = ['websocket', 'sse', 'poll'];
+
+/**
+ * Tries to subscribe on `kind` resuming from `cursor` and returns the error code the gateway
+ * answered with (an `error` frame on WebSocket, the HTTP error body otherwise), or 'ok'.
+ */
+export async function resumeOutcome(kind: TransportKind, gw: TestGateway, channel: Channel, cursor: string): Promise<string> {
+  try {
+    const sub = await openSubscriber(kind, gw, [channel], cursor);
+    sub.close();
+    return 'ok';
+  } catch (err) {
+    const match = /"code":"([a-z_]+)"/.exec(String(err));
+    return match?.[1] ?? String(err);
+  }
+}
