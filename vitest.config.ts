@@ -7,6 +7,7 @@ export default defineConfig({
   resolve: {
     alias: {
       '@tidings/protocol': src('protocol'),
+      '@tidings/client': src('client'),
       '@tidings/server': src('server'),
       '@tidings/testing': src('testing'),
     },

@@ -129,7 +129,11 @@ export interface PongFrame {
   readonly type: 'pong';
   readonly id?: RequestId;
 }
-export type ServerFrame = WelcomeFrame | ReplyFrame | MessageFrame | GapFrame | ErrorFrame | PongFrame;
+/** Sent every heartbeat interval: browsers cannot see WebSocket pings, so clients watch for this. */
+export interface HeartbeatFrame {
+  readonly type: 'heartbeat';
+}
+export type ServerFrame = WelcomeFrame | ReplyFrame | MessageFrame | GapFrame | ErrorFrame | PongFrame | HeartbeatFrame;
 
 /** A long-poll response. `gaps` for a channel precede its `messages`. */
 export interface PollResponse {

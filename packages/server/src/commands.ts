@@ -32,6 +32,13 @@ export function errorBody(err: unknown): ErrorBody {
   return { code: 'internal', reason: 'internal error' };
 }
 
+/** Runs an rpc handler by name; `unknown_method` when none is registered. */
+export async function callRpc(rpc: RpcHandlers, method: string, data: Json | undefined, identity: Identity): Promise<Json> {
+  const handler = Object.hasOwn(rpc, method) ? rpc[method] : undefined;
+  if (handler === undefined) throw new TidingsError('unknown_method', `no rpc method '${method}'`);
+  return handler(data, identity);
+}
+
 export class CommandHandler {
   #badFrames = 0;
 
@@ -77,13 +84,9 @@ export class CommandHandler {
         this.#reply(frame.id, result as unknown as Json);
         return;
       }
-      case 'rpc': {
-        const handler = Object.hasOwn(this.rpc, frame.method) ? this.rpc[frame.method] : undefined;
-        if (handler === undefined) throw new TidingsError('unknown_method', `no rpc method '${frame.method}'`);
-        const result = await handler(frame.data, session.identity);
-        this.#reply(frame.id, result);
+      case 'rpc':
+        this.#reply(frame.id, await callRpc(this.rpc, frame.method, frame.data, session.identity));
         return;
-      }
       case 'ping':
         if (!session.closed) this.send(frame.id === undefined ? { type: 'pong' } : { type: 'pong', id: frame.id });
         return;

@@ -7,16 +7,16 @@
 import { randomBytes } from 'node:crypto';
 import { createServer, type IncomingMessage, type Server, type ServerResponse } from 'node:http';
 import type { AddressInfo, Socket } from 'node:net';
-import { PROTOCOL_VERSION, TidingsError, type CloseName } from '@tidings/protocol';
+import { CloseCode, PROTOCOL_VERSION, TidingsError, toClientFrame, type CloseName, type Json } from '@tidings/protocol';
 import { WebSocketServer, type WebSocket } from 'ws';
 import { openAuth, type Authenticator, type TransportName } from './auth.js';
 import type { Broker } from './brokers/broker.js';
 import { MemoryBroker } from './brokers/memory.js';
-import { CommandHandler, type RpcHandlers } from './commands.js';
+import { callRpc, CommandHandler, type RpcHandlers } from './commands.js';
 import { demoPage } from './http/demo.js';
 import { streamParams, sseCursorText } from './http/params.js';
 import { checkApiKey, handlePublish } from './http/publish.js';
-import { methodNotAllowed, sendError, sendJson } from './http/respond.js';
+import { methodNotAllowed, readJson, sendError, sendJson } from './http/respond.js';
 import { Hub } from './hub.js';
 import { createLogger, type Logger } from './log.js';
 import { CounterMetrics, type Metrics } from './metrics.js';
@@ -50,6 +50,9 @@ const CORS = {
   'access-control-max-age': '600',
 };
 
+/** Endpoints browsers call from other origins. */
+const CLIENT_PATHS = new Set(['/sse', '/poll', '/send', '/rpc']);
+
 export class Gateway {
   readonly options: GatewayOptions;
   readonly apiKey: string;
@@ -59,6 +62,8 @@ export class Gateway {
   readonly log: Logger;
   readonly server: Server;
   readonly #broker: Broker;
+  /** Whether this gateway created the broker and so must close it (a supplied one outlives it). */
+  readonly #ownsBroker: boolean;
   readonly #auth: Authenticator;
   readonly #rpc: RpcHandlers;
   readonly #hub: Hub;
@@ -79,6 +84,7 @@ export class Gateway {
     this.apiKey = this.options.apiKey ?? randomBytes(24).toString('base64url');
     this.log = parts.logger ?? createLogger(this.options.logLevel);
     this.metrics = parts.metrics ?? new CounterMetrics();
+    this.#ownsBroker = parts.broker === undefined;
     this.#broker = parts.broker ?? new MemoryBroker({ maxChannels: this.options.maxChannels, dedupMaxKeys: this.options.dedupMaxKeys });
     this.#auth = parts.auth ?? openAuth;
     this.#rpc = parts.rpc ?? {};
@@ -141,7 +147,7 @@ export class Gateway {
     const cut = setTimeout(() => this.server.closeAllConnections(), 1000);
     await closed;
     clearTimeout(cut);
-    await this.#broker.close();
+    if (this.#ownsBroker) await this.#broker.close();
   }
 
   #track(session: Session, transport: TransportName): void {
@@ -188,6 +194,14 @@ export class Gateway {
             await handlePublish(req, res, this.#publisher, { kind: 'client', identity }, this.#limits());
           }
           return;
+        case '/rpc':
+          if (need('POST')) {
+            const identity = await this.#auth.connect(this.#connectInfo('http', req, url));
+            res.setHeader('access-control-allow-origin', '*');
+            const { method, data } = rpcBody(await readJson(req, this.options.maxBody));
+            sendJson(res, 200, { result: await callRpc(this.#rpc, method, data, identity) });
+          }
+          return;
         case '/api/publish':
           if (need('POST')) {
             checkApiKey(req, this.apiKey);
@@ -209,7 +223,7 @@ export class Gateway {
     };
     handle().catch((err: unknown) => {
       if (!(err instanceof TidingsError)) this.log.error({ err, path: url.pathname }, 'request failed');
-      sendError(res, err, url.pathname === '/sse' || url.pathname === '/poll' || url.pathname === '/send' ? { 'access-control-allow-origin': '*' } : {});
+      sendError(res, err, CLIENT_PATHS.has(url.pathname) ? { 'access-control-allow-origin': '*' } : {});
     });
   }
 
@@ -290,7 +304,12 @@ export class Gateway {
       },
       (err: unknown) => {
         if (!(err instanceof TidingsError)) this.log.error({ err }, 'auth failed');
-        refuse(err instanceof TidingsError ? err.status : 500, 'Unauthorized');
+        // Browsers cannot read an upgrade refusal's status, so complete the handshake and close
+        // with a code that tells the client not to retry with the same credentials.
+        this.#wss.handleUpgrade(req, socket, head, (ws: WebSocket) => {
+          const reason = err instanceof TidingsError ? err.message : 'authentication failed';
+          ws.close(CloseCode.unauthorized.code, reason.slice(0, 120));
+        });
       },
     );
   }
@@ -344,6 +363,13 @@ export class Gateway {
   #sseHeartbeat(): void {
     for (const conn of this.#sse) conn.heartbeat();
   }
+}
+
+/** Validates a `POST /rpc` body `{ method, data? }` with the same rules as the WebSocket `rpc` frame. */
+function rpcBody(body: unknown): { method: string; data: Json | undefined } {
+  const frame = toClientFrame({ ...(typeof body === 'object' && body !== null ? body : {}), type: 'rpc', id: 0 });
+  if (frame.type !== 'rpc') throw new TidingsError('bad_request', 'body must be { method, data? }');
+  return { method: frame.method, data: frame.data };
 }
 
 /** Creates a gateway; call `listen()` to start it. */

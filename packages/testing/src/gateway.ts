@@ -3,6 +3,7 @@
  * quiet logs, and a helper to publish through the real HTTP API.
  * @module
  */
+import { request } from 'node:http';
 import type { PublishRequest, PublishResult } from '@tidings/protocol';
 import { createGateway, type Gateway, type GatewayConfig, type GatewayParts } from '@tidings/server';
 
@@ -20,6 +21,32 @@ export interface TestGateway {
   close(): Promise<void>;
 }
 
+/**
+ * One POST on a fresh connection (no keep-alive pool), so a publish right after a gateway restart
+ * on the same port never lands on a socket the old gateway closed.
+ */
+function postOnce(url: string, body: string): Promise<{ status: number; body: string }> {
+  return new Promise((resolve, reject) => {
+    const req = request(
+      url,
+      {
+        method: 'POST',
+        agent: false,
+        headers: { 'content-type': 'application/json', authorization: `Bearer ${TEST_API_KEY}`, 'content-length': Buffer.byteLength(body) },
+      },
+      (res) => {
+        let text = '';
+        res.setEncoding('utf8');
+        res.on('data', (chunk: string) => (text += chunk));
+        res.on('end', () => resolve({ status: res.statusCode ?? 0, body: text }));
+        res.on('error', reject);
+      },
+    );
+    req.on('error', reject);
+    req.end(body);
+  });
+}
+
 /** Starts a gateway on 127.0.0.1 and a free port. */
 export async function startGateway(config: GatewayConfig = {}, parts: GatewayParts = {}): Promise<TestGateway> {
   const gateway = createGateway({ logLevel: 'silent', apiKey: TEST_API_KEY, host: '127.0.0.1', port: 0, ...config }, parts);
@@ -31,14 +58,9 @@ export async function startGateway(config: GatewayConfig = {}, parts: GatewayPar
     wsUrl: `ws://127.0.0.1:${port}/ws`,
     port,
     async publish(channel, data, extra = {}) {
-      const res = await fetch(`${url}/api/publish`, {
-        method: 'POST',
-        headers: { 'content-type': 'application/json', authorization: `Bearer ${TEST_API_KEY}` },
-        body: JSON.stringify({ channel, data, ...extra }),
-      });
-      const body = (await res.json()) as PublishResult;
-      if (!res.ok) throw new Error(`publish failed: ${res.status} ${JSON.stringify(body)}`);
-      return body;
+      const { status, body } = await postOnce(`${url}/api/publish`, JSON.stringify({ channel, data, ...extra }));
+      if (status !== 200) throw new Error(`publish failed: ${status} ${body}`);
+      return JSON.parse(body) as PublishResult;
     },
     close: () => gateway.close(),
   };

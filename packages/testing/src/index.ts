@@ -4,3 +4,4 @@ export * from './ws-client.js';
 export * from './subscribers.js';
 export * from './chromium.js';
 export * from './faulty-broker.js';
+export * from './proxy.js';

@@ -9,7 +9,11 @@ import { CloseCode, jsonCodec, type CloseName, type Gap, type RequestId, type Se
 import WebSocket from 'ws';
 import type { EncodedPublication } from '../encoded.js';
 import { TickWriter } from '../flush.js';
+import { frameText } from './ws-frame.js';
 import type { Sink } from '../session.js';
+
+/** The heartbeat frame, framed once for every connection. */
+const HEARTBEAT = frameText('{"type":"heartbeat"}');
 
 export class WebSocketConnection implements Sink {
   /** Set by a pong or any inbound frame; cleared by each heartbeat sweep. */
@@ -54,14 +58,20 @@ export class WebSocketConnection implements Sink {
     this.frame({ type: 'gap', gap });
   }
 
-  /** Heartbeat sweep: terminates a peer that missed the last ping, pings the rest. Returns false when terminated. */
+  /**
+   * Heartbeat sweep: terminates a peer that missed the last ping; pings the rest and sends them a
+   * heartbeat frame, the liveness signal a browser client can see. Returns false when terminated.
+   */
   heartbeat(): boolean {
     if (!this.alive) {
       this.close('heartbeat_timeout', 'no pong within the heartbeat interval');
       return false;
     }
     this.alive = false;
-    if (this.open) this.ws.ping();
+    if (this.open) {
+      this.ws.ping();
+      this.#out.write(HEARTBEAT);
+    }
     return true;
   }
 

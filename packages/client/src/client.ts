@@ -1,0 +1,526 @@
+/**
+ * The public client: one API over WebSocket, SSE and long polling. It owns the state machine,
+ * chooses and falls back between transports, reconnects with backoff, resumes every subscription
+ * from its position, and queues upstream work while disconnected.
+ * @module
+ */
+import {
+  TidingsError,
+  type Channel,
+  type Json,
+  type Message,
+  type Position,
+  type PublishResult,
+} from '@tidings/protocol';
+import { backoffDelay, DEFAULT_BACKOFF, RESTART_SPREAD, type BackoffOptions } from './backoff.js';
+import { Emitter, typeMatches } from './emitter.js';
+import { transition, type ClientEvent, type ClientState, type TransportName } from './state.js';
+import { Subscription } from './subscription.js';
+import { pollTransport } from './transports/long-polling.js';
+import { sseTransport } from './transports/sse.js';
+import type {
+  ClientTransport,
+  CloseInfo,
+  Platform,
+  TransportContext,
+  TransportFactory,
+  TransportHandlers,
+  WebSocketConstructor,
+} from './transports/transport.js';
+import { websocketTransport } from './transports/websocket.js';
+
+/** Where the client remembers which transport worked for an origin. */
+export interface TransportMemory {
+  getItem(key: string): string | null;
+  setItem(key: string, value: string): void;
+}
+
+export interface ClientOptions {
+  /** A token, or a provider called on every (re)connect. */
+  readonly token?: string | (() => string | Promise<string>);
+  /** Transports to use, in order of preference. Default: websocket, sse, poll. */
+  readonly transports?: readonly TransportName[];
+  readonly backoff?: Partial<BackoffOptions>;
+  /** WebSocket constructor (default: the global one; in Node 20 pass `WebSocket` from `ws`). */
+  readonly WebSocket?: WebSocketConstructor;
+  readonly fetch?: typeof fetch;
+  /** Remembers the transport that worked per origin; default `localStorage` when present; `null` disables. */
+  readonly storage?: TransportMemory | null;
+  readonly random?: () => number;
+  readonly setTimeout?: (fn: () => void, ms: number) => unknown;
+  readonly clearTimeout?: (handle: unknown) => void;
+  /** How long a transport has to prove itself (welcome / first event) before the next is tried. Default 5 s. */
+  readonly openTimeout?: number;
+  /** Silence tolerated beyond twice the server heartbeat. Default 5 s. */
+  readonly heartbeatSlack?: number;
+  /** The longest the server holds a long poll (its `pollTimeout`). Default 25 s. */
+  readonly pollTimeout?: number;
+  /** Most publishes and requests held while disconnected. Default 1000. */
+  readonly maxQueue?: number;
+  /** Default request timeout. Default 10 s. */
+  readonly requestTimeout?: number;
+  /** After falling back, retry the preferred transport in the background this often. Default 60 s. */
+  readonly upgradeAfter?: number;
+  /** Messages an unread async iterator may hold before it fails. Default 10,000. */
+  readonly maxIteratorBuffer?: number;
+}
+
+export interface StateChange {
+  readonly from: ClientState;
+  readonly to: ClientState;
+  readonly reason: string;
+}
+
+interface ClientEvents {
+  state: [StateChange];
+  error: [TidingsError];
+}
+
+interface Upstream {
+  readonly run: (t: ClientTransport) => Promise<unknown>;
+  readonly resolve: (value: unknown) => void;
+  readonly reject: (err: TidingsError) => void;
+  sent: boolean;
+  timer?: unknown;
+}
+
+const FACTORIES: Record<TransportName, TransportFactory> = { websocket: websocketTransport, sse: sseTransport, poll: pollTransport };
+
+function randomKey(random: () => number): string {
+  const c = (globalThis as { crypto?: { randomUUID?: () => string } }).crypto;
+  if (c?.randomUUID !== undefined) return c.randomUUID();
+  return Array.from({ length: 4 }, () => Math.floor(random() * 2 ** 32).toString(36)).join('');
+}
+
+export class Client {
+  readonly #base: string;
+  readonly #opts: ClientOptions;
+  readonly #platform: Platform;
+  readonly #random: () => number;
+  readonly #backoff: BackoffOptions;
+  readonly #order: readonly TransportName[];
+  readonly #events = new Emitter<ClientEvents>((err) => this.#listenerError(err));
+  readonly #routes = new Map<string, Set<(m: Message) => void>>();
+  readonly #subs = new Map<Channel, Subscription>();
+  readonly #queue: Upstream[] = [];
+  #state: ClientState = { status: 'idle' };
+  #index = 0;
+  #transport: ClientTransport | undefined;
+  #timer: unknown;
+  #probeTimer: unknown;
+  #probe: ClientTransport | undefined;
+  #retryAfter: number | undefined;
+
+  constructor(url: string, options: ClientOptions = {}) {
+    this.#base = url.replace(/\/+$/, '');
+    this.#opts = options;
+    this.#random = options.random ?? Math.random;
+    this.#backoff = { ...DEFAULT_BACKOFF, ...options.backoff };
+    this.#order = options.transports ?? ['websocket', 'sse', 'poll'];
+    if (this.#order.length === 0) throw new TidingsError('bad_request', 'transports must name at least one transport');
+    const g = globalThis as { WebSocket?: WebSocketConstructor; fetch?: typeof fetch };
+    this.#platform = {
+      WebSocket: options.WebSocket ?? g.WebSocket,
+      fetch: options.fetch ?? ((...args) => (g.fetch as typeof fetch)(...args)),
+      setTimeout: options.setTimeout ?? ((fn, ms) => globalThis.setTimeout(fn, ms)),
+      clearTimeout: options.clearTimeout ?? ((h) => globalThis.clearTimeout(h as ReturnType<typeof globalThis.setTimeout>)),
+    };
+    const remembered = this.#memory()?.getItem(this.#memoryKey());
+    const at = remembered === null || remembered === undefined ? -1 : this.#order.indexOf(remembered as TransportName);
+    this.#index = Math.max(0, at);
+  }
+
+  get state(): ClientState {
+    return this.#state;
+  }
+
+  /** The transport in use, when connected. */
+  get transport(): TransportName | undefined {
+    return this.#state.status === 'connected' ? this.#state.transport : undefined;
+  }
+
+  /** Starts connecting (also done by the first subscribe, publish or request). */
+  connect(): this {
+    this.#fire({ type: 'start' }, 'connect');
+    return this;
+  }
+
+  /** Subscribes; `since` resumes from a saved position. */
+  subscribe(channel: Channel, options: { since?: Position } = {}): Subscription {
+    if (this.#state.status === 'closed') throw new TidingsError('unavailable', 'client is closed');
+    if (this.#subs.has(channel)) throw new TidingsError('already_subscribed', `already subscribed to ${channel}`);
+    const sub = new Subscription(
+      channel,
+      options.since,
+      {
+        remove: (s) => {
+          if (this.#subs.get(s.channel) !== s) return;
+          this.#subs.delete(s.channel);
+          this.#sync();
+        },
+        routed: (m) => this.#route(m),
+        listenerError: (err) => this.#listenerError(err),
+      },
+      this.#opts.maxIteratorBuffer ?? 10_000,
+    );
+    this.#subs.set(channel, sub);
+    this.#sync();
+    this.connect();
+    return sub;
+  }
+
+  /** Publishes; resolves with the position (retries carry the same idempotency key, so nothing is published twice). */
+  publish(channel: Channel, data: Json, options: { type?: string; idempotencyKey?: string } = {}): Promise<PublishResult> {
+    const req = {
+      channel,
+      data,
+      ...(options.type === undefined ? {} : { type: options.type }),
+      idempotencyKey: options.idempotencyKey ?? randomKey(this.#random),
+    };
+    return this.#upstream((t) => t.publish(req), undefined) as Promise<PublishResult>;
+  }
+
+  /** Calls a server method; rejects with `timeout` after `options.timeout` ms (default 10 s). */
+  request(method: string, data?: Json, options: { timeout?: number } = {}): Promise<Json> {
+    return this.#upstream((t) => t.request(method, data), options.timeout ?? this.#opts.requestTimeout ?? 10_000) as Promise<Json>;
+  }
+
+  /** `state` and `error` events, or messages of any channel by type pattern (`chat.message`, `chat.*`, `*`). */
+  on(event: 'state', listener: (change: StateChange) => void): () => void;
+  on(event: 'error', listener: (err: TidingsError) => void): () => void;
+  on(pattern: string, listener: (message: Message) => void): () => void;
+  on(event: string, listener: ((change: StateChange) => void) | ((err: TidingsError) => void) | ((m: Message) => void)): () => void {
+    if (event === 'state') return this.#events.on('state', listener as (c: StateChange) => void);
+    if (event === 'error') return this.#events.on('error', listener as (e: TidingsError) => void);
+    let set = this.#routes.get(event);
+    if (set === undefined) this.#routes.set(event, (set = new Set()));
+    const fn = listener as (m: Message) => void;
+    set.add(fn);
+    return () => {
+      set.delete(fn);
+      if (set.size === 0) this.#routes.delete(event);
+    };
+  }
+
+  /** Closes the connection and releases every subscription, timer and listener. */
+  close(): void {
+    this.#fire({ type: 'close' }, 'closed by the application');
+  }
+
+  /** Listener and timer counts, for leak checks. */
+  get resources(): { subscriptions: number; listeners: number; queued: number; timers: number } {
+    let listeners = this.#events.size;
+    for (const set of this.#routes.values()) listeners += set.size;
+    const timers = [this.#timer, this.#probeTimer].filter((t) => t !== undefined).length;
+    return { subscriptions: this.#subs.size, listeners, queued: this.#queue.length, timers };
+  }
+
+  // --- state machine -------------------------------------------------------------------------
+
+  #fire(event: ClientEvent, reason: string): void {
+    const from = this.#state;
+    const to = transition(from, event);
+    if (to === undefined) return;
+    this.#state = to;
+    this.#enter(to);
+    this.#events.emit('state', { from, to, reason });
+  }
+
+  #enter(state: ClientState): void {
+    this.#clearTimer();
+    switch (state.status) {
+      case 'connecting':
+        this.#open();
+        return;
+      case 'connected':
+        this.#memory()?.setItem(this.#memoryKey(), state.transport);
+        this.#flush();
+        if (this.#index > 0) this.#scheduleProbe(this.#opts.upgradeAfter ?? 60_000);
+        return;
+      case 'waiting': {
+        this.#dropTransport();
+        const delay =
+          state.retry === 'now'
+            ? Math.floor(this.#random() * RESTART_SPREAD)
+            : Math.max(this.#retryAfter ?? 0, backoffDelay(this.#backoff, state.attempt, this.#random));
+        this.#retryAfter = undefined;
+        this.#timer = this.#platform.setTimeout(() => {
+          this.#timer = undefined;
+          this.#fire({ type: 'retry' }, 'retrying');
+        }, delay);
+        return;
+      }
+      case 'failed':
+        this.#dropTransport();
+        this.#failQueue(new TidingsError('unauthorized', state.reason));
+        this.#events.emit('error', new TidingsError('unauthorized', state.reason));
+        return;
+      case 'closed':
+        this.#dropTransport();
+        this.#failQueue(new TidingsError('unavailable', 'client closed'));
+        for (const sub of [...this.#subs.values()]) sub.end(undefined);
+        this.#subs.clear();
+        this.#routes.clear();
+        this.#events.clear();
+        return;
+      case 'idle':
+        return;
+    }
+  }
+
+  #clearTimer(): void {
+    if (this.#timer !== undefined) this.#platform.clearTimeout(this.#timer);
+    this.#timer = undefined;
+  }
+
+  // --- transports ----------------------------------------------------------------------------
+
+  #open(): void {
+    const name = this.#order[this.#index] as TransportName;
+    const started = this.#state;
+    this.#token().then(
+      (token) => {
+        if (this.#state !== started) return;
+        this.#transport = FACTORIES[name](this.#context(token, this.#positions(), this.#handlers(name)));
+      },
+      (err: unknown) => this.#fire({ type: 'drop', retry: 'backoff', reason: `token provider failed: ${(err as Error).message}` }, 'token provider failed'),
+    );
+  }
+
+  #context(token: string | undefined, subscriptions: Map<Channel, Position | undefined>, handlers: TransportHandlers): TransportContext {
+    return {
+      baseUrl: this.#base,
+      token,
+      subscriptions,
+      platform: this.#platform,
+      openTimeout: this.#opts.openTimeout ?? 5000,
+      heartbeatSlack: this.#opts.heartbeatSlack ?? 5000,
+      pollTimeout: this.#opts.pollTimeout ?? 25_000,
+      handlers,
+    };
+  }
+
+  async #token(): Promise<string | undefined> {
+    const { token } = this.#opts;
+    return typeof token === 'function' ? await token() : token;
+  }
+
+  #handlers(name: TransportName): TransportHandlers {
+    let current = true;
+    const live = (): boolean => current && this.#transport !== undefined && this.#transport.name === name;
+    return {
+      open: () => this.#fire({ type: 'open', transport: name }, `${name} open`),
+      subscribed: (result) => this.#subs.get(result.channel)?.started(result.position),
+      message: (m) => {
+        const sub = this.#subs.get(m.channel);
+        if (sub !== undefined && !sub.accept(m)) this.#resync(sub);
+      },
+      gap: (g) => this.#subs.get(g.channel)?.gap(g),
+      subscriptionError: (channel, error) => {
+        const sub = this.#subs.get(channel);
+        if (sub === undefined) return;
+        this.#subs.delete(channel);
+        sub.end(new TidingsError(error.code, error.reason));
+      },
+      close: (info: CloseInfo) => {
+        if (!live()) return;
+        current = false;
+        this.#transport = undefined;
+        this.#closed(info);
+      },
+    };
+  }
+
+  #closed(info: CloseInfo): void {
+    if (info.retry === 'never') {
+      this.#fire({ type: 'reject', reason: info.reason }, info.reason);
+      return;
+    }
+    if (info.fallback && this.#state.status === 'connecting' && this.#index + 1 < this.#order.length) {
+      // This transport cannot work here: try the next one at once.
+      this.#index += 1;
+      this.#open();
+      return;
+    }
+    if (info.fallback) this.#index = 0;
+    this.#retryAfter = info.retryAfter;
+    this.#fire({ type: 'drop', retry: info.retry, reason: info.reason }, info.reason);
+  }
+
+  #dropTransport(): void {
+    const t = this.#transport;
+    this.#transport = undefined;
+    t?.close();
+    this.#probe?.close();
+    this.#probe = undefined;
+    if (this.#probeTimer !== undefined) this.#platform.clearTimeout(this.#probeTimer);
+    this.#probeTimer = undefined;
+  }
+
+  /** In the background, checks whether the preferred transport works again; switches when it does. */
+  #scheduleProbe(after: number): void {
+    this.#probeTimer = this.#platform.setTimeout(() => {
+      this.#probeTimer = undefined;
+      if (this.#state.status !== 'connected') return;
+      const name = this.#order[0] as TransportName;
+      let settled = false;
+      this.#token().then(
+        (token) => {
+          this.#probe = FACTORIES[name](
+            this.#context(token, new Map(), {
+              open: () => {
+                if (settled) return;
+                settled = true;
+                this.#probe?.close();
+                this.#probe = undefined;
+                this.#index = 0;
+                this.#fire({ type: 'drop', retry: 'now', reason: `${name} works again` }, `upgrading to ${name}`);
+              },
+              subscribed: () => undefined,
+              message: () => undefined,
+              gap: () => undefined,
+              subscriptionError: () => undefined,
+              close: () => {
+                if (settled) return;
+                settled = true;
+                this.#probe = undefined;
+                if (this.#state.status === 'connected') this.#scheduleProbe(Math.min(after * 2, 3_600_000));
+              },
+            }),
+          );
+        },
+        () => this.#scheduleProbe(Math.min(after * 2, 3_600_000)),
+      );
+    }, after);
+  }
+
+  #positions(): Map<Channel, Position | undefined> {
+    const out = new Map<Channel, Position | undefined>();
+    for (const [channel, sub] of this.#subs) out.set(channel, sub.position);
+    return out;
+  }
+
+  #sync(): void {
+    this.#transport?.sync(this.#positions());
+  }
+
+  /** A message could not be placed: resubscribe from the last position. */
+  #resync(sub: Subscription): void {
+    const t = this.#transport;
+    if (t === undefined) return;
+    const without = this.#positions();
+    without.delete(sub.channel);
+    t.sync(without);
+    t.sync(this.#positions());
+  }
+
+  #route(m: Message): void {
+    const type = m.type ?? 'message';
+    for (const [pattern, set] of this.#routes) {
+      if (!typeMatches(pattern, type)) continue;
+      for (const fn of [...set]) {
+        try {
+          fn(m);
+        } catch (err) {
+          this.#listenerError(err);
+        }
+      }
+    }
+  }
+
+  #listenerError(err: unknown): void {
+    // A listener's bug must not break delivery; surface it asynchronously like an uncaught error.
+    this.#platform.setTimeout(() => {
+      throw err;
+    }, 0);
+  }
+
+  // --- upstream ------------------------------------------------------------------------------
+
+  #upstream(run: (t: ClientTransport) => Promise<unknown>, timeout: number | undefined): Promise<unknown> {
+    if (this.#state.status === 'closed') return Promise.reject(new TidingsError('unavailable', 'client is closed'));
+    if (this.#state.status === 'failed') return Promise.reject(new TidingsError('unauthorized', this.#state.reason));
+    if (this.#queue.length >= (this.#opts.maxQueue ?? 1000)) {
+      return Promise.reject(new TidingsError('limit_exceeded', 'too many publishes and requests waiting for a connection'));
+    }
+    return new Promise((resolve, reject) => {
+      const item: Upstream = { run, resolve, reject, sent: false };
+      if (timeout !== undefined) {
+        item.timer = this.#platform.setTimeout(() => {
+          this.#remove(item);
+          reject(new TidingsError('timeout', `no reply within ${timeout} ms`));
+        }, timeout);
+      }
+      this.#queue.push(item);
+      this.connect();
+      if (this.#state.status === 'connected') this.#send(item);
+    });
+  }
+
+  #flush(): void {
+    for (const item of [...this.#queue]) if (!item.sent) this.#send(item);
+  }
+
+  #send(item: Upstream): void {
+    const t = this.#transport;
+    if (t === undefined) return;
+    item.sent = true;
+    item.run(t).then(
+      (value) => {
+        this.#remove(item);
+        item.resolve(value);
+      },
+      (err: unknown) => {
+        const e = err instanceof TidingsError ? err : new TidingsError('internal', String(err));
+        if (e.code === 'unavailable' && this.#queue.includes(item)) {
+          // The connection went away first: send again after reconnecting (same idempotency key).
+          item.sent = false;
+          if (this.#transport === t) this.#lost(t, e.message);
+          else if (this.#state.status === 'connected') this.#send(item);
+          return;
+        }
+        this.#remove(item);
+        item.reject(e);
+      },
+    );
+  }
+
+  /** An upstream call found the server unreachable: treat the connection as lost. */
+  #lost(t: ClientTransport, reason: string): void {
+    if (this.#transport !== t) return;
+    this.#transport = undefined;
+    t.close();
+    this.#fire({ type: 'drop', retry: 'backoff', reason }, reason);
+  }
+
+  #remove(item: Upstream): void {
+    const i = this.#queue.indexOf(item);
+    if (i !== -1) this.#queue.splice(i, 1);
+    if (item.timer !== undefined) this.#platform.clearTimeout(item.timer);
+  }
+
+  #failQueue(err: TidingsError): void {
+    for (const item of this.#queue.splice(0)) {
+      if (item.timer !== undefined) this.#platform.clearTimeout(item.timer);
+      item.reject(err);
+    }
+  }
+
+  #memory(): TransportMemory | null {
+    if (this.#opts.storage !== undefined) return this.#opts.storage;
+    try {
+      return (globalThis as { localStorage?: TransportMemory }).localStorage ?? null;
+    } catch {
+      return null;
+    }
+  }
+
+  #memoryKey(): string {
+    return `tidings:transport:${this.#base}`;
+  }
+}
+
+/** Creates a client for the gateway at `url` (`https://example.com`). It connects on first use. */
+export function createClient(url: string, options: ClientOptions = {}): Client {
+  return new Client(url, options);
+}

@@ -1,0 +1,46 @@
+/**
+ * The connection state machine as a pure function: one state value, one transition point.
+ * The client owns the effects (timers, transports); this only says which state follows which.
+ * @module
+ */
+
+/** How a lost connection should be retried. */
+export type RetryKind = 'backoff' | 'now';
+
+export type TransportName = 'websocket' | 'sse' | 'poll';
+
+export type ClientState =
+  | { readonly status: 'idle' }
+  | { readonly status: 'connecting'; readonly attempt: number }
+  | { readonly status: 'connected'; readonly transport: TransportName }
+  | { readonly status: 'waiting'; readonly attempt: number; readonly retry: RetryKind }
+  | { readonly status: 'failed'; readonly reason: string }
+  | { readonly status: 'closed' };
+
+export type ClientEvent =
+  | { readonly type: 'start' }
+  | { readonly type: 'retry' }
+  | { readonly type: 'open'; readonly transport: TransportName }
+  | { readonly type: 'drop'; readonly retry: RetryKind; readonly reason: string }
+  | { readonly type: 'reject'; readonly reason: string }
+  | { readonly type: 'close' };
+
+/** The next state, or undefined when `event` does not apply in `state`. */
+export function transition(state: ClientState, event: ClientEvent): ClientState | undefined {
+  switch (event.type) {
+    case 'start':
+      return state.status === 'idle' ? { status: 'connecting', attempt: 0 } : undefined;
+    case 'retry':
+      return state.status === 'waiting' ? { status: 'connecting', attempt: state.attempt } : undefined;
+    case 'open':
+      return state.status === 'connecting' ? { status: 'connected', transport: event.transport } : undefined;
+    case 'drop':
+      if (state.status === 'connected') return { status: 'waiting', attempt: 0, retry: event.retry };
+      if (state.status === 'connecting') return { status: 'waiting', attempt: state.attempt + 1, retry: event.retry };
+      return undefined;
+    case 'reject':
+      return state.status === 'connecting' || state.status === 'connected' ? { status: 'failed', reason: event.reason } : undefined;
+    case 'close':
+      return state.status === 'closed' ? undefined : { status: 'closed' };
+  }
+}

@@ -1,0 +1,40 @@
+/**
+ * Upstream over HTTP, shared by the SSE and long-polling transports: `POST /send` and `POST /rpc`.
+ * @module
+ */
+import { isErrorCode, TidingsError, type Json, type PublishRequest, type PublishResult } from '@tidings/protocol';
+import type { TransportContext } from './transport.js';
+
+/** Headers with the bearer token, when there is one. */
+export function authHeaders(ctx: TransportContext): Record<string, string> {
+  return ctx.token === undefined ? {} : { authorization: `Bearer ${ctx.token}` };
+}
+
+/** Turns a non-2xx reply into a coded error; network failures become `unavailable`. */
+export async function postJson(ctx: TransportContext, path: string, body: unknown): Promise<unknown> {
+  let res: Response;
+  try {
+    res = await ctx.platform.fetch(`${ctx.baseUrl}${path}`, {
+      method: 'POST',
+      headers: { 'content-type': 'application/json', ...authHeaders(ctx) },
+      body: JSON.stringify(body),
+    });
+  } catch (err) {
+    throw new TidingsError('unavailable', `request failed: ${(err as Error).message}`);
+  }
+  const value = (await res.json().catch(() => undefined)) as { error?: { code?: unknown; reason?: unknown } } | undefined;
+  if (!res.ok) {
+    const code = value?.error?.code;
+    throw new TidingsError(isErrorCode(code) ? code : 'unavailable', typeof value?.error?.reason === 'string' ? value.error.reason : `HTTP ${res.status}`);
+  }
+  return value;
+}
+
+export async function httpPublish(ctx: TransportContext, req: PublishRequest): Promise<PublishResult> {
+  return (await postJson(ctx, '/send', req)) as PublishResult;
+}
+
+export async function httpRequest(ctx: TransportContext, method: string, data: Json | undefined): Promise<Json> {
+  const body = (await postJson(ctx, '/rpc', data === undefined ? { method } : { method, data })) as { result: Json };
+  return body.result;
+}

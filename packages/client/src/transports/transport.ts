@@ -1,0 +1,78 @@
+/**
+ * The client transport contract. A transport carries one connection attempt: it opens, keeps the
+ * server's view of the subscriptions in step with `sync`, reports what arrives, and ends exactly
+ * once through `handlers.close` with how the client should retry.
+ * @module
+ */
+import type { Channel, ErrorBody, Gap, Json, Message, Position, PublishRequest, PublishResult, SubscribeResult } from '@tidings/protocol';
+import type { RetryKind, TransportName } from '../state.js';
+
+/** How a connection ended. */
+export interface CloseInfo {
+  /** `never`: credentials were refused or the peer rejected the protocol; do not reconnect. */
+  readonly retry: RetryKind | 'never';
+  readonly reason: string;
+  /** The transport never worked here (blocked, stripped or buffered by a proxy): try the next one. */
+  readonly fallback: boolean;
+  /** A retry delay the server suggested, in ms. */
+  readonly retryAfter?: number;
+}
+
+export interface TransportHandlers {
+  open(): void;
+  subscribed(result: SubscribeResult): void;
+  message(message: Message): void;
+  gap(gap: Gap): void;
+  /** A subscription failed on the server (bad channel, forbidden, ...). */
+  subscriptionError(channel: Channel, error: ErrorBody): void;
+  close(info: CloseInfo): void;
+}
+
+/** Platform pieces, injected so the client runs in browsers and Node alike. */
+export interface Platform {
+  readonly WebSocket: WebSocketConstructor | undefined;
+  readonly fetch: typeof fetch;
+  readonly setTimeout: (fn: () => void, ms: number) => unknown;
+  readonly clearTimeout: (handle: unknown) => void;
+}
+
+/** The subset of the WHATWG WebSocket this client uses (the `ws` package provides it too). */
+export interface WebSocketLike {
+  readonly readyState: number;
+  onopen: ((ev: unknown) => void) | null;
+  onmessage: ((ev: { data: unknown }) => void) | null;
+  onclose: ((ev: { code: number; reason: string }) => void) | null;
+  onerror: ((ev: unknown) => void) | null;
+  send(data: string): void;
+  close(code?: number, reason?: string): void;
+}
+export type WebSocketConstructor = new (url: string) => WebSocketLike;
+
+/** What a transport needs to start. */
+export interface TransportContext {
+  /** `http(s)://host[:port]` without a trailing slash. */
+  readonly baseUrl: string;
+  readonly token: string | undefined;
+  /** Channel to the position to resume from (undefined: from now). */
+  readonly subscriptions: ReadonlyMap<Channel, Position | undefined>;
+  readonly platform: Platform;
+  readonly handlers: TransportHandlers;
+  /** How long to wait for the connection to prove itself before falling back. */
+  readonly openTimeout: number;
+  /** Extra silence tolerated beyond twice the server's heartbeat before the connection counts as dead. */
+  readonly heartbeatSlack: number;
+  /** How long a long poll may be held by the server, in ms. */
+  readonly pollTimeout: number;
+}
+
+export interface ClientTransport {
+  readonly name: TransportName;
+  /** The wanted subscriptions changed; positions are where to resume from. */
+  sync(subscriptions: ReadonlyMap<Channel, Position | undefined>): void;
+  publish(req: PublishRequest): Promise<PublishResult>;
+  request(method: string, data: Json | undefined): Promise<Json>;
+  /** Ends the connection without calling `handlers.close`. */
+  close(): void;
+}
+
+export type TransportFactory = (ctx: TransportContext) => ClientTransport;

@@ -1,0 +1,247 @@
+/**
+ * The client against a real gateway, on each transport: ordered exactly-once delivery, resume across
+ * a server restart with publishing going on, explicit gaps, acked idempotent publishes queued while
+ * down, requests, refused credentials, dead-connection detection, and clean-up.
+ */
+import { afterEach, describe, expect, it } from 'vitest';
+import WebSocket from 'ws';
+import { createClient, type Client, type ClientOptions, type Message, type TransportName, type WebSocketConstructor } from '@tidings/client';
+import { TidingsError, type Gap } from '@tidings/protocol';
+import { MemoryBroker, type Authenticator, type Broker, type GatewayConfig } from '@tidings/server';
+import { startGateway, startProxy, type TestGateway } from '@tidings/testing';
+
+const KINDS: readonly TransportName[] = ['websocket', 'sse', 'poll'];
+const range = (from: number, to: number): number[] => Array.from({ length: to - from + 1 }, (_, i) => from + i);
+const cleanup: Array<() => unknown> = [];
+afterEach(async () => {
+  for (const f of cleanup.splice(0).reverse()) await f();
+});
+
+const CONFIG: GatewayConfig = {
+  pingInterval: 200,
+  sseHeartbeat: 200,
+  pollTimeout: 1000,
+  namespaces: { small: { historySize: 3 }, chat: { clientPublish: true, historySize: 1000 } },
+};
+
+async function gateway(broker: Broker, port = 0, extra: Partial<Parameters<typeof startGateway>[1]> = {}): Promise<TestGateway> {
+  const gw = await startGateway({ ...CONFIG, port }, { broker, ...extra });
+  cleanup.push(() => gw.close());
+  return gw;
+}
+
+function client(url: string, kind: TransportName, options: ClientOptions = {}): Client {
+  const c = createClient(url, {
+    transports: [kind],
+    WebSocket: WebSocket as unknown as WebSocketConstructor,
+    storage: null,
+    backoff: { min: 50, max: 300 },
+    openTimeout: 3000,
+    heartbeatSlack: 300,
+    pollTimeout: 1000,
+    ...options,
+  });
+  cleanup.push(() => c.close());
+  return c;
+}
+
+async function until(check: () => boolean, ms = 8000, what = 'condition'): Promise<void> {
+  const deadline = Date.now() + ms;
+  while (!check()) {
+    if (Date.now() > deadline) throw new Error(`${what} not met within ${ms} ms`);
+    await new Promise((r) => setTimeout(r, 10));
+  }
+}
+
+function publishDirect(broker: Broker, channel: string, data: unknown): Promise<unknown> {
+  return broker.publish({ channel, data: JSON.stringify(data), type: undefined, idempotencyKey: undefined, historySize: channel.startsWith('small:') ? 3 : 100, historyTtl: 300_000, ephemeral: false, dedupWindow: 0 });
+}
+
+describe.each(KINDS)('client over %s', (kind) => {
+  it('delivers each message once and in order, to listeners, type routes and async iteration', async () => {
+    const gw = await gateway(new MemoryBroker({ maxChannels: 1000, dedupMaxKeys: 100 }));
+    const c = client(gw.url, kind);
+    const sub = c.subscribe('news');
+    const seen: number[] = [];
+    const typed: string[] = [];
+    sub.on('message', (m) => seen.push(m.position.seq));
+    c.on('chat.*', (m) => typed.push(m.type ?? ''));
+    const iterated: number[] = [];
+    const reading = (async () => {
+      for await (const m of sub) {
+        iterated.push(m.position.seq);
+        if (iterated.length === 20) break;
+      }
+    })();
+    await until(() => c.state.status === 'connected', 8000, 'connected');
+    await until(() => sub.position !== undefined, 8000, 'start position');
+    for (let i = 1; i <= 20; i++) await gw.publish('news', i, i % 5 === 0 ? { type: 'chat.message' } : {});
+    await until(() => seen.length === 20);
+    await reading;
+    expect(seen).toEqual(range(1, 20));
+    expect(iterated).toEqual(range(1, 20));
+    expect(typed).toEqual(['chat.message', 'chat.message', 'chat.message', 'chat.message']);
+    expect(c.transport).toBe(kind);
+  });
+
+  it('resumes across a server restart while publishing goes on: the exact sequence, no gap', async () => {
+    const broker = new MemoryBroker({ maxChannels: 1000, dedupMaxKeys: 100 });
+    let gw = await gateway(broker);
+    const port = gw.port;
+    const c = client(gw.url, kind);
+    const sub = c.subscribe('feed');
+    const got: number[] = [];
+    const gaps: Gap[] = [];
+    sub.on('message', (m: Message) => got.push(m.data as number));
+    sub.on('gap', (g) => gaps.push(g));
+    await until(() => sub.position !== undefined, 8000, 'start position');
+    for (let i = 1; i <= 10; i++) await gw.publish('feed', i);
+    await until(() => got.length >= 5);
+    await gw.close();
+    for (let i = 11; i <= 20; i++) await publishDirect(broker, 'feed', i);
+    gw = await gateway(broker, port);
+    for (let i = 21; i <= 30; i++) await gw.publish('feed', i);
+    await until(() => got.length === 30, 10_000, '30 messages');
+    expect(got).toEqual(range(1, 30));
+    expect(gaps).toEqual([]);
+  });
+
+  it('reports an explicit gap when history no longer covers the outage, then continues', async () => {
+    const broker = new MemoryBroker({ maxChannels: 1000, dedupMaxKeys: 100 });
+    let gw = await gateway(broker);
+    const port = gw.port;
+    const c = client(gw.url, kind);
+    const sub = c.subscribe('small:x');
+    const got: number[] = [];
+    const gaps: Gap[] = [];
+    sub.on('message', (m) => got.push(m.position.seq));
+    sub.on('gap', (g) => gaps.push(g));
+    await until(() => sub.position !== undefined, 8000, 'start position');
+    await gw.publish('small:x', 1);
+    await until(() => got.length === 1);
+    await gw.close();
+    for (let i = 2; i <= 10; i++) await publishDirect(broker, 'small:x', i);
+    gw = await gateway(broker, port);
+    await until(() => got.length === 4, 10_000, 'resume');
+    expect(gaps).toHaveLength(1);
+    expect(gaps[0]).toMatchObject({ channel: 'small:x', from: { seq: 1 }, to: { seq: 7 }, reason: 'trimmed' });
+    expect(got).toEqual([1, 8, 9, 10]);
+  });
+
+  it('publishes with an ack, queues while down and never publishes twice', async () => {
+    const broker = new MemoryBroker({ maxChannels: 1000, dedupMaxKeys: 100 });
+    let gw = await gateway(broker);
+    const port = gw.port;
+    const c = client(gw.url, kind);
+    const first = await c.publish('chat:room', { n: 1 }, { type: 'chat.message' });
+    expect(first).toMatchObject({ channel: 'chat:room', position: { seq: 1 }, duplicate: false });
+    await gw.close();
+    // Over WebSocket the outage is noticed at once; over HTTP transports the publish discovers it.
+    if (kind === 'websocket') await until(() => c.state.status !== 'connected', 5000, 'noticed the outage');
+    const queued = c.publish('chat:room', { n: 2 });
+    await new Promise((r) => setTimeout(r, 100));
+    gw = await gateway(broker, port);
+    expect((await queued).position.seq).toBe(2);
+    const again = await c.publish('chat:room', { n: 3 }, { idempotencyKey: 'same' });
+    const dup = await c.publish('chat:room', { n: 3 }, { idempotencyKey: 'same' });
+    expect(dup).toEqual({ ...again, duplicate: true });
+    await expect(c.publish('news', 1)).rejects.toMatchObject({ code: 'forbidden' });
+  });
+
+  it('answers requests and times them out', async () => {
+    const gw = await gateway(new MemoryBroker({ maxChannels: 10, dedupMaxKeys: 10 }), 0, {
+      rpc: { add: (d) => (d as number[]).reduce((a, b) => a + b, 0), hang: () => new Promise(() => undefined) },
+    });
+    const c = client(gw.url, kind);
+    expect(await c.request('add', [1, 2, 3])).toBe(6);
+    await expect(c.request('nope')).rejects.toMatchObject({ code: 'unknown_method' });
+    const err = await c.request('hang', null, { timeout: 200 }).catch((e: unknown) => e);
+    expect(err).toBeInstanceOf(TidingsError);
+    expect((err as TidingsError).code).toBe('timeout');
+  });
+
+  it('stops reconnecting when the token is refused, with a clear error', async () => {
+    let attempts = 0;
+    const auth: Authenticator = {
+      connect: (info) => {
+        attempts += 1;
+        const token = info.url.searchParams.get('token') ?? info.headers.authorization?.replace(/^Bearer /, '');
+        if (token === 'good') return Promise.resolve({ user: 'u', anonymous: false });
+        return Promise.reject(new TidingsError('unauthorized', 'token rejected'));
+      },
+      canSubscribe: () => true,
+      canPublish: () => true,
+    };
+    const gw = await gateway(new MemoryBroker({ maxChannels: 10, dedupMaxKeys: 10 }), 0, { auth });
+    let calls = 0;
+    const good = client(gw.url, kind, { token: () => (calls++, 'good') });
+    good.subscribe('x');
+    await until(() => good.state.status === 'connected', 8000, 'connected with a good token');
+    expect(calls).toBe(1);
+    const errors: TidingsError[] = [];
+    const bad = client(gw.url, kind, { token: () => Promise.resolve('bad') });
+    bad.on('error', (e) => errors.push(e));
+    bad.subscribe('x');
+    await until(() => bad.state.status === 'failed', 8000, 'failed');
+    const seen = attempts;
+    await new Promise((r) => setTimeout(r, 600));
+    expect(attempts).toBe(seen);
+    expect(errors.map((e) => e.code)).toEqual(['unauthorized']);
+    await expect(bad.publish('x', 1)).rejects.toMatchObject({ code: 'unauthorized' });
+  });
+
+  it('detects a dead connection from missing heartbeats and reconnects', async () => {
+    const gw = await gateway(new MemoryBroker({ maxChannels: 10, dedupMaxKeys: 10 }));
+    const proxy = await startProxy(gw.port);
+    cleanup.push(() => proxy.close());
+    const c = client(proxy.url, kind);
+    const sub = c.subscribe('hb');
+    const got: number[] = [];
+    sub.on('message', (m) => got.push(m.position.seq));
+    await until(() => sub.position !== undefined, 8000, 'start position');
+    const states: string[] = [];
+    c.on('state', (s) => states.push(s.to.status));
+    proxy.blackhole();
+    await gw.publish('hb', 1);
+    await until(() => states.includes('waiting'), 5000, 'dead connection noticed');
+    proxy.cut();
+    proxy.resume();
+    await until(() => got.length === 1, 8000, 'resumed');
+    expect(got).toEqual([1]);
+  });
+
+  it('releases everything after thousands of subscribe/unsubscribe cycles and close()', async () => {
+    const gw = await gateway(new MemoryBroker({ maxChannels: 5000, dedupMaxKeys: 10 }));
+    const c = client(gw.url, kind);
+    const keep = c.subscribe('keep');
+    await until(() => keep.position !== undefined, 8000, 'start position');
+    const before = c.resources;
+    for (let i = 0; i < 2000; i++) {
+      const s = c.subscribe(`cycle-${i % 50}`);
+      const off = s.on('message', () => undefined);
+      c.on('x.*', () => undefined)();
+      off();
+      s.unsubscribe();
+    }
+    expect(c.resources).toEqual(before);
+    await new Promise((r) => setTimeout(r, 300));
+    expect(gw.gateway.connections()[kind === 'websocket' ? 'websocket' : kind]).toBeLessThanOrEqual(1);
+    c.close();
+    expect(c.resources).toEqual({ subscriptions: 0, listeners: 0, queued: 0, timers: 0 });
+    await until(() => gw.gateway.connections()[kind] === 0, 5000, 'server released the connection');
+  });
+});
+
+describe('client restart handling', () => {
+  it('comes back at once when the server says it is restarting, despite a long backoff', async () => {
+    const gw = await gateway(new MemoryBroker({ maxChannels: 10, dedupMaxKeys: 10 }));
+    const c = client(gw.url, 'websocket', { backoff: { min: 20_000, max: 30_000 } });
+    c.subscribe('r');
+    await until(() => c.state.status === 'connected');
+    const started = Date.now();
+    gw.gateway.disconnectAll('restart');
+    await until(() => c.state.status === 'waiting', 2000);
+    await until(() => c.state.status === 'connected', 3000, 'reconnected quickly');
+    expect(Date.now() - started).toBeLessThan(2500);
+  });
+});

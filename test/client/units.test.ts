@@ -1,0 +1,171 @@
+/**
+ * The client's pure parts: the state machine as a transition table, full-jitter backoff, the
+ * sequencer under shuffled and duplicated input, the SSE parser, and type routing patterns.
+ */
+import fc from 'fast-check';
+import { describe, expect, it } from 'vitest';
+import { backoffDelay, DEFAULT_BACKOFF, Sequencer, SseParser, transition, typeMatches, type ClientEvent, type ClientState } from '@tidings/client';
+import type { Message } from '@tidings/protocol';
+
+const E = 'epoch001';
+const msg = (seq: number, epoch = E): Message => ({ channel: 'c', position: { epoch, seq }, data: seq });
+
+describe('state machine', () => {
+  const idle: ClientState = { status: 'idle' };
+  const connecting: ClientState = { status: 'connecting', attempt: 2 };
+  const connected: ClientState = { status: 'connected', transport: 'sse' };
+  const waiting: ClientState = { status: 'waiting', attempt: 3, retry: 'backoff' };
+  const failed: ClientState = { status: 'failed', reason: 'bad token' };
+  const closed: ClientState = { status: 'closed' };
+  const ALL = [idle, connecting, connected, waiting, failed, closed];
+  const drop: ClientEvent = { type: 'drop', retry: 'backoff', reason: 'x' };
+
+  it.each<[ClientState, ClientEvent, ClientState | undefined]>([
+    [idle, { type: 'start' }, { status: 'connecting', attempt: 0 }],
+    [connecting, { type: 'start' }, undefined],
+    [waiting, { type: 'retry' }, { status: 'connecting', attempt: 3 }],
+    [connected, { type: 'retry' }, undefined],
+    [connecting, { type: 'open', transport: 'poll' }, { status: 'connected', transport: 'poll' }],
+    [waiting, { type: 'open', transport: 'poll' }, undefined],
+    [connecting, drop, { status: 'waiting', attempt: 3, retry: 'backoff' }],
+    [connected, drop, { status: 'waiting', attempt: 0, retry: 'backoff' }],
+    [connected, { type: 'drop', retry: 'now', reason: 'restart' }, { status: 'waiting', attempt: 0, retry: 'now' }],
+    [waiting, drop, undefined],
+    [connecting, { type: 'reject', reason: 'bad token' }, { status: 'failed', reason: 'bad token' }],
+    [waiting, { type: 'reject', reason: 'bad token' }, undefined],
+    [failed, { type: 'start' }, undefined],
+    [failed, { type: 'close' }, closed],
+    [closed, { type: 'close' }, undefined],
+  ])('%o + %o -> %o', (state, event, next) => {
+    expect(transition(state, event)).toEqual(next);
+  });
+
+  it('closed and failed are terminal for everything but close', () => {
+    const event = fc.constantFrom<ClientEvent>(
+      { type: 'start' },
+      { type: 'retry' },
+      { type: 'open', transport: 'websocket' },
+      drop,
+      { type: 'reject', reason: 'r' },
+    );
+    fc.assert(
+      fc.property(event, (e) => {
+        expect(transition(closed, e)).toBeUndefined();
+        expect(transition(failed, e)).toBeUndefined();
+      }),
+    );
+  });
+
+  it('every sequence of events keeps the attempt count honest', () => {
+    const events = fc.array(
+      fc.constantFrom<ClientEvent>({ type: 'start' }, { type: 'retry' }, { type: 'open', transport: 'websocket' }, drop, { type: 'close' }),
+      { maxLength: 60 },
+    );
+    fc.assert(
+      fc.property(events, (list) => {
+        let s: ClientState = { status: 'idle' };
+        let failuresSinceOpen = 0;
+        for (const e of list) {
+          const next = transition(s, e);
+          if (next === undefined) continue;
+          if (e.type === 'open') failuresSinceOpen = 0;
+          if (e.type === 'drop' && s.status === 'connecting') failuresSinceOpen += 1;
+          if (e.type === 'drop' && s.status === 'connected') failuresSinceOpen = 0;
+          s = next;
+          if (s.status === 'waiting' || s.status === 'connecting') expect(s.attempt).toBe(failuresSinceOpen);
+        }
+        expect(ALL.map((x) => x.status)).toContain(s.status);
+      }),
+    );
+  });
+});
+
+describe('backoff', () => {
+  it('is uniform below an exponential cap bounded by max', () => {
+    fc.assert(
+      fc.property(fc.integer({ min: 0, max: 60 }), fc.double({ min: 0, max: 0.999999, noNaN: true }), (attempt, r) => {
+        const cap = Math.min(DEFAULT_BACKOFF.max, DEFAULT_BACKOFF.min * 2 ** attempt);
+        const d = backoffDelay(DEFAULT_BACKOFF, attempt, () => r);
+        expect(d).toBeGreaterThanOrEqual(0);
+        expect(d).toBeLessThan(cap);
+        expect(d).toBe(Math.floor(r * cap));
+      }),
+    );
+    expect(backoffDelay({ min: 100, max: 1000, factor: 3 }, 2, () => 0.5)).toBe(450);
+    expect(backoffDelay({ min: 100, max: 1000, factor: 3 }, 10, () => 0.5)).toBe(500);
+  });
+});
+
+describe('sequencer', () => {
+  it('delivers 1..N exactly once and in order from any shuffled input with duplicates', () => {
+    fc.assert(
+      fc.property(
+        fc.integer({ min: 1, max: 60 }).chain((n) =>
+          fc.tuple(fc.constant(n), fc.shuffledSubarray([...Array.from({ length: n }, (_, i) => i + 1), ...Array.from({ length: n }, (_, i) => i + 1)], { minLength: 2 * n })),
+        ),
+        ([n, input]) => {
+          const s = new Sequencer({ epoch: E, seq: 0 });
+          const out: number[] = [];
+          for (const seq of input) out.push(...(s.push(msg(seq)) ?? []).map((m) => m.position.seq));
+          expect(out).toEqual(Array.from({ length: n }, (_, i) => i + 1));
+          expect(s.waiting).toBe(0);
+          expect(s.position).toEqual({ epoch: E, seq: n });
+        },
+      ),
+    );
+  });
+
+  it('releases what waits behind a gap, and refuses another epoch', () => {
+    const s = new Sequencer({ epoch: E, seq: 1 });
+    expect(s.push(msg(5))).toEqual([]);
+    expect(s.push(msg(6))).toEqual([]);
+    expect(s.skip({ channel: 'c', from: { epoch: E, seq: 1 }, to: { epoch: E, seq: 4 }, reason: 'trimmed' }).map((m) => m.position.seq)).toEqual([5, 6]);
+    expect(s.push(msg(6))).toEqual([]);
+    expect(s.push(msg(1, 'other'))).toBeUndefined();
+  });
+
+  it('refuses to buffer without bound', () => {
+    const s = new Sequencer({ epoch: E, seq: 0 }, 3);
+    for (const seq of [3, 4, 5]) expect(s.push(msg(seq))).toEqual([]);
+    expect(s.push(msg(6))).toBeUndefined();
+  });
+});
+
+describe('SSE parser', () => {
+  it('parses events across arbitrary chunk boundaries and line endings', () => {
+    const wire = 'retry: 1500\n: hb\n\nevent: chat.message\nid: c=e.1\ndata: {"a":1}\r\n\r\ndata: x\rdata: y\r\r';
+    fc.assert(
+      fc.property(fc.array(fc.integer({ min: 1, max: wire.length - 1 }), { maxLength: 8 }), (cuts) => {
+        const points = [...new Set(cuts)].sort((a, b) => a - b);
+        const p = new SseParser();
+        const events = [];
+        let at = 0;
+        for (const cut of [...points, wire.length]) {
+          events.push(...p.feed(wire.slice(at, cut)));
+          at = cut;
+        }
+        events.push(...p.feed('\n'));
+        expect(events).toEqual([
+          { event: 'chat.message', data: '{"a":1}', id: 'c=e.1' },
+          { event: 'message', data: 'x\ny', id: 'c=e.1' },
+        ]);
+        expect(p.retry).toBe(1500);
+        expect(p.comments).toBe(1);
+      }),
+    );
+  });
+});
+
+describe('type routing', () => {
+  it.each([
+    ['chat.*', 'chat.message', true],
+    ['chat.*', 'chat.typing.start', true],
+    ['chat.*', 'chat', false],
+    ['chat.*', 'chatter.x', false],
+    ['chat.message', 'chat.message', true],
+    ['*', 'anything', true],
+    ['news', 'news.x', false],
+  ])('%s matches %s: %s', (pattern, type, expected) => {
+    expect(typeMatches(pattern, type)).toBe(expected);
+  });
+});
