@@ -5,3 +5,4 @@ export * from './subscribers.js';
 export * from './chromium.js';
 export * from './faulty-broker.js';
 export * from './proxy.js';
+export * from './nginx.js';

@@ -1,0 +1,78 @@
+/**
+ * Transport fallback for real: a real nginx in front of the gateway. Through a proxy that drops the
+ * WebSocket upgrade the client must end up on SSE; through one that buffers responses, on long
+ * polling; and deliver everything either way. The transport that worked is remembered.
+ */
+import { afterEach, describe, expect, it } from 'vitest';
+import WebSocket from 'ws';
+import { createClient, type Client, type TransportMemory, type WebSocketConstructor } from '@tidings/client';
+import { startGateway, startNginx, type NginxMode, type TestGateway } from '@tidings/testing';
+
+const cleanup: Array<() => unknown> = [];
+afterEach(async () => {
+  for (const f of cleanup.splice(0).reverse()) await f();
+});
+
+async function until(check: () => boolean, ms: number, what: string): Promise<void> {
+  const deadline = Date.now() + ms;
+  while (!check()) {
+    if (Date.now() > deadline) throw new Error(`${what} not met within ${ms} ms`);
+    await new Promise((r) => setTimeout(r, 10));
+  }
+}
+
+function memory(): TransportMemory & { readonly items: Map<string, string> } {
+  const items = new Map<string, string>();
+  return { items, getItem: (k) => items.get(k) ?? null, setItem: (k, v) => void items.set(k, v) };
+}
+
+async function behind(mode: NginxMode): Promise<{ gw: TestGateway; url: string }> {
+  const gw = await startGateway({ sseHeartbeat: 500, pingInterval: 500, pollTimeout: 2000 });
+  cleanup.push(() => gw.close());
+  const nginx = await startNginx(gw.port, mode);
+  cleanup.push(() => nginx.close());
+  return { gw, url: nginx.url };
+}
+
+function client(url: string, storage: TransportMemory): Client {
+  const c = createClient(url, {
+    WebSocket: WebSocket as unknown as WebSocketConstructor,
+    storage,
+    openTimeout: 1500,
+    heartbeatSlack: 1000,
+    pollTimeout: 2000,
+    backoff: { min: 50, max: 500 },
+  });
+  cleanup.push(() => c.close());
+  return c;
+}
+
+describe.each<[NginxMode, string]>([
+  ['strip-upgrade', 'sse'],
+  ['buffer', 'poll'],
+])('behind nginx that does %s', (mode, expected) => {
+  it(`ends up on ${expected} and delivers everything, in order`, async () => {
+    const { gw, url } = await behind(mode);
+    const storage = memory();
+    const c = client(url, storage);
+    const sub = c.subscribe('through-proxy');
+    const got: number[] = [];
+    sub.on('message', (m) => got.push(m.data as number));
+    await until(() => c.state.status === 'connected' && sub.position !== undefined, 10_000, 'connected with a start position');
+    expect(c.transport).toBe(expected);
+    for (let i = 1; i <= 25; i++) await gw.publish('through-proxy', i);
+    await until(() => got.length === 25, 10_000, 'all 25 messages');
+    expect(got).toEqual(Array.from({ length: 25 }, (_, i) => i + 1));
+    const reply = await c.publish('demo:proxy', { ok: true });
+    expect(reply.position.seq).toBe(1);
+    expect([...storage.items.values()]).toEqual([expected]);
+
+    // The next load starts where it worked last time: no time spent on the transports that failed.
+    const again = client(url, storage);
+    const started = Date.now();
+    again.subscribe('through-proxy');
+    await until(() => again.state.status === 'connected', 5000, 'second client connected');
+    expect(again.transport).toBe(expected);
+    expect(Date.now() - started).toBeLessThan(1500);
+  });
+});
