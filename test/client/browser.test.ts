@@ -7,6 +7,7 @@ import { fileURLToPath } from 'node:url';
 import { build } from 'esbuild';
 import type { Browser, Page } from 'playwright-core';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import type * as TidingsClient from '@tidings/client';
 import { MemoryBroker } from '@tidings/server';
 import { launchChromium, startGateway, type TestGateway } from '@tidings/testing';
 
@@ -52,7 +53,7 @@ describe('client bundle', () => {
       await page.goto(`${gw.url}/healthz`);
       await page.addScriptTag({ content: bundle });
       await page.evaluate(async (transport) => {
-        const { createClient } = (window as unknown as { Tidings: typeof import('@tidings/client') }).Tidings;
+        const { createClient } = (window as unknown as { Tidings: typeof TidingsClient }).Tidings;
         const state: PageState = { got: [], gaps: 0, transport: undefined };
         (window as unknown as { state: PageState }).state = state;
         const client = createClient(location.origin, { transports: [transport as 'websocket' | 'sse'], storage: null, backoff: { min: 50, max: 300 } });
