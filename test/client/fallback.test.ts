@@ -6,7 +6,7 @@
 import { afterEach, describe, expect, it } from 'vitest';
 import WebSocket from 'ws';
 import { createClient, type Client, type TransportMemory, type WebSocketConstructor } from '@tidings/client';
-import { startGateway, startNginx, type NginxMode, type TestGateway } from '@tidings/testing';
+import { startGateway, startNginx, startProxy, type NginxMode, type TestGateway } from '@tidings/testing';
 
 const cleanup: Array<() => unknown> = [];
 afterEach(async () => {
@@ -74,5 +74,35 @@ describe.each<[NginxMode, string]>([
     await until(() => again.state.status === 'connected', 5000, 'second client connected');
     expect(again.transport).toBe(expected);
     expect(Date.now() - started).toBeLessThan(1500);
+  });
+});
+
+describe('background upgrade', () => {
+  it('moves back to WebSocket once it works again, without losing or repeating a message', async () => {
+    const gw = await startGateway({ sseHeartbeat: 500, pingInterval: 500 });
+    cleanup.push(() => gw.close());
+    const proxy = await startProxy(gw.port);
+    cleanup.push(() => proxy.close());
+    proxy.blockUpgrades = true;
+    const c = createClient(proxy.url, {
+      WebSocket: WebSocket as unknown as WebSocketConstructor,
+      storage: memory(),
+      transports: ['websocket', 'sse'],
+      openTimeout: 1500,
+      upgradeAfter: 300,
+      backoff: { min: 50, max: 300 },
+    });
+    cleanup.push(() => c.close());
+    const sub = c.subscribe('upgrade');
+    const got: number[] = [];
+    sub.on('message', (m) => got.push(m.data as number));
+    await until(() => c.state.status === 'connected' && sub.position !== undefined, 8000, 'connected');
+    expect(c.transport).toBe('sse');
+    for (let i = 1; i <= 5; i++) await gw.publish('upgrade', i);
+    proxy.blockUpgrades = false;
+    await until(() => c.transport === 'websocket', 8000, 'back on websocket');
+    for (let i = 6; i <= 10; i++) await gw.publish('upgrade', i);
+    await until(() => got.length >= 10, 8000, 'all ten');
+    expect(got).toEqual(Array.from({ length: 10 }, (_, i) => i + 1));
   });
 });

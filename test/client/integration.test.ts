@@ -245,3 +245,22 @@ describe('client restart handling', () => {
     expect(Date.now() - started).toBeLessThan(2500);
   });
 });
+
+describe('server-suggested retry delay', () => {
+  it('waits at least the SSE retry hint before reconnecting, even with a tiny backoff', async () => {
+    const gw = await startGateway({ sseRetry: 1500 });
+    cleanup.push(() => gw.close());
+    const c = client(gw.url, 'sse', { backoff: { min: 10, max: 20 } });
+    c.subscribe('hint');
+    await until(() => c.state.status === 'connected');
+    let waitingAt = 0;
+    let reconnectedAt = 0;
+    c.on('state', (s) => {
+      if (s.to.status === 'waiting') waitingAt = Date.now();
+      if (s.to.status === 'connected') reconnectedAt = Date.now();
+    });
+    gw.gateway.disconnectAll('going_away', 'maintenance');
+    await until(() => reconnectedAt > 0, 5000, 'reconnected');
+    expect(reconnectedAt - waitingAt).toBeGreaterThanOrEqual(1400);
+  });
+});

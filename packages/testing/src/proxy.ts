@@ -11,6 +11,8 @@ export interface TcpProxy {
   readonly url: string;
   /** Connections accepted so far. */
   readonly accepted: number;
+  /** While true, connections that ask for a WebSocket upgrade are reset (a proxy that blocks WebSocket). */
+  blockUpgrades: boolean;
   blackhole(): void;
   resume(): void;
   cut(): void;
@@ -26,8 +28,17 @@ export async function startProxy(targetPort: number): Promise<TcpProxy> {
     const upstream = connect(targetPort, '127.0.0.1');
     const pair: [Socket, Socket] = [client, upstream];
     pairs.add(pair);
+    let first = true;
     const forward = (from: Socket, to: Socket): void => {
       from.on('data', (chunk: Buffer) => {
+        if (from === client && first) {
+          first = false;
+          if (proxy.blockUpgrades && /\r\nupgrade:\s*websocket/i.test(chunk.toString('latin1'))) {
+            client.resetAndDestroy();
+            upstream.destroy();
+            return;
+          }
+        }
         if (!holes) to.write(chunk);
       });
     };
@@ -51,7 +62,8 @@ export async function startProxy(targetPort: number): Promise<TcpProxy> {
     }
     pairs.clear();
   };
-  return {
+  const proxy: TcpProxy = {
+    blockUpgrades: false,
     port,
     url: `http://127.0.0.1:${port}`,
     get accepted() {
@@ -69,4 +81,5 @@ export async function startProxy(targetPort: number): Promise<TcpProxy> {
       return new Promise((resolve) => server.close(() => resolve()));
     },
   };
+  return proxy;
 }

@@ -10,6 +10,16 @@ export function authHeaders(ctx: TransportContext): Record<string, string> {
   return ctx.token === undefined ? {} : { authorization: `Bearer ${ctx.token}` };
 }
 
+/** A `Retry-After` header in ms (seconds or an HTTP date), when present. */
+export function retryAfterOf(res: Response): number | undefined {
+  const value = res.headers.get('retry-after');
+  if (value === null) return undefined;
+  const seconds = Number(value);
+  if (Number.isFinite(seconds)) return Math.max(0, seconds * 1000);
+  const at = Date.parse(value);
+  return Number.isNaN(at) ? undefined : Math.max(0, at - Date.now());
+}
+
 /** Turns a non-2xx reply into a coded error; network failures become `unavailable`. */
 export async function postJson(ctx: TransportContext, path: string, body: unknown): Promise<unknown> {
   let res: Response;

@@ -6,7 +6,7 @@
  */
 import { parseCursor, type Channel, type PollResponse, type Position } from '@tidings/protocol';
 import { knownCursor } from './cursor.js';
-import { authHeaders, httpPublish, httpRequest } from './http.js';
+import { authHeaders, httpPublish, httpRequest, retryAfterOf } from './http.js';
 import type { ClientTransport, CloseInfo, TransportContext } from './transport.js';
 
 export function pollTransport(ctx: TransportContext): ClientTransport {
@@ -47,7 +47,7 @@ export function pollTransport(ctx: TransportContext): ClientTransport {
       if (ended || gen !== generation) return;
       if (!res.ok) {
         const reason = `${body.error?.code ?? res.status}: ${body.error?.reason ?? ''}`;
-        return finish({ retry: res.status === 401 ? 'never' : 'backoff', reason, fallback: false });
+        return finish({ retry: res.status === 401 ? 'never' : 'backoff', reason, fallback: false, retryAfter: retryAfterOf(res) });
       }
       if (!opened) {
         opened = true;

@@ -6,7 +6,7 @@
  */
 import { parseCursor, SseEvent as Events, type Channel, type Gap, type Message, type Position } from '@tidings/protocol';
 import { knownCursor } from './cursor.js';
-import { authHeaders, httpPublish, httpRequest } from './http.js';
+import { authHeaders, httpPublish, httpRequest, retryAfterOf } from './http.js';
 import { SseParser } from './sse-parser.js';
 import type { ClientTransport, CloseInfo, TransportContext } from './transport.js';
 
@@ -47,7 +47,7 @@ export function sseTransport(ctx: TransportContext): ClientTransport {
       const code = body?.error?.code;
       const reason = `${code ?? `HTTP ${res.status}`}: ${body?.error?.reason ?? ''}`;
       if (res.status === 401) return finish({ retry: 'never', reason, fallback: false });
-      return finish({ retry: 'backoff', reason, fallback: !proven && res.status !== 400 && res.status !== 404 });
+      return finish({ retry: 'backoff', reason, fallback: !proven && res.status !== 400 && res.status !== 404, retryAfter: retryAfterOf(res) });
     }
     const parser = new SseParser();
     const decoder = new TextDecoder();
@@ -74,13 +74,14 @@ export function sseTransport(ctx: TransportContext): ClientTransport {
           handlers.gap(JSON.parse(e.data) as Gap);
         } else if (e.event === Events.error) {
           const err = JSON.parse(e.data) as { code: string; reason: string };
-          return finish({ retry: err.code === 'restart' ? 'now' : 'backoff', reason: err.reason, fallback: false });
+          return finish({ retry: err.code === 'restart' ? 'now' : 'backoff', reason: err.reason, fallback: false, retryAfter: parser.retry });
         } else {
           handlers.message(JSON.parse(e.data) as Message);
         }
       }
     }
-    finish({ retry: 'backoff', reason: 'stream ended', fallback: false });
+    // The server's `retry:` hint is its suggested reconnect delay.
+    finish({ retry: 'backoff', reason: 'stream ended', fallback: false, retryAfter: parser.retry });
   };
 
   const start = (): void => {

@@ -14,8 +14,8 @@ export interface CloseInfo {
   readonly reason: string;
   /** The transport never worked here (blocked, stripped or buffered by a proxy): try the next one. */
   readonly fallback: boolean;
-  /** A retry delay the server suggested, in ms. */
-  readonly retryAfter?: number;
+  /** A retry delay the server suggested, in ms (SSE `retry:`, HTTP `Retry-After`). */
+  readonly retryAfter?: number | undefined;
 }
 
 export interface TransportHandlers {

@@ -26,7 +26,9 @@ export function sendError(res: ServerResponse, err: unknown, headers: Record<str
   }
   const error: ErrorBody = errorBody(err);
   const status = err instanceof TidingsError ? err.status : 500;
-  sendJson(res, status, { error }, headers);
+  // Tell clients when to come back from a temporary refusal.
+  const retry: Record<string, string> = status === 503 || status === 429 ? { 'retry-after': '1' } : {};
+  sendJson(res, status, { error }, { ...retry, ...headers });
 }
 
 /** Refuses a method; `allow` lists the methods the route takes. */
