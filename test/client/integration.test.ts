@@ -264,3 +264,27 @@ describe('server-suggested retry delay', () => {
     expect(reconnectedAt - waitingAt).toBeGreaterThanOrEqual(1400);
   });
 });
+
+describe('upstream queue and credentials', () => {
+  it('asks the token provider again on every reconnect', async () => {
+    const gw = await startGateway({});
+    cleanup.push(() => gw.close());
+    let calls = 0;
+    const c = client(gw.url, 'websocket', { token: () => `t${++calls}` });
+    c.subscribe('tok');
+    await until(() => c.state.status === 'connected');
+    gw.gateway.disconnectAll('restart');
+    await until(() => calls === 2 && c.state.status === 'connected', 5000, 'reconnected with a fresh token');
+  });
+
+  it('bounds what waits for a connection and says so when full', async () => {
+    // Nothing listens on this port: every attempt fails, so publishes wait in the queue.
+    const c = client('http://127.0.0.1:9', 'websocket', { maxQueue: 2, backoff: { min: 1000, max: 1000 } });
+    const waiting = [c.publish('a', 1), c.publish('a', 2)];
+    await expect(c.publish('a', 3)).rejects.toMatchObject({ code: 'limit_exceeded' });
+    expect(c.resources.queued).toBe(2);
+    c.close();
+    for (const p of waiting) await expect(p).rejects.toMatchObject({ code: 'unavailable' });
+    expect(c.resources).toEqual({ subscriptions: 0, listeners: 0, queued: 0, timers: 0 });
+  });
+});

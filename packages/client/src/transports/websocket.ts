@@ -28,6 +28,15 @@ interface Pending {
 
 const CLOSE_BY_CODE = new Map<number, (typeof CloseCode)[keyof typeof CloseCode]>(Object.values(CloseCode).map((c) => [c.code, c]));
 
+/**
+ * Stops listening to a socket we are abandoning. The error handler stays (as a no-op): closing a
+ * socket that is still connecting makes some implementations (the `ws` package) emit an error.
+ */
+function detach(ws: WebSocketLike): void {
+  ws.onopen = ws.onmessage = ws.onclose = null;
+  ws.onerror = () => undefined;
+}
+
 export function websocketTransport(ctx: TransportContext): ClientTransport {
   const { platform, handlers } = ctx;
   const Ctor = platform.WebSocket;
@@ -49,7 +58,7 @@ export function websocketTransport(ctx: TransportContext): ClientTransport {
     for (const p of pending.values()) p.reject(new TidingsError('unavailable', `connection lost: ${info.reason}`));
     pending.clear();
     if (ws !== undefined) {
-      ws.onopen = ws.onmessage = ws.onerror = ws.onclose = null;
+      detach(ws);
       try {
         ws.close(1000);
       } catch {
@@ -174,7 +183,7 @@ export function websocketTransport(ctx: TransportContext): ClientTransport {
       for (const p of pending.values()) p.reject(new TidingsError('unavailable', 'closed'));
       pending.clear();
       if (ws !== undefined) {
-        ws.onopen = ws.onmessage = ws.onerror = ws.onclose = null;
+        detach(ws);
         ws.close(1000);
       }
     },
