@@ -1,35 +1,38 @@
 /**
- * A raw SSE client over node:http with its own line parser, so tests see exactly what is on the
- * wire (ids, event names, comments, retry) and can drop the connection at any moment.
+ * A raw SSE client over node:http, parsing with the client SDK's (property-tested) event-stream
+ * parser, so tests see exactly what is on the wire (ids, event names, comments, retry) and can
+ * drop the connection at any moment.
  * @module
  */
 import { request, type ClientRequest, type IncomingMessage } from 'node:http';
+import { SseParser, type SseEvent } from '@tidings/client';
 
 /** One dispatched event. */
-export interface SseEventRecord {
-  readonly id: string;
-  readonly event: string;
-  readonly data: string;
-}
+export type SseEventRecord = SseEvent;
 
 export class RawSseClient {
   readonly events: SseEventRecord[] = [];
-  comments = 0;
-  retry: number | undefined;
+  readonly #parser = new SseParser();
   status = 0;
   headers: IncomingMessage['headers'] = {};
   body = '';
   /** The last event id seen, as a browser keeps it for `Last-Event-ID`. */
   lastEventId = '';
   #req: ClientRequest | undefined;
-  #buffer = '';
-  #id = '';
-  #event = '';
-  #data: string[] = [];
   #waiters: Array<() => void> = [];
   #ended = false;
 
   /** Opens `url` (with `Last-Event-ID` when given) and resolves once the status line arrives. */
+  /** Comment lines seen (heartbeats). */
+  get comments(): number {
+    return this.#parser.comments;
+  }
+
+  /** The `retry:` hint, in ms. */
+  get retry(): number | undefined {
+    return this.#parser.retry;
+  }
+
   static open(url: string, lastEventId?: string): Promise<RawSseClient> {
     const client = new RawSseClient();
     return client.#open(url, lastEventId).then(() => client);
@@ -69,40 +72,13 @@ export class RawSseClient {
 
   #feed(chunk: string): void {
     this.body += chunk;
-    if (this.status !== 200) return;
-    this.#buffer += chunk;
-    let nl: number;
-    while ((nl = this.#buffer.search(/\r\n|\r|\n/)) !== -1) {
-      const line = this.#buffer.slice(0, nl);
-      const sep = this.#buffer.startsWith('\r\n', nl) ? 2 : 1;
-      this.#buffer = this.#buffer.slice(nl + sep);
-      this.#line(line);
+    if (this.status === 200) {
+      for (const e of this.#parser.feed(chunk)) {
+        this.events.push(e);
+        this.lastEventId = e.id;
+      }
     }
     this.#wake();
-  }
-
-  #line(line: string): void {
-    if (line === '') {
-      this.lastEventId = this.#id;
-      if (this.#data.length > 0) {
-        this.events.push({ id: this.#id, event: this.#event === '' ? 'message' : this.#event, data: this.#data.join('\n') });
-      }
-      this.#data = [];
-      this.#event = '';
-      return;
-    }
-    if (line.startsWith(':')) {
-      this.comments += 1;
-      return;
-    }
-    const colon = line.indexOf(':');
-    const field = colon === -1 ? line : line.slice(0, colon);
-    let value = colon === -1 ? '' : line.slice(colon + 1);
-    if (value.startsWith(' ')) value = value.slice(1);
-    if (field === 'data') this.#data.push(value);
-    else if (field === 'event') this.#event = value;
-    else if (field === 'id' && !value.includes('\0')) this.#id = value;
-    else if (field === 'retry' && /^\d+$/.test(value)) this.retry = Number(value);
   }
 
   #wake(): void {

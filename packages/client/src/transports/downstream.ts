@@ -1,0 +1,111 @@
+/**
+ * The skeleton shared by the HTTP downstream transports (SSE and long polling): one loop at a time
+ * over the wanted channels, restarted when the channel set changes; no loop (and an immediate
+ * `open`) when nothing is subscribed, since upstream works over plain HTTP anyway; one watchdog;
+ * exactly one `close` report.
+ * @module
+ */
+import type { Channel, Position } from '@tidings/protocol';
+import type { TransportName } from '../state.js';
+import { httpPublish, httpRequest } from './http.js';
+import type { ClientTransport, CloseInfo, TransportContext } from './transport.js';
+
+/** What a loop gets to drive its connection. */
+export interface Downstream {
+  readonly signal: AbortSignal;
+  /** The wanted channels and the positions to resume from (live: advanced by `advance`). */
+  readonly wanted: ReadonlyMap<Channel, Position | undefined>;
+  /** Records a position the server confirmed, for the next request of this loop. */
+  advance(channel: Channel, position: Position): void;
+  /** (Re)arms the watchdog: `info` is reported if nothing re-arms it within `ms`. */
+  arm(ms: number, info: CloseInfo): void;
+  disarm(): void;
+  /** Reports the transport open (once per transport). */
+  opened(): void;
+  /** Ends the transport (once). */
+  finish(info: CloseInfo): void;
+  /** False once this loop was replaced or the transport ended. */
+  readonly current: boolean;
+}
+
+export type DownstreamLoop = (d: Downstream) => Promise<void>;
+
+export function httpDownstream(ctx: TransportContext, name: TransportName, loop: DownstreamLoop, failure: (err: unknown) => CloseInfo): ClientTransport {
+  const { platform, handlers } = ctx;
+  const wanted = new Map(ctx.subscriptions);
+  let ended = false;
+  let opened = false;
+  let watchdog: unknown;
+  let ctrl: AbortController | undefined;
+
+  const disarm = (): void => platform.clearTimeout(watchdog);
+  const finish = (info: CloseInfo): void => {
+    if (ended) return;
+    ended = true;
+    disarm();
+    ctrl?.abort();
+    handlers.close(info);
+  };
+  const open = (): void => {
+    if (opened || ended) return;
+    opened = true;
+    handlers.open();
+  };
+
+  const start = (): void => {
+    ctrl?.abort();
+    disarm();
+    ctrl = undefined;
+    if (wanted.size === 0) {
+      platform.setTimeout(open, 0);
+      return;
+    }
+    const mine = new AbortController();
+    ctrl = mine;
+    const d: Downstream = {
+      signal: mine.signal,
+      wanted,
+      advance: (channel, position) => {
+        if (wanted.has(channel)) wanted.set(channel, position);
+      },
+      arm: (ms, info) => {
+        disarm();
+        watchdog = platform.setTimeout(() => finish(info), ms);
+      },
+      disarm,
+      opened: open,
+      finish,
+      get current() {
+        return !ended && ctrl === mine;
+      },
+    };
+    loop(d).catch((err: unknown) => {
+      if (d.current) finish(failure(err));
+    });
+  };
+
+  start();
+
+  return {
+    name,
+    sync(subscriptions) {
+      const changed = subscriptions.size !== wanted.size || [...subscriptions.keys()].some((c) => !wanted.has(c));
+      wanted.clear();
+      for (const [channel, p] of subscriptions) wanted.set(channel, p);
+      if (changed && !ended) start();
+    },
+    publish: (req) => httpPublish(ctx, req),
+    request: (method, data) => httpRequest(ctx, method, data),
+    close() {
+      if (ended) return;
+      ended = true;
+      disarm();
+      ctrl?.abort();
+    },
+  };
+}
+
+/** The `channel=` query for a set of channels. */
+export function channelQuery(wanted: ReadonlyMap<Channel, unknown>): string[] {
+  return [...wanted.keys()].map((c) => `channel=${encodeURIComponent(c)}`);
+}
