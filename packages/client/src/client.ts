@@ -106,6 +106,8 @@ export class Client {
   #state: ClientState = { status: 'idle' };
   #index = 0;
   #transport: ClientTransport | undefined;
+  /** Counts transports created; handlers of older ones are ignored. */
+  #generation = 0;
   #timer: unknown;
   #probeTimer: unknown;
   #probe: ClientTransport | undefined;
@@ -281,7 +283,8 @@ export class Client {
     this.#token().then(
       (token) => {
         if (this.#state !== started) return;
-        this.#transport = FACTORIES[name](this.#context(token, this.#positions(), this.#handlers(name)));
+        const gen = ++this.#generation;
+        this.#transport = FACTORIES[name](this.#context(token, this.#positions(), this.#handlers(name, gen)));
       },
       (err: unknown) => this.#fire({ type: 'drop', retry: 'backoff', reason: `token provider failed: ${(err as Error).message}` }, 'token provider failed'),
     );
@@ -305,26 +308,28 @@ export class Client {
     return typeof token === 'function' ? await token() : token;
   }
 
-  #handlers(name: TransportName): TransportHandlers {
-    let current = true;
-    const live = (): boolean => current && this.#transport !== undefined && this.#transport.name === name;
+  /**
+   * Handlers bound to one transport instance (`gen`): once it is replaced or dropped, whatever it
+   * still reports is ignored.
+   */
+  #handlers(name: TransportName, gen: number): TransportHandlers {
+    const live = (): boolean => this.#transport !== undefined && this.#generation === gen;
     return {
-      open: () => this.#fire({ type: 'open', transport: name }, `${name} open`),
-      subscribed: (result) => this.#subs.get(result.channel)?.started(result.position),
+      open: () => live() && this.#fire({ type: 'open', transport: name }, `${name} open`),
+      subscribed: (result) => live() && this.#subs.get(result.channel)?.started(result.position),
       message: (m) => {
-        const sub = this.#subs.get(m.channel);
+        const sub = live() ? this.#subs.get(m.channel) : undefined;
         if (sub !== undefined && !sub.accept(m)) this.#resync(sub);
       },
-      gap: (g) => this.#subs.get(g.channel)?.gap(g),
+      gap: (g) => live() && this.#subs.get(g.channel)?.gap(g),
       subscriptionError: (channel, error) => {
-        const sub = this.#subs.get(channel);
+        const sub = live() ? this.#subs.get(channel) : undefined;
         if (sub === undefined) return;
         this.#subs.delete(channel);
         sub.end(new TidingsError(error.code, error.reason));
       },
       close: (info: CloseInfo) => {
         if (!live()) return;
-        current = false;
         this.#transport = undefined;
         this.#closed(info);
       },
