@@ -1,0 +1,49 @@
+// Starts the two servers under comparison on a free loopback port, pinned to the server core.
+import { fileURLToPath } from 'node:url';
+import { rssBytes } from './procfs.mjs';
+import { spawnPinned, stop, waitForOutput } from './children.mjs';
+
+const root = (path) => fileURLToPath(new URL(`../../${path}`, import.meta.url));
+const PRELOAD = new URL('../servers/preload.mjs', import.meta.url).href;
+
+export const API_KEY = 'bench-api-key-0123456789abcdef';
+
+const KINDS = {
+  baseline: { label: 'raw ws baseline', script: root('bench/servers/raw-ws.mjs'), args: ['0', '127.0.0.1'] },
+  tidings: {
+    label: 'Tidings',
+    script: root('packages/server/dist/cli.js'),
+    args: ['serve', '--port', '0', '--host', '127.0.0.1', '--log-level', 'silent'],
+  },
+};
+
+export const SERVER_KINDS = Object.keys(KINDS);
+export const serverLabel = (kind) => KINDS[kind].label;
+
+/** Where BENCH_PROFILE=1 writes server CPU profiles. */
+export const PROFILE_DIR = root('bench/results/profiles');
+
+/**
+ * Starts `kind` on `core`; resolves once it listens with { kind, pid, port, memory(), stop() }.
+ * `memory()` resolves with { rss, heapUsed, external, ... } read right after a full GC. With
+ * `profileName`, the server writes a CPU profile of its whole life to PROFILE_DIR when stopped.
+ */
+export async function startServer(kind, core, profileName) {
+  const { script, args } = KINDS[kind];
+  const nodeFlags = ['--expose-gc', '--import', PRELOAD];
+  if (profileName !== undefined) nodeFlags.push('--cpu-prof', '--cpu-prof-dir', PROFILE_DIR, '--cpu-prof-name', profileName);
+  const child = spawnPinned(core, script, args, { env: { TIDINGS_API_KEY: API_KEY }, nodeFlags });
+  try {
+    const match = await waitForOutput(child, /listening on http:\/\/127\.0\.0\.1:(\d+)/, 15_000);
+    const memory = async () => {
+      const reply = waitForOutput(child, /bench-memory (\{.*\})\n/, 15_000);
+      child.kill('SIGUSR2');
+      const usage = JSON.parse((await reply)[1]);
+      return { ...usage, vmRss: rssBytes(child.pid) };
+    };
+    return { kind, pid: child.pid, port: Number(match[1]), memory, stop: () => stop(child, 5000) };
+  } catch (err) {
+    child.kill('SIGKILL');
+    throw err;
+  }
+}
