@@ -4,7 +4,7 @@
  * per subscriber; the per-stream SSE `id:` line is written separately by the SSE transport.
  * @module
  */
-import { encodeMessage, encodeMessageFrame } from '@tidings/protocol';
+import { encodeMessage, encodeMessageFrame, formatCursorEntry } from '@tidings/protocol';
 import type { Publication } from './brokers/broker.js';
 import { frameText } from './transports/ws-frame.js';
 
@@ -13,6 +13,8 @@ export class EncodedPublication {
   #json: string | undefined;
   #ws: Buffer | undefined;
   #sse: Buffer | undefined;
+  #entry: string | undefined;
+  #sseSingle: Buffer | undefined;
 
   constructor(pub: Publication) {
     this.pub = pub;
@@ -34,5 +36,15 @@ export class EncodedPublication {
    */
   get sseEvent(): Buffer {
     return (this.#sse ??= Buffer.from(`event: ${this.pub.type ?? 'message'}\ndata: ${this.json}\n`));
+  }
+
+  /** This publication's cursor entry, `channel=epoch.seq36`. */
+  get cursorEntry(): string {
+    return (this.#entry ??= formatCursorEntry(this.pub.channel, this.pub.position));
+  }
+
+  /** The whole SSE event for a single-channel stream, whose `id:` is just this cursor entry. */
+  get sseSingle(): Buffer {
+    return (this.#sseSingle ??= Buffer.from(`event: ${this.pub.type ?? 'message'}\ndata: ${this.json}\nid: ${this.cursorEntry}\n\n`));
   }
 }

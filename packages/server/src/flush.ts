@@ -1,55 +1,36 @@
 /**
- * Write coalescing. The first write to a stream in a tick corks it; one `nextTick` uncorks every
- * corked stream, so all publications due to one socket within a tick leave as one write while
- * TCP_NODELAY keeps latency low.
+ * Write coalescing for one connection. The first write in a tick goes straight to the socket (with
+ * TCP_NODELAY, so a lone publication leaves at once, exactly as an uncorked write would); a second
+ * write in the same tick corks the stream, and one `nextTick` uncorks every stream corked in that
+ * tick, so a burst leaves as one `writev`.
  * @module
  */
 
-/** What can be corked. */
-export interface Corkable {
+/** A socket or an HTTP response. */
+export interface WritableLike {
+  readonly writableLength: number;
+  write(chunk: string | Buffer): boolean;
   cork(): void;
   uncork(): void;
 }
 
-const corked: Corkable[] = [];
-const marked = new WeakSet<Corkable>();
+const touched: TickWriter[] = [];
 let scheduled = false;
 
-function flush(): void {
+function endTick(): void {
   scheduled = false;
-  for (let i = 0; i < corked.length; i++) {
-    const s = corked[i] as Corkable;
-    marked.delete(s);
-    s.uncork();
-  }
-  corked.length = 0;
-}
-
-/** Corks `stream` until the end of this tick (idempotent within a tick). */
-export function corkUntilNextTick(stream: Corkable): void {
-  if (marked.has(stream)) return;
-  marked.add(stream);
-  stream.cork();
-  corked.push(stream);
-  if (!scheduled) {
-    scheduled = true;
-    process.nextTick(flush);
-  }
-}
-
-/** A socket or an HTTP response. */
-export interface WritableLike extends Corkable {
-  readonly writableLength: number;
-  write(chunk: string | Buffer): boolean;
+  for (let i = 0; i < touched.length; i++) (touched[i] as TickWriter).endTick();
+  touched.length = 0;
 }
 
 /**
- * One connection's output: writes are corked until the end of the tick, and the backlog is measured
- * as it stood when the tick's writes began, so a burst written within one tick (a batch) does not
- * count against a reader that keeps up.
+ * One connection's output. The backlog is measured as it stood when the tick's writes began, so a
+ * burst written within one tick (a batch) does not count against a reader that keeps up.
  */
-export class TickWriter implements Corkable {
+export class TickWriter {
+  /** Bytes unsent when this tick's first write began; undefined until this connection writes in a tick. */
   #backlog: number | undefined;
+  #corked = false;
 
   constructor(private readonly out: WritableLike) {}
 
@@ -58,23 +39,38 @@ export class TickWriter implements Corkable {
     return this.#backlog ?? this.out.writableLength;
   }
 
-  /** Corks for the rest of the tick; for writes made by someone else (the `ws` library). */
+  /** Marks a write by someone else (the `ws` library) so the rest of the tick coalesces with it. */
   hold(): void {
-    corkUntilNextTick(this);
+    this.#touch();
   }
 
   write(chunk: string | Buffer): void {
-    corkUntilNextTick(this);
+    this.#touch();
     this.out.write(chunk);
   }
 
-  cork(): void {
-    this.#backlog = this.out.writableLength;
-    this.out.cork();
+  /** @internal Called once at the end of a tick in which this connection wrote. */
+  endTick(): void {
+    this.#backlog = undefined;
+    if (this.#corked) {
+      this.#corked = false;
+      this.out.uncork();
+    }
   }
 
-  uncork(): void {
-    this.#backlog = undefined;
-    this.out.uncork();
+  #touch(): void {
+    if (this.#backlog === undefined) {
+      // First write this tick: remember the backlog, write through.
+      this.#backlog = this.out.writableLength;
+      touched.push(this);
+      if (!scheduled) {
+        scheduled = true;
+        process.nextTick(endTick);
+      }
+    } else if (!this.#corked) {
+      // Second write this tick: coalesce the rest of the burst.
+      this.#corked = true;
+      this.out.cork();
+    }
   }
 }

@@ -50,6 +50,10 @@ const CORS = {
   'access-control-max-age': '600',
 };
 
+function destroySocket(this: Socket): void {
+  this.destroy();
+}
+
 /** Endpoints browsers call from other origins. */
 const CLIENT_PATHS = new Set(['/sse', '/poll', '/send', '/rpc']);
 
@@ -293,7 +297,9 @@ export class Gateway {
     };
     if (url.pathname !== '/ws') return refuse(404, 'Not Found');
     if (this.#closing) return refuse(503, 'Service Unavailable');
-    socket.on('error', () => socket.destroy());
+    // A module-level listener: a closure here would keep this request and its head alive for the
+    // whole life of the connection.
+    socket.on('error', destroySocket);
     this.#auth.connect(this.#connectInfo('websocket', req, url)).then(
       (identity) => {
         this.#wss.handleUpgrade(req, socket, head, (ws: WebSocket) => {

@@ -82,7 +82,13 @@ export class SseConnection implements Sink {
       return;
     }
     if (this.#ended) return;
-    this.#set(enc.pub.channel, enc.pub.position);
+    this.#entries.set(enc.pub.channel, enc.cursorEntry);
+    if (this.#entries.size === 1) {
+      // One channel: the id is the publication's own entry, so the whole event is shared bytes.
+      this.#id = enc.cursorEntry;
+      this.#out.write(enc.sseSingle);
+      return;
+    }
     this.#refreshId();
     this.#out.write(enc.sseEvent);
     this.#out.write(`id: ${this.#id}\n\n`);
