@@ -189,10 +189,24 @@ describe.each(CASES)('transport %s, %s', (kind, broker, makeBroker) => {
     expect(s.seqs(c)).toEqual([3]);
   });
 
-  // Known gap, by design: an ephemeral publication lost by the live feed is not repaired (no history).
-  it.skipIf(broker === LOSSY)('makes no resume promise on ephemeral channels: live only, no gaps', async () => {
+  it('makes no resume promise on ephemeral channels: live only, no gaps', async () => {
     const c = channel('typing');
     const s = await open([c]);
+    if (broker === LOSSY) {
+      // By design an ephemeral publication lost by the live feed is not repaired (there is no
+      // history): what arrives is in order, once, and no gap is reported.
+      // Long polling keeps nothing between polls for them either, so publish until enough arrived.
+      let published = 0;
+      while (s.messages.length < 10 && published < 500) {
+        await gw.publish(c, ++published);
+        await new Promise((r) => setTimeout(r, 2));
+      }
+      const seqs = s.seqs(c);
+      expect(seqs.length).toBeGreaterThanOrEqual(10);
+      expect(seqs.every((seq, i) => i === 0 || seq > (seqs[i - 1] as number))).toBe(true);
+      expect(s.gaps).toEqual([]);
+      return;
+    }
     await gw.publish(c, 1);
     await s.untilCount(c, 1);
     s.drop();
