@@ -1,11 +1,8 @@
-// A lean WebSocket subscriber over node:net: hand-written client handshake, a frame parser that
-// only counts `message` frames and reads the send stamp of probe subscribers, and pong replies.
-import { connect } from 'node:net';
+// A lean WebSocket subscriber: hand-written client handshake, a frame parser that only counts
+// `message` frames and reads the send stamp of probe subscribers, and pong replies.
 import { readStamp } from './counters.mjs';
+import { RawSubscriber } from './raw-subscriber.mjs';
 
-/** One receive buffer shared by every socket: onread callbacks run one at a time. */
-const SHARED = Buffer.allocUnsafe(256 * 1024);
-const HEADER_END = Buffer.from('\r\n\r\n');
 const CHAR_M = 0x6d; // `m` of {"type":"message"
 const CHAR_R = 0x72; // `r` of {"type":"reply"
 const CHAR_E = 0x65; // `e` of {"type":"error"
@@ -17,79 +14,28 @@ function clientFrame(opcode, payload) {
   return Buffer.concat([Buffer.from([0x80 | opcode, 0x80 | payload.length, 0, 0, 0, 0]), payload]);
 }
 
-export class WsSubscriber {
-  #socket;
-  #open = false;
-  #pending = null;
-  #counters;
-  #probe;
+export class WsSubscriber extends RawSubscriber {
   #subscribe;
-  #ready = false;
-  #done = false;
 
   /** Connects to ws://host:port/ws and subscribes to `channel`; progress goes to `counters`. */
-  constructor({ host, port, channel, probe, counters, localAddress }) {
-    this.#counters = counters;
-    this.#probe = probe;
+  constructor(options) {
+    const { host, port, channel } = options;
+    super(
+      options,
+      `GET /ws HTTP/1.1\r\nHost: ${host}:${port}\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n` +
+        'Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n',
+      'HTTP/1.1 101',
+    );
     this.#subscribe = clientFrame(1, Buffer.from(JSON.stringify({ type: 'subscribe', id: 1, channel })));
-    this.#socket = connect({
-      host,
-      port,
-      localAddress,
-      noDelay: true,
-      onread: { buffer: SHARED, callback: (n, buf) => this.#onBytes(buf, n) },
-    });
-    this.#socket.on('connect', () => {
-      this.#socket.write(
-        `GET /ws HTTP/1.1\r\nHost: ${host}:${port}\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n` +
-          'Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n',
-      );
-    });
-    this.#socket.on('error', () => this.#end());
-    this.#socket.on('close', () => this.#end());
   }
 
-  close() {
-    this.#done = true;
-    this.#socket.destroy();
-  }
-
-  #end() {
-    if (this.#done) return;
-    this.#done = true;
-    // A subscriber that was ready counts as lost; one that never got there as failed.
-    if (this.#ready) this.#counters.closed++;
-    else this.#counters.failed++;
-    this.#socket.destroy();
-  }
-
-  #onBytes(buf, n) {
-    let data = buf;
-    let end = n;
-    if (this.#pending !== null) {
-      data = Buffer.concat([this.#pending, buf.subarray(0, n)]);
-      end = data.length;
-      this.#pending = null;
-    }
-    let i = 0;
-    if (!this.#open) {
-      const head = data.subarray(0, end).indexOf(HEADER_END);
-      if (head === -1) {
-        this.#pending = Buffer.from(data.subarray(0, end));
-        return;
-      }
-      if (data.toString('latin1', 0, 12) !== 'HTTP/1.1 101') return this.#end();
-      this.#open = true;
-      this.#socket.write(this.#subscribe);
-      i = head + 4;
-    }
-    i = this.#frames(data, i, end);
-    if (i < end) this.#pending = Buffer.from(data.subarray(i, end));
+  opened() {
+    this.write(this.#subscribe);
   }
 
   /** Consumes whole frames from `data[i..end)`; returns where the first incomplete one starts. */
-  #frames(data, i, end) {
-    const counters = this.#counters;
+  consume(data, i, end) {
+    const counters = this.counters;
     while (end - i >= 2) {
       const b0 = data[i];
       let len = data[i + 1] & 0x7f;
@@ -109,20 +55,18 @@ export class WsSubscriber {
       if (opcode === 1) {
         const kind = data[p + TYPE_AT];
         if (kind === CHAR_M) {
-          if (this.#probe && counters.sampling) counters.sample(readStamp(data, p, p + len));
+          if (this.probe && counters.sampling) counters.sample(readStamp(data, p, p + len));
           counters.deliver();
-        } else if (kind === CHAR_R && !this.#ready) {
-          this.#ready = true;
-          counters.ready++;
-        }
-        else if (kind === CHAR_E) {
-          this.#end();
+        } else if (kind === CHAR_R) {
+          this.markReady();
+        } else if (kind === CHAR_E) {
+          this.end();
           return end;
         }
       } else if (opcode === 9) {
-        this.#socket.write(clientFrame(10, Buffer.from(data.subarray(p, p + len))));
+        this.write(clientFrame(10, Buffer.from(data.subarray(p, p + len))));
       } else if (opcode === 8) {
-        this.#end();
+        this.end();
         return end;
       }
       i = p + len;

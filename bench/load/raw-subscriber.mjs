@@ -1,0 +1,91 @@
+// The connection half of the lean load-generator subscribers: a raw node:net socket that sends one
+// HTTP request, checks the status line, then hands every later byte to the subclass's parser. It
+// reads into one buffer shared by every socket (onread callbacks run one at a time) and keeps only
+// an incomplete tail between reads.
+import { connect } from 'node:net';
+
+const SHARED = Buffer.allocUnsafe(256 * 1024);
+const HEADER_END = Buffer.from('\r\n\r\n');
+
+export class RawSubscriber {
+  /** Set by the subclass once the subscription is in place; counted in `counters.ready`. */
+  ready = false;
+  #socket;
+  #status;
+  #headed = false;
+  #pending = null;
+  #done = false;
+
+  /** Connects to host:port, sends `request`, expects the status line to start with `status`. */
+  constructor({ host, port, counters, probe, localAddress }, request, status) {
+    this.counters = counters;
+    this.probe = probe;
+    this.#status = status;
+    this.#socket = connect({
+      host,
+      port,
+      localAddress,
+      noDelay: true,
+      onread: { buffer: SHARED, callback: (n, buf) => this.#onBytes(buf, n) },
+    });
+    this.#socket.on('connect', () => this.#socket.write(request));
+    this.#socket.on('error', () => this.end());
+    this.#socket.on('close', () => this.end());
+  }
+
+  write(bytes) {
+    this.#socket.write(bytes);
+  }
+
+  markReady() {
+    if (this.ready) return;
+    this.ready = true;
+    this.counters.ready++;
+  }
+
+  close() {
+    this.#done = true;
+    this.#socket.destroy();
+  }
+
+  end() {
+    if (this.#done) return;
+    this.#done = true;
+    // A subscriber that was ready counts as lost; one that never got there as failed.
+    if (this.ready) this.counters.closed++;
+    else this.counters.failed++;
+    this.#socket.destroy();
+  }
+
+  /** Called once the response head arrived with the expected status. */
+  opened() {}
+
+  /** Consumes complete units from `data[i..end)`; returns where the first incomplete one starts. */
+  consume(_data, i) {
+    return i;
+  }
+
+  #onBytes(buf, n) {
+    let data = buf;
+    let end = n;
+    if (this.#pending !== null) {
+      data = Buffer.concat([this.#pending, buf.subarray(0, n)]);
+      end = data.length;
+      this.#pending = null;
+    }
+    let i = 0;
+    if (!this.#headed) {
+      const head = data.subarray(0, end).indexOf(HEADER_END);
+      if (head === -1) {
+        this.#pending = Buffer.from(data.subarray(0, end));
+        return;
+      }
+      if (data.toString('latin1', 0, this.#status.length) !== this.#status) return this.end();
+      this.#headed = true;
+      this.opened();
+      i = head + 4;
+    }
+    i = this.consume(data, i, end);
+    if (i < end && !this.#done) this.#pending = Buffer.from(data.subarray(i, end));
+  }
+}
