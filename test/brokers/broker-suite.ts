@@ -8,32 +8,12 @@
 import { afterEach, beforeEach, describe, expect, it } from 'vitest';
 import { positionProblem, type Position } from '@tidings/protocol';
 import type { Broker, Publication, PublishCommand } from '@tidings/server';
+import { publishCommand, until } from '@tidings/testing';
 
 /** A publish command with a roomy default policy; override per test. */
-export function command(channel: string, data: string, over: Partial<PublishCommand> = {}): PublishCommand {
-  return {
-    channel,
-    data,
-    type: undefined,
-    idempotencyKey: undefined,
-    historySize: 100,
-    historyTtl: 60_000,
-    ephemeral: false,
-    dedupWindow: 60_000,
-    ...over,
-  };
-}
+export const command = publishCommand;
 
-export const sleep = (ms: number): Promise<void> => new Promise((resolve) => setTimeout(resolve, ms));
-
-/** Polls `check` until it is true or `timeout` ms pass. */
-export async function until(check: () => boolean, timeout = 2000, what = 'condition'): Promise<void> {
-  const deadline = Date.now() + timeout;
-  while (!check()) {
-    if (Date.now() > deadline) throw new Error(`timed out after ${timeout} ms waiting for ${what}`);
-    await sleep(2);
-  }
-}
+const sleep = (ms: number): Promise<void> => new Promise((resolve) => setTimeout(resolve, ms));
 
 const seqs = (pubs: readonly Publication[]): number[] => pubs.map((p) => p.position.seq);
 const range = (from: number, to: number): number[] => Array.from({ length: Math.max(0, to - from + 1) }, (_, i) => from + i);

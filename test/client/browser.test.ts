@@ -9,7 +9,7 @@ import type { Browser, Page } from 'playwright-core';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import type * as TidingsClient from '@tidings/client';
 import { MemoryBroker } from '@tidings/server';
-import { launchChromium, startGateway, type TestGateway } from '@tidings/testing';
+import { launchChromium, publishCommand, startGateway, type TestGateway } from '@tidings/testing';
 
 let bundle = '';
 let browser: Browser;
@@ -82,7 +82,7 @@ describe('client bundle', () => {
       await until((s) => s.got.length === 10, 'first ten');
       await gw.close();
       for (let i = 11; i <= 20; i++) {
-        await broker.publish({ channel: 'browser', data: String(i), type: undefined, idempotencyKey: undefined, historySize: 100, historyTtl: 300_000, ephemeral: false, dedupWindow: 0 });
+        await broker.publish(publishCommand('browser', String(i)));
       }
       gw = await startGateway({ ...config, port }, { broker });
       for (let i = 21; i <= 30; i++) await gw.publish('browser', i);

@@ -6,20 +6,12 @@
 import { afterEach, describe, expect, it } from 'vitest';
 import WebSocket from 'ws';
 import { createClient, type Client, type TransportMemory, type WebSocketConstructor } from '@tidings/client';
-import { startGateway, startNginx, startProxy, type NginxMode, type TestGateway } from '@tidings/testing';
+import { startGateway, startNginx, startProxy, until, type NginxMode, type TestGateway } from '@tidings/testing';
 
 const cleanup: Array<() => unknown> = [];
 afterEach(async () => {
   for (const f of cleanup.splice(0).reverse()) await f();
 });
-
-async function until(check: () => boolean, ms: number, what: string): Promise<void> {
-  const deadline = Date.now() + ms;
-  while (!check()) {
-    if (Date.now() > deadline) throw new Error(`${what} not met within ${ms} ms`);
-    await new Promise((r) => setTimeout(r, 10));
-  }
-}
 
 function memory(): TransportMemory & { readonly items: Map<string, string> } {
   const items = new Map<string, string>();

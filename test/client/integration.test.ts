@@ -8,7 +8,7 @@ import WebSocket from 'ws';
 import { createClient, type Client, type ClientOptions, type Message, type TransportName, type WebSocketConstructor } from '@tidings/client';
 import { TidingsError, type Gap } from '@tidings/protocol';
 import { MemoryBroker, type Authenticator, type Broker, type GatewayConfig } from '@tidings/server';
-import { startGateway, startProxy, type TestGateway } from '@tidings/testing';
+import { publishCommand, startGateway, startProxy, until, type TestGateway } from '@tidings/testing';
 
 const KINDS: readonly TransportName[] = ['websocket', 'sse', 'poll'];
 const range = (from: number, to: number): number[] => Array.from({ length: to - from + 1 }, (_, i) => from + i);
@@ -45,16 +45,8 @@ function client(url: string, kind: TransportName, options: ClientOptions = {}): 
   return c;
 }
 
-async function until(check: () => boolean, ms = 8000, what = 'condition'): Promise<void> {
-  const deadline = Date.now() + ms;
-  while (!check()) {
-    if (Date.now() > deadline) throw new Error(`${what} not met within ${ms} ms`);
-    await new Promise((r) => setTimeout(r, 10));
-  }
-}
-
 function publishDirect(broker: Broker, channel: string, data: unknown): Promise<unknown> {
-  return broker.publish({ channel, data: JSON.stringify(data), type: undefined, idempotencyKey: undefined, historySize: channel.startsWith('small:') ? 3 : 100, historyTtl: 300_000, ephemeral: false, dedupWindow: 0 });
+  return broker.publish(publishCommand(channel, JSON.stringify(data), { historySize: channel.startsWith('small:') ? 3 : 100 }));
 }
 
 describe.each(KINDS)('client over %s', (kind) => {

@@ -6,3 +6,5 @@ export * from './chromium.js';
 export * from './faulty-broker.js';
 export * from './proxy.js';
 export * from './nginx.js';
+export * from './wait.js';
+export * from './commands.js';

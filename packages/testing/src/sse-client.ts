@@ -6,6 +6,7 @@
  */
 import { request, type ClientRequest, type IncomingMessage } from 'node:http';
 import { SseParser, type SseEvent } from '@tidings/client';
+import { Signal } from './wait.js';
 
 /** One dispatched event. */
 export type SseEventRecord = SseEvent;
@@ -19,7 +20,7 @@ export class RawSseClient {
   /** The last event id seen, as a browser keeps it for `Last-Event-ID`. */
   lastEventId = '';
   #req: ClientRequest | undefined;
-  #waiters: Array<() => void> = [];
+  readonly #signal = new Signal();
   #ended = false;
 
   /** Opens `url` (with `Last-Event-ID` when given) and resolves once the status line arrives. */
@@ -67,7 +68,7 @@ export class RawSseClient {
 
   #end(): void {
     this.#ended = true;
-    this.#wake();
+    this.#signal.wake();
   }
 
   #feed(chunk: string): void {
@@ -78,29 +79,12 @@ export class RawSseClient {
         this.lastEventId = e.id;
       }
     }
-    this.#wake();
-  }
-
-  #wake(): void {
-    const waiters = this.#waiters;
-    this.#waiters = [];
-    for (const w of waiters) w();
+    this.#signal.wake();
   }
 
   /** Resolves when `predicate` holds (checked on every chunk), or rejects after `timeoutMs`. */
-  async until(predicate: (c: this) => boolean, timeoutMs = 5000): Promise<void> {
-    const deadline = Date.now() + timeoutMs;
-    while (!predicate(this)) {
-      const left = deadline - Date.now();
-      if (left <= 0) throw new Error(`SSE: condition not met within ${timeoutMs} ms (${this.events.length} events)`);
-      await new Promise<void>((resolve) => {
-        const t = setTimeout(resolve, Math.min(left, 100));
-        this.#waiters.push(() => {
-          clearTimeout(t);
-          resolve();
-        });
-      });
-    }
+  until(predicate: (c: this) => boolean, timeoutMs = 5000): Promise<void> {
+    return this.#signal.until(() => predicate(this), timeoutMs, () => `SSE: condition not met (${this.events.length} events)`, 100);
   }
 
   /** Events with a given name. */

@@ -17,6 +17,7 @@ import {
 } from '@tidings/protocol';
 import type { TestGateway } from './gateway.js';
 import { RawSseClient } from './sse-client.js';
+import { Signal } from './wait.js';
 import { RawWsClient } from './ws-client.js';
 
 export type TransportKind = 'websocket' | 'sse' | 'poll';
@@ -28,7 +29,7 @@ export abstract class ResumableSubscriber {
   readonly received: Received[] = [];
   /** Last position per channel, as a resuming client keeps it. */
   readonly positions = new Map<Channel, Position>();
-  #waiters: Array<() => void> = [];
+  readonly #signal = new Signal();
 
   constructor(
     readonly gw: TestGateway,
@@ -99,26 +100,11 @@ export abstract class ResumableSubscriber {
   }
 
   protected wake(): void {
-    const waiters = this.#waiters;
-    this.#waiters = [];
-    for (const w of waiters) w();
+    this.#signal.wake();
   }
 
-  async until(predicate: (s: this) => boolean, timeoutMs = 5000): Promise<void> {
-    const deadline = Date.now() + timeoutMs;
-    while (!predicate(this)) {
-      const left = deadline - Date.now();
-      if (left <= 0) {
-        throw new Error(`${this.kind}: condition not met within ${timeoutMs} ms; received ${this.summary()}`);
-      }
-      await new Promise<void>((resolve) => {
-        const t = setTimeout(resolve, Math.min(left, 50));
-        this.#waiters.push(() => {
-          clearTimeout(t);
-          resolve();
-        });
-      });
-    }
+  until(predicate: (s: this) => boolean, timeoutMs = 5000): Promise<void> {
+    return this.#signal.until(() => predicate(this), timeoutMs, () => `${this.kind}: condition not met; received ${this.summary()}`);
   }
 
   /** Waits until `count` messages of `channel` arrived. */
@@ -199,7 +185,7 @@ class SseSubscriber extends ResumableSubscriber {
     }
   }
 
-  override async until(predicate: (s: this) => boolean, timeoutMs = 5000): Promise<void> {
+  override until(predicate: (s: this) => boolean, timeoutMs = 5000): Promise<void> {
     this.#drain();
     return super.until((s) => {
       this.#drain();

@@ -5,6 +5,7 @@
  */
 import type { ClientFrame, ServerFrame } from '@tidings/protocol';
 import WebSocket from 'ws';
+import { Signal } from './wait.js';
 
 /** A client frame without its id (the client assigns one). */
 export type FrameWithoutId = ClientFrame extends infer F ? (F extends unknown ? Omit<F, 'id'> : never) : never;
@@ -15,20 +16,20 @@ export class RawWsClient {
   closeCode: number | undefined;
   closeReason = '';
   #nextId = 1;
-  #waiters: Array<() => void> = [];
+  readonly #signal = new Signal();
 
   private constructor(ws: WebSocket) {
     this.ws = ws;
     ws.on('message', (data: Buffer) => {
       this.frames.push(JSON.parse(data.toString('utf8')) as ServerFrame);
-      this.#wake();
+      this.#signal.wake();
     });
     ws.on('close', (code, reason) => {
       this.closeCode = code;
       this.closeReason = reason.toString();
-      this.#wake();
+      this.#signal.wake();
     });
-    ws.on('error', () => this.#wake());
+    ws.on('error', () => this.#signal.wake());
   }
 
   /** Connects and waits for the `welcome` frame. */
@@ -74,25 +75,8 @@ export class RawWsClient {
     return this.frames.filter((f): f is Extract<ServerFrame, { type: T }> => f.type === type);
   }
 
-  #wake(): void {
-    const waiters = this.#waiters;
-    this.#waiters = [];
-    for (const w of waiters) w();
-  }
-
-  async until(predicate: (c: this) => boolean, timeoutMs = 5000): Promise<void> {
-    const deadline = Date.now() + timeoutMs;
-    while (!predicate(this)) {
-      const left = deadline - Date.now();
-      if (left <= 0) throw new Error(`WS: condition not met within ${timeoutMs} ms (${this.frames.length} frames)`);
-      await new Promise<void>((resolve) => {
-        const t = setTimeout(resolve, Math.min(left, 100));
-        this.#waiters.push(() => {
-          clearTimeout(t);
-          resolve();
-        });
-      });
-    }
+  until(predicate: (c: this) => boolean, timeoutMs = 5000): Promise<void> {
+    return this.#signal.until(() => predicate(this), timeoutMs, () => `WS: condition not met (${this.frames.length} frames)`, 100);
   }
 
   /** Drops the TCP connection without a close handshake. */

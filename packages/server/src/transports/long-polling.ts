@@ -62,7 +62,7 @@ export class PollConnection implements Sink {
   message(enc: EncodedPublication): void {
     if (this.#done || this.#messages.length >= this.maxMessages) return;
     this.#messages.push(enc.json);
-    this.#set(enc.pub.channel, enc.pub.position);
+    this.#entries.set(enc.pub.channel, enc.cursorEntry);
     if (this.#messages.length >= this.maxMessages) this.#finish(true);
     else this.#schedule();
   }
