@@ -48,9 +48,10 @@ export const jsonCodec: Codec = {
  * The JSON text of a {@link Message}, from `data` already encoded as JSON. Channel names, epochs and
  * message types are validated to characters that need no JSON escaping, so they are spliced in as-is.
  */
-export function encodeMessage(channel: string, position: Position, type: string | undefined, dataJson: string): string {
+export function encodeMessage(channel: string, position: Position, type: string | undefined, dataJson: string, ephemeral = false): string {
   const head = `{"channel":"${channel}","position":{"epoch":"${position.epoch}","seq":${position.seq}}`;
-  return type === undefined ? `${head},"data":${dataJson}}` : `${head},"type":"${type}","data":${dataJson}}`;
+  const flag = ephemeral ? ',"ephemeral":true' : '';
+  return type === undefined ? `${head}${flag},"data":${dataJson}}` : `${head},"type":"${type}"${flag},"data":${dataJson}}`;
 }
 
 /** A `message` frame around an encoded message. */

@@ -12,6 +12,7 @@ export const ErrorCode = {
   bad_channel: 400,
   bad_cursor: 400,
   bad_position: 400,
+  request_timeout: 408,
   unknown_namespace: 404,
   unauthorized: 401,
   forbidden: 403,
@@ -22,9 +23,11 @@ export const ErrorCode = {
   too_large: 413,
   unsupported_media_type: 415,
   limit_exceeded: 429,
+  header_too_large: 431,
   unknown_method: 501,
   internal: 500,
   unavailable: 503,
+  storage_full: 507,
   timeout: 504,
 } as const;
 
@@ -52,6 +55,8 @@ export const CloseCode = {
   policy: { code: 1008, reconnect: false, immediate: false },
   too_large: { code: 1009, reconnect: true, immediate: false },
   internal: { code: 1011, reconnect: true, immediate: false },
+  /** A dependency (the broker's history) is failing: reconnect with backoff and resume; nothing was skipped. */
+  unavailable: { code: 1013, reconnect: true, immediate: false },
   /** Server restarting or draining: come back at once (with a small random spread) and resume. */
   restart: { code: 4000, reconnect: true, immediate: true },
   /** The client fell too far behind; reconnect and resume from the last position. */

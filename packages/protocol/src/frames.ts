@@ -23,6 +23,11 @@ export interface Message {
   readonly position: Position;
   readonly type?: string;
   readonly data: Json;
+  /**
+   * Present (true) on publications of ephemeral namespaces: they keep no history, so a client
+   * delivers them as they come and never waits for a missed seq.
+   */
+  readonly ephemeral?: true;
 }
 
 /** What a publisher sends: the HTTP publish API body and the WebSocket `publish` frame's `message`. */

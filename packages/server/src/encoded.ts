@@ -22,7 +22,7 @@ export class EncodedPublication {
 
   /** The {@link Message} JSON text. */
   get json(): string {
-    return (this.#json ??= encodeMessage(this.pub.channel, this.pub.position, this.pub.type, this.pub.data));
+    return (this.#json ??= encodeMessage(this.pub.channel, this.pub.position, this.pub.type, this.pub.data, this.pub.ephemeral));
   }
 
   /** A complete unmasked WebSocket text frame carrying a `message` frame. */
