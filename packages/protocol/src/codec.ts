@@ -6,6 +6,7 @@
  */
 import { TidingsError } from './codes.js';
 import type { ClientFrame, Gap, Message, ServerFrame } from './frames.js';
+import { scanJson } from './json.js';
 import type { Position } from './position.js';
 import { toClientFrame } from './validate.js';
 
@@ -20,13 +21,23 @@ export interface Codec {
   encodeClient(frame: ClientFrame): string;
 }
 
-/** Parses JSON, mapping syntax errors to `bad_json`. */
+/**
+ * Parses untrusted JSON text (HTTP bodies, WebSocket frames, CLI input). Throws `bad_json` for
+ * nesting deeper than `MAX_JSON_DEPTH` (refused before parsing), for malformed text (the
+ * parser's message), and for a number `JSON.parse` would change: one that overflows to ±Infinity, a non-zero
+ * literal that underflows to 0, or an integer beyond 2^53 - 1 (`Number.MAX_SAFE_INTEGER`).
+ */
 export function parseJson(text: string): unknown {
+  const numberProblem = scanJson(text);
+  let value: unknown;
   try {
-    return JSON.parse(text) as unknown;
+    value = JSON.parse(text) as unknown;
   } catch (err) {
     throw new TidingsError('bad_json', `malformed JSON: ${(err as Error).message.slice(0, 120)}`);
   }
+  // Refused only once the text is known to be JSON, so malformed text keeps the parser's message.
+  if (numberProblem !== undefined) throw new TidingsError('bad_json', numberProblem);
+  return value;
 }
 
 /** The JSON codec. */
@@ -35,7 +46,14 @@ export const jsonCodec: Codec = {
   decodeClient: (text) => toClientFrame(parseJson(text)),
   encodeServer: (frame) => JSON.stringify(frame),
   decodeServer(text) {
-    const value = parseJson(text);
+    // The server already held every payload to the limits of parseJson; its frames wrap a payload in
+    // a few more levels of nesting, so they are parsed as they are.
+    let value: unknown;
+    try {
+      value = JSON.parse(text) as unknown;
+    } catch (err) {
+      throw new TidingsError('bad_json', `malformed JSON: ${(err as Error).message.slice(0, 120)}`);
+    }
     if (typeof value !== 'object' || value === null || typeof (value as { type?: unknown }).type !== 'string') {
       throw new TidingsError('bad_frame', 'server frame must be an object with a type');
     }
