@@ -3,10 +3,11 @@
  * Broker interface, gives every test fresh channels (so a shared backing store is fine), and
  * waits for delivery instead of assuming it is synchronous.
  *
- * Usage (in a *.test.ts file): `brokerSuite('memory', async () => new MemoryBroker({...}), (b) => b.close())`.
+ * Usage (in a *.test.ts file):
+ * `brokerSuite('memory', async () => new MemoryBroker({...}), (b) => b.close(), async (limits) => new MemoryBroker({...limits}))`.
  */
 import { afterEach, beforeEach, describe, expect, it } from 'vitest';
-import { positionProblem, type Position } from '@tidings/protocol';
+import { positionProblem, TidingsError, type Position } from '@tidings/protocol';
 import type { Broker, Publication, PublishCommand } from '@tidings/server';
 import { publishCommand, until } from '@tidings/testing';
 
@@ -18,7 +19,23 @@ const sleep = (ms: number): Promise<void> => new Promise((resolve) => setTimeout
 const seqs = (pubs: readonly Publication[]): number[] => pubs.map((p) => p.position.seq);
 const range = (from: number, to: number): number[] => Array.from({ length: Math.max(0, to - from + 1) }, (_, i) => from + i);
 
-export function brokerSuite(name: string, makeBroker: () => Promise<Broker>, cleanup: (broker: Broker) => Promise<void>): void {
+/**
+ * Small storage bounds for the retention rules. A broker maps them to its own settings; the broker it
+ * returns must start over an empty store (no streams of other tests count against the bounds).
+ */
+export interface SuiteLimits {
+  /** Channel streams the broker may hold. */
+  readonly maxChannels: number;
+  /** Bytes of retained history, idempotency keys and streams, as the broker counts them. */
+  readonly maxHistoryBytes: number;
+}
+
+export function brokerSuite(
+  name: string,
+  makeBroker: () => Promise<Broker>,
+  cleanup: (broker: Broker) => Promise<void>,
+  makeLimited: (limits: SuiteLimits) => Promise<Broker>,
+): void {
   describe(`broker contract: ${name}`, () => {
     let broker: Broker;
     let received: Publication[];
@@ -295,6 +312,175 @@ export function brokerSuite(name: string, makeBroker: () => Promise<Broker>, cle
         const b = await broker.publish(command(c, '2', { idempotencyKey: 'k', dedupWindow: 0 }));
         expect([a.duplicate, b.duplicate]).toEqual([false, false]);
         expect([a.position.seq, b.position.seq]).toEqual([1, 2]);
+      });
+    });
+
+    describe('streams and storage', () => {
+      /** A broker with small bounds, started and cleaned up by the test itself. */
+      const limited = async (limits: Partial<SuiteLimits>): Promise<{ small: Broker; got: Publication[] }> => {
+        const small = await makeLimited({ maxChannels: 1000, maxHistoryBytes: 1024 * 1024, ...limits });
+        const got: Publication[] = [];
+        await small.start((pub) => got.push(pub));
+        return { small, got };
+      };
+      const storageFull = async (promise: Promise<unknown>): Promise<TidingsError> => {
+        const err: unknown = await promise.then(
+          () => undefined,
+          (e: unknown) => e,
+        );
+        expect(err).toBeInstanceOf(TidingsError);
+        expect((err as TidingsError).code).toBe('storage_full');
+        return err as TidingsError;
+      };
+
+      it('starts a channel first read empty at {E, 0} in epoch E: no gap, and resuming from {E, 0} recovers everything', async () => {
+        const c = fresh('empty-then-publish');
+        await broker.subscribe(c);
+        const empty = await broker.history(c, undefined, 0);
+        expect(empty.top.seq).toBe(0);
+        expect(positionProblem(empty.top)).toBeUndefined();
+        // Reading again, and reading from the empty position, changes nothing.
+        expect((await broker.history(c, empty.top, 10)).top).toEqual(empty.top);
+        const positions = await publishAll(c, 3);
+        expect(positions).toEqual(range(1, 3).map((seq) => ({ epoch: empty.top.epoch, seq })));
+        await until(() => deliveredTo(c).length === 3, 2000, 'three deliveries');
+        expect(deliveredTo(c).map((p) => p.position)).toEqual(positions);
+        const resumed = await broker.history(c, empty.top, 100);
+        expect(seqs(resumed.publications)).toEqual([1, 2, 3]);
+        expect(resumed.top).toEqual({ epoch: empty.top.epoch, seq: 3 });
+        expect(resumed.evicted).toBeUndefined();
+      });
+
+      it('lets no number of reads, subscribes and unsubscribes of fresh channels disturb existing history', async () => {
+        const { small } = await limited({ maxChannels: 4 });
+        try {
+          const kept = [fresh('kept-a'), fresh('kept-b'), fresh('kept-c')];
+          const before = new Map<string, Position[]>();
+          for (const c of kept) {
+            const out: Position[] = [];
+            for (let i = 1; i <= 3; i++) out.push((await small.publish(command(c, `{"i":${i}}`))).position);
+            before.set(c, out);
+          }
+          // Many times the stream bound of fresh names: what a subscribe/poll flood looks like to the broker.
+          for (let i = 0; i < 200; i++) {
+            const f = fresh('flood');
+            await small.subscribe(f);
+            const page = await small.history(f, undefined, 0);
+            expect(page.top.seq).toBe(0);
+            await small.history(f, page.top, 10);
+            await small.unsubscribe(f);
+          }
+          for (const c of kept) {
+            const positions = before.get(c) ?? [];
+            const page = await small.history(c, undefined, 100);
+            expect(page.top).toEqual(positions[2]);
+            expect(page.publications.map((p) => p.position)).toEqual(positions);
+            expect(page.evicted).toBeUndefined();
+          }
+          // The bound still has room for one more stream: nothing was used up by the reads.
+          expect((await small.publish(command(fresh('fourth'), '1'))).position.seq).toBe(1);
+        } finally {
+          await cleanup(small);
+        }
+      });
+
+      it('keeps the epoch of a channel read empty while many other channels are read, so its first publications continue from it', async () => {
+        const { small, got } = await limited({ maxChannels: 2 });
+        try {
+          const c = fresh('waiting');
+          await small.subscribe(c);
+          const empty = (await small.history(c, undefined, 0)).top;
+          for (let i = 0; i < 50; i++) await small.history(fresh('other'), undefined, 0);
+          const positions: Position[] = [];
+          for (let i = 1; i <= 3; i++) positions.push((await small.publish(command(c, String(i)))).position);
+          expect(positions).toEqual(range(1, 3).map((seq) => ({ epoch: empty.epoch, seq })));
+          await until(() => got.length === 3, 2000, 'three deliveries');
+          expect(got.map((p) => p.position)).toEqual(positions);
+          expect(seqs((await small.history(c, empty, 100)).publications)).toEqual([1, 2, 3]);
+        } finally {
+          await cleanup(small);
+        }
+      });
+
+      it('refuses a publish needing a new stream with storage_full while every stream is protected, changing nothing', async () => {
+        const { small, got } = await limited({ maxChannels: 3 });
+        try {
+          const withHistory = fresh('protected-history');
+          const withSubscriber = fresh('protected-subscriber');
+          const withKey = fresh('protected-key');
+          const h = [(await small.publish(command(withHistory, '1'))).position, (await small.publish(command(withHistory, '2'))).position];
+          await small.subscribe(withSubscriber);
+          const s1 = (await small.publish(command(withSubscriber, '1', { ephemeral: true, historySize: 0, historyTtl: 0 }))).position;
+          const k1 = (await small.publish(command(withKey, '1', { ephemeral: true, historySize: 0, historyTtl: 0, idempotencyKey: 'once' }))).position;
+
+          const newcomer = fresh('newcomer');
+          await storageFull(small.publish(command(newcomer, '1')));
+          expect((await small.history(newcomer, undefined, 0)).top.seq).toBe(0);
+          // Each protected stream is intact and continues.
+          const hPage = await small.history(withHistory, undefined, 100);
+          expect(hPage.publications.map((p) => p.position)).toEqual(h);
+          expect(hPage.evicted).toBeUndefined();
+          const s2 = (await small.publish(command(withSubscriber, '2', { ephemeral: true, historySize: 0, historyTtl: 0 }))).position;
+          expect(s2).toEqual({ epoch: s1.epoch, seq: 2 });
+          await until(() => got.length === 2, 2000, 'two deliveries');
+          expect(got.map((p) => p.position)).toEqual([s1, s2]);
+          expect(await small.publish(command(withKey, '2', { ephemeral: true, historySize: 0, historyTtl: 0, idempotencyKey: 'once' }))).toEqual({
+            position: k1,
+            duplicate: true,
+          });
+
+          // Unsubscribed, holding no history and no key: the only stream that may go to make room.
+          await small.unsubscribe(withSubscriber);
+          expect((await small.publish(command(newcomer, '1'))).position.seq).toBe(1);
+          const dropped = await small.history(withSubscriber, s2, 100);
+          expect(dropped.top.seq).toBe(0);
+          // Its positions are never reused: a client at s2 is in another epoch (an explicit epoch gap).
+          expect(dropped.top.epoch).not.toBe(s1.epoch);
+          expect(dropped.publications).toEqual([]);
+          // Now every stream is protected again.
+          await storageFull(small.publish(command(withSubscriber, '3')));
+          expect(await small.history(withSubscriber, undefined, 0)).toEqual(dropped);
+        } finally {
+          await cleanup(small);
+        }
+      });
+
+      it('refuses a publish past the byte budget with storage_full, keeping unexpired history, and takes publishes again once history expires', async () => {
+        const { small } = await limited({ maxHistoryBytes: 16 * 1024 });
+        try {
+          const kilobyte = JSON.stringify('x'.repeat(1000));
+          const accepted: { channel: string; position: Position }[] = [];
+          let refused: string | undefined;
+          for (let i = 0; i < 100 && refused === undefined; i++) {
+            const c = fresh('budget');
+            try {
+              accepted.push({ channel: c, position: (await small.publish(command(c, kilobyte, { historyTtl: 300 }))).position });
+            } catch (err) {
+              expect(err).toBeInstanceOf(TidingsError);
+              expect((err as TidingsError).code).toBe('storage_full');
+              refused = c;
+            }
+          }
+          expect(refused).toBeDefined();
+          expect(accepted.length).toBeGreaterThanOrEqual(4);
+          // Refused: no position consumed. Accepted: all still there.
+          expect((await small.history(refused as string, undefined, 0)).top.seq).toBe(0);
+          for (const { channel, position } of accepted) {
+            const page = await small.history(channel, undefined, 10);
+            expect(page.publications.map((p) => [p.position, p.data])).toEqual([[position, kilobyte]]);
+          }
+          // A second kilobyte on a channel that already holds one is refused too: nothing is evicted for it.
+          const first = accepted[0] as { channel: string; position: Position };
+          await storageFull(small.publish(command(first.channel, kilobyte, { historyTtl: 300 })));
+          expect((await small.history(first.channel, undefined, 0)).top).toEqual(first.position);
+          await sleep(500);
+          // Expired history is released (nobody needs to read those channels) and makes room.
+          for (let i = 0; i < accepted.length; i++) {
+            expect((await small.publish(command(fresh('after-expiry'), kilobyte, { historyTtl: 300 }))).position.seq).toBe(1);
+          }
+        } finally {
+          await cleanup(small);
+        }
       });
     });
   });
