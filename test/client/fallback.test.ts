@@ -19,7 +19,8 @@ function memory(): TransportMemory & { readonly items: Map<string, string> } {
 }
 
 async function behind(mode: NginxMode): Promise<{ gw: TestGateway; url: string }> {
-  const gw = await startGateway({ sseHeartbeat: 500, pingInterval: 500, pollTimeout: 2000 });
+  // The namespace is configured here rather than taken from the gateway's defaults.
+  const gw = await startGateway({ sseHeartbeat: 500, pingInterval: 500, pollTimeout: 2000, namespaces: { demo: { clientPublish: true } } });
   cleanup.push(() => gw.close());
   const nginx = await startNginx(gw.port, mode);
   cleanup.push(() => nginx.close());

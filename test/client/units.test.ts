@@ -13,23 +13,30 @@ const msg = (seq: number, epoch = E): Message => ({ channel: 'c', position: { ep
 describe('state machine', () => {
   const idle: ClientState = { status: 'idle' };
   const connecting: ClientState = { status: 'connecting', attempt: 2 };
-  const connected: ClientState = { status: 'connected', transport: 'sse' };
+  const connected: ClientState = { status: 'connected', transport: 'sse', attempt: 2 };
   const waiting: ClientState = { status: 'waiting', attempt: 3, retry: 'backoff' };
   const failed: ClientState = { status: 'failed', reason: 'bad token' };
   const closed: ClientState = { status: 'closed' };
   const ALL = [idle, connecting, connected, waiting, failed, closed];
   const drop: ClientEvent = { type: 'drop', retry: 'backoff', reason: 'x' };
+  const stableDrop: ClientEvent = { type: 'drop', retry: 'backoff', reason: 'x', stable: true };
 
   it.each<[ClientState, ClientEvent, ClientState | undefined]>([
     [idle, { type: 'start' }, { status: 'connecting', attempt: 0 }],
     [connecting, { type: 'start' }, undefined],
     [waiting, { type: 'retry' }, { status: 'connecting', attempt: 3 }],
     [connected, { type: 'retry' }, undefined],
-    [connecting, { type: 'open', transport: 'poll' }, { status: 'connected', transport: 'poll' }],
+    [connecting, { type: 'open', transport: 'poll' }, { status: 'connected', transport: 'poll', attempt: 2 }],
     [waiting, { type: 'open', transport: 'poll' }, undefined],
     [connecting, drop, { status: 'waiting', attempt: 3, retry: 'backoff' }],
-    [connected, drop, { status: 'waiting', attempt: 0, retry: 'backoff' }],
-    [connected, { type: 'drop', retry: 'now', reason: 'restart' }, { status: 'waiting', attempt: 0, retry: 'now' }],
+    [connecting, stableDrop, { status: 'waiting', attempt: 3, retry: 'backoff' }],
+    // A connection lost before it proved stable is one more failed attempt: quick cycles back off.
+    [connected, drop, { status: 'waiting', attempt: 3, retry: 'backoff' }],
+    [{ status: 'connected', transport: 'websocket', attempt: 0 }, drop, { status: 'waiting', attempt: 1, retry: 'backoff' }],
+    // A stable one starts the backoff afresh.
+    [connected, stableDrop, { status: 'waiting', attempt: 0, retry: 'backoff' }],
+    [connected, { type: 'drop', retry: 'now', reason: 'restart', stable: true }, { status: 'waiting', attempt: 0, retry: 'now' }],
+    [connected, { type: 'drop', retry: 'now', reason: 'restart' }, { status: 'waiting', attempt: 3, retry: 'now' }],
     [waiting, drop, undefined],
     [connecting, { type: 'reject', reason: 'bad token' }, { status: 'failed', reason: 'bad token' }],
     [waiting, { type: 'reject', reason: 'bad token' }, undefined],
@@ -56,27 +63,38 @@ describe('state machine', () => {
     );
   });
 
-  it('every sequence of events keeps the attempt count honest', () => {
+  it('every sequence of events keeps the attempt count honest: failures since the last stable connection', () => {
     const events = fc.array(
-      fc.constantFrom<ClientEvent>({ type: 'start' }, { type: 'retry' }, { type: 'open', transport: 'websocket' }, drop, { type: 'close' }),
+      fc.constantFrom<ClientEvent>({ type: 'start' }, { type: 'retry' }, { type: 'open', transport: 'websocket' }, drop, stableDrop, { type: 'close' }),
       { maxLength: 60 },
     );
     fc.assert(
       fc.property(events, (list) => {
         let s: ClientState = { status: 'idle' };
-        let failuresSinceOpen = 0;
+        let failures = 0;
         for (const e of list) {
           const next = transition(s, e);
           if (next === undefined) continue;
-          if (e.type === 'open') failuresSinceOpen = 0;
-          if (e.type === 'drop' && s.status === 'connecting') failuresSinceOpen += 1;
-          if (e.type === 'drop' && s.status === 'connected') failuresSinceOpen = 0;
+          if (e.type === 'drop') {
+            // Only the loss of a stable connection forgives earlier failures; everything else adds one.
+            failures = s.status === 'connected' && e.stable === true ? 0 : failures + 1;
+          }
           s = next;
-          if (s.status === 'waiting' || s.status === 'connecting') expect(s.attempt).toBe(failuresSinceOpen);
+          if (s.status === 'waiting' || s.status === 'connecting' || s.status === 'connected') expect(s.attempt).toBe(failures);
         }
         expect(ALL.map((x) => x.status)).toContain(s.status);
       }),
     );
+  });
+
+  it('quick connect/drop cycles never bring the attempt count back to 0', () => {
+    let s: ClientState = { status: 'idle' };
+    const attempts: number[] = [];
+    for (const e of [{ type: 'start' }, ...Array.from({ length: 5 }, () => [{ type: 'open', transport: 'sse' }, drop, { type: 'retry' }]).flat()] as ClientEvent[]) {
+      s = transition(s, e) ?? s;
+      if (s.status === 'waiting') attempts.push(s.attempt);
+    }
+    expect(attempts).toEqual([1, 2, 3, 4, 5]);
   });
 });
 
@@ -128,6 +146,87 @@ describe('sequencer', () => {
     const s = new Sequencer({ epoch: E, seq: 0 }, 3);
     for (const seq of [3, 4, 5]) expect(s.push(msg(seq))).toEqual([]);
     expect(s.push(msg(6))).toBeUndefined();
+  });
+});
+
+describe('sequencer on ephemeral channels', () => {
+  const eph = (seq: number, epoch = E): Message => ({ channel: 'c', position: { epoch, seq }, data: seq, ephemeral: true });
+  const seqs = (out: Message[] | undefined): number[] | undefined => out?.map((m) => m.position.seq);
+
+  it('delivers at once across missed seqs, drops duplicates and stale ones, adopts a new epoch', () => {
+    const s = new Sequencer({ epoch: E, seq: 2 });
+    expect(seqs(s.push(eph(5)))).toEqual([5]);
+    expect(seqs(s.push(eph(5)))).toEqual([]);
+    expect(seqs(s.push(eph(4)))).toEqual([]);
+    expect(seqs(s.push(eph(9)))).toEqual([9]);
+    expect(s.waiting).toBe(0);
+    expect(s.position).toEqual({ epoch: E, seq: 9 });
+    // A new epoch (the stream was recreated) is taken as is: no resubscribe.
+    expect(seqs(s.push(eph(1, 'epoch002')))).toEqual([1]);
+    expect(s.position).toEqual({ epoch: 'epoch002', seq: 1 });
+    // A straggler from the epoch left behind is stale.
+    expect(seqs(s.push(eph(10)))).toEqual([]);
+  });
+
+  it("follows the server's start position after a resubscribe, since nothing before it can come", () => {
+    const s = new Sequencer({ epoch: E, seq: 2 });
+    s.start({ epoch: E, seq: 7 });
+    expect(s.position).toEqual({ epoch: E, seq: 2 });
+    expect(seqs(s.push(eph(3)))).toEqual([3]);
+    s.start({ epoch: E, seq: 7 });
+    expect(s.position).toEqual({ epoch: E, seq: 7 });
+    s.start({ epoch: E, seq: 5 });
+    expect(s.position).toEqual({ epoch: E, seq: 7 });
+    expect(seqs(s.push(eph(6)))).toEqual([]);
+    expect(seqs(s.push(eph(8)))).toEqual([8]);
+  });
+
+  it('hands over durable messages that were waiting when the channel turned ephemeral, in order', () => {
+    const s = new Sequencer({ epoch: E, seq: 1 });
+    for (const seq of [3, 4, 7]) expect(s.push(msg(seq))).toEqual([]);
+    expect(seqs(s.push(eph(6)))).toEqual([3, 4, 6, 7]);
+    expect(s.waiting).toBe(0);
+    expect(s.position).toEqual({ epoch: E, seq: 7 });
+  });
+
+  it('for any interleaving: nothing held back, never a resubscribe, strictly increasing seqs per epoch, no duplicates', () => {
+    const epochs = ['epochAAA', 'epochBBB', 'epochCCC'];
+    const input = fc.array(fc.record({ epoch: fc.constantFrom(...epochs), seq: fc.integer({ min: 1, max: 40 }) }), { maxLength: 120 });
+    const since = fc.option(fc.record({ epoch: fc.constantFrom(...epochs), seq: fc.integer({ min: 0, max: 40 }) }), { nil: undefined });
+    fc.assert(
+      fc.property(since, input, (start, list) => {
+        const s = new Sequencer(start);
+        const lastPerEpoch = new Map<string, number>();
+        const delivered = new Set<string>();
+        let position = start;
+        const left: string[] = [];
+        for (const { epoch, seq } of list) {
+          const out = s.push(eph(seq, epoch));
+          // The model: stale means at or below the position in its epoch, or from an epoch left behind.
+          const stale = position !== undefined && (position.epoch === epoch ? seq <= position.seq : left.includes(epoch));
+          expect(out).toBeDefined();
+          expect(seqs(out)).toEqual(stale ? [] : [seq]);
+          expect(s.waiting).toBe(0);
+          if (!stale) {
+            if (position !== undefined && position.epoch !== epoch) left.push(position.epoch);
+            position = { epoch, seq };
+            expect(seq).toBeGreaterThan(lastPerEpoch.get(epoch) ?? 0);
+            lastPerEpoch.set(epoch, seq);
+            expect(delivered.has(`${epoch}.${seq}`)).toBe(false);
+            delivered.add(`${epoch}.${seq}`);
+          }
+          expect(s.position).toEqual(position);
+        }
+      }),
+    );
+  });
+
+  it('leaves durable channels exactly as they were: another epoch still asks for a resubscribe', () => {
+    const s = new Sequencer({ epoch: E, seq: 1 });
+    expect(s.push(msg(3))).toEqual([]);
+    expect(s.push(msg(1, 'other'))).toBeUndefined();
+    s.start({ epoch: E, seq: 9 });
+    expect(s.position).toEqual({ epoch: E, seq: 1 });
   });
 });
 

@@ -16,6 +16,7 @@ import { backoffDelay, DEFAULT_BACKOFF, RESTART_SPREAD, type BackoffOptions } fr
 import { Emitter, typeMatches } from './emitter.js';
 import { transition, type ClientEvent, type ClientState, type TransportName } from './state.js';
 import { Subscription } from './subscription.js';
+import { reachable } from './transports/http.js';
 import { pollTransport } from './transports/long-polling.js';
 import { sseTransport } from './transports/sse.js';
 import type {
@@ -86,6 +87,12 @@ interface Upstream {
 
 const FACTORIES: Record<TransportName, TransportFactory> = { websocket: websocketTransport, sse: sseTransport, poll: pollTransport };
 
+/**
+ * A connection that stays up this long (ms), or carries anything, is stable: losing it starts the
+ * backoff afresh. One lost sooner, having carried nothing, counts as one more failed attempt.
+ */
+const STABLE_AFTER = 5000;
+
 function randomKey(random: () => number): string {
   const c = (globalThis as { crypto?: { randomUUID?: () => string } }).crypto;
   if (c?.randomUUID !== undefined) return c.randomUUID();
@@ -112,6 +119,11 @@ export class Client {
   #probeTimer: unknown;
   #probe: ClientTransport | undefined;
   #retryAfter: number | undefined;
+  /** An in-flight reachability check (a transport failed before proving itself). */
+  #reach: AbortController | undefined;
+  /** When the current connection opened, and whether it has carried anything since. */
+  #connectedAt = 0;
+  #carried = false;
 
   constructor(url: string, options: ClientOptions = {}) {
     this.#base = url.replace(/\/+$/, '');
@@ -235,14 +247,18 @@ export class Client {
         this.#open();
         return;
       case 'connected':
-        this.#memory()?.setItem(this.#memoryKey(), state.transport);
+        this.#connectedAt = Date.now();
+        this.#carried = false;
+        this.#remember(state.transport);
         this.#flush();
         if (this.#index > 0) this.#scheduleProbe(this.#opts.upgradeAfter ?? 60_000);
         return;
       case 'waiting': {
         this.#dropTransport();
+        // "Come back now" (a restart) is honoured at once, but not in a loop: once connections keep
+        // being lost before they prove stable, it backs off like any other retry.
         const delay =
-          state.retry === 'now'
+          state.retry === 'now' && state.attempt <= 1
             ? Math.floor(this.#random() * RESTART_SPREAD)
             : Math.max(this.#retryAfter ?? 0, backoffDelay(this.#backoff, state.attempt, this.#random));
         this.#retryAfter = undefined;
@@ -319,9 +335,16 @@ export class Client {
       subscribed: (result) => live() && this.#subs.get(result.channel)?.started(result.position),
       message: (m) => {
         const sub = live() ? this.#subs.get(m.channel) : undefined;
-        if (sub !== undefined && !sub.accept(m)) this.#resync(sub);
+        if (sub === undefined) return;
+        this.#carried = true;
+        if (!sub.accept(m)) this.#resync(sub);
       },
-      gap: (g) => live() && this.#subs.get(g.channel)?.gap(g),
+      gap: (g) => {
+        const sub = live() ? this.#subs.get(g.channel) : undefined;
+        if (sub === undefined) return;
+        this.#carried = true;
+        sub.gap(g);
+      },
       subscriptionError: (channel, error) => {
         const sub = live() ? this.#subs.get(channel) : undefined;
         if (sub === undefined) return;
@@ -341,18 +364,69 @@ export class Client {
       this.#fire({ type: 'reject', reason: info.reason }, info.reason);
       return;
     }
-    if (info.fallback && this.#state.status === 'connecting' && this.#index + 1 < this.#order.length) {
+    const next = this.#state.status === 'connecting' && this.#index + 1 < this.#order.length;
+    if (next && info.fallback) {
       // This transport cannot work here: try the next one at once.
       this.#index += 1;
       this.#open();
       return;
     }
+    if (next && info.unproven === true) {
+      this.#fallBackIfReachable(info);
+      return;
+    }
     if (info.fallback) this.#index = 0;
+    this.#drop(info);
+  }
+
+  /** Reports a lost connection or a failed attempt; the state machine counts it. */
+  #drop(info: CloseInfo): void {
     this.#retryAfter = info.retryAfter;
-    this.#fire({ type: 'drop', retry: info.retry, reason: info.reason }, info.reason);
+    const retry = info.retry === 'never' ? 'backoff' : info.retry;
+    this.#fire({ type: 'drop', retry, reason: info.reason, stable: this.#stable() }, info.reason);
+  }
+
+  /**
+   * A transport failed before proving itself, in a way that looks the same whether it is blocked
+   * here or the server is down. If the server answers plain HTTP, the transport is what fails: fall
+   * back. Otherwise it is an outage: retry the same transport with backoff, and remember nothing.
+   */
+  #fallBackIfReachable(info: CloseInfo): void {
+    const started = this.#state;
+    const ctrl = new AbortController();
+    this.#reach = ctrl;
+    void reachable(this.#platform, this.#base, this.#opts.openTimeout ?? 5000, ctrl.signal).then((up) => {
+      if (this.#reach === ctrl) this.#reach = undefined;
+      if (this.#state !== started) return;
+      if (up) {
+        this.#index += 1;
+        this.#open();
+      } else {
+        this.#drop({ ...info, reason: `${info.reason}; server unreachable` });
+      }
+    });
+  }
+
+  /** Whether the current connection has proven itself (see {@link STABLE_AFTER}). */
+  #stable(): boolean {
+    return this.#state.status === 'connected' && (this.#carried || Date.now() - this.#connectedAt >= STABLE_AFTER);
+  }
+
+  /**
+   * Remembers the transport for the origin only when a fallback is what worked; once the preferred
+   * transport works again, an older fallback is forgotten. An outage never changes it.
+   */
+  #remember(name: TransportName): void {
+    const memory = this.#memory();
+    if (memory === null) return;
+    const key = this.#memoryKey();
+    const stored = memory.getItem(key);
+    if (stored !== name && (this.#index > 0 || stored !== null)) memory.setItem(key, name);
   }
 
   #dropTransport(): void {
+    this.#reach?.abort();
+    this.#reach = undefined;
     const t = this.#transport;
     this.#transport = undefined;
     t?.close();
@@ -379,7 +453,7 @@ export class Client {
                 this.#probe?.close();
                 this.#probe = undefined;
                 this.#index = 0;
-                this.#fire({ type: 'drop', retry: 'now', reason: `${name} works again` }, `upgrading to ${name}`);
+                this.#fire({ type: 'drop', retry: 'now', reason: `${name} works again`, stable: true }, `upgrading to ${name}`);
               },
               subscribed: () => undefined,
               message: () => undefined,
@@ -472,11 +546,14 @@ export class Client {
     item.sent = true;
     item.run(t).then(
       (value) => {
+        if (this.#transport === t) this.#carried = true;
         this.#remove(item);
         item.resolve(value);
       },
       (err: unknown) => {
         const e = err instanceof TidingsError ? err : new TidingsError('internal', String(err));
+        // A coded refusal is still an answer from the server over this connection.
+        if (e.code !== 'unavailable' && this.#transport === t) this.#carried = true;
         if (e.code === 'unavailable' && this.#queue.includes(item)) {
           // The connection went away first: send again after reconnecting (same idempotency key).
           item.sent = false;
@@ -495,7 +572,7 @@ export class Client {
     if (this.#transport !== t) return;
     this.#transport = undefined;
     t.close();
-    this.#fire({ type: 'drop', retry: 'backoff', reason }, reason);
+    this.#drop({ retry: 'backoff', reason, fallback: false });
   }
 
   #remove(item: Upstream): void {

@@ -1,6 +1,11 @@
 /**
  * The connection state machine as a pure function: one state value, one transition point.
  * The client owns the effects (timers, transports); this only says which state follows which.
+ *
+ * `attempt` counts consecutive failures since the last stable connection: a connection attempt
+ * that fails, and also a connection that is lost before it proved stable (it opened but neither
+ * lasted nor carried anything). So quick connect/drop cycles keep backing off; only a drop of a
+ * stable connection starts again from 0.
  * @module
  */
 
@@ -12,7 +17,7 @@ export type TransportName = 'websocket' | 'sse' | 'poll';
 export type ClientState =
   | { readonly status: 'idle' }
   | { readonly status: 'connecting'; readonly attempt: number }
-  | { readonly status: 'connected'; readonly transport: TransportName }
+  | { readonly status: 'connected'; readonly transport: TransportName; readonly attempt: number }
   | { readonly status: 'waiting'; readonly attempt: number; readonly retry: RetryKind }
   | { readonly status: 'failed'; readonly reason: string }
   | { readonly status: 'closed' };
@@ -21,7 +26,8 @@ export type ClientEvent =
   | { readonly type: 'start' }
   | { readonly type: 'retry' }
   | { readonly type: 'open'; readonly transport: TransportName }
-  | { readonly type: 'drop'; readonly retry: RetryKind; readonly reason: string }
+  /** `stable`: the connection being lost had proven itself (stayed up a while, or carried traffic). */
+  | { readonly type: 'drop'; readonly retry: RetryKind; readonly reason: string; readonly stable?: boolean }
   | { readonly type: 'reject'; readonly reason: string }
   | { readonly type: 'close' };
 
@@ -33,9 +39,9 @@ export function transition(state: ClientState, event: ClientEvent): ClientState 
     case 'retry':
       return state.status === 'waiting' ? { status: 'connecting', attempt: state.attempt } : undefined;
     case 'open':
-      return state.status === 'connecting' ? { status: 'connected', transport: event.transport } : undefined;
+      return state.status === 'connecting' ? { status: 'connected', transport: event.transport, attempt: state.attempt } : undefined;
     case 'drop':
-      if (state.status === 'connected') return { status: 'waiting', attempt: 0, retry: event.retry };
+      if (state.status === 'connected') return { status: 'waiting', attempt: event.stable === true ? 0 : state.attempt + 1, retry: event.retry };
       if (state.status === 'connecting') return { status: 'waiting', attempt: state.attempt + 1, retry: event.retry };
       return undefined;
     case 'reject':

@@ -1,6 +1,7 @@
 /**
  * A client subscription: events (`message`, `gap`, `error`), async iteration, and the position to
- * resume from. Messages pass through a {@link Sequencer}, so each arrives once and in order.
+ * resume from. Messages pass through a {@link Sequencer}, so each arrives once and in order (on an
+ * ephemeral channel: once, as it comes, never held back for one that was missed).
  * @module
  */
 import { TidingsError, type Channel, type Gap, type Message, type Position } from '@tidings/protocol';

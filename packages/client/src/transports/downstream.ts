@@ -1,13 +1,14 @@
 /**
  * The skeleton shared by the HTTP downstream transports (SSE and long polling): one loop at a time
- * over the wanted channels, restarted when the channel set changes; no loop (and an immediate
- * `open`) when nothing is subscribed, since upstream works over plain HTTP anyway; one watchdog;
- * exactly one `close` report.
+ * over the wanted channels, restarted when the channel set changes; one watchdog; exactly one
+ * `close` report. With nothing subscribed there is no stream, since upstream works over plain HTTP
+ * anyway, but the transport still proves the server answers (one real request) before it reports
+ * `open`, and reports an outage when it does not.
  * @module
  */
 import type { Channel, Position } from '@tidings/protocol';
 import type { TransportName } from '../state.js';
-import { httpPublish, httpRequest } from './http.js';
+import { httpPublish, httpRequest, reachable } from './http.js';
 import type { ClientTransport, CloseInfo, TransportContext } from './transport.js';
 
 /** What a loop gets to drive its connection. */
@@ -52,14 +53,21 @@ export function httpDownstream(ctx: TransportContext, name: TransportName, loop:
     handlers.open();
   };
 
+  /** No stream to run: only check, once, that the server is there. */
+  const alive: DownstreamLoop = async (d) => {
+    if (await reachable(platform, ctx.baseUrl, ctx.openTimeout, d.signal)) {
+      if (d.current) d.opened();
+    } else if (d.current) {
+      d.finish({ retry: 'backoff', reason: 'server unreachable', fallback: false });
+    }
+  };
+
   const start = (): void => {
     ctrl?.abort();
     disarm();
     ctrl = undefined;
-    if (wanted.size === 0) {
-      platform.setTimeout(open, 0);
-      return;
-    }
+    if (wanted.size === 0 && opened) return;
+    const run = wanted.size === 0 ? alive : loop;
     const mine = new AbortController();
     ctrl = mine;
     const d: Downstream = {
@@ -79,7 +87,7 @@ export function httpDownstream(ctx: TransportContext, name: TransportName, loop:
         return !ended && ctrl === mine;
       },
     };
-    loop(d).catch((err: unknown) => {
+    run(d).catch((err: unknown) => {
       if (d.current) finish(failure(err));
     });
   };

@@ -3,7 +3,7 @@
  * @module
  */
 import { isErrorCode, TidingsError, type Json, type PublishRequest, type PublishResult } from '@tidings/protocol';
-import type { TransportContext } from './transport.js';
+import type { Platform, TransportContext } from './transport.js';
 
 /** Headers with the bearer token, when there is one. */
 export function authHeaders(ctx: TransportContext): Record<string, string> {
@@ -47,4 +47,39 @@ export async function httpPublish(ctx: TransportContext, req: PublishRequest): P
 export async function httpRequest(ctx: TransportContext, method: string, data: Json | undefined): Promise<Json> {
   const body = (await postJson(ctx, '/rpc', data === undefined ? { method } : { method, data })) as { result: Json };
   return body.result;
+}
+
+/** What a proxy answers when the gateway behind it is down (and the gateway itself while shutting down): an outage. */
+const OUTAGE_STATUS = new Set([502, 503, 504]);
+
+/**
+ * Whether the gateway answers plain HTTP, within `timeout` ms: the test that tells "this transport
+ * is blocked here" (reachable: fall back) from "the server is down" (an outage: retry the same
+ * transport with backoff).
+ *
+ * It asks `GET /poll` without a channel, which the gateway refuses at once (400) before looking at
+ * credentials, with CORS headers, so a browser on another origin can read the answer (`/healthz`
+ * has no CORS header, and a browser turns an unreadable answer into a network error). Any answer
+ * but 502/503/504 means reachable; a network error, a timeout or one of those is an outage.
+ */
+export async function reachable(platform: Platform, baseUrl: string, timeout: number, signal?: AbortSignal): Promise<boolean> {
+  const ctrl = new AbortController();
+  const abort = (): void => ctrl.abort();
+  signal?.addEventListener('abort', abort);
+  const timer = platform.setTimeout(abort, timeout);
+  try {
+    const res = await platform.fetch(`${baseUrl}/poll`, { signal: ctrl.signal, cache: 'no-store' });
+    await res.arrayBuffer().catch(() => undefined);
+    return !OUTAGE_STATUS.has(res.status);
+  } catch {
+    return false;
+  } finally {
+    platform.clearTimeout(timer);
+    signal?.removeEventListener('abort', abort);
+  }
+}
+
+/** Whether an HTTP status means the gateway is down behind a proxy (or shutting down), not that it refused. */
+export function isOutage(status: number): boolean {
+  return OUTAGE_STATUS.has(status);
 }

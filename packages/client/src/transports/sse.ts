@@ -7,7 +7,7 @@
 import { parseCursor, SseEvent as Events, type Gap, type Message } from '@tidings/protocol';
 import { knownCursor } from './cursor.js';
 import { channelQuery, httpDownstream, type Downstream } from './downstream.js';
-import { authHeaders, retryAfterOf } from './http.js';
+import { authHeaders, isOutage, retryAfterOf } from './http.js';
 import { SseParser } from './sse-parser.js';
 import type { ClientTransport, TransportContext } from './transport.js';
 
@@ -20,15 +20,19 @@ export function sseTransport(ctx: TransportContext): ClientTransport {
     const cursor = knownCursor(d.wanted);
     const headers: Record<string, string> = { accept: 'text/event-stream', ...authHeaders(ctx) };
     if (cursor !== '') headers['last-event-id'] = cursor;
-    // Without the first event in time, something between us buffers the stream: fall back.
-    d.arm(ctx.openTimeout, { retry: 'backoff', reason: 'no first event in time (buffered?)', fallback: !proven });
+    // No answer in time: a server that is down and a proxy that holds the stream look alike.
+    d.arm(ctx.openTimeout, { retry: 'backoff', reason: 'no answer in time', fallback: false, unproven: !proven });
     const res = await platform.fetch(`${ctx.baseUrl}/sse?${channelQuery(d.wanted).join('&')}`, { headers, signal: d.signal, cache: 'no-store' });
     if (!res.ok || res.body === null) {
       const body = (await res.json().catch(() => undefined)) as { error?: { code?: string; reason?: string } } | undefined;
       const reason = `${body?.error?.code ?? `HTTP ${res.status}`}: ${body?.error?.reason ?? ''}`;
       if (res.status === 401) return d.finish({ retry: 'never', reason, fallback: false });
-      return d.finish({ retry: 'backoff', reason, fallback: !proven && res.status !== 400 && res.status !== 404, retryAfter: retryAfterOf(res) });
+      // 502/503/504: the gateway is down behind a proxy, or shutting down: an outage, not a reason to fall back.
+      const refused = !proven && res.status !== 400 && res.status !== 404 && !isOutage(res.status);
+      return d.finish({ retry: 'backoff', reason, fallback: refused, retryAfter: retryAfterOf(res) });
     }
+    // The server answered: without the first event in time, something between us buffers the stream.
+    d.arm(ctx.openTimeout, { retry: 'backoff', reason: 'no first event in time (buffered?)', fallback: !proven });
     const parser = new SseParser();
     const decoder = new TextDecoder();
     const reader = res.body.getReader();
@@ -61,5 +65,11 @@ export function sseTransport(ctx: TransportContext): ClientTransport {
     if (d.current) d.finish({ retry: 'backoff', reason: 'stream ended', fallback: false, retryAfter: parser.retry });
   };
 
-  return httpDownstream(ctx, 'sse', stream, (err) => ({ retry: 'backoff', reason: `stream failed: ${(err as Error).message}`, fallback: !proven }));
+  // A network error: the server may be down, or something may cut streams here; the client tells which.
+  return httpDownstream(ctx, 'sse', stream, (err) => ({
+    retry: 'backoff',
+    reason: `stream failed: ${(err as Error).message}`,
+    fallback: false,
+    unproven: !proven,
+  }));
 }

@@ -14,6 +14,12 @@ export interface CloseInfo {
   readonly reason: string;
   /** The transport never worked here (blocked, stripped or buffered by a proxy): try the next one. */
   readonly fallback: boolean;
+  /**
+   * It failed before proving itself, in a way that cannot tell a blocked transport from a server
+   * that is down (a WebSocket closed before its welcome is close 1006 either way). The client then
+   * falls back only if the server answers plain HTTP; otherwise it is an outage, retried with backoff.
+   */
+  readonly unproven?: boolean;
   /** A retry delay the server suggested, in ms (SSE `retry:`, HTTP `Retry-After`). */
   readonly retryAfter?: number | undefined;
 }

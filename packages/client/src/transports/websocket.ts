@@ -71,7 +71,7 @@ export function websocketTransport(ctx: TransportContext): ClientTransport {
   const arm = (): void => {
     platform.clearTimeout(watchdog);
     watchdog = platform.setTimeout(
-      () => finish({ retry: 'backoff', reason: opened ? 'heartbeat timeout' : 'no welcome in time', fallback: !opened }),
+      () => finish({ retry: 'backoff', reason: opened ? 'heartbeat timeout' : 'no welcome in time', fallback: false, unproven: !opened }),
       silence,
     );
   };
@@ -156,8 +156,14 @@ export function websocketTransport(ctx: TransportContext): ClientTransport {
     ws.onclose = (ev) => {
       const known = CLOSE_BY_CODE.get(ev.code);
       const retry = known === undefined ? 'backoff' : !known.reconnect ? 'never' : known.immediate ? 'now' : 'backoff';
-      // Closed before the welcome: the upgrade is blocked or stripped here, unless the server said why.
-      finish({ retry: ev.code === 1000 ? 'backoff' : retry, reason: ev.reason || `closed (${ev.code})`, fallback: !opened && known === undefined });
+      // Closed before the welcome, and the server did not say why: the upgrade is blocked or stripped
+      // here, or the server is down (both are 1006 to a browser). The client probes plain HTTP to tell.
+      finish({
+        retry: ev.code === 1000 ? 'backoff' : retry,
+        reason: ev.reason || `closed (${ev.code})`,
+        fallback: false,
+        unproven: !opened && known === undefined,
+      });
     };
   }
 
