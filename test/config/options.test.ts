@@ -40,7 +40,8 @@ describe('options', () => {
     const o = resolveOptions({ namespaces: { chat: { clientPublish: true }, cursors: { ephemeral: true, historySize: 50 } } });
     expect(o.namespaces.chat).toEqual({ historySize: 100, historyTtl: 300, clientPublish: true, ephemeral: false });
     expect(o.namespaces.cursors).toMatchObject({ ephemeral: true, historySize: 0 });
-    expect(o.namespaces.demo?.clientPublish).toBe(true);
+    expect(o.namespaces.demo).toBeUndefined();
+    expect(resolveOptions({ demo: true }).namespaces.demo?.clientPublish).toBe(true);
   });
 
   it('names every problem at once', () => {

@@ -7,7 +7,7 @@ import { openSubscriber, startGateway, TEST_API_KEY, type TestGateway } from '@t
 
 let gw: TestGateway;
 beforeAll(async () => {
-  gw = await startGateway({ dedupWindow: 400, maxBody: 4096, maxBatch: 10, namespaces: { quiet: { historySize: 10 } } });
+  gw = await startGateway({ demo: true, dedupWindow: 400, maxBody: 4096, maxBatch: 10, namespaces: { quiet: { historySize: 10 } } });
 });
 afterAll(() => gw.close());
 

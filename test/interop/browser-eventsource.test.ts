@@ -121,7 +121,7 @@ describe('browser EventSource (headless Chromium) against /sse', () => {
   };
 
   beforeAll(async () => {
-    gw = await startGateway({ sseRetry: 100, namespaces: { small: { historySize: 3 } } });
+    gw = await startGateway({ demo: true, sseRetry: 100, namespaces: { small: { historySize: 3 } } });
     browser = await launchChromium();
   });
   afterEach(async () => {

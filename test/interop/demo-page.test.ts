@@ -61,7 +61,7 @@ describe('demo page in headless Chromium', () => {
   const connections = (): string => JSON.stringify(gw.gateway.connections());
 
   beforeAll(async () => {
-    gw = await startGateway({ sseRetry: 100 });
+    gw = await startGateway({ demo: true, sseRetry: 100 });
     gw.gateway.server.on('request', onRequest);
     browser = await launchChromium();
   });

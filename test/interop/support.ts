@@ -46,5 +46,5 @@ export async function waitUntil(predicate: () => boolean, describe: () => string
   }
 }
 
-/** The demo channel: namespace `demo`, client publishing allowed by the default config. */
+/** The demo channel: namespace `demo`, where clients may publish when the demo is on (`demo: true`). */
 export const DEMO_CHANNEL = 'demo:lobby';

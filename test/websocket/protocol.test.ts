@@ -16,7 +16,7 @@ const connect = async (): Promise<RawWsClient> => {
 
 beforeAll(async () => {
   gw = await startGateway(
-    { maxPayload: 1024, maxSubscriptions: 3, maxBadFrames: 5 },
+    { demo: true, maxPayload: 1024, maxSubscriptions: 3, maxBadFrames: 5 },
     {
       rpc: {
         echo: (data) => ({ echoed: data ?? null }),

@@ -6,10 +6,12 @@
 import { jsonCodec, parseJson, type Channel, type Position, type ServerFrame, type SubscribeResult } from '@tidings/protocol';
 import WebSocket from 'ws';
 import { createGateway } from './gateway.js';
+import { createLogger } from './log.js';
 import { ConfigError, DEFAULTS, loadConfig } from './options.js';
+import { installProcessNet } from './process-net.js';
 
 const USAGE = `Usage:
-  tidings serve [--config file.json] [--port N] [--host H] [--api-key KEY] [--<option> value ...]
+  tidings serve [--config file.json] [--port N] [--host H] [--api-key KEY] [--demo] [--<option> value ...]
   tidings publish <channel> <json> [--type T] [--idempotency-key K] [--url URL] [--api-key KEY]
   tidings subscribe <channel> [<channel> ...] [--url URL]
 
@@ -18,12 +20,22 @@ Options for serve: ${Object.keys(DEFAULTS).filter((k) => k !== 'namespaces').joi
 
 const kebabToCamel = (s: string): string => s.replace(/-([a-z])/g, (_, c: string) => c.toUpperCase());
 
+// A reader that went away (a closed pipe) must not take the gateway down: output is best effort.
+for (const stream of [process.stdout, process.stderr]) stream.on('error', () => undefined);
+
+function say(text: string): void {
+  if (process.stdout.writable) process.stdout.write(text);
+}
+
 function fail(message: string): never {
   process.stderr.write(`${message}\n`);
   process.exit(2);
 }
 
-/** Splits `--name value` / `--name=value` pairs from positionals; every flag takes a value. */
+/** Options that are switches: `--demo` alone means true. */
+const SWITCHES = new Set(Object.entries(DEFAULTS).filter(([, v]) => typeof v === 'boolean').map(([k]) => k));
+
+/** Splits `--name value` / `--name=value` pairs from positionals; every flag but a switch takes a value. */
 function splitArgs(argv: string[]): { positionals: string[]; flags: Record<string, string> } {
   const positionals: string[] = [];
   const flags: Record<string, string> = {};
@@ -35,6 +47,10 @@ function splitArgs(argv: string[]): { positionals: string[]; flags: Record<strin
     }
     const eq = arg.indexOf('=');
     const name = kebabToCamel(arg.slice(2, eq === -1 ? undefined : eq));
+    if (eq === -1 && SWITCHES.has(name) && (argv[i + 1] === undefined || argv[i + 1]?.startsWith('--') === true)) {
+      flags[name] = 'true';
+      continue;
+    }
     const value = eq === -1 ? argv[++i] : arg.slice(eq + 1);
     if (value === undefined) fail(`--${arg.slice(2)} needs a value\n\n${USAGE}`);
     flags[name] = value;
@@ -51,17 +67,23 @@ async function serve(flags: Record<string, string>): Promise<void> {
     if (err instanceof ConfigError) fail(err.message);
     throw err;
   }
-  const gateway = createGateway(options);
+  const logger = createLogger(options.logLevel);
+  const gateway = createGateway(options, { logger });
+  installProcessNet(logger, (site) => gateway.metrics.unexpectedError(site));
   const info = await gateway.listen();
-  process.stdout.write(`Tidings listening on ${info.url} (WebSocket ${info.url.replace(/^http/, 'ws')}/ws, SSE /sse, long polling /poll)\n`);
+  say(`Tidings listening on ${info.url} (WebSocket ${info.url.replace(/^http/, 'ws')}/ws, SSE /sse, long polling /poll)\n`);
+  if (options.demo) say(`Demo: open ${info.url}/ in two tabs\n`);
   if (gateway.apiKeyGenerated) {
-    process.stdout.write(`No API key configured; generated one for this run: ${gateway.apiKey}\n(set TIDINGS_API_KEY to choose your own)\n`);
+    say(`No API key configured; generated one for this run: ${gateway.apiKey}\n(set TIDINGS_API_KEY to choose your own)\n`);
   }
   const stop = (signal: string): void => {
-    process.stdout.write(`${signal}: draining connections\n`);
+    say(`${signal}: draining connections\n`);
     gateway.close().then(
       () => process.exit(0),
-      () => process.exit(1),
+      (err: unknown) => {
+        logger.error({ err }, 'shutdown failed');
+        process.exit(1);
+      },
     );
   };
   process.once('SIGINT', () => stop('SIGINT'));

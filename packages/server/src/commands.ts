@@ -1,36 +1,35 @@
 /**
  * Client frames to session operations, with exactly one reply per request id. Used by the
  * bidirectional transport (WebSocket); every failure becomes an `error` frame with a code, and
- * never touches other clients.
+ * never touches other clients. Bad frames are counted over time (a leaky bucket), so good frames in
+ * between do not forgive them; requests in flight per connection are bounded; once the session is
+ * closed nothing more is run, even frames that arrived in the same packet.
  * @module
  */
 import {
-
   parseJson,
   requestIdOf,
   TidingsError,
   toClientFrame,
+  type Channel,
   type ClientFrame,
-  type ErrorBody,
+  type CloseName,
   type Json,
+  type Position,
   type RequestId,
   type ServerFrame,
 } from '@tidings/protocol';
 import type { Identity } from './auth.js';
+import { errorBody } from './errors.js';
 import type { Publisher } from './publisher.js';
 import type { Session } from './session.js';
+import type { DuplexAttachment } from './sink.js';
 
 /** Application request handlers for `rpc` frames, by method name. */
 export type RpcHandlers = Readonly<Record<string, (data: Json | undefined, identity: Identity) => Promise<Json> | Json>>;
 
 /** Sends a server frame on the connection. */
 export type FrameSender = (frame: ServerFrame) => void;
-
-/** Maps any thrown value to a wire error. */
-export function errorBody(err: unknown): ErrorBody {
-  if (err instanceof TidingsError) return { code: err.code, reason: err.message };
-  return { code: 'internal', reason: 'internal error' };
-}
 
 /** Runs an rpc handler by name; `unknown_method` when none is registered. */
 export async function callRpc(rpc: RpcHandlers, method: string, data: Json | undefined, identity: Identity): Promise<Json> {
@@ -39,20 +38,35 @@ export async function callRpc(rpc: RpcHandlers, method: string, data: Json | und
   return handler(data, identity);
 }
 
+export interface CommandLimits {
+  /** Bad frames tolerated per minute (and in a burst) before the connection is closed `bad_protocol`. */
+  readonly maxBadFrames: number;
+  /** Requests (subscribe, publish, rpc) running at once; more are refused with `limit_exceeded`. */
+  readonly maxInflight: number;
+}
+
+const MINUTE = 60_000;
+
 export class CommandHandler {
-  #badFrames = 0;
+  /** Bad frames still tolerated; refills at `maxBadFrames` per minute. */
+  #tolerance: number;
+  #refilledAt = Date.now();
+  #inflight = 0;
 
   constructor(
     private readonly session: Session,
     private readonly publisher: Publisher,
     private readonly rpc: RpcHandlers,
     private readonly send: FrameSender,
-    private readonly maxBadFrames: number,
+    private readonly limits: CommandLimits,
     private readonly onInternalError: (err: unknown) => void,
-  ) {}
+  ) {
+    this.#tolerance = limits.maxBadFrames;
+  }
 
-  /** Handles one text frame. Returns false when the peer sent too many bad frames in a row. */
-  handle(text: string): boolean {
+  /** Handles one text frame. Closes the session when the peer sent too many bad frames. */
+  handle(text: string): void {
+    if (this.session.closed) return;
     let frame: ClientFrame;
     let parsed: unknown;
     try {
@@ -60,15 +74,43 @@ export class CommandHandler {
       frame = toClientFrame(parsed);
     } catch (err) {
       this.#fail(requestIdOf(parsed), err);
-      this.#badFrames += 1;
-      return this.#badFrames < this.maxBadFrames;
+      this.#badFrame();
+      return;
     }
-    this.#badFrames = 0;
-    this.#run(frame).catch((err: unknown) => this.#fail(frame.id, err));
-    return true;
+    if (frame.type === 'ping') {
+      this.send(frame.id === undefined ? { type: 'pong' } : { type: 'pong', id: frame.id });
+      return;
+    }
+    if (this.#inflight >= this.limits.maxInflight) {
+      this.#fail(frame.id, new TidingsError('limit_exceeded', `at most ${this.limits.maxInflight} requests in flight per connection`));
+      return;
+    }
+    this.#inflight += 1;
+    this.#run(frame)
+      .catch((err: unknown) => this.#fail(frame.id, err))
+      .finally(() => {
+        this.#inflight -= 1;
+      });
   }
 
-  async #run(frame: ClientFrame): Promise<void> {
+  /** A binary frame: this protocol is text only. */
+  binary(): void {
+    if (this.session.closed) return;
+    this.#fail(undefined, new TidingsError('bad_frame', 'frames must be text (JSON)'));
+    this.#badFrame();
+  }
+
+  #badFrame(): void {
+    const now = Date.now();
+    const { maxBadFrames } = this.limits;
+    this.#tolerance = Math.min(maxBadFrames, this.#tolerance + ((now - this.#refilledAt) * maxBadFrames) / MINUTE);
+    this.#refilledAt = now;
+    this.#tolerance -= 1;
+    // Less than one whole bad frame left: this was the `maxBadFrames`-th within the window.
+    if (this.#tolerance < 1) this.session.close('bad_protocol', `${maxBadFrames} malformed frames within a minute`);
+  }
+
+  async #run(frame: Exclude<ClientFrame, { type: 'ping' }>): Promise<void> {
     const { session } = this;
     switch (frame.type) {
       case 'subscribe':
@@ -87,9 +129,6 @@ export class CommandHandler {
       case 'rpc':
         this.#reply(frame.id, await callRpc(this.rpc, frame.method, frame.data, session.identity));
         return;
-      case 'ping':
-        if (!session.closed) this.send(frame.id === undefined ? { type: 'pong' } : { type: 'pong', id: frame.id });
-        return;
     }
   }
 
@@ -102,5 +141,41 @@ export class CommandHandler {
     if (this.session.closed) return;
     const error = errorBody(err);
     this.send(id === undefined ? { type: 'error', error } : { type: 'error', id, error });
+  }
+}
+
+/** A WebSocket's session: a session plus the handler of its inbound frames. */
+export class DuplexSession implements DuplexAttachment {
+  constructor(
+    readonly session: Session,
+    private readonly commands: CommandHandler,
+  ) {}
+
+  get id(): string {
+    return this.session.id;
+  }
+
+  get closed(): boolean {
+    return this.session.closed;
+  }
+
+  subscribe(channel: Channel, since: Position | undefined, id?: RequestId): Promise<void> {
+    return this.session.subscribe(channel, since, id);
+  }
+
+  close(name: CloseName, reason: string): void {
+    this.session.close(name, reason);
+  }
+
+  detach(): void {
+    this.session.detach();
+  }
+
+  receive(text: string): void {
+    this.commands.handle(text);
+  }
+
+  receiveBinary(): void {
+    this.commands.binary();
   }
 }

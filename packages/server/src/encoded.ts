@@ -6,7 +6,7 @@
  */
 import { encodeMessage, encodeMessageFrame, formatCursorEntry } from '@tidings/protocol';
 import type { Publication } from './brokers/broker.js';
-import { frameText } from './transports/ws-frame.js';
+import { frameText } from './framing.js';
 
 export class EncodedPublication {
   readonly pub: Publication;

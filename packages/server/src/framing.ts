@@ -1,17 +1,18 @@
 /**
- * Server-to-client WebSocket framing (RFC 6455 section 5.2): FIN set, no mask, no extensions.
- * Used to frame a publication once and write the same bytes to every subscriber's socket.
- * Safe to interleave with the `ws` library's own sends because, without permessage-deflate,
- * `ws` writes each frame synchronously and whole.
+ * Server-to-client WebSocket framing (RFC 6455 section 5.2): FIN set, no mask, no extensions. A
+ * publication is framed once and the same bytes go to every subscriber's socket; control replies
+ * are framed here too, so every byte a connection sends passes through its one bounded output.
  * @module
  */
 
-/** A complete text frame for `text`. */
-export function frameText(text: string): Buffer {
-  const len = Buffer.byteLength(text);
+const OP_TEXT = 0x1;
+const OP_PONG = 0xa;
+
+function frame(opcode: number, payload: string | Buffer): Buffer {
+  const len = typeof payload === 'string' ? Buffer.byteLength(payload) : payload.length;
   const header = len < 126 ? 2 : len < 65536 ? 4 : 10;
   const buf = Buffer.allocUnsafe(header + len);
-  buf[0] = 0x81; // FIN + opcode 1 (text)
+  buf[0] = 0x80 | opcode;
   if (header === 2) {
     buf[1] = len;
   } else if (header === 4) {
@@ -22,6 +23,17 @@ export function frameText(text: string): Buffer {
     buf.writeUInt32BE(Math.floor(len / 2 ** 32), 2);
     buf.writeUInt32BE(len >>> 0, 6);
   }
-  buf.write(text, header, 'utf8');
+  if (typeof payload === 'string') buf.write(payload, header, 'utf8');
+  else payload.copy(buf, header);
   return buf;
+}
+
+/** A complete text frame for `text`. */
+export function frameText(text: string): Buffer {
+  return frame(OP_TEXT, text);
+}
+
+/** A pong control frame echoing a ping's payload (at most 125 bytes, as RFC 6455 requires of pings). */
+export function framePong(payload: Buffer): Buffer {
+  return frame(OP_PONG, payload.subarray(0, 125));
 }

@@ -8,6 +8,9 @@ import type { TransportName } from './auth.js';
 /** Why a message did not reach a subscriber. */
 export type DropReason = 'ephemeral_backpressure' | 'slow_consumer';
 
+/** Where an unexpected error (a bug) was caught. */
+export type ErrorSite = 'request' | 'upgrade' | 'command' | 'hub' | 'uncaught_exception' | 'unhandled_rejection';
+
 /** Events the gateway reports. Implementations must be cheap: `delivered` is on the hot path. */
 export interface Metrics {
   connectionOpened(transport: TransportName): void;
@@ -15,6 +18,8 @@ export interface Metrics {
   published(count: number): void;
   delivered(count: number): void;
   dropped(reason: DropReason): void;
+  /** An unexpected error was caught (and logged) at `site`. */
+  unexpectedError(site: ErrorSite): void;
 }
 
 /** In-process counters. */
@@ -23,6 +28,7 @@ export class CounterMetrics implements Metrics {
   publications = 0;
   deliveries = 0;
   readonly drops: Record<DropReason, number> = { ephemeral_backpressure: 0, slow_consumer: 0 };
+  errors = 0;
 
   connectionOpened(transport: TransportName): void {
     this.connections[transport] += 1;
@@ -39,8 +45,11 @@ export class CounterMetrics implements Metrics {
   dropped(reason: DropReason): void {
     this.drops[reason] += 1;
   }
+  unexpectedError(_site: ErrorSite): void {
+    this.errors += 1;
+  }
 
-  snapshot(): { connections: Record<TransportName, number>; publications: number; deliveries: number; drops: Record<DropReason, number> } {
-    return { connections: { ...this.connections }, publications: this.publications, deliveries: this.deliveries, drops: { ...this.drops } };
+  snapshot(): { connections: Record<TransportName, number>; publications: number; deliveries: number; drops: Record<DropReason, number>; errors: number } {
+    return { connections: { ...this.connections }, publications: this.publications, deliveries: this.deliveries, drops: { ...this.drops }, errors: this.errors };
   }
 }

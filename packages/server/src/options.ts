@@ -56,6 +56,18 @@ export interface GatewayOptions {
   readonly maxBadFrames: number;
   /** Pino log level, or `silent`. */
   readonly logLevel: string;
+  /** Serve the demo page and its namespaces (`demo`, `typing`), where anonymous clients may publish. */
+  readonly demo: boolean;
+  /** Total bytes the in-memory broker may hold in history and idempotency keys; past it, publishes are refused (`storage_full`). */
+  readonly maxHistoryBytes: number;
+  /** Requests (subscribe, publish, rpc) one WebSocket may have running at once. */
+  readonly maxInflight: number;
+  /** Time allowed to receive a request's headers; then 408. */
+  readonly headersTimeout: number;
+  /** Time allowed to receive a whole request (headers and body); then 408. */
+  readonly requestTimeout: number;
+  /** Graceful shutdown's deadline: connections still open then are cut. */
+  readonly shutdownTimeout: number;
 }
 
 export const DEFAULT_NAMESPACE: NamespaceOptions = Object.freeze({
@@ -65,15 +77,17 @@ export const DEFAULT_NAMESPACE: NamespaceOptions = Object.freeze({
   ephemeral: false,
 });
 
+/** Namespaces added by `demo: true` (`tidings serve --demo`): anonymous clients may publish there. */
+export const DEMO_NAMESPACES: Readonly<Record<string, NamespaceOptions>> = Object.freeze({
+  demo: Object.freeze({ historySize: 200, historyTtl: 3600, clientPublish: true, ephemeral: false }),
+  typing: Object.freeze({ historySize: 0, historyTtl: 0, clientPublish: true, ephemeral: true }),
+});
+
 export const DEFAULTS: GatewayOptions = Object.freeze({
   host: '0.0.0.0',
   port: 8080,
   apiKey: undefined,
-  namespaces: Object.freeze({
-    '': DEFAULT_NAMESPACE,
-    demo: Object.freeze({ historySize: 200, historyTtl: 3600, clientPublish: true, ephemeral: false }),
-    typing: Object.freeze({ historySize: 0, historyTtl: 0, clientPublish: true, ephemeral: true }),
-  }),
+  namespaces: Object.freeze({ '': DEFAULT_NAMESPACE }),
   maxPayload: 64 * 1024,
   maxBody: 1024 * 1024,
   maxBatch: 1000,
@@ -91,6 +105,12 @@ export const DEFAULTS: GatewayOptions = Object.freeze({
   pollTimeout: 25_000,
   maxBadFrames: 20,
   logLevel: 'info',
+  demo: false,
+  maxHistoryBytes: 256 * 1024 * 1024,
+  maxInflight: 64,
+  headersTimeout: 10_000,
+  requestTimeout: 30_000,
+  shutdownTimeout: 10_000,
 });
 
 /** Options as a user writes them: any subset, namespaces partial too. */
@@ -124,7 +144,13 @@ const NUMBER_LIMITS: Record<string, readonly [number, number]> = {
   sseRetry: [0, 3_600_000],
   pollTimeout: [100, 300_000],
   maxBadFrames: [1, 1_000_000],
+  maxHistoryBytes: [64 * 1024, 2 ** 40],
+  maxInflight: [1, 100_000],
+  headersTimeout: [100, 600_000],
+  requestTimeout: [100, 3_600_000],
+  shutdownTimeout: [0, 600_000],
 };
+const BOOLEANS = ['demo'];
 const NS_LIMITS: Record<string, readonly [number, number]> = {
   historySize: [0, 1_000_000],
   historyTtl: [0, 30 * 86_400],
@@ -138,8 +164,8 @@ function checkInt(problems: string[], where: string, value: unknown, [min, max]:
   }
 }
 
-function resolveNamespaces(problems: string[], input: unknown): Record<string, NamespaceOptions> {
-  const out: Record<string, NamespaceOptions> = { ...DEFAULTS.namespaces };
+function resolveNamespaces(problems: string[], input: unknown, demo: boolean): Record<string, NamespaceOptions> {
+  const out: Record<string, NamespaceOptions> = { ...DEFAULTS.namespaces, ...(demo ? DEMO_NAMESPACES : {}) };
   if (input === undefined) return out;
   if (typeof input !== 'object' || input === null || Array.isArray(input)) {
     problems.push('namespaces must be an object of namespace name to options');
@@ -183,7 +209,11 @@ export function resolveOptions(config: GatewayConfig = {}): GatewayOptions {
   if (typeof merged.logLevel !== 'string' || !LOG_LEVELS.includes(merged.logLevel)) {
     problems.push(`logLevel must be one of ${LOG_LEVELS.join(', ')}`);
   }
-  const namespaces = resolveNamespaces(problems, config.namespaces);
+  for (const key of BOOLEANS) if (typeof merged[key] !== 'boolean') problems.push(`${key} must be true or false`);
+  if (typeof merged.headersTimeout === 'number' && typeof merged.requestTimeout === 'number' && merged.headersTimeout > merged.requestTimeout) {
+    problems.push('headersTimeout must not be longer than requestTimeout');
+  }
+  const namespaces = resolveNamespaces(problems, config.namespaces, merged.demo === true);
   if (problems.length > 0) throw new ConfigError(problems);
   return Object.freeze({ ...(merged as unknown as GatewayOptions), namespaces: Object.freeze(namespaces) });
 }
@@ -201,6 +231,7 @@ export const ENV_VARS = {
 function coerce(key: keyof GatewayOptions, text: string): unknown {
   const def = DEFAULTS[key];
   if (typeof def === 'number') return /^-?\d+$/.test(text) ? Number(text) : text;
+  if (typeof def === 'boolean') return text === 'true' ? true : text === 'false' ? false : text;
   return text;
 }
 

@@ -1,8 +1,15 @@
 /**
- * Write coalescing for one connection. The first write in a tick goes straight to the socket (with
- * TCP_NODELAY, so a lone publication leaves at once, exactly as an uncorked write would); a second
- * write in the same tick corks the stream, and one `nextTick` uncorks every stream corked in that
- * tick, so a burst leaves as one `writev`.
+ * One connection's output: write coalescing per tick and a bounded queue in front of the socket.
+ *
+ * Coalescing: the first write in a tick goes straight to the stream (with TCP_NODELAY a lone
+ * publication leaves at once); a second write in the same tick corks it, and one `nextTick` uncorks
+ * every stream corked in that tick, so a burst leaves as one `writev`.
+ *
+ * Queueing: once the stream refuses more (`write()` returned false, its buffer is past its high-water
+ * mark) further writes wait here until `drain`. So the stream itself never holds much more than one
+ * high-water mark, and everything beyond it is in this queue, which can be discarded whole: when a
+ * slow consumer is shed, its close signal goes out right behind the little the stream already holds
+ * instead of behind megabytes it will never read.
  * @module
  */
 
@@ -12,41 +19,59 @@ export interface WritableLike {
   write(chunk: string | Buffer): boolean;
   cork(): void;
   uncork(): void;
+  on(event: 'drain', listener: () => void): unknown;
 }
 
-const touched: TickWriter[] = [];
+const touched: Outbox[] = [];
 let scheduled = false;
 
 function endTick(): void {
   scheduled = false;
-  for (let i = 0; i < touched.length; i++) (touched[i] as TickWriter).endTick();
+  for (let i = 0; i < touched.length; i++) (touched[i] as Outbox).endTick();
   touched.length = 0;
 }
 
-/**
- * One connection's output. The backlog is measured as it stood when the tick's writes began, so a
- * burst written within one tick (a batch) does not count against a reader that keeps up.
- */
-export class TickWriter {
-  /** Bytes unsent when this tick's first write began; undefined until this connection writes in a tick. */
+const sizeOf = (chunk: string | Buffer): number => (typeof chunk === 'string' ? Buffer.byteLength(chunk) : chunk.length);
+
+export class Outbox {
+  /** Bytes waiting when this tick's first write began; undefined until this connection writes in a tick. */
   #backlog: number | undefined;
   #corked = false;
+  /** Set when the stream refused more; cleared by `drain`. */
+  #blocked = false;
+  #queue: Array<string | Buffer> = [];
+  #queued = 0;
+  #closed = false;
 
-  constructor(private readonly out: WritableLike) {}
-
-  /** Bytes the kernel has not taken, excluding this tick's writes. */
-  get backlog(): number {
-    return this.#backlog ?? this.out.writableLength;
+  constructor(private readonly out: WritableLike) {
+    out.on('drain', () => this.#drain());
   }
 
-  /** Marks a write by someone else (the `ws` library) so the rest of the tick coalesces with it. */
-  hold(): void {
-    this.#touch();
+  /**
+   * Bytes not yet taken by the kernel (queued here plus buffered in the stream), as they stood when
+   * this tick's writes began: a burst written within one tick does not count against a reader that
+   * keeps up.
+   */
+  get backlog(): number {
+    return this.#backlog ?? this.#queued + this.out.writableLength;
   }
 
   write(chunk: string | Buffer): void {
+    if (this.#closed) return;
     this.#touch();
-    this.out.write(chunk);
+    if (this.#blocked) {
+      this.#queue.push(chunk);
+      this.#queued += sizeOf(chunk);
+      return;
+    }
+    if (!this.out.write(chunk)) this.#blocked = true;
+  }
+
+  /** Drops what waits here (the stream keeps what it already took) and refuses later writes. */
+  close(): void {
+    this.#closed = true;
+    this.#queue = [];
+    this.#queued = 0;
   }
 
   /** @internal Called once at the end of a tick in which this connection wrote. */
@@ -60,17 +85,34 @@ export class TickWriter {
 
   #touch(): void {
     if (this.#backlog === undefined) {
-      // First write this tick: remember the backlog, write through.
-      this.#backlog = this.out.writableLength;
+      this.#backlog = this.#queued + this.out.writableLength;
       touched.push(this);
       if (!scheduled) {
         scheduled = true;
         process.nextTick(endTick);
       }
     } else if (!this.#corked) {
-      // Second write this tick: coalesce the rest of the burst.
       this.#corked = true;
       this.out.cork();
     }
+  }
+
+  #drain(): void {
+    this.#blocked = false;
+    if (this.#queue.length === 0) return;
+    const queue = this.#queue;
+    this.#queue = [];
+    this.#queued = 0;
+    this.out.cork();
+    let i = 0;
+    let ok = true;
+    while (ok && i < queue.length) ok = this.out.write(queue[i++] as string | Buffer);
+    // Refused again (possibly by the very last chunk): the rest waits for the next drain.
+    this.#blocked = !ok;
+    if (i < queue.length) {
+      this.#queue = queue.slice(i);
+      for (const chunk of this.#queue) this.#queued += sizeOf(chunk);
+    }
+    this.out.uncork();
   }
 }

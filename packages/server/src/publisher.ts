@@ -22,6 +22,25 @@ export function namespaceOf(options: GatewayOptions, channel: Channel): Namespac
 /** Who is publishing: the server API (trusted) or a connected client (namespace and auth decide). */
 export type Origin = { readonly kind: 'api' } | { readonly kind: 'client'; readonly identity: Identity };
 
+/**
+ * The idempotency key as the broker stores it: scoped by who published (the server API, one user,
+ * or anonymous clients), so no publisher can make another's publication a duplicate. Anonymous
+ * clients share one scope; the client SDK's keys are random UUIDs.
+ */
+export function scopedKey(origin: Origin, key: string): string {
+  if (origin.kind === 'api') return `api:${key}`;
+  const { identity } = origin;
+  return identity.anonymous ? `anon:${key}` : `user:${identity.user.length}:${identity.user}:${key}`;
+}
+
+/** UTF-8 length of `text`, without encoding it when the answer is clear from its UTF-16 length. */
+function exceeds(text: string, limit: number): boolean {
+  // Every UTF-16 unit is 1 to 3 UTF-8 bytes.
+  if (text.length > limit) return true;
+  if (text.length * 3 <= limit) return false;
+  return Buffer.byteLength(text) > limit;
+}
+
 export class Publisher {
   constructor(
     private readonly broker: Broker,
@@ -42,14 +61,14 @@ export class Publisher {
   async publish(req: PublishRequest, origin: Origin): Promise<PublishResult> {
     const ns = this.check(req, origin);
     const data = JSON.stringify(req.data);
-    if (data.length > this.options.maxPayload) {
-      throw new TidingsError('too_large', `data is larger than ${this.options.maxPayload} bytes`);
+    if (exceeds(data, this.options.maxPayload)) {
+      throw new TidingsError('too_large', `data is larger than ${this.options.maxPayload} bytes (UTF-8)`);
     }
     const outcome = await this.broker.publish({
       channel: req.channel,
       data,
       type: req.type,
-      idempotencyKey: req.idempotencyKey,
+      idempotencyKey: req.idempotencyKey === undefined ? undefined : scopedKey(origin, req.idempotencyKey),
       historySize: ns.historySize,
       historyTtl: ns.historyTtl * 1000,
       ephemeral: ns.ephemeral,

@@ -1,17 +1,16 @@
 /**
  * One logical client: identity, subscriptions and their positions, and backpressure on its sink.
  * A session never knows which transport carries it: WebSocket, an SSE stream or a single long
- * poll all implement {@link Sink}.
+ * poll all implement {@link Sink}. Once closed, a session subscribes nothing: a subscribe that was
+ * in flight when it closed leaves the hub again and fails.
  * @module
  */
 import {
   TidingsError,
   type Channel,
   type CloseName,
-  type Gap,
   type Position,
   type RequestId,
-  type SubscribeResult,
 } from '@tidings/protocol';
 import type { Authenticator, Identity } from './auth.js';
 import type { Broker, Publication } from './brokers/broker.js';
@@ -21,19 +20,7 @@ import type { Metrics } from './metrics.js';
 import type { GatewayOptions } from './options.js';
 import { namespaceOf } from './publisher.js';
 import { planResume } from './resume.js';
-
-/** What a transport offers a session. */
-export interface Sink {
-  /** A subscription starts at `result.position`; the messages and gaps that follow advance it. */
-  subscribed(result: SubscribeResult, id: RequestId | undefined): void;
-  /** Hot path: write the shared encoding. */
-  message(enc: EncodedPublication): void;
-  gap(gap: Gap): void;
-  /** Bytes written but not yet taken by the kernel. */
-  readonly bufferedBytes: number;
-  /** Ends the connection with a named close reason. */
-  close(name: CloseName, reason: string): void;
-}
+import type { Attachment, Sink } from './sink.js';
 
 /** What every session of a gateway shares. */
 export interface SessionContext {
@@ -75,19 +62,25 @@ class Subscription implements Subscriber {
     this.last = p;
     this.session.send(enc);
   }
+
+  fail(reason: string): void {
+    this.session.close('unavailable', reason);
+  }
 }
 
 let sessionCounter = 0;
 
-export class Session {
+export class Session implements Attachment {
   readonly id: string;
   readonly #subs = new Map<Channel, Subscription>();
   #closed = false;
 
+  /** `onDetached` runs once, when the session lets go of everything (closed by either side). */
   constructor(
     readonly ctx: SessionContext,
     readonly sink: Sink,
     readonly identity: Identity,
+    private readonly onDetached?: () => void,
   ) {
     sessionCounter = (sessionCounter + 1) % Number.MAX_SAFE_INTEGER;
     this.id = sessionCounter.toString(36);
@@ -108,6 +101,7 @@ export class Session {
    */
   async subscribe(channel: Channel, since: Position | undefined, id?: RequestId): Promise<void> {
     const { options, auth, hub, broker } = this.ctx;
+    this.#refuseIfClosed(channel);
     const ns = namespaceOf(options, channel);
     if (!auth.canSubscribe(this.identity, channel)) throw new TidingsError('forbidden', `not allowed to subscribe to ${channel}`);
     if (this.#subs.has(channel)) throw new TidingsError('already_subscribed', `already subscribed to ${channel}`);
@@ -118,8 +112,10 @@ export class Session {
     this.#subs.set(channel, sub);
     try {
       await hub.join(channel, sub);
+      this.#refuseIfClosed(channel);
       // Starting from now needs only the top position; resuming needs what history holds after `since`.
       const page = await broker.history(channel, since, since === undefined || ns.ephemeral ? 0 : ns.historySize);
+      this.#refuseIfClosed(channel);
       if (this.#subs.get(channel) !== sub) throw new TidingsError('not_subscribed', `unsubscribed from ${channel} while subscribing`);
       const buffered = sub.buffer ?? [];
       const encOf = new Map<Publication, EncodedPublication>(buffered.map((e) => [e.pub, e]));
@@ -165,15 +161,20 @@ export class Session {
   /** Leaves every channel and closes the sink. Idempotent. */
   close(name: CloseName, reason: string): void {
     if (this.#closed) return;
-    this.dispose();
+    this.detach();
     this.sink.close(name, reason);
   }
 
   /** Leaves every channel without touching the sink (the transport already closed). Idempotent. */
-  dispose(): void {
+  detach(): void {
     if (this.#closed) return;
     this.#closed = true;
     for (const [channel, sub] of this.#subs) this.ctx.hub.leave(channel, sub);
     this.#subs.clear();
+    this.onDetached?.();
+  }
+
+  #refuseIfClosed(channel: Channel): void {
+    if (this.#closed) throw new TidingsError('unavailable', `connection closed while subscribing to ${channel}`);
   }
 }

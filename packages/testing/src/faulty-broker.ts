@@ -1,9 +1,10 @@
 /**
  * Fault injection around a real broker: slow history reads (as over a network, so live publications
- * arrive while a resume reads history) and a lossy live feed (as when a pub/sub message is lost, so the
- * hub must repair the hole from history). The wrapped broker does all the real work.
+ * arrive while a resume reads history), a lossy live feed (as when a pub/sub message is lost, so the
+ * hub must repair the hole from history) and failing history reads (a broker that is down). The wrapped broker does all the real work.
  * @module
  */
+import type { Position } from '@tidings/protocol';
 import type { Broker, PublicationHandler } from '@tidings/server';
 
 export interface Faults {
@@ -11,6 +12,8 @@ export interface Faults {
   readonly historyDelayMs?: number;
   /** Drop every Nth live publication before it reaches the node (history still has it). */
   readonly dropLiveEvery?: number;
+  /** Fail a history read (as a broker that is down would) whenever this returns true. */
+  readonly failHistory?: (channel: string, since: Position | undefined, limit: number) => boolean;
 }
 
 export function faultyBroker(inner: Broker, faults: Faults): Broker {
@@ -28,6 +31,7 @@ export function faultyBroker(inner: Broker, faults: Faults): Broker {
     unsubscribe: (channel) => inner.unsubscribe(channel),
     async history(channel, since, limit) {
       if (faults.historyDelayMs !== undefined) await new Promise((r) => setTimeout(r, faults.historyDelayMs));
+      if (faults.failHistory?.(channel, since, limit) === true) throw new Error('history is unavailable (injected fault)');
       return inner.history(channel, since, limit);
     },
     close: () => inner.close(),

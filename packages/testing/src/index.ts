@@ -8,3 +8,5 @@ export * from './proxy.js';
 export * from './nginx.js';
 export * from './wait.js';
 export * from './commands.js';
+export * from './raw-http.js';
+export * from './raw-ws.js';

@@ -20,6 +20,7 @@ export class RawSseClient {
   /** The last event id seen, as a browser keeps it for `Last-Event-ID`. */
   lastEventId = '';
   #req: ClientRequest | undefined;
+  #res: IncomingMessage | undefined;
   readonly #signal = new Signal();
   #ended = false;
 
@@ -51,6 +52,7 @@ export class RawSseClient {
       const req = request(url, { headers }, (res) => {
         this.status = res.statusCode ?? 0;
         this.headers = res.headers;
+        this.#res = res;
         res.setEncoding('utf8');
         res.on('data', (chunk: string) => this.#feed(chunk));
         res.on('end', () => this.#end());
@@ -90,6 +92,16 @@ export class RawSseClient {
   /** Events with a given name. */
   named(event: string): SseEventRecord[] {
     return this.events.filter((e) => e.event === event);
+  }
+
+  /** Stops reading (a slow consumer): the server's writes pile up. */
+  pause(): void {
+    this.#res?.pause();
+  }
+
+  /** Reads again. */
+  resume(): void {
+    this.#res?.resume();
   }
 
   /** Drops the connection abruptly. */

@@ -4,25 +4,10 @@
  * A batch is validated whole before anything is published, then published in order.
  * @module
  */
-import { timingSafeEqual, createHash } from 'node:crypto';
 import type { IncomingMessage, ServerResponse } from 'node:http';
 import { TidingsError, toPublishRequest, type PublishRequest, type PublishResult } from '@tidings/protocol';
 import type { Origin, Publisher } from '../publisher.js';
 import { readJson, sendJson } from './respond.js';
-
-function digest(text: string): Buffer {
-  return createHash('sha256').update(text).digest();
-}
-
-/** Throws `unauthorized` unless the request carries `Authorization: Bearer <apiKey>`. */
-export function checkApiKey(req: IncomingMessage, apiKey: string): void {
-  const header = req.headers.authorization ?? '';
-  const match = /^Bearer\s+(\S+)$/i.exec(header);
-  // Compare digests so the comparison takes the same time whatever the length.
-  if (match === null || !timingSafeEqual(digest(match[1] as string), digest(apiKey))) {
-    throw new TidingsError('unauthorized', 'send Authorization: Bearer <api key>');
-  }
-}
 
 function toRequests(body: unknown, maxBatch: number): { requests: PublishRequest[]; batch: boolean } {
   if (!Array.isArray(body)) return { requests: [toPublishRequest(body)], batch: false };

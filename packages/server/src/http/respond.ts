@@ -4,7 +4,9 @@
  */
 import type { IncomingMessage, ServerResponse } from 'node:http';
 import { parseJson, TidingsError, type ErrorBody } from '@tidings/protocol';
-import { errorBody } from '../commands.js';
+import { errorBody } from '../errors.js';
+
+export { errorBody };
 
 /** Writes a JSON reply. */
 export function sendJson(res: ServerResponse, status: number, body: unknown, headers: Record<string, string> = {}): void {
@@ -20,8 +22,10 @@ export function sendJson(res: ServerResponse, status: number, body: unknown, hea
 
 /** Writes `{ error: { code, reason } }` with the code's status; internal errors are not detailed. */
 export function sendError(res: ServerResponse, err: unknown, headers: Record<string, string> = {}): void {
+  if (res.destroyed) return;
   if (res.headersSent) {
-    res.destroy();
+    // A stream broke after it started: all that can be said is to end it. A finished answer stays.
+    if (!res.writableEnded) res.destroy();
     return;
   }
   const error: ErrorBody = errorBody(err);
@@ -29,11 +33,6 @@ export function sendError(res: ServerResponse, err: unknown, headers: Record<str
   // Tell clients when to come back from a temporary refusal.
   const retry: Record<string, string> = status === 503 || status === 429 ? { 'retry-after': '1' } : {};
   sendJson(res, status, { error }, { ...retry, ...headers });
-}
-
-/** Refuses a method; `allow` lists the methods the route takes. */
-export function methodNotAllowed(res: ServerResponse, method: string | undefined, allow: string): void {
-  sendError(res, new TidingsError('method_not_allowed', `${method ?? '?'} is not allowed here; use ${allow}`), { allow });
 }
 
 /** Reads a JSON body of at most `limit` bytes; `application/json` only. */
@@ -46,10 +45,16 @@ export async function readJson(req: IncomingMessage, limit: number): Promise<unk
   if (declared > limit) throw new TidingsError('too_large', `the body is larger than ${limit} bytes`);
   const chunks: Buffer[] = [];
   let size = 0;
-  for await (const chunk of req as AsyncIterable<Buffer>) {
-    size += chunk.length;
-    if (size > limit) throw new TidingsError('too_large', `the body is larger than ${limit} bytes`);
-    chunks.push(chunk);
+  try {
+    for await (const chunk of req as AsyncIterable<Buffer>) {
+      size += chunk.length;
+      if (size > limit) throw new TidingsError('too_large', `the body is larger than ${limit} bytes`);
+      chunks.push(chunk);
+    }
+  } catch (err) {
+    if (err instanceof TidingsError) throw err;
+    // The connection ended (or timed out) before the whole body arrived.
+    throw new TidingsError('bad_request', 'the request body was cut off');
   }
   return parseJson(Buffer.concat(chunks).toString('utf8'));
 }

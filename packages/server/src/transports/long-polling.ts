@@ -1,14 +1,17 @@
 /**
- * Long-polling transport: one request is one short-lived {@link Sink}. It collects what the session
- * delivers until the first message (plus the rest of that tick), the message limit or the hold
- * timeout, then answers with the messages, gaps and the cursor for the next poll. The server keeps
- * no state between polls: the cursor carries every channel's position.
+ * Long-polling transport: `GET /poll`. One request is one short-lived {@link Sink}: every requested
+ * channel is subscribed first, then it answers at the first delivery (plus the rest of that tick),
+ * at the message limit or at the hold timeout, with the messages, gaps and a cursor covering every
+ * requested channel. Once the limit is reached, later deliveries are left out and their channels'
+ * cursor entries stay where the last included item left them, so the next poll continues exactly
+ * there. The server keeps no state between polls.
  * @module
  */
 import type { ServerResponse } from 'node:http';
 import {
   encodePollResponse,
   formatCursorEntry,
+  TidingsError,
   type Channel,
   type CloseName,
   type Gap,
@@ -16,8 +19,16 @@ import {
   type RequestId,
   type SubscribeResult,
 } from '@tidings/protocol';
+import type { Admitted, HttpHandler } from '../admission.js';
 import type { EncodedPublication } from '../encoded.js';
-import type { Sink } from '../session.js';
+import { streamParams } from '../http/params.js';
+import type { Attachment, Connector, Sink } from '../sink.js';
+
+export interface PollOptions {
+  /** The longest a poll is held; a `timeout` query may only shorten it. */
+  readonly pollTimeout: number;
+  readonly maxPollMessages: number;
+}
 
 export class PollConnection implements Sink {
   readonly #entries = new Map<Channel, string>();
@@ -28,18 +39,19 @@ export class PollConnection implements Sink {
   #timer: NodeJS.Timeout | undefined;
   #immediate: NodeJS.Immediate | undefined;
 
+  /** `start` holds the positions the client sent: until a channel is subscribed, its cursor entry stays there. */
   constructor(
     private readonly res: ServerResponse,
     channels: readonly Channel[],
+    start: ReadonlyMap<Channel, Position>,
     private readonly maxMessages: number,
     private readonly onDone: () => void,
   ) {
-    for (const channel of channels) this.#entries.set(channel, '');
+    for (const channel of channels) {
+      const p = start.get(channel);
+      this.#entries.set(channel, p === undefined ? '' : formatCursorEntry(channel, p));
+    }
     res.on('close', () => this.#finish(false));
-  }
-
-  get done(): boolean {
-    return this.#done;
   }
 
   /** Nothing is queued in the socket until the single response is written. */
@@ -47,7 +59,11 @@ export class PollConnection implements Sink {
     return 0;
   }
 
-  /** Starts waiting: answers now if anything is collected, else at the first delivery or after `holdMs`. */
+  get #full(): boolean {
+    return this.#messages.length >= this.maxMessages;
+  }
+
+  /** Every channel is subscribed: answer now if anything is collected, else at the first delivery or after `holdMs`. */
   arm(holdMs: number): void {
     this.#armed = true;
     if (this.#done) return;
@@ -56,26 +72,36 @@ export class PollConnection implements Sink {
   }
 
   subscribed(result: SubscribeResult, _id: RequestId | undefined): void {
-    this.#set(result.channel, result.position);
+    if (!this.#done) this.#set(result.channel, result.position);
   }
 
   message(enc: EncodedPublication): void {
-    if (this.#done || this.#messages.length >= this.maxMessages) return;
+    if (this.#done || this.#full) return;
     this.#messages.push(enc.json);
     this.#entries.set(enc.pub.channel, enc.cursorEntry);
-    if (this.#messages.length >= this.maxMessages) this.#finish(true);
-    else this.#schedule();
+    this.#schedule();
   }
 
   gap(gap: Gap): void {
-    if (this.#done || this.#messages.length >= this.maxMessages) return;
+    if (this.#done || this.#full) return;
     this.#gaps.push(gap);
     this.#set(gap.channel, gap.to);
     this.#schedule();
   }
 
+  /** Answers with what was collected (the session is closing: shutdown, or the channel failed). */
   close(_name: CloseName, _reason: string): void {
     this.#finish(true);
+  }
+
+  /**
+   * A subscribe failed before the poll was armed: release it. Returns true when the poll already
+   * answered (the session was closed meanwhile), so the failure needs no answer of its own.
+   */
+  abandon(): boolean {
+    const answered = this.#done;
+    this.#finish(false);
+    return answered;
   }
 
   #set(channel: Channel, position: Position): void {
@@ -92,7 +118,7 @@ export class PollConnection implements Sink {
     this.#done = true;
     clearTimeout(this.#timer);
     if (this.#immediate !== undefined) clearImmediate(this.#immediate);
-    if (respond && !this.res.writableEnded && !this.res.destroyed) {
+    if (respond && !this.res.headersSent && !this.res.destroyed) {
       const cursor = [...this.#entries.values()].filter((e) => e !== '').join(',');
       const body = encodePollResponse(this.#messages, this.#gaps, cursor);
       this.res.writeHead(200, {
@@ -104,4 +130,34 @@ export class PollConnection implements Sink {
     }
     this.onDone();
   }
+}
+
+export class PollTransport {
+  constructor(
+    private readonly opts: PollOptions,
+    private readonly connector: Connector,
+  ) {}
+
+  /** `GET /poll` */
+  readonly handle: HttpHandler = async (_req, res: ServerResponse, admitted: Admitted) => {
+    const { url } = admitted;
+    const params = streamParams(url, url.searchParams.get('cursor') ?? undefined);
+    const timeoutText = url.searchParams.get('timeout');
+    let hold = this.opts.pollTimeout;
+    if (timeoutText !== null) {
+      const t = Number(timeoutText);
+      if (!Number.isInteger(t) || t < 0) throw new TidingsError('bad_request', 'timeout must be a non-negative integer (ms)');
+      hold = Math.min(t, hold);
+    }
+    const owner: { session?: Attachment } = {};
+    const conn = new PollConnection(res, params.channels, params.cursor, this.opts.maxPollMessages, () => owner.session?.detach());
+    const session = (owner.session = this.connector.open('poll', conn, admitted.identity));
+    try {
+      for (const channel of params.channels) await session.subscribe(channel, params.cursor.get(channel));
+    } catch (err) {
+      if (conn.abandon()) return;
+      throw err;
+    }
+    conn.arm(hold);
+  };
 }

@@ -1,11 +1,12 @@
 /**
- * Server-Sent Events transport (WHATWG HTML, "Server-sent events"). Each event carries `id:` with
- * the stream's position vector over all its channels, so a plain `EventSource` resumes every
- * channel through `Last-Event-ID`. The `event:`/`data:` lines are shared bytes; only the `id:` line
- * is per stream. Until `open()`, output is held so every id carries the full start vector.
+ * Server-Sent Events transport (WHATWG HTML, "Server-sent events"): `GET /sse`. Each event carries
+ * `id:` with the stream's position vector over all its channels, so a plain `EventSource` resumes
+ * every channel through `Last-Event-ID`. The `event:`/`data:` lines are shared bytes; only the `id:`
+ * line is per stream. Until `open()`, output is held so every id carries the full start vector.
+ * Every write goes through the stream's one bounded {@link Outbox}.
  * @module
  */
-import type { ServerResponse } from 'node:http';
+import type { IncomingMessage, ServerResponse } from 'node:http';
 import {
   formatCursorEntry,
   SseEvent,
@@ -16,14 +17,25 @@ import {
   type RequestId,
   type SubscribeResult,
 } from '@tidings/protocol';
+import type { Admitted, HttpHandler } from '../admission.js';
 import type { EncodedPublication } from '../encoded.js';
-import { TickWriter } from '../flush.js';
-import type { Sink } from '../session.js';
+import { sseCursorText, streamParams } from '../http/params.js';
+import { Outbox } from '../outbox.js';
+import type { Connector, Sink } from '../sink.js';
+
+export interface SseOptions {
+  /** `retry:` hint; each stream gets up to 50% random extra. */
+  readonly sseRetry: number;
+  readonly sseHeartbeat: number;
+  readonly maxBufferedBytes: number;
+  /** How long an ending stream may take to flush before it is cut. */
+  readonly closeGrace: number;
+}
 
 type Held = { readonly enc: EncodedPublication } | { readonly gap: Gap };
 
 export class SseConnection implements Sink {
-  readonly #out: TickWriter;
+  readonly #out: Outbox;
   /** Cursor entry text per channel, in the request's channel order. */
   readonly #entries = new Map<Channel, string>();
   #id = '';
@@ -33,11 +45,13 @@ export class SseConnection implements Sink {
   constructor(
     private readonly res: ServerResponse,
     channels: readonly Channel[],
+    private readonly opts: SseOptions,
   ) {
-    this.#out = new TickWriter(res);
+    this.#out = new Outbox(res);
     for (const channel of channels) this.#entries.set(channel, '');
     res.on('close', () => {
       this.#ended = true;
+      this.#out.close();
     });
   }
 
@@ -50,7 +64,7 @@ export class SseConnection implements Sink {
   }
 
   /** Sends headers, the `retry:` hint, a welcome event carrying the start vector, then held output. */
-  open(retryMs: number, heartbeatMs: number): void {
+  open(retryMs: number): void {
     const { res } = this;
     res.writeHead(200, {
       'content-type': 'text/event-stream; charset=utf-8',
@@ -62,7 +76,7 @@ export class SseConnection implements Sink {
     res.socket?.setNoDelay(true);
     this.#out.write(`retry: ${retryMs}\n`);
     this.#refreshId();
-    const welcome = JSON.stringify({ channels: [...this.#entries.keys()], cursor: this.#id, heartbeat: heartbeatMs });
+    const welcome = JSON.stringify({ channels: [...this.#entries.keys()], cursor: this.#id, heartbeat: this.opts.sseHeartbeat });
     this.#out.write(`event: ${SseEvent.welcome}\nid: ${this.#id}\ndata: ${welcome}\n\n`);
     const held = this.#held ?? [];
     this.#held = undefined;
@@ -76,6 +90,7 @@ export class SseConnection implements Sink {
     this.#set(result.channel, result.position);
   }
 
+  /** Hot path: the session checked the bound. */
   message(enc: EncodedPublication): void {
     if (this.#held !== undefined) {
       this.#held.push({ enc });
@@ -100,6 +115,10 @@ export class SseConnection implements Sink {
       return;
     }
     if (this.#ended) return;
+    if (this.#out.backlog > this.opts.maxBufferedBytes) {
+      this.close('slow_consumer', 'client is not reading fast enough; reconnect and resume');
+      return;
+    }
     this.#set(gap.channel, gap.to);
     this.#refreshId();
     this.#out.write(`event: ${SseEvent.gap}\nid: ${this.#id}\ndata: ${JSON.stringify(gap)}\n\n`);
@@ -107,17 +126,34 @@ export class SseConnection implements Sink {
 
   /** A comment line: keeps proxies from timing out the idle stream. */
   heartbeat(): void {
-    if (this.#held === undefined && !this.#ended) this.res.write(': hb\n\n');
+    if (this.#held !== undefined || this.#ended) return;
+    if (this.#out.backlog > this.opts.maxBufferedBytes) this.close('slow_consumer', 'client is not reading fast enough; reconnect and resume');
+    else this.#out.write(': hb\n\n');
   }
 
+  /**
+   * Ends the stream with a `tidings:error` event naming why. What waits in the outbox is dropped
+   * first, so the event follows only what the socket already holds; a stream that cannot flush
+   * within the grace period is cut.
+   */
   close(name: CloseName, reason: string): void {
     if (this.#ended) return;
     this.#ended = true;
-    if (this.#held === undefined && name !== 'slow_consumer') {
-      this.res.write(`event: ${SseEvent.error}\ndata: ${JSON.stringify({ code: name, reason })}\n\n`);
+    this.#out.close();
+    const { res } = this;
+    if (!res.headersSent) {
+      // Closed while subscribing: no stream was started, so there is nothing to tell.
+      res.destroy();
+      return;
     }
-    if (name === 'slow_consumer') this.res.destroy();
-    else this.res.end();
+    res.end(`event: ${SseEvent.error}\ndata: ${JSON.stringify({ code: name, reason })}\n\n`);
+    const cut = setTimeout(() => res.destroy(), this.opts.closeGrace).unref();
+    res.once('close', () => clearTimeout(cut));
+  }
+
+  /** Cuts the stream now (shutdown deadline). */
+  destroy(): void {
+    this.res.destroy();
   }
 
   #set(channel: Channel, position: Position): void {
@@ -131,5 +167,50 @@ export class SseConnection implements Sink {
       id = id === '' ? entry : `${id},${entry}`;
     }
     this.#id = id;
+  }
+}
+
+export class SseTransport {
+  readonly #streams = new Set<SseConnection>();
+
+  constructor(
+    private readonly opts: SseOptions,
+    private readonly connector: Connector,
+  ) {}
+
+  /** Open streams. */
+  get size(): number {
+    return this.#streams.size;
+  }
+
+  /** `GET /sse` */
+  readonly handle: HttpHandler = async (req: IncomingMessage, res: ServerResponse, admitted: Admitted) => {
+    const params = streamParams(admitted.url, sseCursorText(req, admitted.url));
+    const conn = new SseConnection(res, params.channels, this.opts);
+    const session = this.connector.open('sse', conn, admitted.identity);
+    res.on('close', () => {
+      this.#streams.delete(conn);
+      session.detach();
+    });
+    try {
+      for (const channel of params.channels) await session.subscribe(channel, params.cursor.get(channel));
+    } catch (err) {
+      session.detach();
+      throw err;
+    }
+    if (conn.ended) return;
+    const { sseRetry } = this.opts;
+    conn.open(sseRetry + Math.floor(Math.random() * (sseRetry / 2 + 1)));
+    this.#streams.add(conn);
+  };
+
+  /** One heartbeat comment on every open stream. */
+  heartbeat(): void {
+    for (const conn of this.#streams) conn.heartbeat();
+  }
+
+  /** Cuts every stream now. */
+  destroyAll(): void {
+    for (const conn of this.#streams) conn.destroy();
   }
 }

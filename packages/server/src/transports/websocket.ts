@@ -1,30 +1,61 @@
 /**
- * WebSocket transport: turns an upgraded HTTP request into a {@link Sink} plus a stream of inbound
- * text frames. Publications are written as pre-framed bytes straight to the socket, corked per
- * tick; control frames go through `ws`. Nothing here knows about sessions, the hub or brokers.
+ * WebSocket transport: completes admitted upgrades, turns each into a {@link DuplexSink} plus a
+ * stream of inbound frames for the core, and sweeps liveness. Every outbound byte (publications,
+ * replies, errors, gaps, heartbeats) is framed here and goes through the connection's one bounded
+ * {@link Outbox}; `ws` parses inbound frames and runs the close handshake and pings. Nothing here
+ * knows about sessions, the hub or brokers.
  * @module
  */
+import type { IncomingMessage } from 'node:http';
 import type { Socket } from 'node:net';
-import { CloseCode, jsonCodec, type CloseName, type Gap, type RequestId, type ServerFrame, type SubscribeResult } from '@tidings/protocol';
-import WebSocket from 'ws';
+import type { Duplex } from 'node:stream';
+import {
+  CloseCode,
+  jsonCodec,
+  PROTOCOL_VERSION,
+  type CloseName,
+  type Gap,
+  type RequestId,
+  type ServerFrame,
+  type SubscribeResult,
+  type TidingsError,
+} from '@tidings/protocol';
+import WebSocket, { WebSocketServer } from 'ws';
+import type { Admitted, Route } from '../admission.js';
 import type { EncodedPublication } from '../encoded.js';
-import { TickWriter } from '../flush.js';
-import { frameText } from './ws-frame.js';
-import type { Sink } from '../session.js';
+import { frameText } from '../framing.js';
+import { Outbox } from '../outbox.js';
+import type { Connector, DuplexAttachment, DuplexSink } from '../sink.js';
+
+export interface WebSocketOptions {
+  readonly maxPayload: number;
+  /** Bytes a connection may have waiting before it is shed as a slow consumer. */
+  readonly maxBufferedBytes: number;
+  /** Heartbeat interval, announced in `welcome`. */
+  readonly pingInterval: number;
+  /** How long a closing connection may take to finish the close handshake before it is cut. */
+  readonly closeGrace: number;
+}
 
 /** The heartbeat frame, framed once for every connection. */
 const HEARTBEAT = frameText('{"type":"heartbeat"}');
 
-export class WebSocketConnection implements Sink {
+function destroySocket(this: Duplex): void {
+  this.destroy();
+}
+
+export class WebSocketConnection implements DuplexSink {
   /** Set by a pong or any inbound frame; cleared by each heartbeat sweep. */
   alive = true;
-  readonly #out: TickWriter;
+  readonly #out: Outbox;
+  #cut: NodeJS.Timeout | undefined;
 
   constructor(
     readonly ws: WebSocket,
     socket: Socket,
+    private readonly opts: WebSocketOptions,
   ) {
-    this.#out = new TickWriter(socket);
+    this.#out = new Outbox(socket);
     ws.on('pong', this.#markAlive);
   }
 
@@ -40,16 +71,16 @@ export class WebSocketConnection implements Sink {
     return this.#out.backlog;
   }
 
+  /** Any frame other than a publication: counts against the bound like everything else. */
   frame(frame: ServerFrame): void {
-    if (!this.open) return;
-    this.#out.hold();
-    this.ws.send(jsonCodec.encodeServer(frame));
+    this.#write(frameText(jsonCodec.encodeServer(frame)));
   }
 
   subscribed(result: SubscribeResult, id: RequestId | undefined): void {
     if (id !== undefined) this.frame({ type: 'reply', id, result });
   }
 
+  /** Hot path: the session checked the bound (it sheds ephemeral publications first). */
   message(enc: EncodedPublication): void {
     if (this.ws.readyState === WebSocket.OPEN) this.#out.write(enc.wsFrame);
   }
@@ -60,22 +91,27 @@ export class WebSocketConnection implements Sink {
 
   /**
    * Heartbeat sweep: terminates a peer that missed the last ping; pings the rest and sends them a
-   * heartbeat frame, the liveness signal a browser client can see. Returns false when terminated.
+   * heartbeat frame, the liveness signal a browser client can see.
    */
-  heartbeat(): boolean {
+  heartbeat(): void {
     if (!this.alive) {
       this.close('heartbeat_timeout', 'no pong within the heartbeat interval');
-      return false;
+      return;
     }
     this.alive = false;
     if (this.open) {
       this.ws.ping();
-      this.#out.write(HEARTBEAT);
+      this.#write(HEARTBEAT);
     }
-    return true;
   }
 
+  /**
+   * Closes with a named code. What waits in the outbox is dropped first, so the close frame follows
+   * only what the socket already holds and a slow reader still learns why; a peer that does not
+   * finish the handshake within the grace period is cut.
+   */
   close(name: CloseName, reason: string): void {
+    this.#out.close();
     if (name === 'heartbeat_timeout') {
       this.ws.terminate();
       return;
@@ -83,8 +119,112 @@ export class WebSocketConnection implements Sink {
     if (this.ws.readyState === WebSocket.OPEN || this.ws.readyState === WebSocket.CONNECTING) {
       // Close reasons are limited to 123 bytes by RFC 6455.
       this.ws.close(CloseCode[name].code, reason.slice(0, 120));
-      // A slow consumer may never read the close frame queued behind its backlog: free it soon.
-      if (name === 'slow_consumer') setTimeout(() => this.ws.terminate(), 1000).unref();
+      this.#cut ??= setTimeout(() => this.ws.terminate(), this.opts.closeGrace).unref();
     }
+  }
+
+  /** Cuts the connection now (shutdown deadline). */
+  terminate(): void {
+    this.ws.terminate();
+  }
+
+  /** @internal The socket is gone. */
+  released(): void {
+    clearTimeout(this.#cut);
+    this.#out.close();
+  }
+
+  #write(bytes: Buffer): void {
+    if (!this.open) return;
+    if (this.#out.backlog > this.opts.maxBufferedBytes) {
+      this.close('slow_consumer', 'client is not reading fast enough; reconnect and resume');
+      return;
+    }
+    this.#out.write(bytes);
+  }
+}
+
+export class WebSocketTransport {
+  readonly #wss: WebSocketServer;
+  readonly #conns = new Set<WebSocketConnection>();
+  readonly #closedWaiters: Array<() => void> = [];
+
+  constructor(
+    private readonly opts: WebSocketOptions,
+    private readonly connector: Connector,
+    private readonly onError: (err: unknown) => void,
+  ) {
+    this.#wss = new WebSocketServer({
+      noServer: true,
+      maxPayload: opts.maxPayload,
+      perMessageDeflate: false,
+      clientTracking: false,
+    });
+  }
+
+  /** Open connections. */
+  get size(): number {
+    return this.#conns.size;
+  }
+
+  /** The `/ws` route's upgrade handlers. */
+  readonly route: NonNullable<Route['upgrade']> = {
+    accept: (req, socket, head, admitted) => this.#accept(req, socket, head, admitted),
+    // Browsers cannot read a refused upgrade's status, so complete the handshake and close with a
+    // code that tells the client not to retry with the same credentials.
+    refused: (req, socket, head, err: TidingsError) => {
+      socket.on('error', destroySocket);
+      this.#wss.handleUpgrade(req, socket, head, (ws: WebSocket) => {
+        ws.on('error', () => undefined);
+        ws.close(CloseCode.unauthorized.code, err.message.slice(0, 120));
+      });
+    },
+  };
+
+  /** One liveness sweep over every connection. */
+  heartbeat(): void {
+    for (const conn of this.#conns) conn.heartbeat();
+  }
+
+  /** Resolves once every connection has closed. */
+  allClosed(): Promise<void> {
+    if (this.#conns.size === 0) return Promise.resolve();
+    return new Promise((resolve) => this.#closedWaiters.push(resolve));
+  }
+
+  /** Cuts every connection now. */
+  terminateAll(): void {
+    for (const conn of this.#conns) conn.terminate();
+  }
+
+  #accept(req: IncomingMessage, socket: Duplex, head: Buffer, admitted: Admitted): void {
+    // A module-level listener: a closure here would keep this request and its head alive for the
+    // whole life of the connection.
+    socket.on('error', destroySocket);
+    this.#wss.handleUpgrade(req, socket, head, (ws: WebSocket) => {
+      const conn = new WebSocketConnection(ws, socket as Socket, this.opts);
+      let session: DuplexAttachment;
+      try {
+        session = this.connector.openDuplex(conn, admitted.identity);
+      } catch (err) {
+        this.onError(err);
+        ws.terminate();
+        return;
+      }
+      this.#conns.add(conn);
+      ws.on('message', (data: Buffer, isBinary: boolean) => {
+        conn.alive = true;
+        if (isBinary) session.receiveBinary();
+        else session.receive(data.toString('utf8'));
+      });
+      ws.on('error', () => undefined);
+      ws.on('close', () => {
+        this.#conns.delete(conn);
+        conn.released();
+        session.detach();
+        if (this.#conns.size === 0) for (const w of this.#closedWaiters.splice(0)) w();
+      });
+      conn.frame({ type: 'welcome', version: PROTOCOL_VERSION, session: session.id, heartbeat: this.opts.pingInterval });
+    });
   }
 }

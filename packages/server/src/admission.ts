@@ -1,0 +1,198 @@
+/**
+ * The one gate every request and connection passes, whatever the transport: it parses the request
+ * target without trusting it, finds the route, checks the method, refuses new streams while
+ * draining, checks declared body sizes before reading a byte, authenticates (a client's credentials,
+ * or the server API key), applies CORS, and answers every refusal with a coded error. Handlers run
+ * only for admitted requests and get what admission learned.
+ * @module
+ */
+import type { IncomingMessage, ServerResponse } from 'node:http';
+import type { Duplex } from 'node:stream';
+import { TidingsError } from '@tidings/protocol';
+import type { Authenticator, Identity, TransportName } from './auth.js';
+import { checkApiKey } from './http/api-key.js';
+import { errorBody, sendError } from './http/respond.js';
+
+/** Who may call a route: anyone, connected clients (the authentication hook decides), or the server API (API key). */
+export type Access = 'public' | 'client' | 'api';
+
+/** What admission learned about a request. */
+export interface Admitted {
+  readonly url: URL;
+  readonly identity: Identity;
+}
+
+export type HttpHandler = (req: IncomingMessage, res: ServerResponse, admitted: Admitted) => void | Promise<void>;
+export type UpgradeHandler = (req: IncomingMessage, socket: Duplex, head: Buffer, admitted: Admitted) => void;
+
+export interface Route {
+  readonly access: Access;
+  /** How the authentication hook sees requests here. */
+  readonly transport: TransportName;
+  readonly GET?: HttpHandler;
+  readonly POST?: HttpHandler;
+  /** A GET that opens a stream (SSE, a held poll): HEAD answers its headers without opening one, and it is refused while draining. */
+  readonly stream?: { readonly contentType: string };
+  /** WebSocket upgrades; `refused` answers an upgrade whose credentials were refused. */
+  readonly upgrade?: { readonly accept: UpgradeHandler; readonly refused: (req: IncomingMessage, socket: Duplex, head: Buffer, err: TidingsError) => void };
+}
+
+/** Path to route. */
+export type RouteTable = ReadonlyMap<string, Route>;
+
+export interface AdmissionOptions {
+  readonly auth: Authenticator;
+  readonly apiKey: string;
+  readonly maxBody: number;
+  /** True while the gateway drains: new streams and upgrades are refused with 503. */
+  readonly draining: () => boolean;
+  /** An error that is not a coded refusal: a bug. Log it with its context and count it. */
+  readonly unexpected: (err: unknown, context: Record<string, unknown>) => void;
+}
+
+const CORS: Readonly<Record<string, string>> = {
+  'access-control-allow-origin': '*',
+  'access-control-allow-methods': 'GET, POST, OPTIONS',
+  'access-control-allow-headers': 'authorization, content-type, last-event-id',
+  'access-control-expose-headers': 'retry-after',
+  'access-control-max-age': '600',
+};
+
+const API: Identity = Object.freeze({ user: '', anonymous: false });
+const PUBLIC: Identity = Object.freeze({ user: '', anonymous: true });
+
+/**
+ * Parses a request target. Origin-form (`/path?q`) is what clients send; absolute-form is accepted
+ * when it parses. Anything else is a `bad_request`, never an exception.
+ */
+export function parseTarget(target: string | undefined): URL {
+  try {
+    return new URL(target ?? '/', 'http://gateway');
+  } catch {
+    throw new TidingsError('bad_request', 'the request target is not a valid URL');
+  }
+}
+
+/** An HTTP response written straight to a socket (for upgrades that are refused before any HTTP response object exists). */
+export function refuseOnSocket(socket: Duplex, err: TidingsError): void {
+  if (!socket.writable) {
+    socket.destroy();
+    return;
+  }
+  const body = JSON.stringify({ error: errorBody(err) });
+  const retry = err.status === 503 || err.status === 429 ? 'retry-after: 1\r\n' : '';
+  socket.end(
+    `HTTP/1.1 ${err.status} ${STATUS_TEXT[err.status] ?? 'Error'}\r\ncontent-type: application/json; charset=utf-8\r\n` +
+      `content-length: ${Buffer.byteLength(body)}\r\n${retry}connection: close\r\n\r\n${body}`,
+  );
+}
+
+const STATUS_TEXT: Record<number, string> = {
+  400: 'Bad Request',
+  401: 'Unauthorized',
+  403: 'Forbidden',
+  404: 'Not Found',
+  405: 'Method Not Allowed',
+  408: 'Request Timeout',
+  413: 'Content Too Large',
+  426: 'Upgrade Required',
+  429: 'Too Many Requests',
+  431: 'Request Header Fields Too Large',
+  500: 'Internal Server Error',
+  503: 'Service Unavailable',
+};
+
+export class Admission {
+  constructor(
+    private readonly routes: RouteTable,
+    private readonly opts: AdmissionOptions,
+  ) {}
+
+  /** Admits a plain HTTP request and runs its handler; every refusal is a coded JSON error. */
+  async request(req: IncomingMessage, res: ServerResponse): Promise<void> {
+    let route: Route | undefined;
+    let path = '?';
+    try {
+      const url = parseTarget(req.url);
+      path = url.pathname;
+      route = this.routes.get(path);
+      if (route === undefined) throw new TidingsError('not_found', `no route ${path.slice(0, 100)}`);
+      if (route.access === 'client') for (const [k, v] of Object.entries(CORS)) res.setHeader(k, v);
+      if (req.method === 'OPTIONS' && route.access === 'client') {
+        res.writeHead(204).end();
+        return;
+      }
+      const method = req.method === 'HEAD' ? 'GET' : req.method;
+      const handler = method === 'GET' ? route.GET : method === 'POST' ? route.POST : undefined;
+      if (handler === undefined) {
+        const allow = [route.GET && 'GET, HEAD', route.POST && 'POST', route.upgrade && 'GET (WebSocket upgrade)'].filter(Boolean).join(', ');
+        if (route.upgrade !== undefined && method === 'GET') {
+          throw new TidingsError('bad_request', 'this endpoint needs a WebSocket upgrade');
+        }
+        res.setHeader('allow', allow);
+        throw new TidingsError('method_not_allowed', `${(req.method ?? '?').slice(0, 16)} is not allowed here; use ${allow}`);
+      }
+      if (route.stream !== undefined) {
+        if (this.opts.draining()) throw new TidingsError('unavailable', 'server shutting down');
+        if (req.method === 'HEAD') {
+          res.writeHead(200, { 'content-type': route.stream.contentType, 'cache-control': 'no-store' }).end();
+          return;
+        }
+      }
+      const declared = Number(req.headers['content-length'] ?? 0);
+      if (declared > this.opts.maxBody) throw new TidingsError('too_large', `the body is larger than ${this.opts.maxBody} bytes`);
+      const identity = await this.#identify(route, req, url);
+      await handler(req, res, { url, identity });
+    } catch (err) {
+      this.#refuse(req, res, err, path);
+    }
+  }
+
+  /** Admits a WebSocket upgrade; refusals are HTTP responses on the socket, or (bad credentials) a close after the handshake. */
+  upgrade(req: IncomingMessage, socket: Duplex, head: Buffer): void {
+    let url: URL;
+    let route: Route | undefined;
+    try {
+      url = parseTarget(req.url);
+      route = this.routes.get(url.pathname);
+      if (route?.upgrade === undefined) throw new TidingsError('not_found', `no WebSocket endpoint at ${url.pathname.slice(0, 100)}`);
+      if (this.opts.draining()) throw new TidingsError('unavailable', 'server shutting down');
+    } catch (err) {
+      this.#refuseSocket(socket, err, req);
+      return;
+    }
+    const { upgrade } = route;
+    this.#identify(route, req, url).then(
+      (identity) => upgrade.accept(req, socket, head, { url, identity }),
+      (err: unknown) => {
+        if (err instanceof TidingsError && err.code === 'unauthorized') upgrade.refused(req, socket, head, err);
+        else this.#refuseSocket(socket, err, req);
+      },
+    );
+  }
+
+  async #identify(route: Route, req: IncomingMessage, url: URL): Promise<Identity> {
+    switch (route.access) {
+      case 'public':
+        return PUBLIC;
+      case 'api':
+        checkApiKey(req, this.opts.apiKey);
+        return API;
+      case 'client':
+        return this.opts.auth.connect({ transport: route.transport, headers: req.headers, url, remoteAddress: req.socket.remoteAddress });
+    }
+  }
+
+  #refuse(req: IncomingMessage, res: ServerResponse, err: unknown, path: string): void {
+    if (!(err instanceof TidingsError)) this.opts.unexpected(err, { method: req.method, path });
+    const headers: Record<string, string> = {};
+    // A body left unread is not worth reading: close instead of draining it for keep-alive.
+    if (!req.complete) headers.connection = 'close';
+    sendError(res, err, headers);
+  }
+
+  #refuseSocket(socket: Duplex, err: unknown, req: IncomingMessage): void {
+    if (!(err instanceof TidingsError)) this.opts.unexpected(err, { method: req.method, upgrade: true });
+    refuseOnSocket(socket, err instanceof TidingsError ? err : new TidingsError('internal', 'internal error'));
+  }
+}

@@ -1,0 +1,62 @@
+/**
+ * The seam between the core and the transports, owned by neither: a transport turns HTTP into a
+ * {@link Sink} and hands it to a {@link Connector}; the core (session, hub, resume) answers with an
+ * {@link Attachment} and writes into the sink. Transports never see a session, the hub or a broker,
+ * and a session never knows which transport carries it.
+ * @module
+ */
+import type { Channel, CloseName, Gap, Position, RequestId, ServerFrame, SubscribeResult } from '@tidings/protocol';
+import type { Identity } from './auth.js';
+import type { EncodedPublication } from './encoded.js';
+
+/** What a transport offers a session. */
+export interface Sink {
+  /** A subscription starts at `result.position`; the messages and gaps that follow advance it. */
+  subscribed(result: SubscribeResult, id: RequestId | undefined): void;
+  /** Hot path: write the shared encoding. */
+  message(enc: EncodedPublication): void;
+  gap(gap: Gap): void;
+  /** Bytes written but not yet taken by the kernel, as the connection's bound counts them. */
+  readonly bufferedBytes: number;
+  /** Ends the connection with a named close reason, telling the client why when it can. */
+  close(name: CloseName, reason: string): void;
+}
+
+/** A two-way connection's sink: it also carries replies, errors and pongs. */
+export interface DuplexSink extends Sink {
+  frame(frame: ServerFrame): void;
+}
+
+/** A logical client as a transport sees it. */
+export interface Attachment {
+  readonly id: string;
+  readonly closed: boolean;
+  /**
+   * Subscribes one channel, resuming after `since`: the start position, any gap and the missed
+   * publications go to the sink, then live ones. Refused once the session is closed.
+   */
+  subscribe(channel: Channel, since: Position | undefined, id?: RequestId): Promise<void>;
+  /** Ends the session and its connection with a named reason. */
+  close(name: CloseName, reason: string): void;
+  /** The connection is gone: release everything the session holds. Idempotent. */
+  detach(): void;
+}
+
+/** A two-way connection's session: inbound frames go to `receive`. */
+export interface DuplexAttachment extends Attachment {
+  /** Handles one inbound text frame (requests, replies through the sink). */
+  receive(text: string): void;
+  /** A binary frame arrived: refused, and counted as a bad frame. */
+  receiveBinary(): void;
+}
+
+/** Downstream-only transports, by name. */
+export type StreamTransport = 'sse' | 'poll';
+
+/** What the core offers transports: a session for a sink. */
+export interface Connector {
+  open(transport: StreamTransport, sink: Sink, identity: Identity): Attachment;
+  openDuplex(sink: DuplexSink, identity: Identity): DuplexAttachment;
+  /** Whether new connections are refused (the gateway is draining). */
+  readonly draining: boolean;
+}

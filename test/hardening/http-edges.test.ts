@@ -1,0 +1,82 @@
+/**
+ * Finding 8 (HTTP edges): HEAD on a stream, upgrades to protocols other than WebSocket, oversized
+ * headers, slow headers and bodies, bodies larger than allowed: each gets a prompt, coded answer.
+ */
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { rawRequest, startGateway, TEST_API_KEY, type TestGateway } from '@tidings/testing';
+
+let gw: TestGateway;
+beforeAll(async () => {
+  gw = await startGateway({ headersTimeout: 500, requestTimeout: 1000, maxBody: 64 * 1024 });
+});
+afterAll(async () => {
+  await gw.close();
+});
+
+const publishHead = (length: number): string =>
+  `POST /api/publish HTTP/1.1\r\nhost: x\r\nauthorization: Bearer ${TEST_API_KEY}\r\ncontent-type: application/json\r\ncontent-length: ${length}\r\n\r\n`;
+
+describe('HEAD', () => {
+  it.each(['/sse?channel=a', '/poll?channel=a', '/healthz', '/readyz'])('HEAD %s answers at once, without a body', async (path) => {
+    const res = await rawRequest(gw.port, `HEAD ${path} HTTP/1.1\r\nhost: x\r\n\r\n`, { untilHeaders: true, timeoutMs: 2000 });
+    expect(res.status).toBe(200);
+    expect(res.elapsed).toBeLessThan(1000);
+    expect(res.body).toBe('');
+  });
+});
+
+describe('upgrades to protocols other than WebSocket', () => {
+  it.each(['/healthz', '/poll?channel=a&timeout=0'])('are ignored: GET %s with Upgrade: h2c is answered as plain HTTP', async (path) => {
+    const res = await rawRequest(gw.port, `GET ${path} HTTP/1.1\r\nhost: x\r\nconnection: Upgrade, HTTP2-Settings\r\nupgrade: h2c\r\nhttp2-settings: AAMAAABkAAQAAP__\r\n\r\n`);
+    expect(res.status).toBe(200);
+  });
+
+  it('a POST with a body and Upgrade: h2c publishes', async () => {
+    const body = JSON.stringify({ channel: 'h2c', data: 1 });
+    const res = await rawRequest(
+      gw.port,
+      publishHead(Buffer.byteLength(body)).replace('\r\n\r\n', '\r\nconnection: Upgrade, HTTP2-Settings\r\nupgrade: h2c\r\nhttp2-settings: AAMAAABkAAQAAP__\r\n\r\n') + body,
+    );
+    expect(res.status).toBe(200);
+    expect(JSON.parse(res.body)).toMatchObject({ channel: 'h2c', position: { seq: 1 } });
+  });
+});
+
+describe('oversized and slow requests', () => {
+  it('a 20 KB header gets 431', async () => {
+    const res = await rawRequest(gw.port, `GET /healthz HTTP/1.1\r\nhost: x\r\nx-big: ${'a'.repeat(20_000)}\r\n\r\n`);
+    expect(res.status).toBe(431);
+  });
+
+  it('headers that never finish get 408 once headersTimeout passes', async () => {
+    const res = await rawRequest(gw.port, 'GET /healthz HTTP/1.1\r\nhost: x\r\n', { timeoutMs: 5000 });
+    expect(res.status).toBe(408);
+    expect(res.elapsed).toBeLessThan(3000);
+  });
+
+  it('a body that never finishes gets 408 once requestTimeout passes', async () => {
+    const res = await rawRequest(gw.port, `${publishHead(1000)}{"channel":`, { timeoutMs: 5000 });
+    expect(res.status).toBe(408);
+    expect(res.elapsed).toBeLessThan(3500);
+  });
+
+  it('a body declared larger than maxBody gets 413 before any of it is read, and the connection closes', async () => {
+    const res = await rawRequest(gw.port, `${publishHead(100 * 1024 * 1024)}{"channel":"a","data":"`, { timeoutMs: 3000 });
+    expect(res.status).toBe(413);
+    expect(res.closed).toBe(true);
+    expect(res.elapsed).toBeLessThan(2000);
+  });
+
+  it('a body that grows past maxBody without a length gets 413 and the connection closes', async () => {
+    const head = publishHead(0).replace('content-length: 0', 'transfer-encoding: chunked');
+    const chunk = 'x'.repeat(16 * 1024);
+    const res = await rawRequest(gw.port, head, {
+      timeoutMs: 3000,
+      then: (socket) => {
+        for (let i = 0; i < 8; i++) socket.write(`${chunk.length.toString(16)}\r\n${chunk}\r\n`);
+      },
+    });
+    expect(res.status).toBe(413);
+    expect(res.closed).toBe(true);
+  });
+});
