@@ -203,24 +203,67 @@ describe.each(KINDS)('client over %s', (kind) => {
   });
 
   it('releases everything after thousands of subscribe/unsubscribe cycles and close()', async () => {
-    const gw = await gateway(new MemoryBroker({ maxChannels: 5000, dedupMaxKeys: 10 }));
+    const broker = new MemoryBroker({ maxChannels: 5000, dedupMaxKeys: 10 });
+    const gw = await gateway(broker);
     const c = client(gw.url, kind);
     const keep = c.subscribe('keep');
     await until(() => keep.position !== undefined, 8000, 'start position');
     const before = c.resources;
-    for (let i = 0; i < 2000; i++) {
-      const s = c.subscribe(`cycle-${i % 50}`);
-      const off = s.on('message', () => undefined);
-      c.on('x.*', () => undefined)();
-      off();
+    /** What the gateway and the broker hold, in one comparable object. */
+    const held = (): unknown => {
+      const { sessions, hub } = gw.gateway.stats();
+      const { streams, subscribed } = broker.stats();
+      return { sessions, hub, broker: { streams, subscribed } };
+    };
+    // Only `keep` is held while it is subscribed (a long poll's session exists while the poll is held).
+    const keeping = { sessions: 1, hub: { channels: 1, subscribers: 1, repairing: 0 }, broker: { streams: 0, subscribed: 1 } };
+    const nothing = { sessions: 0, hub: { channels: 0, subscribers: 0, repairing: 0 }, broker: { streams: 0, subscribed: 0 } };
+    const heldNow = (expected: unknown): boolean => JSON.stringify(held()) === JSON.stringify(expected);
+    /** Waits until the gateway and broker hold `expected` and keep holding it for 300 ms (late requests have landed). */
+    const steady = async (expected: unknown, what: string): Promise<void> => {
+      const deadline = Date.now() + 10_000;
+      let since: number | undefined;
+      for (;;) {
+        if (!heldNow(expected)) since = undefined;
+        else since ??= Date.now();
+        if (since !== undefined && Date.now() - since >= 300) return;
+        if (Date.now() > deadline) expect(held(), `${what}: not steady within 10 s`).toEqual(expected);
+        await new Promise((r) => setTimeout(r, 5));
+      }
+    };
+    // A few subscriptions established at the gateway and the broker, then dropped: the counts see them.
+    for (let i = 0; i < 3; i++) {
+      const s = c.subscribe(`settled-${i}`);
+      await until(() => s.position !== undefined, 8000, 'settled subscription started');
+      await until(() => heldNow({ ...keeping, hub: { channels: 2, subscribers: 2, repairing: 0 }, broker: { streams: 0, subscribed: 2 } }), 5000, 'the subscription is held');
+      s.unsubscribe();
+      await steady(keeping, `gateway and broker let go of settled-${i}`);
+    }
+    // 2000 quick cycles in runs, each run closed by a subscription the server answers before it is
+    // dropped, so the cycles reach the gateway. A WebSocket run stays below the 64 requests a
+    // connection may have in flight (beyond that they are refused; see inflight-limit.test.ts).
+    const perRun = kind === 'websocket' ? 25 : 200;
+    for (let run = 0; run < 2000 / perRun; run++) {
+      for (let i = 0; i < perRun; i++) {
+        const s = c.subscribe(`cycle-${(run * perRun + i) % 50}`);
+        const off = s.on('message', () => undefined);
+        c.on('x.*', () => undefined)();
+        off();
+        s.unsubscribe();
+      }
+      const s = c.subscribe(`answered-${run % 10}`);
+      await until(() => s.position !== undefined, 8000, 'answered subscription started');
       s.unsubscribe();
     }
     expect(c.resources).toEqual(before);
-    await new Promise((r) => setTimeout(r, 300));
-    expect(gw.gateway.connections()[kind === 'websocket' ? 'websocket' : kind]).toBeLessThanOrEqual(1);
+    await steady(keeping, "gateway and broker back to holding only 'keep' after the cycles");
+    expect(gw.gateway.connections()[kind]).toBeLessThanOrEqual(1);
     c.close();
     expect(c.resources).toEqual({ subscriptions: 0, listeners: 0, queued: 0, timers: 0 });
     await until(() => gw.gateway.connections()[kind] === 0, 5000, 'server released the connection');
+    await steady(nothing, 'gateway and broker released everything');
+    // Subscribing alone created no stream at the broker (streams: 0 above): only a publish does.
+    expect(broker.stats().historyBytes).toBe(0);
   });
 });
 

@@ -4,6 +4,7 @@
  * cleanly; an unexpected error anywhere is logged with context and counted, and the process lives on.
  */
 import { spawn, type ChildProcess } from 'node:child_process';
+import { connect, type Socket } from 'node:net';
 import { fileURLToPath } from 'node:url';
 import { afterAll, describe, expect, it } from 'vitest';
 import { rawRequest, rawWebSocket, startGateway } from '@tidings/testing';
@@ -50,6 +51,18 @@ describe('graceful shutdown', () => {
     await sse;
     expect((await hanging).closed).toBe(true);
     deaf.destroy();
+  });
+
+  it('does not wait for connections that never sent a request', async () => {
+    const gw = await startGateway();
+    const silent = await new Promise<Socket>((resolve) => {
+      const s = connect(gw.port, '127.0.0.1', () => resolve(s));
+    });
+    silent.on('error', () => undefined);
+    const started = Date.now();
+    await gw.close();
+    expect(Date.now() - started).toBeLessThan(1000);
+    silent.destroy();
   });
 });
 

@@ -3,7 +3,7 @@
  * and coded errors for bad channels, garbage or forged cursors and wrong methods.
  */
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { formatCursor, parseCursor, type PollResponse } from '@tidings/protocol';
+import { formatCursor, parseCursor, type PollResponse, type Position } from '@tidings/protocol';
 import { RawSseClient, startGateway, type TestGateway } from '@tidings/testing';
 
 let gw: TestGateway;
@@ -20,6 +20,22 @@ const sse = async (query: string, lastEventId?: string): Promise<RawSseClient> =
   open.push(c);
   return c;
 };
+/** A cursor's entries as an object (channel to position), for readable comparisons. */
+const cursorOf = (text: string | undefined): Record<string, Position> => Object.fromEntries(parseCursor(text ?? ''));
+/**
+ * Cursor entries for channels a test does not request: one at `near` (a requested channel's own
+ * epoch, an earlier seq: applied to that channel it would replay it), one ahead of its channel
+ * (`aheadChannel` at `ahead` + 100: checked, it would be bad_position) and one in an unconfigured namespace.
+ */
+function unrelatedEntries(near: Position, aheadChannel: string, ahead: Position): string {
+  return formatCursor(
+    new Map([
+      ['unrelated-near', { epoch: near.epoch, seq: near.seq - 1 }],
+      [aheadChannel, { epoch: ahead.epoch, seq: ahead.seq + 100 }],
+      ['zzz:unrelated', { epoch: 'abcdefgh', seq: 5 }],
+    ]),
+  );
+}
 async function errorOf(res: Response | RawSseClient): Promise<{ status: number; code: string }> {
   const body = (res instanceof Response ? await res.json() : JSON.parse(res.body)) as { error: { code: string } };
   return { status: res.status, code: body.error.code };
@@ -76,8 +92,47 @@ describe('SSE stream', () => {
   });
 
   it('ignores cursor entries for channels not requested', async () => {
-    const c = await sse(`channel=sse-x`, 'other=abcdefgh.5');
+    // Requested: sse-x (published to) and sse-y (never published to), neither in the cursor, so both
+    // start from now. The cursor's entries are all for other channels: one at a position that would
+    // replay sse-x if it were applied to it (sse-x's own epoch, seq 1), one ahead of its channel (would
+    // be bad_position), one in an unconfigured namespace (would be unknown_namespace).
+    await gw.publish('sse-x', 1);
+    const x = await gw.publish('sse-x', 2);
+    const ahead = await gw.publish('sse-unrelated-ahead', 1);
+    const unrelated = unrelatedEntries(x.position, 'sse-unrelated-ahead', ahead.position);
+    const c = await sse('channel=sse-x&channel=sse-y', unrelated);
     expect(c.status).toBe(200);
+    await c.until((s) => s.named('tidings:welcome').length === 1);
+    const welcome = c.named('tidings:welcome')[0];
+    const y = { epoch: parseCursor(welcome?.id ?? '').get('sse-y')?.epoch, seq: 0 };
+    const start = { 'sse-x': x.position, 'sse-y': y };
+    expect(cursorOf(welcome?.id)).toEqual(start);
+    expect(JSON.parse(welcome?.data ?? '{}')).toMatchObject({ channels: ['sse-x', 'sse-y'] });
+    expect(cursorOf((JSON.parse(welcome?.data ?? '{}') as { cursor: string }).cursor)).toEqual(start);
+
+    // Live: only the requested channels are delivered, and every id covers exactly them.
+    await gw.publish('sse-other', 'not requested');
+    const y1 = await gw.publish('sse-y', 'y1');
+    const x3 = await gw.publish('sse-x', 'x3');
+    await c.until((s) => s.events.length === 3);
+    await new Promise((r) => setTimeout(r, 50));
+    expect(c.events.slice(1).map((e) => JSON.parse(e.data) as unknown)).toEqual([
+      { channel: 'sse-y', position: y1.position, data: 'y1' },
+      { channel: 'sse-x', position: x3.position, data: 'x3' },
+    ]);
+    expect(c.events.slice(1).map((e) => cursorOf(e.id))).toEqual([
+      { 'sse-x': x.position, 'sse-y': y1.position },
+      { 'sse-x': x3.position, 'sse-y': y1.position },
+    ]);
+
+    // A requested channel that is in the cursor resumes from its own entry, whatever surrounds it.
+    const resumed = await sse('channel=sse-x', `${unrelated},${formatCursor(new Map([['sse-x', x.position]]))}`);
+    await resumed.until((s) => s.named('message').length === 1);
+    await new Promise((r) => setTimeout(r, 50));
+    expect(cursorOf(resumed.named('tidings:welcome')[0]?.id)).toEqual({ 'sse-x': x.position });
+    expect(resumed.named('message').map((e) => [JSON.parse(e.data) as unknown, cursorOf(e.id)])).toEqual([
+      [{ channel: 'sse-x', position: x3.position, data: 'x3' }, { 'sse-x': x3.position }],
+    ]);
   });
 
   it.each([
@@ -149,6 +204,30 @@ describe('long polling', () => {
   ])('refuses %s with a coded error', async (_what, query, status, code) => {
     const res = await fetch(`${gw.url}/poll?${query}`);
     expect(await errorOf(res)).toEqual({ status, code });
+  });
+
+  it('ignores cursor entries for channels not requested, in what it delivers and in the cursor it returns', async () => {
+    await gw.publish('poll-x', 1);
+    const x = await gw.publish('poll-x', 2);
+    const ahead = await gw.publish('poll-unrelated-ahead', 1);
+    const unrelated = unrelatedEntries(x.position, 'poll-unrelated-ahead', ahead.position);
+    // poll-x and poll-y are not in the cursor: both start from now, nothing is replayed.
+    const now = await poll(`channel=poll-x&channel=poll-y&timeout=0&cursor=${encodeURIComponent(unrelated)}`);
+    expect(now.status).toBe(200);
+    expect(now.body.messages).toEqual([]);
+    expect(now.body.gaps).toEqual([]);
+    const y = { epoch: parseCursor(now.body.cursor).get('poll-y')?.epoch, seq: 0 };
+    expect(cursorOf(now.body.cursor)).toEqual({ 'poll-x': x.position, 'poll-y': y });
+
+    // With poll-x's own entry among the unrelated ones, poll-x resumes from it; the returned cursor still covers exactly the requested channels.
+    await gw.publish('poll-other', 'not requested');
+    const x3 = await gw.publish('poll-x', 'x3');
+    const own = `${unrelated},${formatCursor(new Map([['poll-x', x.position]]))}`;
+    const resumed = await poll(`channel=poll-x&channel=poll-y&timeout=0&cursor=${encodeURIComponent(own)}`);
+    expect(resumed.status).toBe(200);
+    expect(resumed.body.messages).toEqual([{ channel: 'poll-x', position: x3.position, data: 'x3' }]);
+    expect(resumed.body.gaps).toEqual([]);
+    expect(cursorOf(resumed.body.cursor)).toEqual({ 'poll-x': x3.position, 'poll-y': y });
   });
 
   it('leaves no session behind after polls end', async () => {

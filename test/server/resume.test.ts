@@ -5,7 +5,14 @@
  * [first..top] (empty when first = top + 1) and the page holds the retained publications after
  * `since` (as a broker returns them, at most `limit`), or the whole window. The live buffer is what
  * the feed delivered from the moment of joining, in feed order: it may overlap history, start
- * before or after `top`, run past it, repeat a publication, or skip some (an unrepaired hole).
+ * before or after `top`, run past it, repeat a publication, or skip some (an unrepaired hole). It may
+ * also begin with stale publications of an older epoch (delivered before the stream was recreated in
+ * E, which happened before history was read).
+ *
+ * The expected plan is computed seq by seq: a publication after the client's position is available
+ * when the page or the E part of the live buffer holds it (either may have it: history can be trimmed
+ * past publications the buffer still holds, and the buffer runs past the top); every run of
+ * unavailable seqs is one gap; stale publications are never delivered.
  */
 import { describe, expect, it } from 'vitest';
 import fc from 'fast-check';
@@ -34,14 +41,23 @@ interface Scenario {
   readonly filtered: boolean;
   /** Most publications the page holds (after filtering). */
   readonly limit: number;
+  /** Seqs of epoch E delivered by the feed after joining, in feed order. */
   readonly live: readonly number[];
+  /** Seqs of an older epoch the feed delivered before any of `live` (stale: the stream was recreated since). */
+  readonly stale: readonly number[];
 }
 
-/** Live seqs: non-decreasing from `start`; step 0 repeats, 1 follows, 2-3 skips (a hole). */
+/**
+ * Live seqs: non-decreasing from `start`; step 0 repeats, 1 follows, 2-3 skips (a hole). Early starts
+ * are favoured so the buffer often reaches back into what history has trimmed.
+ */
 const liveArb = (top: number): fc.Arbitrary<number[]> =>
   fc
     .tuple(
-      fc.integer({ min: 1, max: top + 3 }),
+      fc.oneof(
+        { arbitrary: fc.integer({ min: 1, max: top + 3 }), weight: 1 },
+        { arbitrary: fc.integer({ min: 1, max: Math.max(1, Math.ceil(top / 2)) }), weight: 2 },
+      ),
       fc.array(fc.oneof({ arbitrary: fc.constant(1), weight: 12 }, { arbitrary: fc.constant(0), weight: 1 }, { arbitrary: fc.integer({ min: 2, max: 3 }), weight: 1 }), {
         maxLength: 15,
       }),
@@ -57,27 +73,22 @@ const liveArb = (top: number): fc.Arbitrary<number[]> =>
 const scenarioArb: fc.Arbitrary<Scenario> = fc.nat(30).chain((top) =>
   fc.record({
     top: fc.constant(top),
-    first: fc.oneof(fc.constant(1), fc.integer({ min: 1, max: top + 1 })),
+    first: fc.oneof({ arbitrary: fc.constant(1), weight: 1 }, { arbitrary: fc.integer({ min: 1, max: top + 1 }), weight: 2 }),
     evicted: fc.constantFrom<EvictionReason | undefined>(undefined, 'trimmed', 'expired'),
     since: fc.option(fc.oneof(fc.integer({ min: 0, max: top }), fc.constant(top), fc.constant(0)), { nil: undefined, freq: 4 }),
     filtered: fc.boolean(),
     limit: fc.oneof({ arbitrary: fc.constant(1000), weight: 5 }, { arbitrary: fc.nat(10), weight: 1 }),
     live: liveArb(top),
+    stale: fc.oneof({ arbitrary: fc.constant([]), weight: 3 }, { arbitrary: fc.array(fc.nat(40), { minLength: 1, maxLength: 4 }), weight: 1 }),
   }),
 );
 
-/**
- * Whether the live buffer holds a publication after `since` and up to the top that the page lacks
- * (history trimmed it between joining the feed and reading). planResume reports such a publication
- * as lost today (see the known-bug test below); the exact-model properties leave these scenarios out
- * so they hold whether or not that is fixed.
- */
+/** Whether the live buffer holds a publication after `since` and up to the top that the page lacks (history trimmed it meanwhile). */
 function liveFillsHistoryHole(s: Scenario): boolean {
   if (s.since === undefined) return false;
   const held = new Set(pageOf(s).publications.map((x) => x.position.seq));
   return s.live.some((n) => n > (s.since as number) && n <= s.top && !held.has(n));
 }
-const settledScenarioArb = scenarioArb.filter((s) => !liveFillsHistoryHole(s));
 
 function pageOf(s: Scenario): HistoryPage {
   const after = s.filtered ? (s.since ?? 0) : 0;
@@ -95,8 +106,13 @@ function run(since: Position | undefined, p: HistoryPage, live: readonly Publica
   return out;
 }
 
+/** The live buffer as the feed delivered it: stale publications of the older epoch first, then E. */
+function liveOf(s: Scenario): Publication[] {
+  return [...s.stale.map((n) => pub(n, OTHER)), ...s.live.map((n) => pub(n))];
+}
+
 function plan(s: Scenario, ephemeral = false): ResumePlan {
-  return run(s.since === undefined ? undefined : pos(s.since), pageOf(s), s.live.map((n) => pub(n)), ephemeral);
+  return run(s.since === undefined ? undefined : pos(s.since), pageOf(s), liveOf(s), ephemeral);
 }
 
 /** Where coverage starts and ends: the client's position, and the furthest publication known. */
@@ -141,11 +157,15 @@ function walk(p: ResumePlan, steps: readonly ResumeStep[], start: number, epheme
   return { seqs, gaps, end: cur };
 }
 
-/** The plan a correct merge makes: deliver everything available, a gap for each missing run. */
+/**
+ * The plan a correct merge makes: deliver everything available, a gap for each missing run. A seq is
+ * available when history (only when resuming) or the live buffer's E part holds it; the stale
+ * publications of the older epoch are never available.
+ */
 function expectedSteps(s: Scenario, ephemeral: boolean): { seqs: number[]; gaps: [number, number, Gap['reason']][] } {
   const { start, end } = bounds(s, ephemeral);
-  const fromHistory = new Set(s.since !== undefined && !ephemeral ? pageOf(s).publications.map((x) => x.position.seq).filter((n) => n > s.since!) : []);
-  const fromLive = new Set(s.live.filter((n) => n > s.top));
+  const fromHistory = new Set(s.since !== undefined && !ephemeral ? pageOf(s).publications.map((x) => x.position.seq) : []);
+  const fromLive = new Set(s.live);
   const seqs: number[] = [];
   const gaps: [number, number, Gap['reason']][] = [];
   const historyReason = pageOf(s).evicted ?? 'trimmed';
@@ -165,7 +185,7 @@ function expectedSteps(s: Scenario, ephemeral: boolean): { seqs: number[]; gaps:
 
 describe('planResume (properties)', () => {
   it('delivers strictly increasing seqs and gaps that exactly tile since+1..max(top, last live), ending at `last`', () => {
-    const stats = { gaps: 0, clean: 0, fresh: 0, liveBeyondTop: 0, truncated: 0 };
+    const stats = { gaps: 0, clean: 0, fresh: 0, liveBeyondTop: 0, truncated: 0, liveFillsHistoryHole: 0, stale: 0 };
     fc.assert(
       fc.property(scenarioArb, (s) => {
         const p = plan(s);
@@ -182,6 +202,8 @@ describe('planResume (properties)', () => {
         if (s.since === undefined) stats.fresh++;
         if (s.live.some((n) => n > s.top)) stats.liveBeyondTop++;
         if (s.limit < 1000) stats.truncated++;
+        if (liveFillsHistoryHole(s)) stats.liveFillsHistoryHole++;
+        if (s.stale.length > 0) stats.stale++;
       }),
       RUNS,
     );
@@ -191,37 +213,48 @@ describe('planResume (properties)', () => {
 
   it('matches the model exactly: every available publication delivered, one gap per missing run, with its reason', () => {
     fc.assert(
-      fc.property(settledScenarioArb, fc.boolean(), (s, ephemeral) => {
+      fc.property(scenarioArb, fc.boolean(), (s, ephemeral) => {
         const p = plan(s, ephemeral);
         const w = walk(p, p.steps, bounds(s, ephemeral).start, ephemeral);
         const model = expectedSteps(s, ephemeral);
         expect(w.seqs).toEqual(model.seqs);
         expect(w.gaps).toEqual(ephemeral ? [] : model.gaps);
       }),
-      { numRuns: RUNS.numRuns, examples: [[{ top: 5, first: 3, evicted: 'expired', since: 1, filtered: true, limit: 1000, live: [5, 6, 8] }, false]] },
+      {
+        numRuns: RUNS.numRuns,
+        examples: [
+          [{ top: 5, first: 3, evicted: 'expired', since: 1, filtered: true, limit: 1000, live: [5, 6, 8], stale: [] }, false],
+          // History trimmed past 3 and 4 while the buffer held them: no gap at all.
+          [{ top: 10, first: 5, evicted: 'trimmed', since: 2, filtered: true, limit: 1000, live: range(3, 11), stale: [] }, false],
+          // The buffer fills part of the hole: the gap covers only 2..3.
+          [{ top: 10, first: 7, evicted: 'trimmed', since: 1, filtered: true, limit: 1000, live: [4, 5, 6, 7], stale: [6, 7] }, false],
+        ],
+      },
     );
   });
 
-  it('never loses a publication the page holds after `since`, nor a live one after the top', () => {
+  it('never loses a publication the page or the live buffer holds after the start, and never delivers a stale one', () => {
     fc.assert(
       fc.property(scenarioArb, (s) => {
         const p = plan(s);
-        const w = walk(p, p.steps, bounds(s).start);
+        const { start } = bounds(s);
+        const w = walk(p, p.steps, start);
         const delivered = new Set(w.seqs);
         for (const x of pageOf(s).publications) if (s.since !== undefined && x.position.seq > s.since) expect(delivered.has(x.position.seq)).toBe(true);
-        for (const n of s.live) if (n > s.top) expect(delivered.has(n)).toBe(true);
+        for (const n of s.live) if (n > start) expect(delivered.has(n)).toBe(true);
+        // walk() already checks every delivered publication is of epoch E.
       }),
       RUNS,
     );
   });
 
-  it('has no gap (and recovers) exactly when history covers since+1..top and live has no hole after the top', () => {
+  it('has no gap (and recovers) exactly when history and the live buffer together cover since+1..top and live has no hole after the top', () => {
     let recovered = 0;
     fc.assert(
-      fc.property(settledScenarioArb, (s) => {
+      fc.property(scenarioArb, (s) => {
         const p = plan(s);
         const hasGap = p.steps.some((x) => x.gap !== undefined);
-        const held = new Set(pageOf(s).publications.map((x) => x.position.seq));
+        const held = new Set([...pageOf(s).publications.map((x) => x.position.seq), ...s.live]);
         const historyCovers = s.since === undefined || range(s.since + 1, s.top).every((n) => held.has(n));
         const beyond = s.live.filter((n) => n > s.top);
         const liveHole = beyond.length > 0 && ((beyond[0] as number) > s.top + 1 || beyond.some((n, i) => i > 0 && n > (beyond[i - 1] as number) + 1));
@@ -274,7 +307,7 @@ describe('planResume (properties)', () => {
       fc.property(scenarioArb, fc.option(fc.nat(100), { nil: undefined }), (s, sinceAnything) => {
         // An ephemeral channel ignores `since` entirely, even one ahead of the top or in another epoch.
         const since = sinceAnything === undefined ? undefined : pos(sinceAnything, sinceAnything % 2 === 0 ? E : OTHER);
-        const p = run(since, pageOf(s), s.live.map((n) => pub(n)), true);
+        const p = run(since, pageOf(s), liveOf(s), true);
         expect(p.steps.every((x) => x.gap === undefined)).toBe(true);
         expect(p.recovered).toBe(false);
         const beyond = [...new Set(s.live.filter((n) => n > s.top))];
@@ -290,7 +323,7 @@ describe('planResume (properties)', () => {
       fc.property(scenarioArb, fc.nat(1000), (s, oldSeq) => {
         const since = pos(oldSeq, OTHER);
         // A broker returns no publications for another epoch; a page that did must still be ignored.
-        const p = run(since, pageOf({ ...s, since: undefined }), s.live.map((n) => pub(n)), false);
+        const p = run(since, pageOf({ ...s, since: undefined }), liveOf(s), false);
         expect(p.steps[0]).toEqual(gap(since, pos(s.top), 'epoch'));
         const rest = walk(p, p.steps.slice(1), s.top);
         expect(rest.end).toBe(Math.max(s.top, ...s.live));
@@ -384,7 +417,7 @@ describe('planResume (examples)', () => {
   });
 });
 
-// Regressions: cases the properties above do not generate.
+// Regressions: cases found before the properties generated them, kept as readable examples.
 describe('planResume (regressions)', () => {
   // A stale publication of an older epoch in the live buffer (delivered before the channel's epoch
   // changed, e.g. the memory broker dropped the stream under maxChannels between joining the feed and
@@ -406,9 +439,10 @@ describe('planResume (regressions)', () => {
     expect(p.last).toEqual(pos(3));
   });
 
-  // Publications still in the live buffer are reported lost when history was trimmed past them
+  // Publications still in the live buffer were reported lost when history was trimmed past them
   // between joining the feed and reading history. since E:2, history [5..10] (trimmed), live [3..11]:
-  // actual gap E:2→E:4 'trimmed' then 5..11; expected 3..11 with no gap (3 and 4 were in the buffer).
+  // the plan was gap E:2→E:4 'trimmed' then 5..11; right is 3..11 with no gap (3 and 4 were in the
+  // buffer). The properties generate this case too (see `liveFillsHistoryHole`).
   it('fills a history hole from the live buffer when the buffer holds the missing publications', () => {
     const p = planResume(CH, pos(2), page(10, range(5, 10), 'trimmed'), range(3, 11).map((n) => pub(n)), false);
     expect(p.steps).toEqual(range(3, 11).map((n) => ({ pub: pub(n) })));

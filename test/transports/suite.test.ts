@@ -3,19 +3,26 @@
  * WebSocket, SSE and long polling, against a real gateway on a free port.
  */
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { formatCursor } from '@tidings/protocol';
-import { MemoryBroker, type Broker } from '@tidings/server';
+import { formatCursor, type Position } from '@tidings/protocol';
+import { MemoryBroker, type Broker, type CounterMetrics } from '@tidings/server';
 import {
   faultyBroker,
   openSubscriber,
   resumeOutcome,
   startGateway,
+  TEST_API_KEY,
   TRANSPORTS,
+  until,
   type ResumableSubscriber,
   type TestGateway,
 } from '@tidings/testing';
+import { BrokenClients, type Outcome } from './misbehaving.js';
 
 const range = (from: number, to: number): number[] => Array.from({ length: to - from + 1 }, (_, i) => from + i);
+/** Publications per batch while a broken client misbehaves, most batches, and how soon each must reach the healthy one (ms). */
+const BATCH = 100;
+const MAX_BATCHES = 60;
+const PROMPTLY = 2000;
 
 const memory = (): Broker => new MemoryBroker({ maxChannels: 10_000, dedupMaxKeys: 1000 });
 const LOSSY = 'memory broker behind slow history and a lossy live feed';
@@ -37,6 +44,14 @@ describe.each(CASES)('transport %s, %s', (kind, broker, makeBroker) => {
     const s = await openSubscriber(kind, gw, channels, cursor);
     subs.push(s);
     return s;
+  };
+  const publishBatch = async (batch: unknown[]): Promise<void> => {
+    const res = await fetch(`${gw.url}/api/publish`, {
+      method: 'POST',
+      headers: { 'content-type': 'application/json', authorization: `Bearer ${TEST_API_KEY}` },
+      body: JSON.stringify(batch),
+    });
+    expect(res.status).toBe(200);
   };
 
   beforeAll(async () => {
@@ -219,14 +234,59 @@ describe.each(CASES)('transport %s, %s', (kind, broker, makeBroker) => {
   });
 
   it('a broken client does not disturb a healthy one', async () => {
-    const c = channel();
-    const healthy = await open([c]);
-    const broken = await open([c]);
-    broken.drop();
-    for (let i = 1; i <= 10; i++) await gw.publish(c, i);
-    await healthy.untilCount(c, 10);
-    expect(healthy.seqs(c)).toEqual(range(1, 10));
-  });
+    // On the healthy subscribers' channel: one client stops reading while publications flow, others
+    // send garbage (one round between batches) and one half-closes its socket. Each healthy one (one
+    // joined before the broken clients, one after) must get every publication once, in order,
+    // without a gap, each batch within PROMPTLY ms.
+    const c = channel('big');
+    const first = await open([c]);
+    const start = first.positions.get(c) as Position;
+    const metrics = gw.gateway.metrics as CounterMetrics;
+    const before = { errors: metrics.errors, open: gw.gateway.connections()[kind] };
+    const broken = new BrokenClients(kind, gw, c, start);
+    try {
+      const toldDeaf = await broken.stopReading();
+      const halfClosed = await broken.halfClose();
+      const last = await open([c]);
+      const healthy = [first, last];
+      const rounds = broken.garbageRounds();
+      const outcomes: Outcome[] = [];
+      const pad = 'x'.repeat(4096);
+      let published = 0;
+      const shedBefore = metrics.drops.slow_consumer;
+      // Until the deaf client is shed (a long poll keeps nothing to shed), or far past any bound.
+      const shed = (): boolean => kind === 'poll' || metrics.drops.slow_consumer > shedBefore;
+      for (let batch = 0; batch < MAX_BATCHES && (batch < rounds.length || !shed()); batch++) {
+        await publishBatch(range(published + 1, published + BATCH).map((i) => ({ channel: c, data: { i, pad } })));
+        published += BATCH;
+        const round = rounds[batch];
+        if (round !== undefined) outcomes.push(await round());
+        if (kind === 'poll' && batch % 4 === 1) broken.deafPoll();
+        for (const h of healthy) await h.untilCount(c, published, PROMPTLY);
+      }
+      for (let i = 0; i < 5; i++) await gw.publish(c, { i: ++published });
+      for (const h of healthy) {
+        await h.untilCount(c, published, PROMPTLY);
+        expect(h.seqs(c)).toEqual(range(1, published));
+        expect(h.messages.map((m) => (m.data as { i: number }).i)).toEqual(range(1, published));
+        expect(h.gaps).toEqual([]);
+      }
+
+      // The misbehaviour reached the gateway and was dealt with, without an unexpected error: the
+      // deaf client was shed and told why, garbage was refused, the half-closed socket released.
+      const expectedTold = { websocket: 'closed 4001', sse: 'ended after tidings:error slow_consumer', poll: 'nothing to tell' }[kind];
+      expect(await toldDeaf()).toBe(expectedTold);
+      if (kind === 'poll') expect(new Set(await broken.deafPollAnswers())).toEqual(new Set(['200']));
+      expect(outcomes.map((o) => `${o.what}: ${o.actual}`)).toEqual(outcomes.map((o) => `${o.what}: ${o.expected}`));
+      expect(outcomes).toHaveLength(rounds.length);
+      expect(halfClosed).toBe('closed by the gateway');
+      expect(metrics.errors).toBe(before.errors);
+      // Only the two healthy subscribers are left (long polls come and go, so not counted there).
+      if (kind !== 'poll') await until(() => gw.gateway.connections()[kind] <= before.open + 1, 3000, 'broken connections released');
+    } finally {
+      broken.close();
+    }
+  }, 60_000);
 
   it('keeps an idle connection alive with heartbeats', async () => {
     const c = channel();

@@ -350,6 +350,8 @@ export class Client {
         if (sub === undefined) return;
         this.#subs.delete(channel);
         sub.end(new TidingsError(error.code, error.reason));
+        // The transport goes on with the other subscriptions (SSE and polling reopen without this one).
+        this.#sync();
       },
       close: (info: CloseInfo) => {
         if (!live()) return;

@@ -78,10 +78,13 @@ export type CloseName = keyof typeof CloseCode;
 export class TidingsError extends Error {
   override readonly name = 'TidingsError';
   readonly code: ErrorCode;
+  /** The channel a refusal is about, when one channel of several was refused (SSE, long polling). */
+  readonly channel: string | undefined;
 
-  constructor(code: ErrorCode, reason: string) {
+  constructor(code: ErrorCode, reason: string, channel?: string) {
     super(reason);
     this.code = code;
+    this.channel = channel;
   }
 
   /** HTTP status matching the code. */
@@ -89,8 +92,13 @@ export class TidingsError extends Error {
     return httpStatus(this.code);
   }
 
-  /** The wire shape `{ code, reason }`. */
-  toJSON(): { code: ErrorCode; reason: string } {
-    return { code: this.code, reason: this.message };
+  /** The same refusal, naming the channel it is about. */
+  about(channel: string): TidingsError {
+    return this.channel === channel ? this : new TidingsError(this.code, this.message, channel);
+  }
+
+  /** The wire shape `{ code, reason, channel? }`. */
+  toJSON(): { code: ErrorCode; reason: string; channel?: string } {
+    return this.channel === undefined ? { code: this.code, reason: this.message } : { code: this.code, reason: this.message, channel: this.channel };
   }
 }

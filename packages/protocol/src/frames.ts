@@ -63,6 +63,11 @@ export interface Gap {
 export interface ErrorBody {
   readonly code: ErrorCode;
   readonly reason: string;
+  /**
+   * The channel a refusal is about: on SSE and long polling one refused channel refuses the whole
+   * request, and this tells the client which subscription to end.
+   */
+  readonly channel?: string;
 }
 
 // Client -> server

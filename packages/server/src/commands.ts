@@ -2,8 +2,10 @@
  * Client frames to session operations, with exactly one reply per request id. Used by the
  * bidirectional transport (WebSocket); every failure becomes an `error` frame with a code, and
  * never touches other clients. Bad frames are counted over time (a leaky bucket), so good frames in
- * between do not forgive them; requests in flight per connection are bounded; once the session is
- * closed nothing more is run, even frames that arrived in the same packet.
+ * between do not forgive them. Requests in flight per connection are bounded without refusing any:
+ * past the bound, requests wait in order and the connection stops reading (TCP pushes back on the
+ * client) until they drain. Once the session is closed nothing more is run, even frames that
+ * arrived in the same packet.
  * @module
  */
 import {
@@ -41,8 +43,23 @@ export async function callRpc(rpc: RpcHandlers, method: string, data: Json | und
 export interface CommandLimits {
   /** Bad frames tolerated per minute (and in a burst) before the connection is closed `bad_protocol`. */
   readonly maxBadFrames: number;
-  /** Requests (subscribe, publish, rpc) running at once; more are refused with `limit_exceeded`. */
+  /** Requests (subscribe, publish, rpc) running at once; later ones wait while the connection stops reading. */
   readonly maxInflight: number;
+}
+
+/** Inbound flow control of the connection. */
+export interface Flow {
+  /** Stop reading from the peer (frames already received may still arrive). */
+  pause(): void;
+  resume(): void;
+}
+
+type Request = Exclude<ClientFrame, { type: 'ping' } | { type: 'unsubscribe' }>;
+
+/** A request and, for a subscribe, what tells waiting unsubscribes it is done. */
+interface Job {
+  readonly frame: Request;
+  readonly settle: (() => void) | undefined;
 }
 
 const MINUTE = 60_000;
@@ -52,12 +69,17 @@ export class CommandHandler {
   #tolerance: number;
   #refilledAt = Date.now();
   #inflight = 0;
+  /** Requests received while `maxInflight` were running; the connection is paused while any wait. */
+  readonly #waiting: Job[] = [];
+  /** Subscribes waiting or running, per channel: an unsubscribe of that channel is applied after them, in order. */
+  readonly #subscribing = new Map<Channel, Promise<void>>();
 
   constructor(
     private readonly session: Session,
     private readonly publisher: Publisher,
     private readonly rpc: RpcHandlers,
     private readonly send: FrameSender,
+    private readonly flow: Flow,
     private readonly limits: CommandLimits,
     private readonly onInternalError: (err: unknown) => void,
   ) {
@@ -77,20 +99,66 @@ export class CommandHandler {
       this.#badFrame();
       return;
     }
-    if (frame.type === 'ping') {
-      this.send(frame.id === undefined ? { type: 'pong' } : { type: 'pong', id: frame.id });
+    switch (frame.type) {
+      case 'ping':
+        this.send(frame.id === undefined ? { type: 'pong' } : { type: 'pong', id: frame.id });
+        return;
+      case 'unsubscribe': {
+        const { channel, id } = frame;
+        const unsubscribe = (): void => {
+          if (this.session.closed) return;
+          try {
+            this.session.unsubscribe(channel);
+            this.#reply(id, {});
+          } catch (err) {
+            this.#fail(id, err);
+          }
+        };
+        const pending = this.#subscribing.get(channel);
+        if (pending === undefined) unsubscribe();
+        else void pending.then(unsubscribe);
+        return;
+      }
+    }
+    // A subscribe is tracked from the moment it arrives, so an unsubscribe behind it waits for it.
+    let settle: (() => void) | undefined;
+    if (frame.type === 'subscribe') {
+      const { channel } = frame;
+      const done = new Promise<void>((resolve) => (settle = resolve));
+      this.#subscribing.set(channel, done);
+      void done.then(() => {
+        if (this.#subscribing.get(channel) === done) this.#subscribing.delete(channel);
+      });
+    }
+    const job: Job = { frame, settle };
+    if (this.#inflight < this.limits.maxInflight && this.#waiting.length === 0) {
+      this.#start(job);
       return;
     }
-    if (this.#inflight >= this.limits.maxInflight) {
-      this.#fail(frame.id, new TidingsError('limit_exceeded', `at most ${this.limits.maxInflight} requests in flight per connection`));
-      return;
-    }
+    // The queue holds at most what the socket had already delivered when it was paused.
+    if (this.#waiting.length === 0) this.flow.pause();
+    this.#waiting.push(job);
+  }
+
+  #start(job: Job): void {
     this.#inflight += 1;
-    this.#run(frame)
-      .catch((err: unknown) => this.#fail(frame.id, err))
+    this.#run(job.frame)
+      .catch((err: unknown) => this.#fail(job.frame.id, err))
       .finally(() => {
         this.#inflight -= 1;
+        job.settle?.();
+        this.#next();
       });
+  }
+
+  #next(): void {
+    if (this.#waiting.length === 0) return;
+    if (this.session.closed) {
+      for (const job of this.#waiting.splice(0)) job.settle?.();
+      return;
+    }
+    while (this.#inflight < this.limits.maxInflight && this.#waiting.length > 0) this.#start(this.#waiting.shift() as Job);
+    if (this.#waiting.length === 0) this.flow.resume();
   }
 
   /** A binary frame: this protocol is text only. */
@@ -110,16 +178,12 @@ export class CommandHandler {
     if (this.#tolerance < 1) this.session.close('bad_protocol', `${maxBadFrames} malformed frames within a minute`);
   }
 
-  async #run(frame: Exclude<ClientFrame, { type: 'ping' }>): Promise<void> {
+  async #run(frame: Request): Promise<void> {
     const { session } = this;
     switch (frame.type) {
       case 'subscribe':
         // The session replies through its sink so the reply precedes recovered messages.
         await session.subscribe(frame.channel, frame.since, frame.id);
-        return;
-      case 'unsubscribe':
-        session.unsubscribe(frame.channel);
-        this.#reply(frame.id, {});
         return;
       case 'publish': {
         const result = await this.publisher.publish(frame.message, { kind: 'client', identity: session.identity });

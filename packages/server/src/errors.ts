@@ -7,6 +7,6 @@ import { TidingsError, type ErrorBody } from '@tidings/protocol';
 
 /** Maps any thrown value to a wire error. */
 export function errorBody(err: unknown): ErrorBody {
-  if (err instanceof TidingsError) return { code: err.code, reason: err.message };
+  if (err instanceof TidingsError) return err.toJSON();
   return { code: 'internal', reason: 'internal error' };
 }

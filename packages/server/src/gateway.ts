@@ -7,7 +7,7 @@
  */
 import { randomBytes } from 'node:crypto';
 import { createServer, type IncomingMessage, type Server } from 'node:http';
-import type { AddressInfo } from 'node:net';
+import type { AddressInfo, Socket } from 'node:net';
 import type { Duplex } from 'node:stream';
 import { TidingsError, type CloseName } from '@tidings/protocol';
 import { Admission, refuseOnSocket, type Route } from './admission.js';
@@ -85,6 +85,8 @@ export class Gateway {
   readonly #sse: SseTransport;
   /** Every live session with its transport, so close() and disconnectAll() reach them all. */
   readonly #sessions = new Map<Session, TransportName>();
+  /** Connections that have not sent a byte yet: Node does not count them idle, so shutdown closes them itself. */
+  readonly #silent = new Set<Socket>();
   #timers: NodeJS.Timeout[] = [];
   #started = false;
   #closing: Promise<void> | undefined;
@@ -119,7 +121,7 @@ export class Gateway {
       open: (transport: StreamTransport, sink: Sink, identity: Identity) => open(transport, sink, identity),
       openDuplex: (sink: DuplexSink, identity: Identity) => {
         const session = open('websocket', sink, identity);
-        const commands = new CommandHandler(session, publisher, rpc, (frame) => sink.frame(frame), options, (err) =>
+        const commands = new CommandHandler(session, publisher, rpc, (frame) => sink.frame(frame), sink, options, (err) =>
           this.#unexpected('command', err, { session: session.id }),
         );
         return new DuplexSession(session, commands);
@@ -168,6 +170,14 @@ export class Gateway {
     this.server.on('upgrade', (req: IncomingMessage, socket: Duplex, head: Buffer) => {
       if (wantsWebSocket(req)) admission.upgrade(req, socket, head);
       else answerAsPlain(req, socket, head, (r, s) => admission.request(r, s));
+    });
+    this.server.on('connection', (socket: Socket) => {
+      this.#silent.add(socket);
+      const spoke = (): void => {
+        this.#silent.delete(socket);
+      };
+      socket.once('data', spoke);
+      socket.once('close', spoke);
     });
     this.server.on('clientError', (err: NodeJS.ErrnoException, socket: Duplex) => {
       if (err.code === 'ECONNRESET' || !socket.writable) {
@@ -232,8 +242,12 @@ export class Gateway {
     const serverClosed = new Promise<void>((resolve) => this.server.close(() => resolve()));
     this.disconnectAll('restart', 'server shutting down');
     // Answered polls and ended streams leave keep-alive connections idle: close those as they appear.
-    const idle = setInterval(() => this.server.closeIdleConnections(), 50);
-    this.server.closeIdleConnections();
+    const closeIdle = (): void => {
+      this.server.closeIdleConnections();
+      for (const socket of this.#silent) socket.destroy();
+    };
+    const idle = setInterval(closeIdle, 50);
+    closeIdle();
     const deadline = setTimeout(() => {
       this.server.closeAllConnections();
       this.#ws.terminateAll();

@@ -60,7 +60,7 @@ export interface GatewayOptions {
   readonly demo: boolean;
   /** Total bytes the in-memory broker may hold in history and idempotency keys; past it, publishes are refused (`storage_full`). */
   readonly maxHistoryBytes: number;
-  /** Requests (subscribe, publish, rpc) one WebSocket may have running at once. */
+  /** Requests (subscribe, publish, rpc) one WebSocket may have running at once; later ones wait while it stops reading. */
   readonly maxInflight: number;
   /** Time allowed to receive a request's headers; then 408. */
   readonly headersTimeout: number;

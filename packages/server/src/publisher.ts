@@ -58,8 +58,13 @@ export class Publisher {
     return ns;
   }
 
-  async publish(req: PublishRequest, origin: Origin): Promise<PublishResult> {
-    const ns = this.check(req, origin);
+  /** Checks policy, then publishes. */
+  publish(req: PublishRequest, origin: Origin): Promise<PublishResult> {
+    return this.publishChecked(req, this.check(req, origin), origin);
+  }
+
+  /** Publishes a request whose policy `check` already returned `ns` for. */
+  async publishChecked(req: PublishRequest, ns: NamespaceOptions, origin: Origin): Promise<PublishResult> {
     const data = JSON.stringify(req.data);
     if (exceeds(data, this.options.maxPayload)) {
       throw new TidingsError('too_large', `data is larger than ${this.options.maxPayload} bytes (UTF-8)`);

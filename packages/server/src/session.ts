@@ -20,7 +20,7 @@ import type { Metrics } from './metrics.js';
 import type { GatewayOptions } from './options.js';
 import { namespaceOf } from './publisher.js';
 import { planResume } from './resume.js';
-import type { Attachment, Sink } from './sink.js';
+import { SLOW_CONSUMER, type Attachment, type Sink } from './sink.js';
 
 /** What every session of a gateway shares. */
 export interface SessionContext {
@@ -150,8 +150,7 @@ export class Session implements Attachment {
         this.ctx.metrics.dropped('ephemeral_backpressure');
         return;
       }
-      this.ctx.metrics.dropped('slow_consumer');
-      this.close('slow_consumer', 'client is not reading fast enough; reconnect and resume');
+      this.close('slow_consumer', SLOW_CONSUMER);
       return;
     }
     this.ctx.metrics.delivered(1);
@@ -161,6 +160,7 @@ export class Session implements Attachment {
   /** Leaves every channel and closes the sink. Idempotent. */
   close(name: CloseName, reason: string): void {
     if (this.#closed) return;
+    if (name === 'slow_consumer') this.ctx.metrics.dropped('slow_consumer');
     this.detach();
     this.sink.close(name, reason);
   }

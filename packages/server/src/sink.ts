@@ -9,6 +9,9 @@ import type { Channel, CloseName, Gap, Position, RequestId, ServerFrame, Subscri
 import type { Identity } from './auth.js';
 import type { EncodedPublication } from './encoded.js';
 
+/** Why a connection is shed for not reading. */
+export const SLOW_CONSUMER = 'client is not reading fast enough; reconnect and resume';
+
 /** What a transport offers a session. */
 export interface Sink {
   /** A subscription starts at `result.position`; the messages and gaps that follow advance it. */
@@ -20,11 +23,19 @@ export interface Sink {
   readonly bufferedBytes: number;
   /** Ends the connection with a named close reason, telling the client why when it can. */
   close(name: CloseName, reason: string): void;
+  /**
+   * The session this sink carries. A sink that must end the connection on its own (its bound is
+   * exceeded by a reply or heartbeat) closes the session, so it lets go of its channels at once.
+   */
+  owner?: Attachment;
 }
 
-/** A two-way connection's sink: it also carries replies, errors and pongs. */
+/** A two-way connection's sink: it also carries replies, errors and pongs, and can stop reading. */
 export interface DuplexSink extends Sink {
   frame(frame: ServerFrame): void;
+  /** Stops reading inbound frames (TCP pushes back on the peer); frames already received may still arrive. */
+  pause(): void;
+  resume(): void;
 }
 
 /** A logical client as a transport sees it. */

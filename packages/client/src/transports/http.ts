@@ -2,7 +2,7 @@
  * Upstream over HTTP, shared by the SSE and long-polling transports: `POST /send` and `POST /rpc`.
  * @module
  */
-import { isErrorCode, TidingsError, type Json, type PublishRequest, type PublishResult } from '@tidings/protocol';
+import { isErrorCode, TidingsError, type ErrorCode, type Json, type PublishRequest, type PublishResult } from '@tidings/protocol';
 import type { Platform, TransportContext } from './transport.js';
 
 /** Headers with the bearer token, when there is one. */
@@ -82,4 +82,23 @@ export async function reachable(platform: Platform, baseUrl: string, timeout: nu
 /** Whether an HTTP status means the gateway is down behind a proxy (or shutting down), not that it refused. */
 export function isOutage(status: number): boolean {
   return OUTAGE_STATUS.has(status);
+}
+
+/**
+ * A stream request (SSE, poll) refused for one of its channels (forbidden, unknown namespace, bad
+ * channel or position): reports it as that subscription's error and returns true, so the transport
+ * lets the client drop the subscription and go on with the rest instead of failing the connection.
+ */
+export function channelRefused(
+  status: number,
+  body: { error?: { code?: unknown; reason?: unknown; channel?: unknown } } | undefined,
+  wanted: ReadonlyMap<string, unknown>,
+  report: (channel: string, error: { code: ErrorCode; reason: string }) => void,
+): boolean {
+  const error = body?.error;
+  const channel = error?.channel;
+  if (status !== 400 && status !== 403 && status !== 404) return false;
+  if (typeof channel !== 'string' || !wanted.has(channel) || !isErrorCode(error?.code)) return false;
+  report(channel, { code: error.code, reason: typeof error.reason === 'string' ? error.reason : `HTTP ${status}` });
+  return true;
 }

@@ -7,7 +7,7 @@
 import { parseCursor, type PollResponse } from '@tidings/protocol';
 import { knownCursor } from './cursor.js';
 import { channelQuery, httpDownstream, type Downstream } from './downstream.js';
-import { authHeaders, retryAfterOf } from './http.js';
+import { authHeaders, channelRefused, retryAfterOf } from './http.js';
 import type { ClientTransport, TransportContext } from './transport.js';
 
 export function pollTransport(ctx: TransportContext): ClientTransport {
@@ -27,11 +27,16 @@ export function pollTransport(ctx: TransportContext): ClientTransport {
         fallback: false,
       });
       const res = await platform.fetch(`${ctx.baseUrl}/poll?${q.join('&')}`, { headers: authHeaders(ctx), signal: d.signal, cache: 'no-store' });
-      const body = (await res.json()) as PollResponse & { error?: { code: string; reason: string } };
+      const body = (await res.json()) as PollResponse & { error?: { code: string; reason: string; channel?: string } };
       d.disarm();
       if (!d.current) return;
       if (!res.ok) {
         const reason = `${body.error?.code ?? res.status}: ${body.error?.reason ?? ''}`;
+        if (channelRefused(res.status, body, d.wanted, (channel, error) => handlers.subscriptionError(channel, error))) {
+          // The client drops that subscription and restarts polling with the others.
+          if (d.current) d.finish({ retry: 'backoff', reason, fallback: false });
+          return;
+        }
         return d.finish({ retry: res.status === 401 ? 'never' : 'backoff', reason, fallback: false, retryAfter: retryAfterOf(res) });
       }
       proven = true;

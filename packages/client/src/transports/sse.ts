@@ -7,7 +7,7 @@
 import { parseCursor, SseEvent as Events, type Gap, type Message } from '@tidings/protocol';
 import { knownCursor } from './cursor.js';
 import { channelQuery, httpDownstream, type Downstream } from './downstream.js';
-import { authHeaders, isOutage, retryAfterOf } from './http.js';
+import { authHeaders, channelRefused, isOutage, retryAfterOf } from './http.js';
 import { SseParser } from './sse-parser.js';
 import type { ClientTransport, TransportContext } from './transport.js';
 
@@ -24,8 +24,13 @@ export function sseTransport(ctx: TransportContext): ClientTransport {
     d.arm(ctx.openTimeout, { retry: 'backoff', reason: 'no answer in time', fallback: false, unproven: !proven });
     const res = await platform.fetch(`${ctx.baseUrl}/sse?${channelQuery(d.wanted).join('&')}`, { headers, signal: d.signal, cache: 'no-store' });
     if (!res.ok || res.body === null) {
-      const body = (await res.json().catch(() => undefined)) as { error?: { code?: string; reason?: string } } | undefined;
+      const body = (await res.json().catch(() => undefined)) as { error?: { code?: string; reason?: string; channel?: string } } | undefined;
       const reason = `${body?.error?.code ?? `HTTP ${res.status}`}: ${body?.error?.reason ?? ''}`;
+      if (channelRefused(res.status, body, d.wanted, (channel, error) => handlers.subscriptionError(channel, error))) {
+        // The client drops that subscription and restarts the stream with the others.
+        if (d.current) d.finish({ retry: 'backoff', reason, fallback: false });
+        return;
+      }
       if (res.status === 401) return d.finish({ retry: 'never', reason, fallback: false });
       // 502/503/504: the gateway is down behind a proxy, or shutting down: an outage, not a reason to fall back.
       const refused = !proven && res.status !== 400 && res.status !== 404 && !isOutage(res.status);

@@ -4,6 +4,7 @@
  * @module
  */
 import type { IncomingMessage } from 'node:http';
+import type { Attachment } from '../sink.js';
 import {
   channelProblem,
   MAX_CURSOR_CHANNELS,
@@ -25,7 +26,7 @@ export function streamParams(url: URL, cursorText: string | undefined): StreamPa
   for (const value of url.searchParams.getAll('channel')) {
     for (const channel of value.split(',')) {
       const problem = channelProblem(channel);
-      if (problem !== undefined) throw new TidingsError('bad_channel', `${problem}: '${channel.slice(0, 64)}'`);
+      if (problem !== undefined) throw new TidingsError('bad_channel', `${problem}: '${channel.slice(0, 64)}'`, channel.slice(0, 200));
       if (!channels.includes(channel)) channels.push(channel);
     }
   }
@@ -37,6 +38,20 @@ export function streamParams(url: URL, cursorText: string | undefined): StreamPa
   const cursor = cursorText === undefined ? new Map<Channel, Position>() : parseCursor(cursorText);
   for (const channel of cursor.keys()) if (!channels.includes(channel)) cursor.delete(channel);
   return { channels, cursor };
+}
+
+/**
+ * Subscribes a stream's channels in order; a refusal names the channel it is about, so a client can
+ * end that subscription and keep the others.
+ */
+export async function subscribeAll(session: Attachment, channels: readonly Channel[], cursor: ReadonlyMap<Channel, Position>): Promise<void> {
+  for (const channel of channels) {
+    try {
+      await session.subscribe(channel, cursor.get(channel));
+    } catch (err) {
+      throw err instanceof TidingsError && err.code !== 'unavailable' ? err.about(channel) : err;
+    }
+  }
 }
 
 /** The SSE resume cursor: the browser's `Last-Event-ID` wins over the `lastEventId` query. */

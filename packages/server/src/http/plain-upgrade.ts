@@ -19,6 +19,10 @@ export function wantsWebSocket(req: IncomingMessage): boolean {
 
 /** Answers `req` as a plain request through `handle`, then closes the connection. */
 export function answerAsPlain(req: IncomingMessage, socket: Duplex, head: Buffer, handle: (req: IncomingMessage, res: ServerResponse) => Promise<void>): void {
+  // Node's server let go of this socket at the upgrade: nothing else listens to it now. A write after
+  // the peer left (EPIPE) must not become an uncaught error, and the peer's FIN ends it as Node would.
+  socket.on('error', () => socket.destroy());
+  socket.on('end', () => socket.end());
   if (req.headers['transfer-encoding'] !== undefined) {
     refuseOnSocket(socket, new TidingsError('bad_request', 'send a content-length with a body, or no Upgrade header'));
     return;
@@ -57,11 +61,11 @@ export function answerAsPlain(req: IncomingMessage, socket: Duplex, head: Buffer
   if (left === 0) done();
   else {
     take(head);
-    if (left > 0) {
-      socket.on('data', take);
-      socket.resume();
-    }
+    if (left > 0) socket.on('data', take);
   }
+  // Read to the end even without a body (later bytes are dropped: this connection closes after the
+  // answer), or a peer that leaves is never noticed and its stream (SSE, a held poll) stays open.
+  socket.resume();
   // `handle` answers every failure itself and never rejects.
   void handle(plain, res);
 }

@@ -6,6 +6,7 @@
  */
 import type { IncomingMessage, ServerResponse } from 'node:http';
 import { TidingsError, toPublishRequest, type PublishRequest, type PublishResult } from '@tidings/protocol';
+import type { NamespaceOptions } from '../options.js';
 import type { Origin, Publisher } from '../publisher.js';
 import { readJson, sendJson } from './respond.js';
 
@@ -34,15 +35,15 @@ export async function handlePublish(
 ): Promise<void> {
   const body = await readJson(req, limits.maxBody);
   const { requests, batch } = toRequests(body, limits.maxBatch);
-  requests.forEach((r, i) => {
+  const policies = requests.map((r, i) => {
     try {
-      publisher.check(r, origin);
+      return publisher.check(r, origin);
     } catch (err) {
       if (err instanceof TidingsError && batch) throw new TidingsError(err.code, `publication ${i}: ${err.message}`);
       throw err;
     }
   });
   const results: PublishResult[] = [];
-  for (const r of requests) results.push(await publisher.publish(r, origin));
+  for (const [i, r] of requests.entries()) results.push(await publisher.publishChecked(r, policies[i] as NamespaceOptions, origin));
   sendJson(res, 200, batch ? { results } : results[0]);
 }

@@ -21,7 +21,7 @@ import {
 } from '@tidings/protocol';
 import type { Admitted, HttpHandler } from '../admission.js';
 import type { EncodedPublication } from '../encoded.js';
-import { streamParams } from '../http/params.js';
+import { streamParams, subscribeAll } from '../http/params.js';
 import type { Attachment, Connector, Sink } from '../sink.js';
 
 export interface PollOptions {
@@ -153,7 +153,7 @@ export class PollTransport {
     const conn = new PollConnection(res, params.channels, params.cursor, this.opts.maxPollMessages, () => owner.session?.detach());
     const session = (owner.session = this.connector.open('poll', conn, admitted.identity));
     try {
-      for (const channel of params.channels) await session.subscribe(channel, params.cursor.get(channel));
+      await subscribeAll(session, params.channels, params.cursor);
     } catch (err) {
       if (conn.abandon()) return;
       throw err;

@@ -19,9 +19,9 @@ import {
 } from '@tidings/protocol';
 import type { Admitted, HttpHandler } from '../admission.js';
 import type { EncodedPublication } from '../encoded.js';
-import { sseCursorText, streamParams } from '../http/params.js';
+import { sseCursorText, streamParams, subscribeAll } from '../http/params.js';
 import { Outbox } from '../outbox.js';
-import type { Connector, Sink } from '../sink.js';
+import { SLOW_CONSUMER, type Attachment, type Connector, type Sink } from '../sink.js';
 
 export interface SseOptions {
   /** `retry:` hint; each stream gets up to 50% random extra. */
@@ -61,6 +61,14 @@ export class SseConnection implements Sink {
 
   get bufferedBytes(): number {
     return this.#out.backlog;
+  }
+
+  owner: Attachment | undefined;
+
+  /** Over the bound outside the publication path: the session closes, leaving its channels at once. */
+  #shed(): void {
+    if (this.owner !== undefined) this.owner.close('slow_consumer', SLOW_CONSUMER);
+    else this.close('slow_consumer', SLOW_CONSUMER);
   }
 
   /** Sends headers, the `retry:` hint, a welcome event carrying the start vector, then held output. */
@@ -116,7 +124,7 @@ export class SseConnection implements Sink {
     }
     if (this.#ended) return;
     if (this.#out.backlog > this.opts.maxBufferedBytes) {
-      this.close('slow_consumer', 'client is not reading fast enough; reconnect and resume');
+      this.#shed();
       return;
     }
     this.#set(gap.channel, gap.to);
@@ -127,7 +135,7 @@ export class SseConnection implements Sink {
   /** A comment line: keeps proxies from timing out the idle stream. */
   heartbeat(): void {
     if (this.#held !== undefined || this.#ended) return;
-    if (this.#out.backlog > this.opts.maxBufferedBytes) this.close('slow_consumer', 'client is not reading fast enough; reconnect and resume');
+    if (this.#out.backlog > this.opts.maxBufferedBytes) this.#shed();
     else this.#out.write(': hb\n\n');
   }
 
@@ -188,12 +196,13 @@ export class SseTransport {
     const params = streamParams(admitted.url, sseCursorText(req, admitted.url));
     const conn = new SseConnection(res, params.channels, this.opts);
     const session = this.connector.open('sse', conn, admitted.identity);
+    conn.owner = session;
     res.on('close', () => {
       this.#streams.delete(conn);
       session.detach();
     });
     try {
-      for (const channel of params.channels) await session.subscribe(channel, params.cursor.get(channel));
+      await subscribeAll(session, params.channels, params.cursor);
     } catch (err) {
       session.detach();
       throw err;

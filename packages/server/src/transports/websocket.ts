@@ -25,7 +25,7 @@ import type { Admitted, Route } from '../admission.js';
 import type { EncodedPublication } from '../encoded.js';
 import { frameText } from '../framing.js';
 import { Outbox } from '../outbox.js';
-import type { Connector, DuplexAttachment, DuplexSink } from '../sink.js';
+import { SLOW_CONSUMER, type Attachment, type Connector, type DuplexAttachment, type DuplexSink } from '../sink.js';
 
 export interface WebSocketOptions {
   readonly maxPayload: number;
@@ -69,6 +69,14 @@ export class WebSocketConnection implements DuplexSink {
 
   get bufferedBytes(): number {
     return this.#out.backlog;
+  }
+
+  owner: Attachment | undefined;
+
+  /** Over the bound outside the publication path: the session closes, leaving its channels at once. */
+  #shed(): void {
+    if (this.owner !== undefined) this.owner.close('slow_consumer', SLOW_CONSUMER);
+    else this.close('slow_consumer', SLOW_CONSUMER);
   }
 
   /** Any frame other than a publication: counts against the bound like everything else. */
@@ -123,6 +131,14 @@ export class WebSocketConnection implements DuplexSink {
     }
   }
 
+  pause(): void {
+    if (this.open) this.ws.pause();
+  }
+
+  resume(): void {
+    if (this.open) this.ws.resume();
+  }
+
   /** Cuts the connection now (shutdown deadline). */
   terminate(): void {
     this.ws.terminate();
@@ -137,7 +153,7 @@ export class WebSocketConnection implements DuplexSink {
   #write(bytes: Buffer): void {
     if (!this.open) return;
     if (this.#out.backlog > this.opts.maxBufferedBytes) {
-      this.close('slow_consumer', 'client is not reading fast enough; reconnect and resume');
+      this.#shed();
       return;
     }
     this.#out.write(bytes);
@@ -206,6 +222,7 @@ export class WebSocketTransport {
       let session: DuplexAttachment;
       try {
         session = this.connector.openDuplex(conn, admitted.identity);
+        conn.owner = session;
       } catch (err) {
         this.onError(err);
         ws.terminate();

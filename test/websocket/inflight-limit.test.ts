@@ -1,0 +1,62 @@
+/**
+ * Requests in flight per WebSocket are bounded (`maxInflight`) without refusing any: past the bound
+ * requests wait in order while the connection stops reading, an unsubscribe is applied after the
+ * subscribe of its channel, and a client with more subscriptions than the bound gets every one.
+ */
+import { afterEach, expect, it } from 'vitest';
+import WebSocket from 'ws';
+import { createClient, type WebSocketConstructor } from '@tidings/client';
+import { RawWsClient, startGateway, until } from '@tidings/testing';
+
+const cleanup: Array<() => unknown> = [];
+afterEach(async () => {
+  for (const f of cleanup.splice(0).reverse()) await f();
+});
+
+it('an unsubscribe arriving while the connection has maxInflight requests in flight still unsubscribes', async () => {
+  const gw = await startGateway({ maxInflight: 4 });
+  cleanup.push(() => gw.close());
+  const c = await RawWsClient.connect(gw.wsUrl);
+  cleanup.push(() => c.terminate());
+  // One TCP write: three subscribes and the fourth fill the four slots, then the unsubscribe of the fourth.
+  const socket = (c.ws as unknown as { _socket: { cork(): void; uncork(): void } })._socket;
+  socket.cork();
+  for (const channel of ['a', 'b', 'c', 'x']) c.send({ type: 'subscribe', id: `subscribe ${channel}`, channel });
+  c.send({ type: 'unsubscribe', id: 'unsubscribe x', channel: 'x' });
+  socket.uncork();
+  await c.until((x) => x.ofType('reply').length + x.ofType('error').length === 5);
+  expect(c.ofType('error')).toEqual([]);
+  await until(() => gw.gateway.stats().hub.channels === 3, 2000, 'x released');
+});
+
+it('a WebSocket client with more subscriptions than maxInflight gets every one of them', async () => {
+  const gw = await startGateway({});
+  cleanup.push(() => gw.close());
+  const client = createClient(gw.url, { transports: ['websocket'], WebSocket: WebSocket as unknown as WebSocketConstructor, storage: null });
+  cleanup.push(() => client.close());
+  const errors: string[] = [];
+  const subs = Array.from({ length: 100 }, (_, i) => {
+    const s = client.subscribe(`many-${i}`);
+    s.on('error', (e) => errors.push(e.code));
+    return s;
+  });
+  await until(() => subs.every((s) => s.position !== undefined || !s.active), 5000, 'every subscription answered');
+  expect(errors).toEqual([]);
+  expect(subs.filter((s) => s.position !== undefined)).toHaveLength(100);
+});
+
+it('runs a burst far past maxInflight, every request answered and none refused', async () => {
+  const gw = await startGateway({ maxInflight: 4, demo: true });
+  cleanup.push(() => gw.close());
+  const c = await RawWsClient.connect(gw.wsUrl);
+  cleanup.push(() => c.terminate());
+  const socket = (c.ws as unknown as { _socket: { cork(): void; uncork(): void } })._socket;
+  socket.cork();
+  for (let i = 0; i < 1000; i++) c.send({ type: 'publish', id: i, message: { channel: 'demo:burst', data: i } });
+  socket.uncork();
+  await c.until((x) => x.ofType('reply').length + x.ofType('error').length === 1000, 10_000);
+  expect(c.ofType('error')).toEqual([]);
+  // Published in the order sent.
+  const seqOf = new Map(c.ofType('reply').map((r) => [r.id, (r.result as { position: { seq: number } }).position.seq]));
+  expect(Array.from({ length: 1000 }, (_, i) => seqOf.get(i))).toEqual(Array.from({ length: 1000 }, (_, i) => i + 1));
+});
