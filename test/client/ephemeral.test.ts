@@ -4,18 +4,15 @@
  * poll was waiting) will never get it: the SDK must deliver what comes next at once, never wait for
  * the missed seq, never resubscribe, and report no gap. The missed seqs are produced for real.
  */
-import { afterEach, describe, expect, it } from 'vitest';
+import { describe, expect, it } from 'vitest';
 import WebSocket from 'ws';
-import { createClient, type Client, type ClientOptions, type Gap, type Message, type TransportName, type WebSocketConstructor } from '@tidings/client';
+import { type Client, type ClientOptions, type Gap, type Message, type TransportName, type WebSocketConstructor } from '@tidings/client';
 import { MemoryBroker, type Broker, type GatewayConfig } from '@tidings/server';
-import { publishCommand, startGateway, until, type TestGateway } from '@tidings/testing';
+import { cleanupAfterEach, publishCommand, startGateway, testClient, until, type TestGateway } from '@tidings/testing';
 
 const KINDS: readonly TransportName[] = ['websocket', 'sse', 'poll'];
 const CHANNEL = 'typing:room';
-const cleanup: Array<() => unknown> = [];
-afterEach(async () => {
-  for (const f of cleanup.splice(0).reverse()) await f();
-});
+const cleanup = cleanupAfterEach();
 
 // The namespace is configured here, not taken from the gateway's defaults.
 const CONFIG: GatewayConfig = {
@@ -69,16 +66,7 @@ interface Watched {
 }
 
 function watch(url: string, kind: TransportName, options: ClientOptions = {}): Watched {
-  const client = createClient(url, {
-    transports: [kind],
-    WebSocket: WebSocket as unknown as WebSocketConstructor,
-    storage: null,
-    backoff: { min: 50, max: 300 },
-    openTimeout: 3000,
-    heartbeatSlack: 300,
-    pollTimeout: 1000,
-    ...options,
-  });
+  const client = testClient(url, kind, options);
   cleanup.push(() => client.close());
   const w: Watched = { client, got: [], gaps: [], connections: 0 };
   client.on('state', (s) => {

@@ -3,15 +3,12 @@
  * WebSocket upgrade the client must end up on SSE; through one that buffers responses, on long
  * polling; and deliver everything either way. The transport that worked is remembered.
  */
-import { afterEach, describe, expect, it } from 'vitest';
+import { describe, expect, it } from 'vitest';
 import WebSocket from 'ws';
 import { createClient, type Client, type TransportMemory, type WebSocketConstructor } from '@tidings/client';
-import { startGateway, startNginx, startProxy, until, type NginxMode, type TestGateway } from '@tidings/testing';
+import { cleanupAfterEach, startGateway, startNginx, startProxy, until, type NginxMode, type TestGateway } from '@tidings/testing';
 
-const cleanup: Array<() => unknown> = [];
-afterEach(async () => {
-  for (const f of cleanup.splice(0).reverse()) await f();
-});
+const cleanup = cleanupAfterEach();
 
 function memory(): TransportMemory & { readonly items: Map<string, string> } {
   const items = new Map<string, string>();

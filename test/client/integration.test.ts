@@ -3,19 +3,15 @@
  * a server restart with publishing going on, explicit gaps, acked idempotent publishes queued while
  * down, requests, refused credentials, dead-connection detection, and clean-up.
  */
-import { afterEach, describe, expect, it } from 'vitest';
-import WebSocket from 'ws';
-import { createClient, type Client, type ClientOptions, type Message, type TransportName, type WebSocketConstructor } from '@tidings/client';
+import { describe, expect, it } from 'vitest';
+import type { Client, ClientOptions, Message, TransportName } from '@tidings/client';
 import { TidingsError, type Gap } from '@tidings/protocol';
 import { MemoryBroker, type Authenticator, type Broker, type GatewayConfig } from '@tidings/server';
-import { publishCommand, startGateway, startProxy, until, type TestGateway } from '@tidings/testing';
+import { cleanupAfterEach, publishCommand, startGateway, startProxy, testClient, until, type TestGateway } from '@tidings/testing';
 
 const KINDS: readonly TransportName[] = ['websocket', 'sse', 'poll'];
 const range = (from: number, to: number): number[] => Array.from({ length: to - from + 1 }, (_, i) => from + i);
-const cleanup: Array<() => unknown> = [];
-afterEach(async () => {
-  for (const f of cleanup.splice(0).reverse()) await f();
-});
+const cleanup = cleanupAfterEach();
 
 const CONFIG: GatewayConfig = {
   pingInterval: 200,
@@ -31,16 +27,7 @@ async function gateway(broker: Broker, port = 0, extra: Partial<Parameters<typeo
 }
 
 function client(url: string, kind: TransportName, options: ClientOptions = {}): Client {
-  const c = createClient(url, {
-    transports: [kind],
-    WebSocket: WebSocket as unknown as WebSocketConstructor,
-    storage: null,
-    backoff: { min: 50, max: 300 },
-    openTimeout: 3000,
-    heartbeatSlack: 300,
-    pollTimeout: 1000,
-    ...options,
-  });
+  const c = testClient(url, kind, options);
   cleanup.push(() => c.close());
   return c;
 }

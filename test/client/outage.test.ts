@@ -5,16 +5,13 @@
  * reports a dead server as connected and backs off. (That a transport which fails while the server
  * answers still falls back, through a real nginx, is test/client/fallback.test.ts.)
  */
-import { afterEach, describe, expect, it } from 'vitest';
+import { describe, expect, it } from 'vitest';
 import WebSocket from 'ws';
 import { createClient, type Client, type ClientOptions, type ClientState, type TransportMemory, type TransportName, type WebSocketConstructor } from '@tidings/client';
 import { MemoryBroker, type Broker, type GatewayConfig } from '@tidings/server';
-import { publishCommand, startGateway, startNginx, until, type TestGateway } from '@tidings/testing';
+import { cleanupAfterEach, publishCommand, startGateway, startNginx, until, type TestGateway } from '@tidings/testing';
 
-const cleanup: Array<() => unknown> = [];
-afterEach(async () => {
-  for (const f of cleanup.splice(0).reverse()) await f();
-});
+const cleanup = cleanupAfterEach();
 
 const CONFIG: GatewayConfig = {
   pingInterval: 500,

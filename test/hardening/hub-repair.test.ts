@@ -5,15 +5,12 @@
  * reports a gap for data that is still in history. The queue of publications held during a repair
  * is bounded.
  */
-import { afterEach, describe, expect, it } from 'vitest';
+import { describe, expect, it } from 'vitest';
 import { CloseCode } from '@tidings/protocol';
 import { MemoryBroker } from '@tidings/server';
-import { faultyBroker, RawWsClient, startGateway, until, type TestGateway } from '@tidings/testing';
+import { cleanupAfterEach, faultyBroker, RawWsClient, startGateway, until, type TestGateway } from '@tidings/testing';
 
-const cleanup: Array<() => unknown> = [];
-afterEach(async () => {
-  for (const f of cleanup.splice(0).reverse()) await f();
-});
+const cleanup = cleanupAfterEach();
 
 async function setup(failing: { on: boolean }, config: Parameters<typeof startGateway>[0] = {}): Promise<{ gw: TestGateway; c: RawWsClient }> {
   const broker = faultyBroker(new MemoryBroker({ maxChannels: 1000, dedupMaxKeys: 10 }), {

@@ -4,24 +4,11 @@
  * that arrives after a protocol close does nothing; and a shed slow consumer is told why (4001 on
  * WebSocket, `tidings:error` on SSE) instead of seeing a bare TCP close.
  */
-import { afterEach, describe, expect, it } from 'vitest';
+import { describe, expect, it } from 'vitest';
 import { CloseCode } from '@tidings/protocol';
-import {
-  clientFrame,
-  Opcode,
-  rawWebSocket,
-  RawSseClient,
-  RawWsClient,
-  startGateway,
-  TEST_API_KEY,
-  until,
-  type TestGateway,
-} from '@tidings/testing';
+import { cleanupAfterEach, clientFrame, Opcode, RawSseClient, rawWebSocket, RawWsClient, startGateway, TEST_API_KEY, until, type TestGateway } from '@tidings/testing';
 
-const cleanup: Array<() => unknown> = [];
-afterEach(async () => {
-  for (const f of cleanup.splice(0).reverse()) await f();
-});
+const cleanup = cleanupAfterEach();
 async function gateway(config: Parameters<typeof startGateway>[0]): Promise<TestGateway> {
   const gw = await startGateway(config);
   cleanup.push(() => gw.close());

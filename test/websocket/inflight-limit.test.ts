@@ -3,15 +3,12 @@
  * requests wait in order while the connection stops reading, an unsubscribe is applied after the
  * subscribe of its channel, and a client with more subscriptions than the bound gets every one.
  */
-import { afterEach, expect, it } from 'vitest';
+import { expect, it } from 'vitest';
 import WebSocket from 'ws';
 import { createClient, type WebSocketConstructor } from '@tidings/client';
-import { RawWsClient, startGateway, until } from '@tidings/testing';
+import { cleanupAfterEach, RawWsClient, startGateway, until } from '@tidings/testing';
 
-const cleanup: Array<() => unknown> = [];
-afterEach(async () => {
-  for (const f of cleanup.splice(0).reverse()) await f();
-});
+const cleanup = cleanupAfterEach();
 
 it('an unsubscribe arriving while the connection has maxInflight requests in flight still unsubscribes', async () => {
   const gw = await startGateway({ maxInflight: 4 });

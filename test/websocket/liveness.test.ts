@@ -2,15 +2,12 @@
  * Liveness and load shedding: dead peers are cut by the heartbeat, a slow consumer is disconnected
  * without slowing anyone else and then resumes without loss, and shutdown tells clients to come back.
  */
-import { afterEach, describe, expect, it } from 'vitest';
+import { describe, expect, it } from 'vitest';
 import type { ClientOptions } from 'ws';
 import { CloseCode, type Message, type ReplyFrame, type SubscribeResult } from '@tidings/protocol';
-import { RawSseClient, RawWsClient, startGateway, TEST_API_KEY, type TestGateway } from '@tidings/testing';
+import { cleanupAfterEach, RawSseClient, RawWsClient, startGateway, TEST_API_KEY, type TestGateway } from '@tidings/testing';
 
-const cleanup: Array<() => unknown> = [];
-afterEach(async () => {
-  for (const f of cleanup.splice(0).reverse()) await f();
-});
+const cleanup = cleanupAfterEach();
 async function gateway(config: Parameters<typeof startGateway>[0]): Promise<TestGateway> {
   const gw = await startGateway(config);
   cleanup.push(() => gw.close());

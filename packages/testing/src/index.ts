@@ -10,3 +10,5 @@ export * from './wait.js';
 export * from './commands.js';
 export * from './raw-http.js';
 export * from './raw-ws.js';
+export * from './cleanup.js';
+export * from './sdk.js';
