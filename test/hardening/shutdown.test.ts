@@ -7,7 +7,8 @@ import { spawn, type ChildProcess } from 'node:child_process';
 import { connect, type Socket } from 'node:net';
 import { fileURLToPath } from 'node:url';
 import { afterAll, describe, expect, it } from 'vitest';
-import { rawRequest, rawWebSocket, startGateway } from '@tidings/testing';
+import { MemoryBroker } from '@tidings/server';
+import { faultyBroker, RawSseClient, rawRequest, rawWebSocket, startGateway } from '@tidings/testing';
 
 const CLI = fileURLToPath(new URL('../../packages/server/dist/cli.js', import.meta.url));
 const SERVER = new URL('../../packages/server/dist/index.js', import.meta.url).href;
@@ -51,6 +52,20 @@ describe('graceful shutdown', () => {
     await sse;
     expect((await hanging).closed).toBe(true);
     deaf.destroy();
+  });
+
+  it('tells an SSE stream still subscribing to come back, as an event a plain EventSource reconnects after', async () => {
+    const broker = faultyBroker(new MemoryBroker({ maxChannels: 100, dedupMaxKeys: 10 }), { historyDelayMs: 100 });
+    const gw = await startGateway({}, { broker });
+    // The status line comes only once every channel is subscribed (5 channels, 2 slow reads each).
+    const opening = RawSseClient.open(`${gw.url}/sse?channel=a,b,c,d,e`);
+    await new Promise((r) => setTimeout(r, 50));
+    await gw.close();
+    const c = await opening;
+    await c.until((x) => x.ended);
+    expect(c.status).toBe(200);
+    expect(c.named('tidings:error').map((e) => (JSON.parse(e.data) as { code: string }).code)).toEqual(['restart']);
+    expect(c.retry).toBeGreaterThan(0);
   });
 
   it('does not wait for connections that never sent a request', async () => {

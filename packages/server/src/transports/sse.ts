@@ -72,17 +72,8 @@ export class SseConnection implements Sink {
   }
 
   /** Sends headers, the `retry:` hint, a welcome event carrying the start vector, then held output. */
-  open(retryMs: number): void {
-    const { res } = this;
-    res.writeHead(200, {
-      'content-type': 'text/event-stream; charset=utf-8',
-      'cache-control': 'no-cache, no-transform',
-      connection: 'keep-alive',
-      // Tells nginx not to buffer this response.
-      'x-accel-buffering': 'no',
-    });
-    res.socket?.setNoDelay(true);
-    this.#out.write(`retry: ${retryMs}\n`);
+  open(): void {
+    this.#startStream();
     this.#refreshId();
     const welcome = JSON.stringify({ channels: [...this.#entries.keys()], cursor: this.#id, heartbeat: this.opts.sseHeartbeat });
     this.#out.write(`event: ${SseEvent.welcome}\nid: ${this.#id}\ndata: ${welcome}\n\n`);
@@ -149,11 +140,10 @@ export class SseConnection implements Sink {
     this.#ended = true;
     this.#out.close();
     const { res } = this;
-    if (!res.headersSent) {
-      // Closed while subscribing: no stream was started, so there is nothing to tell.
-      res.destroy();
-      return;
-    }
+    // Closed while subscribing (shutdown, a failing channel, a resume that overflowed): a stream is
+    // started only to say so, because a plain EventSource reconnects after an event but gives up on
+    // an HTTP error.
+    if (!res.headersSent) this.#startStream();
     res.end(`event: ${SseEvent.error}\ndata: ${JSON.stringify({ code: name, reason })}\n\n`);
     const cut = setTimeout(() => res.destroy(), this.opts.closeGrace).unref();
     res.once('close', () => clearTimeout(cut));
@@ -162,6 +152,21 @@ export class SseConnection implements Sink {
   /** Cuts the stream now (shutdown deadline). */
   destroy(): void {
     this.res.destroy();
+  }
+
+  #startStream(): void {
+    const { res } = this;
+    res.writeHead(200, {
+      'content-type': 'text/event-stream; charset=utf-8',
+      'cache-control': 'no-cache, no-transform',
+      connection: 'keep-alive',
+      // Tells nginx not to buffer this response.
+      'x-accel-buffering': 'no',
+    });
+    res.socket?.setNoDelay(true);
+    const { sseRetry } = this.opts;
+    // Each stream gets up to 50% random extra, spreading reconnects.
+    res.write(`retry: ${sseRetry + Math.floor(Math.random() * (sseRetry / 2 + 1))}\n`);
   }
 
   #set(channel: Channel, position: Position): void {
@@ -208,8 +213,7 @@ export class SseTransport {
       throw err;
     }
     if (conn.ended) return;
-    const { sseRetry } = this.opts;
-    conn.open(sseRetry + Math.floor(Math.random() * (sseRetry / 2 + 1)));
+    conn.open();
     this.#streams.add(conn);
   };
 
