@@ -102,6 +102,28 @@ const STATUS_TEXT: Record<number, string> = {
   503: 'Service Unavailable',
 };
 
+/** How long, and how much of a refused body, is read after the answer before the connection is cut. */
+const LINGER_MS = 2000;
+const LINGER_BYTES = 1024 * 1024;
+
+/**
+ * Closes a connection whose request body was refused unread (a lingering close, as nginx does):
+ * the answer is out, so send FIN and keep reading (and dropping) what the client is still sending
+ * for a short while. Cutting it at once would reset the connection with data unread, and a client
+ * still writing its body could lose the answer to the reset.
+ */
+function lingerAndClose(socket: Duplex): void {
+  if (socket.destroyed || !socket.writable) return;
+  socket.end();
+  let read = 0;
+  const cut = setTimeout(() => socket.destroy(), LINGER_MS).unref();
+  socket.on('data', (chunk: Buffer) => {
+    read += chunk.length;
+    if (read > LINGER_BYTES) socket.destroy();
+  });
+  socket.once('close', () => clearTimeout(cut));
+}
+
 export class Admission {
   constructor(
     private readonly routes: RouteTable,
@@ -185,10 +207,11 @@ export class Admission {
 
   #refuse(req: IncomingMessage, res: ServerResponse, err: unknown, path: string): void {
     if (!(err instanceof TidingsError)) this.opts.unexpected(err, { method: req.method, path });
-    const headers: Record<string, string> = {};
-    // A body left unread is not worth reading: close instead of draining it for keep-alive.
-    if (!req.complete) headers.connection = 'close';
-    sendError(res, err, headers);
+    // A body left unread is not worth reading: close once the answer is out, instead of draining it.
+    // (The response lets go of its socket when it finishes, so hold on to it here.)
+    const { socket } = req;
+    sendError(res, err);
+    if (!req.complete && socket !== null) res.once('finish', () => lingerAndClose(socket));
   }
 
   #refuseSocket(socket: Duplex, err: unknown, req: IncomingMessage): void {

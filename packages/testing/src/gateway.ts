@@ -22,18 +22,14 @@ export interface TestGateway {
 }
 
 /**
- * One POST on a fresh connection (no keep-alive pool), so a publish right after a gateway restart
- * on the same port never lands on a socket the old gateway closed.
+ * One JSON POST on a fresh connection (no keep-alive pool), so a publish right after a gateway
+ * restart on the same port never lands on a socket the old gateway closed.
  */
-function postOnce(url: string, body: string): Promise<{ status: number; body: string }> {
+export function postOnce(url: string, body: string, headers: Record<string, string> = { authorization: `Bearer ${TEST_API_KEY}` }): Promise<{ status: number; body: string }> {
   return new Promise((resolve, reject) => {
     const req = request(
       url,
-      {
-        method: 'POST',
-        agent: false,
-        headers: { 'content-type': 'application/json', authorization: `Bearer ${TEST_API_KEY}`, 'content-length': Buffer.byteLength(body) },
-      },
+      { method: 'POST', agent: false, headers: { 'content-type': 'application/json', 'content-length': Buffer.byteLength(body), ...headers } },
       (res) => {
         let text = '';
         res.setEncoding('utf8');

@@ -12,3 +12,4 @@ export * from './raw-http.js';
 export * from './raw-ws.js';
 export * from './cleanup.js';
 export * from './sdk.js';
+export * from './hostile/index.js';
