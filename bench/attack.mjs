@@ -128,7 +128,7 @@ async function main() {
   honest.send({ type: 'phase', name: 'before' });
   await sleep(5000);
   const before = rss(gp.pid);
-  const beforeProbe = await gp.probe({ gc: false });
+  const beforeProbe = await gp.probe({ gc: true });
   log(`before the attack: RSS ${mib(before)}, connections ${JSON.stringify(beforeProbe.stats.connections)}`);
 
   // During: every attack at once.
@@ -233,7 +233,7 @@ async function main() {
   out.push(`attack: ${attackWall.toFixed(0)} s, ${attackResult.inputs} attack inputs sent (${attackResult.inflight} still in flight when the attackers left); gateway CPU during the attack ${((attackCpu / attackWall) * 100).toFixed(0)}% of its core`);
   out.push('');
   out.push('gateway RSS (VmRSS):');
-  out.push(`  before the attack (honest clients connected): ${mib(before)}`);
+  out.push(`  before the attack (honest clients connected): ${mib(before)} (V8 heap used after a full GC ${mib(beforeProbe.memory.heapUsed)}; the broker retains ${mib(beforeProbe.broker.historyBytes)} of history)`);
   out.push(`  during the attack: peak ${mib(peak)}, mean ${mib(sum / Math.max(1, samples))} (${samples} samples)`);
   out.push(
     `  after the attackers left: ${mib(afterSettle)} after ${SETTLE} s, ${mib(afterGc)} after a full GC (V8 heap used ${mib(afterProbe.memory.heapUsed)} of ${mib(afterProbe.memory.heapTotal)} reserved, external ${mib(afterProbe.memory.external)}; the broker retains ${mib(afterProbe.broker.historyBytes)} of history in ${afterProbe.broker.streams} streams)`,
