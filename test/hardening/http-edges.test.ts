@@ -42,6 +42,23 @@ describe('upgrades to protocols other than WebSocket', () => {
   });
 });
 
+describe('JSON the parser would mangle', () => {
+  const publish = (body: string): Promise<Response> =>
+    fetch(`${gw.url}/api/publish`, { method: 'POST', headers: { 'content-type': 'application/json', authorization: `Bearer ${TEST_API_KEY}` }, body });
+
+  it('deep nesting gets 400 bad_json, not a 500', async () => {
+    const res = await publish(`{"channel":"deep","data":${'['.repeat(5000)}${']'.repeat(5000)}}`);
+    expect(res.status).toBe(400);
+    expect(((await res.json()) as { error: { code: string } }).error.code).toBe('bad_json');
+  });
+
+  it.each(['1e400', '-1e400', '1e-400', '9007199254740993'])('%s gets 400 bad_json instead of being changed', async (n) => {
+    const res = await publish(`{"channel":"numbers","data":${n}}`);
+    expect(res.status).toBe(400);
+    expect(((await res.json()) as { error: { code: string } }).error.code).toBe('bad_json');
+  });
+});
+
 describe('oversized and slow requests', () => {
   it('a 20 KB header gets 431', async () => {
     const res = await rawRequest(gw.port, `GET /healthz HTTP/1.1\r\nhost: x\r\nx-big: ${'a'.repeat(20_000)}\r\n\r\n`);
