@@ -1,26 +1,49 @@
-// `npm run bench`: Tidings against a raw `ws` broadcast baseline, side by side, in one run.
+// `npm run bench`: Tidings against a raw `ws` broadcast baseline, side by side, in one run, then
+// Tidings on its memory, Redis and NATS brokers side by side (session `brokers`).
 // Servers run pinned to one core and the load generator to another; progress goes to stderr,
-// the markdown table to stdout and every figure to bench/results/<timestamp>.json.
+// the markdown tables to stdout and every figure to bench/results/<timestamp>.json.
 import { availableParallelism } from 'node:os';
 import { loadConfig } from './lib/config.mjs';
 import { killAll } from './lib/children.mjs';
 import { Contention } from './lib/contention.mjs';
 import { CLK_TCK } from './lib/procfs.mjs';
-import { table, verdicts, writeJson } from './lib/report.mjs';
+import { brokerTable, table, verdicts, writeJson } from './lib/report.mjs';
+import { BROKER_STEPS, runBrokers } from './lib/broker-session.mjs';
+import { BROKER_KINDS } from './lib/brokers.mjs';
 import { SERVER_KINDS, serverLabel } from './lib/servers.mjs';
 import { runPaired, runSession } from './lib/session.mjs';
 
 const cfg = loadConfig();
 const log = (line) => process.stderr.write(`${line}\n`);
 
-// A `paired` session runs both servers at once and alternates their windows; others run one server at a time.
-const SESSIONS = [
+// A `paired` session runs both servers at once and alternates their windows; others run one server
+// at a time; `brokers` runs Tidings on each broker (lib/broker-session.mjs).
+const ALL_SESSIONS = [
   { id: 'ws-small', transport: 'ws', subs: cfg.smallSubs, steps: ['cpu', 'max'], paired: true },
   { id: 'ws-large', transport: 'ws', subs: cfg.largeSubs, steps: ['memory', 'max'] },
   { id: 'sse-small', transport: 'sse', subs: cfg.smallSubs, steps: ['cpu', 'max'], paired: true },
   { id: 'sse-large', transport: 'sse', subs: cfg.largeSubs, steps: ['memory'] },
-]
-  .filter((s) => cfg.only === undefined || cfg.only.includes(s.id))
+  { id: 'brokers', brokers: BROKER_KINDS.filter((b) => cfg.brokers === undefined || cfg.brokers.includes(b)), steps: BROKER_STEPS },
+];
+for (const [name, given, known] of [
+  ['BENCH_ONLY', cfg.only, ALL_SESSIONS.map((s) => s.id)],
+  ['BENCH_STEPS', cfg.steps, [...new Set(ALL_SESSIONS.flatMap((s) => s.steps))]],
+  ['BENCH_SERVERS', cfg.servers, SERVER_KINDS],
+  ['BENCH_BROKERS', cfg.brokers, BROKER_KINDS],
+]) {
+  const unknown = (given ?? []).filter((x) => !known.includes(x));
+  if (unknown.length > 0) {
+    log(`bench: ${name} names ${unknown.join(', ')}; known: ${known.join(', ')}`);
+    process.exit(2);
+  }
+}
+for (const name of ['pubConnections', 'pubDepth']) {
+  if (!Number.isInteger(cfg[name]) || cfg[name] < 1) {
+    log(`bench: ${name} must be a whole number of at least 1`);
+    process.exit(2);
+  }
+}
+const SESSIONS = ALL_SESSIONS.filter((s) => cfg.only === undefined || cfg.only.includes(s.id))
   .map((s) => ({ ...s, steps: s.steps.filter((step) => cfg.steps === undefined || cfg.steps.includes(step)) }))
   .filter((s) => s.steps.length > 0);
 const KINDS = SERVER_KINDS.filter((k) => cfg.servers === undefined || cfg.servers.includes(k));
@@ -49,6 +72,11 @@ async function main() {
   };
   const elapsed = () => `[${Math.round((Date.now() - started) / 1000)}s]`;
   for (const session of SESSIONS) {
+    if (session.id === 'brokers') {
+      log(`${elapsed()} brokers: Tidings on ${session.brokers.join(', ')} side by side, ${session.steps.join(' + ')}`);
+      results.brokers = await attempt(session, 'tidings', () => runBrokers(session, cfg, log, contention));
+      continue;
+    }
     const what = `${session.subs} ${session.transport} subscribers, ${session.steps.join(' + ')}`;
     if (session.paired) {
       log(`${elapsed()} ${session.id}: ${KINDS.map(serverLabel).join(' and ')} side by side, ${what}`);
@@ -74,8 +102,11 @@ async function main() {
     targets: checks,
     errors,
   });
-  process.stdout.write(`${table(SESSIONS, results, cfg)}\n\n`);
-  for (const c of checks) {
+  const brokers = SESSIONS.find((s) => s.id === 'brokers');
+  const rest = SESSIONS.filter((s) => s !== brokers);
+  if (rest.length > 0) process.stdout.write(`${table(rest, results, cfg)}\n\n`);
+  if (brokers !== undefined) process.stdout.write(`${brokerTable(brokers, results.brokers, cfg)}\n\n`);
+  for (const c of rest.length > 0 ? checks : []) {
     process.stdout.write(`${c.pass === null ? 'NOT MEASURED' : c.pass ? 'PASS' : 'FAIL'}: ${c.label}: Tidings / baseline = ${c.ratio === null ? 'n/a' : c.ratio.toFixed(2)} (target <= ${c.max})\n`);
   }
   process.stdout.write(`\nResults: ${file} (${Math.round((Date.now() - started) / 1000)} s)\n`);

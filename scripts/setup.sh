@@ -1,19 +1,24 @@
 #!/usr/bin/env bash
 # Installs what a fresh Debian machine lacks for the full test suite, then the npm dependencies.
-# Debian packages: chromium (browser tests) and nginx (proxy fallback tests; the tests start their own
-# instance on a free port). Safe to run again: installs only what is missing.
+# Debian packages: chromium (browser tests), nginx (proxy and cluster tests), redis-server and
+# nats-server (broker tests). The tests start their own instances on free ports from these binaries,
+# with throwaway data, and stop them by PID. Safe to run again: installs only what is missing.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
 need=()
 command -v chromium >/dev/null 2>&1 || need+=(chromium)
 [ -x /usr/sbin/nginx ] || command -v nginx >/dev/null 2>&1 || need+=(nginx-light)
+command -v redis-server >/dev/null 2>&1 || need+=(redis-server)
+[ -x /usr/sbin/nats-server ] || command -v nats-server >/dev/null 2>&1 || need+=(nats-server)
 if [ ${#need[@]} -gt 0 ]; then
   if [ "$(id -u)" = 0 ]; then SUDO=""; else SUDO="sudo"; fi
   echo "setup: installing Debian packages: ${need[*]}"
   $SUDO apt-get update -qq
   $SUDO env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${need[@]}" >/dev/null
-  # The package may start a system nginx; the tests never use it.
+  # The packages may start system services; the tests never use them.
   ($SUDO service nginx stop) >/dev/null 2>&1 || true
+  ($SUDO service redis-server stop) >/dev/null 2>&1 || true
+  ($SUDO service nats-server stop) >/dev/null 2>&1 || true
 fi
 npm ci --no-audit --no-fund

@@ -28,13 +28,21 @@ for (const signal of ['SIGINT', 'SIGTERM', 'SIGHUP']) {
  * taskset, which execs node, so `child.pid` is the node process itself.
  */
 export function spawnPinned(core, script, args, { env = {}, ipc = false, nodeFlags = [] } = {}) {
-  const stdio = ['ignore', 'pipe', 'inherit'];
+  return spawnPinnedBinary(core, process.execPath, [...nodeFlags, script, ...args], { env, ipc });
+}
+
+/**
+ * Runs any executable on `core` the same way (`bash` execs into taskset, which execs `file`, so
+ * `child.pid` is the program itself and it is stopped by that pid). stdout is piped; stderr is
+ * inherited unless `stderr: 'pipe'`.
+ */
+export function spawnPinnedBinary(core, file, args, { env = {}, ipc = false, stderr = 'inherit' } = {}) {
+  const stdio = ['ignore', 'pipe', stderr];
   if (ipc) stdio.push('ipc');
-  const child = spawn(
-    'bash',
-    ['-c', 'ulimit -n "$(ulimit -Hn)" && exec taskset -c "$0" "$@"', String(core), process.execPath, ...nodeFlags, script, ...args],
-    { stdio, env: { ...process.env, ...env } },
-  );
+  const child = spawn('bash', ['-c', 'ulimit -n "$(ulimit -Hn)" && exec taskset -c "$0" "$@"', String(core), file, ...args], {
+    stdio,
+    env: { ...process.env, ...env },
+  });
   live.add(child);
   child.on('exit', () => live.delete(child));
   return child;

@@ -15,9 +15,10 @@ function num(name, full, small) {
 
 /** Every knob, with the environment variable that overrides it. */
 export function loadConfig() {
+  const serverCpu = num('BENCH_SERVER_CPU', 0, 0);
   return Object.freeze({
     quick,
-    serverCpu: num('BENCH_SERVER_CPU', 0, 0),
+    serverCpu,
     loadCpu: num('BENCH_LOAD_CPU', 1, 1),
     /** Subscribers in the *-small sessions (fixed-rate CPU and saturation). */
     smallSubs: num('BENCH_SMALL_SUBS', 1000, 200),
@@ -50,11 +51,28 @@ export function loadConfig() {
     /** Seconds the whole run may spend waiting for quiet cores and re-measuring contended windows. */
     quietBudget: num('BENCH_QUIET_BUDGET', 120, 20),
     /** Hard cap on the whole run, in seconds; children are killed when it expires. */
-    deadline: num('BENCH_DEADLINE', 900, 300),
-    /** Only these sessions (ws-small, ws-large, sse-small, sse-large), steps (memory, cpu, max) and servers. */
+    deadline: num('BENCH_DEADLINE', 1500, 480),
+    /** Broker session: the Redis / NATS server's core and the second gateway node's (default: the server core). */
+    brokerCpu: num('BENCH_BROKER_CPU', serverCpu, serverCpu),
+    node2Cpu: num('BENCH_NODE2_CPU', serverCpu, serverCpu),
+    /** Broker session: WebSocket subscribers of the fan-out steps. */
+    brokerSubs: num('BENCH_BROKER_SUBS', 1000, 200),
+    /** Broker session: rounds of every step, the brokers' order reversed every other round; each broker's figure is its median round. */
+    brokerRounds: num('BENCH_BROKER_ROUNDS', 3, 1),
+    /** Broker session: seconds of each measured publish window. */
+    pubDuration: num('BENCH_PUB_DURATION', 5, 2),
+    /** Broker session: keep-alive publisher connections per node, and requests pipelined on each. */
+    pubConnections: num('BENCH_PUB_CONNECTIONS', 8, 8),
+    pubDepth: num('BENCH_PUB_DEPTH', 4, 4),
+    /** Broker session: publications per request of the batched variant (1 or 0: no batched variant). */
+    pubBatch: num('BENCH_PUB_BATCH', 10, 10),
+    /** Broker session: channels the publish steps spread their requests over, in turn. */
+    pubChannels: num('BENCH_PUB_CHANNELS', 1, 1),
+    /** Only these sessions (ws-small, ws-large, sse-small, sse-large, brokers), steps (memory, cpu, max; publish, fanout, publish-2, fanout-2), servers and brokers. */
     only: list('BENCH_ONLY'),
     steps: list('BENCH_STEPS'),
     servers: list('BENCH_SERVERS'),
+    brokers: list('BENCH_BROKERS'),
     /** Write V8 CPU profiles of servers and load generators to bench/results/profiles/ (see bench/profile.mjs). */
     profile: process.env.BENCH_PROFILE === '1',
     channel: 'bench',

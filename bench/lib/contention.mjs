@@ -28,14 +28,14 @@ export class Contention {
     return true;
   }
 
-  /** Waits (within the budget) until other processes use at most `quiet` of either core. */
-  async waitForQuiet() {
-    const { serverCpu, loadCpu, quiet } = this.#cfg;
+  /** Waits (within the budget) until other processes use at most `quiet` of each of `cores` (default: server and load cores). */
+  async waitForQuiet(cores = [this.#cfg.serverCpu, this.#cfg.loadCpu]) {
+    const { quiet } = this.#cfg;
     for (;;) {
       const a = coreBusySeconds();
       await sleep(1000);
       const b = coreBusySeconds();
-      const other = [serverCpu, loadCpu].map((c) => (b[c] ?? 0) - (a[c] ?? 0));
+      const other = [...new Set(cores)].map((c) => (b[c] ?? 0) - (a[c] ?? 0));
       if (Math.max(...other) <= quiet || !this.spend(4)) return;
       this.#log(`  other processes are using ${other.map(pct).join(' / ')} of the cores; waiting`);
       await sleep(3000);
@@ -43,20 +43,21 @@ export class Contention {
   }
 
   /**
-   * Runs `measureOnce` until its window was quiet (`otherLoad` at most `quiet` on both cores) or
-   * the budget is spent; returns the least contended result, with `attempts`.
+   * Runs `measureOnce` until its window was quiet (every `otherLoad` figure at most `quiet`) or
+   * the budget is spent; returns the least contended result, with `attempts`. `cores` are those
+   * waited on before each window (default: server and load cores).
    */
-  async measure(measureOnce) {
+  async measure(measureOnce, cores) {
     let best;
     for (let attempt = 1; ; attempt++) {
-      await this.waitForQuiet();
+      await this.waitForQuiet(cores);
       const t0 = Date.now();
       const m = await measureOnce();
       m.attempts = attempt;
-      m.contended = Math.max(m.otherLoad.serverCore, m.otherLoad.loadCore);
+      m.contended = Math.max(...Object.values(m.otherLoad));
       if (best === undefined || m.contended < best.contended) best = m;
       if (m.contended <= this.#cfg.quiet || !this.spend((Date.now() - t0) / 1000)) return best;
-      this.#log(`  other processes took ${pct(m.otherLoad.serverCore)} / ${pct(m.otherLoad.loadCore)} of the cores in that window; measuring again`);
+      this.#log(`  other processes took ${Object.values(m.otherLoad).map(pct).join(' / ')} of the cores in that window; measuring again`);
     }
   }
 }

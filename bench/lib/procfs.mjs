@@ -72,18 +72,24 @@ export function sampleCpu(procs) {
 
 /**
  * Per process between two readings: CPU seconds, the fraction of one core that is, and `other`,
- * the fraction of its core that went to anything else on the machine (contention).
+ * the fraction of its core that went to anything else on the machine (contention): the core's busy
+ * time less that of every process of the reading pinned to the same core.
  */
 export function usage(a, b) {
   const wall = (b.at - a.at) / 1000;
   const out = { wall };
+  const seconds = {};
+  const tracked = {};
   for (const [name, { core }] of Object.entries(a.procs)) {
-    const seconds = b.cpu[name] - a.cpu[name];
+    seconds[name] = b.cpu[name] - a.cpu[name];
+    tracked[core] = (tracked[core] ?? 0) + seconds[name];
+  }
+  for (const [name, { core }] of Object.entries(a.procs)) {
     const coreBusy = (b.cores[core] ?? 0) - (a.cores[core] ?? 0);
     out[name] = {
-      seconds,
-      util: wall > 0 ? seconds / wall : 0,
-      other: wall > 0 ? Math.max(0, (coreBusy - seconds) / wall) : 0,
+      seconds: seconds[name],
+      util: wall > 0 ? seconds[name] / wall : 0,
+      other: wall > 0 ? Math.max(0, (coreBusy - tracked[core]) / wall) : 0,
     };
   }
   return out;

@@ -27,9 +27,11 @@ export const PROFILE_DIR = root('bench/results/profiles');
  * Starts `kind` on `core`; resolves once it listens with { kind, pid, port, memory(), stop() }.
  * `memory()` resolves with { rss, heapUsed, external, ... } read right after a full GC. With
  * `profileName`, the server writes a CPU profile of its whole life to PROFILE_DIR when stopped.
+ * `extraArgs` go after the kind's own (e.g. `--broker redis://... --node-id n1` for Tidings).
  */
-export async function startServer(kind, core, profileName) {
-  const { script, args } = KINDS[kind];
+export async function startServer(kind, core, profileName, extraArgs = []) {
+  const { script } = KINDS[kind];
+  const args = [...KINDS[kind].args, ...extraArgs];
   const nodeFlags = ['--expose-gc', '--import', PRELOAD];
   if (profileName !== undefined) nodeFlags.push('--cpu-prof', '--cpu-prof-dir', PROFILE_DIR, '--cpu-prof-name', profileName);
   const child = spawnPinned(core, script, args, { env: { TIDINGS_API_KEY: API_KEY }, nodeFlags });

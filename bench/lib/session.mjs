@@ -17,16 +17,14 @@ function saturation(window) {
   return s && l ? 'both' : s ? 'server' : l ? 'load generator' : 'neither';
 }
 
-/** A server with its load generator and subscribers; `idle` is its memory before they connected. */
-async function openSide({ id, kind, transport, subs }, cfg, log) {
-  const profile = cfg.profile ? `${id}-${kind}-${Date.now()}` : undefined;
-  const server = await startServer(kind, cfg.serverCpu, profile && `${profile}.cpuprofile`);
-  if (profile !== undefined) log(`  profiling to bench/results/profiles/${profile}{,-loadgen}.cpuprofile`);
-  let lg;
+/**
+ * A load generator process on the load core with `subs` subscribers of `transport` on `server`'s
+ * `cfg.channel` (its publisher posts to the same server); resolves with { lg, opened } once at
+ * least 99% are subscribed, and closes the load generator and throws otherwise.
+ */
+export async function openSubscribers(server, { kind, transport, subs }, cfg, log, profile) {
+  const lg = new LoadGen(cfg.loadCpu, profile && { dir: PROFILE_DIR, name: `${profile}-loadgen.cpuprofile` });
   try {
-    await sleep(cfg.settle * 1000);
-    const idle = { ...(await server.memory()), fds: fdCount(server.pid) };
-    lg = new LoadGen(cfg.loadCpu, profile && { dir: PROFILE_DIR, name: `${profile}-loadgen.cpuprofile` });
     log(`  ${kind}: opening ${subs} ${transport} subscribers`);
     const opened = await lg.request(
       'open',
@@ -47,13 +45,28 @@ async function openSide({ id, kind, transport, subs }, cfg, log) {
     );
     log(`  ${kind}: ${opened.ready} ready, ${opened.failed} failed in ${opened.seconds.toFixed(1)} s`);
     if (opened.ready < subs * 0.99) throw new Error(`only ${opened.ready} of ${subs} subscribers connected`);
+    return { lg, opened };
+  } catch (err) {
+    await lg.close();
+    throw err;
+  }
+}
+
+/** A server with its load generator and subscribers; `idle` is its memory before they connected. */
+async function openSide({ id, kind, transport, subs }, cfg, log) {
+  const profile = cfg.profile ? `${id}-${kind}-${Date.now()}` : undefined;
+  const server = await startServer(kind, cfg.serverCpu, profile && `${profile}.cpuprofile`);
+  if (profile !== undefined) log(`  profiling to bench/results/profiles/${profile}{,-loadgen}.cpuprofile`);
+  try {
+    await sleep(cfg.settle * 1000);
+    const idle = { ...(await server.memory()), fds: fdCount(server.pid) };
+    const { lg, opened } = await openSubscribers(server, { kind, transport, subs }, cfg, log, profile);
     const close = async () => {
       await lg.close();
       await server.stop();
     };
     return { kind, server, lg, opened, idle, close };
   } catch (err) {
-    await lg?.close();
     await server.stop();
     throw err;
   }
@@ -75,9 +88,13 @@ async function measureMemory(side, cfg) {
   };
 }
 
-/** One window of the load generator's `run`, with both processes' CPU sampled at its edges. */
-async function measureOnce({ lg, server }, args, cfg, log) {
-  const pids = { server: { pid: server.pid, core: cfg.serverCpu }, load: { pid: lg.pid, core: cfg.loadCpu } };
+/**
+ * One window of the load generator's `run`, with both processes' CPU sampled at its edges. `extra`
+ * names more server-side processes ({ name: { pid, core } }: a broker, another gateway node), whose
+ * CPU is sampled alike, reported in `cpu`, and counted in `serverSideMicrosPerDelivery`.
+ */
+export async function measureOnce({ lg, server }, args, cfg, log, extra = {}) {
+  const pids = { server: { pid: server.pid, core: cfg.serverCpu }, load: { pid: lg.pid, core: cfg.loadCpu }, ...extra };
   let started;
   let stopped;
   const drainMs = 5000;
@@ -95,17 +112,30 @@ async function measureOnce({ lg, server }, args, cfg, log) {
   }
   const window = usage(started, stopped);
   const total = usage(started, end);
+  const extraNames = Object.keys(extra);
+  const otherCores = extraNames.filter((n) => extra[n].core !== cfg.serverCpu && extra[n].core !== cfg.loadCpu);
+  const serverSideSeconds = total.server.seconds + extraNames.reduce((sum, n) => sum + total[n].seconds, 0);
   return {
     ...r,
     deliveriesPerSecond: r.deliveredAtStop / r.seconds,
     publicationsPerSecond: r.published / r.seconds,
-    cpu: { server: window.server.util, load: window.load.util },
-    otherLoad: { serverCore: window.server.other, loadCore: window.load.other },
+    cpu: { server: window.server.util, load: window.load.util, ...Object.fromEntries(extraNames.map((n) => [n, window[n].util])) },
+    otherLoad: {
+      serverCore: window.server.other,
+      loadCore: window.load.other,
+      ...Object.fromEntries(otherCores.map((n) => [`${n}Core`, window[n].other])),
+    },
     saturated: saturation(window),
     /** Deliveries over what every subscriber should have got (about 1 when nothing is lost). */
     completeness: r.published > 0 ? r.delivered / (r.published * r.subscribers) : null,
     serverCpuSeconds: total.server.seconds,
     serverMicrosPerDelivery: r.delivered > 0 ? (total.server.seconds / r.delivered) * 1e6 : null,
+    ...(extraNames.length === 0
+      ? {}
+      : {
+          extraCpuSeconds: Object.fromEntries(extraNames.map((n) => [n, total[n].seconds])),
+          serverSideMicrosPerDelivery: r.delivered > 0 ? (serverSideSeconds / r.delivered) * 1e6 : null,
+        }),
   };
 }
 

@@ -4,6 +4,7 @@
 // { id, ev: 'started' } and { id, ev: 'stopped' } at the edges of the measured window.
 import { performance } from 'node:perf_hooks';
 import { setTimeout as sleep } from 'node:timers/promises';
+import { Blaster } from './blaster.mjs';
 import { Counters } from './counters.mjs';
 import { Publisher } from './publisher.mjs';
 import { SseSubscriber } from './sse-client.mjs';
@@ -12,6 +13,8 @@ import { WsSubscriber } from './ws-client.mjs';
 const counters = new Counters();
 const subscribers = [];
 let publisher;
+/** The port `open` was given: `run` publishes there unless told `publishPort`. */
+let openPort;
 
 const alive = () => counters.ready - counters.closed;
 
@@ -19,6 +22,7 @@ const alive = () => counters.ready - counters.closed;
 async function open({ transport, host, port, channel, count, probes, concurrency, timeoutMs, apiKey, payload, window }) {
   const Subscriber = transport === 'sse' ? SseSubscriber : WsSubscriber;
   publisher = new Publisher({ host, port, apiKey, channel, payload, sockets: Math.max(1, window) });
+  openPort = port;
   const stride = Math.max(1, Math.floor(count / Math.max(1, probes)));
   const t0 = performance.now();
   const deadline = t0 + timeoutMs;
@@ -71,8 +75,12 @@ async function drive({ mode, rate, window, seconds }) {
   return skipped;
 }
 
-/** Warm-up, then the measured window, then a bounded drain; reports deliveries and latency. */
-async function run({ mode, rate, window, warmup, duration, drainMs }, emit) {
+/**
+ * Warm-up, then the measured window, then a bounded drain; reports deliveries and latency. With
+ * `publishPort`, publications go to that server (another node of the same cluster) instead.
+ */
+async function run({ mode, rate, window, warmup, duration, drainMs, publishPort }, emit) {
+  publisher.retarget(publishPort ?? openPort);
   counters.sampling = false;
   await drive({ mode, rate, window, seconds: warmup });
   counters.takeLatency();
@@ -105,6 +113,46 @@ async function run({ mode, rate, window, warmup, duration, drainMs }, emit) {
   };
 }
 
+/**
+ * Acknowledged-publish load, no subscribers needed: `connections` keep-alive connections to each
+ * of `ports`, each with `depth` requests pipelined, for a warm-up and a measured window, then a
+ * bounded drain. Reports publications answered 200 in the window, overall and per port.
+ */
+async function blast({ host, ports, apiKey, channel, channels, payload, batch, connections, depth, warmup, duration, drainMs }, emit) {
+  const blaster = new Blaster({ host, ports, apiKey, channel, channels, payload, batch, connections, depth });
+  try {
+    blaster.start();
+    await sleep(warmup * 1000);
+    blaster.latency.takeLatency();
+    const s0 = blaster.snapshot();
+    const t0 = performance.now();
+    blaster.latency.sampling = true;
+    emit({ ev: 'started' });
+    await sleep(duration * 1000);
+    const t1 = performance.now();
+    const s1 = blaster.snapshot();
+    emit({ ev: 'stopped' });
+    blaster.latency.sampling = false;
+    blaster.stop();
+    const drainUntil = t1 + drainMs;
+    while (performance.now() < drainUntil && blaster.inFlight > 0) await sleep(5);
+    return {
+      seconds: (t1 - t0) / 1000,
+      publications: s1.acked - s0.acked,
+      requests: s1.answered - s0.answered,
+      perPort: s1.perPort.map((x, i) => x - s0.perPort[i]),
+      refused: s1.refused - s0.refused,
+      dropped: s1.dropped - s0.dropped,
+      statuses: s1.statuses,
+      inFlight: connections * depth * ports.length,
+      drained: blaster.inFlight === 0,
+      ackLatency: blaster.latency.takeLatency(),
+    };
+  } finally {
+    blaster.close();
+  }
+}
+
 function close() {
   for (const s of subscribers) s.close();
   publisher?.close();
@@ -112,7 +160,7 @@ function close() {
   return {};
 }
 
-const commands = { open, run, close };
+const commands = { open, run, blast, close };
 
 process.on('message', (msg) => {
   const emit = (body) => process.send({ id: msg.id, ...body });

@@ -32,6 +32,11 @@ export class Publisher {
     return this.sent - this.acked - this.errors;
   }
 
+  /** Sends later publications to `port` on the same host (counters carry on). */
+  retarget(port) {
+    if (port !== this.#options.port) this.#options = { ...this.#options, port };
+  }
+
   /** Sends one publication now. */
   publish() {
     const body = `{"channel":${this.#channel},"data":{"bt":${nowMicros()},"pad":${this.#pad}}}`;

@@ -3,75 +3,189 @@
  * Broker interface, gives every test fresh channels (so a shared backing store is fine), and
  * waits for delivery instead of assuming it is synchronous.
  *
- * Usage (in a *.test.ts file):
- * `brokerSuite('memory', async () => new MemoryBroker({...}), (b) => b.close(), async (limits) => new MemoryBroker({...limits}))`.
+ * Usage (in a `*.test.ts` file):
+ *
+ * ```ts
+ * brokerSuite('redis', async (limits) => new RedisBroker({ url, maxChannels: limits?.maxChannels }), {
+ *   cleanup: (broker) => broker.close(), // the default
+ *   presenceSweep: 1000, // the broker's presence sweep period, in ms
+ * });
+ * ```
+ *
+ * The factory returns a broker that is **not yet started**: the suite starts every broker itself,
+ * with {@link SUITE_SETTINGS} (or, for a few tests, the same namespaces with another `dedupWindow`),
+ * so the retention of every channel it uses is known to the test. Channels are named
+ * `<namespace>:<unique>`, the namespace being one of {@link SUITE_NAMESPACES}; the default namespace
+ * ("") is configured too. Every broker the factory made is cleaned up after its test.
+ *
+ * Where brokers legitimately differ, tests read `broker.capabilities` and skip with the reason
+ * (`boundedStreams`: the stream-bound tests; `shared`: the two-node tests). Byte-budget tests are
+ * broker-specific and live in each broker's own test file.
  */
 import { afterEach, beforeEach, describe, expect, it } from 'vitest';
 import { positionProblem, TidingsError, type Position } from '@tidings/protocol';
-import type { Broker, Publication, PublishCommand } from '@tidings/server';
-import { publishCommand, until } from '@tidings/testing';
+import type { Broker, BrokerSettings, BrokerStatus, PresenceEntry, PresenceEvent, Publication, Retention } from '@tidings/server';
+import { brokerSettings, publishCommand, until } from '@tidings/testing';
 
-/** A publish command with a roomy default policy; override per test. */
+/** A publish command (retention comes from the channel's namespace); override type or idempotencyKey per test. */
 export const command = publishCommand;
 
 const sleep = (ms: number): Promise<void> => new Promise((resolve) => setTimeout(resolve, ms));
 
 const seqs = (pubs: readonly Publication[]): number[] => pubs.map((p) => p.position.seq);
 const range = (from: number, to: number): number[] => Array.from({ length: Math.max(0, to - from + 1) }, (_, i) => from + i);
+const retention = (historySize: number, historyTtl: number, ephemeral = false): Retention => ({ historySize, historyTtl, ephemeral });
+
+/** How long `brief` keeps publications, in ms (the expiry tests wait about twice this). */
+export const BRIEF_TTL = 300;
+
+/** The namespaces every broker the suite starts is configured with (plus the default one, "": 100 for a minute). */
+export const SUITE_NAMESPACES: Readonly<Record<string, Retention>> = {
+  /** Roomy: 1000 publications for a minute. */
+  big: retention(1000, 60_000),
+  /** Keeps the last 3. */
+  small: retention(3, 60_000),
+  /** Keeps publications for BRIEF_TTL ms. */
+  brief: retention(100, BRIEF_TTL),
+  /** Ephemeral: positions and delivery, no history (whatever the size says). */
+  eph: retention(100, 60_000, true),
+  /** Stores nothing: historySize 0. */
+  none: retention(0, 60_000),
+};
+
+/** What the suite starts its brokers with: {@link SUITE_NAMESPACES}, and idempotency keys kept for a minute. */
+export const SUITE_SETTINGS: BrokerSettings = brokerSettings(SUITE_NAMESPACES, 60_000);
 
 /**
- * Small storage bounds for the retention rules. A broker maps them to its own settings; the broker it
- * returns must start over an empty store (no streams of other tests count against the bounds).
+ * Small storage bounds, asked for only from a broker whose `capabilities.boundedStreams` is true. The
+ * broker the factory returns for them must start over an empty store (no streams of other tests
+ * count against the bounds).
  */
 export interface SuiteLimits {
   /** Channel streams the broker may hold. */
   readonly maxChannels: number;
-  /** Bytes of retained history, idempotency keys and streams, as the broker counts them. */
-  readonly maxHistoryBytes: number;
 }
 
-export function brokerSuite(
-  name: string,
-  makeBroker: () => Promise<Broker>,
-  cleanup: (broker: Broker) => Promise<void>,
-  makeLimited: (limits: SuiteLimits) => Promise<Broker>,
-): void {
+/** Makes a broker, not yet started. `limits` is given only by the stream-bound tests (see {@link SuiteLimits}). */
+export type BrokerFactory = (limits?: SuiteLimits) => Promise<Broker>;
+
+export interface BrokerSuiteOptions {
+  /** Ends a broker the factory made, started or not (default: `broker.close()`). */
+  readonly cleanup?: (broker: Broker) => Promise<void>;
+  /**
+   * The broker's presence sweep period in ms: a presence entry not touched within its ttl has its
+   * leave announced within ttl + this (default 1000).
+   */
+  readonly presenceSweep?: number;
+}
+
+/** A started broker and everything it reported. */
+interface Node {
+  readonly broker: Broker;
+  readonly publications: Publication[];
+  readonly presence: PresenceEvent[];
+  readonly statuses: Array<[BrokerStatus, string]>;
+}
+
+export function brokerSuite(name: string, factory: BrokerFactory, options: BrokerSuiteOptions = {}): void {
+  const cleanup = options.cleanup ?? ((b: Broker): Promise<void> => b.close());
+  const presenceSweep = options.presenceSweep ?? 1000;
+
   describe(`broker contract: ${name}`, () => {
+    let made: Broker[] = [];
+    /** The node most tests use, started with SUITE_SETTINGS. */
+    let main: Node;
     let broker: Broker;
-    let received: Publication[];
     const run = `${Date.now().toString(36)}${Math.floor(Math.random() * 1e6).toString(36)}`;
     let n = 0;
-    /** A channel no other test (or earlier run against a shared store) has used. */
-    const fresh = (label: string): string => `suite:${run}-${++n}-${label}`;
-    const deliveredTo = (channel: string): Publication[] => received.filter((p) => p.channel === channel);
-    const publishAll = async (channel: string, count: number, over: Partial<PublishCommand> = {}): Promise<Position[]> => {
+    /** A channel of namespace `ns` ("" for the default one) that no other test (or earlier run against a shared store) has used. */
+    const fresh = (label: string, ns = 'big'): string => `${ns === '' ? '' : `${ns}:`}suite-${run}-${++n}-${label}`;
+
+    /** Makes a broker with the factory and starts it; it is cleaned up after the test. */
+    const node = async (settings: BrokerSettings = SUITE_SETTINGS, limits?: SuiteLimits): Promise<Node> => {
+      const b = await factory(limits);
+      made.push(b);
+      const started: Node = { broker: b, publications: [], presence: [], statuses: [] };
+      await b.start(
+        {
+          publication: (pub) => started.publications.push(pub),
+          presence: (event) => started.presence.push(event),
+          status: (status, reason) => started.statuses.push([status, reason]),
+        },
+        settings,
+      );
+      return started;
+    };
+    /** A node over an empty store holding at most `maxChannels` streams (boundedStreams only). */
+    const bounded = (maxChannels: number): Promise<Node> => node(SUITE_SETTINGS, { maxChannels });
+
+    const deliveredTo = (channel: string, to: Node = main): Publication[] => to.publications.filter((p) => p.channel === channel);
+    const eventsOf = (channel: string, to: Node = main): PresenceEvent[] => to.presence.filter((e) => e.channel === channel);
+    const publishAll = async (channel: string, count: number, on: Broker = broker): Promise<Position[]> => {
       const out: Position[] = [];
       for (let i = 1; i <= count; i++) {
-        const outcome = await broker.publish(command(channel, `{"i":${i}}`, over));
+        const outcome = await on.publish(command(channel, `{"i":${i}}`));
         expect(outcome.duplicate).toBe(false);
         out.push(outcome.position);
       }
       return out;
     };
     /** Publishes to a subscribed marker channel and waits for it: everything published before has been routed. */
-    const barrier = async (): Promise<void> => {
+    const barrier = async (to: Node = main): Promise<void> => {
       const marker = fresh('marker');
-      await broker.subscribe(marker);
-      await broker.publish(command(marker, '"marker"'));
-      await until(() => deliveredTo(marker).length === 1, 2000, 'the marker publication');
-      await broker.unsubscribe(marker);
+      await to.broker.subscribe(marker);
+      await to.broker.publish(command(marker, '"marker"'));
+      await until(() => deliveredTo(marker, to).length === 1, 2000, 'the marker publication');
+      await to.broker.unsubscribe(marker);
       // A little extra time for anything that would (wrongly) arrive late.
       await sleep(20);
     };
+    /** Adds a presence entry to a subscribed marker channel and waits for its join: every presence event before has been routed. */
+    const presenceBarrier = async (to: Node = main): Promise<void> => {
+      const marker = fresh('presence-marker');
+      const entry: PresenceEntry = { client: `marker-${run}-${++n}`, user: 'marker', info: undefined, node: 'marker-node' };
+      await to.broker.subscribe(marker);
+      await to.broker.presenceAdd(marker, entry, 10_000);
+      await until(() => eventsOf(marker, to).length === 1, 2000, 'the marker join');
+      await to.broker.unsubscribe(marker);
+      await to.broker.presenceRemove(marker, entry);
+      await sleep(20);
+    };
+    const refusedWith = async (code: string, promise: Promise<unknown>): Promise<TidingsError> => {
+      const err: unknown = await promise.then(
+        () => undefined,
+        (e: unknown) => e,
+      );
+      expect(err).toBeInstanceOf(TidingsError);
+      expect((err as TidingsError).code).toBe(code);
+      return err as TidingsError;
+    };
 
     beforeEach(async () => {
-      broker = await makeBroker();
-      received = [];
-      await broker.start((pub) => received.push(pub));
+      made = [];
+      main = await node();
+      broker = main.broker;
     });
 
     afterEach(async () => {
-      await cleanup(broker);
+      for (const b of made.reverse()) await cleanup(b);
+      made = [];
+    });
+
+    describe('start', () => {
+      it("reports status 'up' once started, and nothing else while all is well", async () => {
+        await until(() => main.statuses.length > 0, 2000, "status 'up'");
+        expect(main.statuses[0]?.[0]).toBe('up');
+        expect(typeof main.statuses[0]?.[1]).toBe('string');
+        await barrier();
+        // No down or reset without an outage (a repeated 'up' is harmless).
+        expect(new Set(main.statuses.map(([s]) => s))).toEqual(new Set(['up']));
+      });
+
+      it('states its capabilities', () => {
+        const { shared, boundedStreams, outages } = broker.capabilities;
+        expect([typeof shared, typeof boundedStreams, typeof outages]).toEqual(['boolean', 'boolean', 'boolean']);
+      });
     });
 
     describe('positions', () => {
@@ -192,48 +306,52 @@ export function brokerSuite(
         expect((await broker.history(c, at(4), 3)).top).toEqual(at(10));
       });
 
-      it('keeps the last historySize publications and reports the rest as trimmed', async () => {
-        const c = fresh('trim');
-        const positions = await publishAll(c, 12, { historySize: 5 });
+      it("keeps the last historySize publications of the channel's namespace and reports the rest as trimmed", async () => {
+        const c = fresh('trim', 'small'); // historySize 3
+        const positions = await publishAll(c, 12);
         const epoch = positions[0]?.epoch ?? '';
         const page = await broker.history(c, undefined, 100);
         expect(page.top).toEqual({ epoch, seq: 12 });
-        expect(seqs(page.publications)).toEqual([8, 9, 10, 11, 12]);
-        expect(page.publications.map((p) => p.data)).toEqual(range(8, 12).map((i) => `{"i":${i}}`));
+        expect(seqs(page.publications)).toEqual([10, 11, 12]);
+        expect(page.publications.map((p) => p.data)).toEqual(range(10, 12).map((i) => `{"i":${i}}`));
         expect(page.evicted).toBe('trimmed');
-        expect(seqs((await broker.history(c, { epoch, seq: 2 }, 100)).publications)).toEqual([8, 9, 10, 11, 12]);
-        expect(seqs((await broker.history(c, { epoch, seq: 9 }, 100)).publications)).toEqual([10, 11, 12]);
-        expect(seqs((await broker.history(c, { epoch, seq: 9 }, 2)).publications)).toEqual([10, 11]);
+        expect(seqs((await broker.history(c, { epoch, seq: 2 }, 100)).publications)).toEqual([10, 11, 12]);
+        expect(seqs((await broker.history(c, { epoch, seq: 10 }, 100)).publications)).toEqual([11, 12]);
+        expect(seqs((await broker.history(c, { epoch, seq: 10 }, 1)).publications)).toEqual([11]);
       });
 
-      it('drops publications older than historyTtl and reports them as expired', async () => {
-        const c = fresh('ttl');
-        const positions = await publishAll(c, 3, { historyTtl: 200 });
+      it("drops publications older than the namespace's historyTtl and reports them as expired", async () => {
+        const c = fresh('ttl', 'brief'); // historyTtl BRIEF_TTL
+        const kept = fresh('ttl-kept', 'big'); // historyTtl a minute
+        const positions = await publishAll(c, 3);
+        await publishAll(kept, 3);
         const epoch = positions[0]?.epoch ?? '';
         const before = await broker.history(c, undefined, 100);
         expect(seqs(before.publications)).toEqual([1, 2, 3]);
         expect(before.evicted).toBeUndefined();
-        await sleep(500);
+        await sleep(2 * BRIEF_TTL);
         const after = await broker.history(c, undefined, 100);
         expect(after.publications).toEqual([]);
         expect(after.top).toEqual({ epoch, seq: 3 });
         expect(after.evicted).toBe('expired');
-        // Positions continue; a later publication with a long TTL is retained alone.
-        const [fourth] = await publishAll(c, 1, { historyTtl: 60_000 });
+        // Another namespace's channel, published at the same time, keeps everything.
+        const other = await broker.history(kept, undefined, 100);
+        expect(seqs(other.publications)).toEqual([1, 2, 3]);
+        expect(other.evicted).toBeUndefined();
+        // Positions continue; a later publication is retained alone.
+        const [fourth] = await publishAll(c, 1);
         expect(fourth).toEqual({ epoch, seq: 4 });
         const last = await broker.history(c, { epoch, seq: 0 }, 100);
         expect(seqs(last.publications)).toEqual([4]);
         expect(last.evicted).toBe('expired');
       });
 
-      it('gives ephemeral publications positions and delivery but no history', async () => {
-        const c = fresh('ephemeral');
+      it('gives publications of an ephemeral namespace positions and delivery but no history, whatever its historySize', async () => {
+        const c = fresh('ephemeral', 'eph'); // ephemeral, historySize 100
         await broker.subscribe(c);
-        const viaZero = await publishAll(c, 2, { ephemeral: true, historySize: 0, historyTtl: 0 });
-        // The flag alone keeps a publication out of history, whatever the size says.
-        const viaFlag = await publishAll(c, 2, { ephemeral: true });
-        const epoch = viaZero[0]?.epoch ?? '';
-        expect([...viaZero, ...viaFlag]).toEqual(range(1, 4).map((seq) => ({ epoch, seq })));
+        const positions = await publishAll(c, 4);
+        const epoch = positions[0]?.epoch ?? '';
+        expect(positions).toEqual(range(1, 4).map((seq) => ({ epoch, seq })));
         const page = await broker.history(c, undefined, 100);
         expect(page.publications).toEqual([]);
         expect(page.top).toEqual({ epoch, seq: 4 });
@@ -257,6 +375,53 @@ export function brokerSuite(
           expect(page.publications).toEqual([]);
           expect(page.top).toEqual({ epoch, seq: 3 });
         }
+      });
+    });
+
+    describe('retention per namespace', () => {
+      it('trims channels of namespaces with different historySize differently, set once at start', async () => {
+        const small = fresh('same', 'small'); // 3
+        const big = fresh('same', 'big'); // 1000
+        const plain = fresh('same', ''); // the default namespace: 100
+        for (let i = 1; i <= 6; i++) {
+          for (const c of [small, big, plain]) expect((await broker.publish(command(c, `{"i":${i}}`))).position.seq).toBe(i);
+        }
+        const s = await broker.history(small, undefined, 100);
+        expect(seqs(s.publications)).toEqual([4, 5, 6]);
+        expect(s.evicted).toBe('trimmed');
+        for (const c of [big, plain]) {
+          const page = await broker.history(c, undefined, 100);
+          expect(seqs(page.publications)).toEqual(range(1, 6));
+          expect(page.evicted).toBeUndefined();
+        }
+      });
+
+      it('assigns positions but keeps no history in a namespace with historySize 0', async () => {
+        const c = fresh('none', 'none');
+        await broker.subscribe(c);
+        const positions = await publishAll(c, 3);
+        expect(positions.map((p) => p.seq)).toEqual([1, 2, 3]);
+        const page = await broker.history(c, undefined, 100);
+        expect(page.top).toEqual(positions[2]);
+        expect(page.publications).toEqual([]);
+        await until(() => deliveredTo(c).length === 3, 2000, 'three deliveries');
+        expect(deliveredTo(c).map((p) => p.position)).toEqual(positions);
+      });
+
+      it('refuses a publish to a namespace it was not started with (unknown_namespace), changing nothing', async () => {
+        const stray = `nowhere${run}:x`;
+        await broker.subscribe(stray);
+        await refusedWith('unknown_namespace', broker.publish(command(stray, '1')));
+        await refusedWith('unknown_namespace', broker.publish(command(stray, '2', { idempotencyKey: 'k' })));
+        await barrier();
+        expect(deliveredTo(stray)).toEqual([]);
+        // Configured namespaces go on as usual.
+        expect((await broker.publish(command(fresh('fine'), '1'))).position.seq).toBe(1);
+        // Without "" in its settings, a broker refuses channels of the default namespace too.
+        const strict = await node({ namespaces: { big: SUITE_NAMESPACES.big as Retention }, dedupWindow: 60_000 });
+        await refusedWith('unknown_namespace', strict.broker.publish(command(fresh('plain', ''), '1')));
+        await refusedWith('unknown_namespace', strict.broker.publish(command(fresh('small', 'small'), '1')));
+        expect((await strict.broker.publish(command(fresh('big'), '1'))).position.seq).toBe(1);
       });
     });
 
@@ -294,45 +459,75 @@ export function brokerSuite(
         expect((await broker.publish(command(b, '3', { idempotencyKey: 'shared' }))).position).toEqual(onB.position);
       });
 
-      it('publishes again once the window has passed', async () => {
-        const c = fresh('dedup-window');
-        const first = await broker.publish(command(c, '1', { idempotencyKey: 'k', dedupWindow: 200 }));
-        expect((await broker.publish(command(c, '2', { idempotencyKey: 'k', dedupWindow: 200 }))).duplicate).toBe(true);
-        await sleep(500);
-        const later = await broker.publish(command(c, '3', { idempotencyKey: 'k', dedupWindow: 200 }));
-        expect(later).toEqual({ position: { epoch: first.position.epoch, seq: 2 }, duplicate: false });
-        // The new publication starts a new window for the key.
-        expect(await broker.publish(command(c, '4', { idempotencyKey: 'k', dedupWindow: 200 }))).toEqual({ position: later.position, duplicate: true });
-        expect(seqs((await broker.history(c, undefined, 100)).publications)).toEqual([1, 2]);
+      it('deduplicates in ephemeral namespaces too', async () => {
+        const c = fresh('dedup-eph', 'eph');
+        const first = await broker.publish(command(c, '1', { idempotencyKey: 'k' }));
+        expect(await broker.publish(command(c, '2', { idempotencyKey: 'k' }))).toEqual({ position: first.position, duplicate: true });
+        expect((await broker.history(c, undefined, 0)).top).toEqual(first.position);
       });
 
-      it('never deduplicates with a window of 0', async () => {
+      it('publishes again once the dedupWindow it was started with has passed', async () => {
+        const { broker: short } = await node(brokerSettings(SUITE_NAMESPACES, 300));
+        const c = fresh('dedup-window');
+        const first = await short.publish(command(c, '1', { idempotencyKey: 'k' }));
+        expect((await short.publish(command(c, '2', { idempotencyKey: 'k' }))).duplicate).toBe(true);
+        await sleep(600);
+        const later = await short.publish(command(c, '3', { idempotencyKey: 'k' }));
+        expect(later).toEqual({ position: { epoch: first.position.epoch, seq: 2 }, duplicate: false });
+        // The new publication starts a new window for the key.
+        expect(await short.publish(command(c, '4', { idempotencyKey: 'k' }))).toEqual({ position: later.position, duplicate: true });
+        expect(seqs((await short.history(c, undefined, 100)).publications)).toEqual([1, 2]);
+      });
+
+      it('never deduplicates with a dedupWindow of 0', async () => {
+        const { broker: off } = await node(brokerSettings(SUITE_NAMESPACES, 0));
         const c = fresh('dedup-off');
-        const a = await broker.publish(command(c, '1', { idempotencyKey: 'k', dedupWindow: 0 }));
-        const b = await broker.publish(command(c, '2', { idempotencyKey: 'k', dedupWindow: 0 }));
+        const a = await off.publish(command(c, '1', { idempotencyKey: 'k' }));
+        const b = await off.publish(command(c, '2', { idempotencyKey: 'k' }));
         expect([a.duplicate, b.duplicate]).toEqual([false, false]);
         expect([a.position.seq, b.position.seq]).toEqual([1, 2]);
       });
     });
 
-    describe('streams and storage', () => {
-      /** A broker with small bounds, started and cleaned up by the test itself. */
-      const limited = async (limits: Partial<SuiteLimits>): Promise<{ small: Broker; got: Publication[] }> => {
-        const small = await makeLimited({ maxChannels: 1000, maxHistoryBytes: 1024 * 1024, ...limits });
-        const got: Publication[] = [];
-        await small.start((pub) => got.push(pub));
-        return { small, got };
-      };
-      const storageFull = async (promise: Promise<unknown>): Promise<TidingsError> => {
-        const err: unknown = await promise.then(
-          () => undefined,
-          (e: unknown) => e,
-        );
-        expect(err).toBeInstanceOf(TidingsError);
-        expect((err as TidingsError).code).toBe('storage_full');
-        return err as TidingsError;
-      };
+    describe('tops', () => {
+      it("answers every channel asked for, in one call, with what history() gives as top, published or not", async () => {
+        const a = fresh('tops-a');
+        const b = fresh('tops-b', 'small');
+        const e = fresh('tops-e', 'eph');
+        const never = fresh('tops-never');
+        await publishAll(a, 3);
+        await publishAll(b, 5); // trimmed to 3: the top is still 5
+        await publishAll(e, 2);
+        const many = range(1, 300).map((i) => fresh(`tops-${i}`));
+        const asked = [a, never, b, ...many, e];
+        const tops = await broker.tops(asked);
+        expect(tops).toBeInstanceOf(Map);
+        expect([...tops.keys()].sort()).toEqual([...asked].sort());
+        for (const c of asked) expect(tops.get(c)).toEqual((await broker.history(c, undefined, 0)).top);
+        expect(tops.get(a)?.seq).toBe(3);
+        expect(tops.get(b)?.seq).toBe(5);
+        expect(tops.get(e)?.seq).toBe(2);
+        expect(tops.get(never)?.seq).toBe(0);
+        expect(positionProblem(tops.get(never) as Position)).toBeUndefined();
+        expect((await broker.tops([])).size).toBe(0);
+      });
 
+      it("creates no stream: a channel's first publish continues the epoch tops gave, and no other channel's epoch moves", async () => {
+        const boundedStreams = broker.capabilities.boundedStreams;
+        // With a stream bound, streams made by reads would have to be dropped to make room, moving epochs.
+        const on = boundedStreams ? (await bounded(3)).broker : broker;
+        const channels = range(1, 200).map((i) => fresh(`no-stream-${i}`));
+        const first = await on.tops(channels);
+        for (const c of channels) expect(first.get(c)?.seq).toBe(0);
+        const p = [fresh('after-tops-1'), fresh('after-tops-2')];
+        for (const c of p) expect((await on.publish(command(c, '1'))).position.seq).toBe(1);
+        expect(await on.tops(channels)).toEqual(first);
+        const c = channels[7] as string;
+        expect((await on.publish(command(c, '1'))).position).toEqual({ epoch: first.get(c)?.epoch, seq: 1 });
+      });
+    });
+
+    describe('streams and storage', () => {
       it('starts a channel first read empty at {E, 0} in epoch E: no gap, and resuming from {E, 0} recovers everything', async () => {
         const c = fresh('empty-then-publish');
         await broker.subscribe(c);
@@ -352,135 +547,240 @@ export function brokerSuite(
       });
 
       it('lets no number of reads, subscribes and unsubscribes of fresh channels disturb existing history', async () => {
-        const { small } = await limited({ maxChannels: 4 });
-        try {
-          const kept = [fresh('kept-a'), fresh('kept-b'), fresh('kept-c')];
-          const before = new Map<string, Position[]>();
-          for (const c of kept) {
-            const out: Position[] = [];
-            for (let i = 1; i <= 3; i++) out.push((await small.publish(command(c, `{"i":${i}}`))).position);
-            before.set(c, out);
-          }
-          // Many times the stream bound of fresh names: what a subscribe/poll flood looks like to the broker.
-          for (let i = 0; i < 200; i++) {
-            const f = fresh('flood');
-            await small.subscribe(f);
-            const page = await small.history(f, undefined, 0);
-            expect(page.top.seq).toBe(0);
-            await small.history(f, page.top, 10);
-            await small.unsubscribe(f);
-          }
-          for (const c of kept) {
-            const positions = before.get(c) ?? [];
-            const page = await small.history(c, undefined, 100);
-            expect(page.top).toEqual(positions[2]);
-            expect(page.publications.map((p) => p.position)).toEqual(positions);
-            expect(page.evicted).toBeUndefined();
-          }
-          // The bound still has room for one more stream: nothing was used up by the reads.
-          expect((await small.publish(command(fresh('fourth'), '1'))).position.seq).toBe(1);
-        } finally {
-          await cleanup(small);
+        const boundedStreams = broker.capabilities.boundedStreams;
+        // With a stream bound, the flood is many times the bound.
+        const small = boundedStreams ? (await bounded(4)).broker : broker;
+        const kept = [fresh('kept-a'), fresh('kept-b'), fresh('kept-c')];
+        const before = new Map<string, Position[]>();
+        for (const c of kept) before.set(c, await publishAll(c, 3, small));
+        // What a subscribe/poll flood looks like to the broker.
+        for (let i = 0; i < 200; i++) {
+          const f = fresh('flood');
+          await small.subscribe(f);
+          const page = await small.history(f, undefined, 0);
+          expect(page.top.seq).toBe(0);
+          await small.history(f, page.top, 10);
+          await small.tops([f]);
+          await small.unsubscribe(f);
         }
+        for (const c of kept) {
+          const positions = before.get(c) ?? [];
+          const page = await small.history(c, undefined, 100);
+          expect(page.top).toEqual(positions[2]);
+          expect(page.publications.map((p) => p.position)).toEqual(positions);
+          expect(page.evicted).toBeUndefined();
+        }
+        // The bound still has room for one more stream: nothing was used up by the reads.
+        expect((await small.publish(command(fresh('fourth'), '1'))).position.seq).toBe(1);
       });
 
       it('keeps the epoch of a channel read empty while many other channels are read, so its first publications continue from it', async () => {
-        const { small, got } = await limited({ maxChannels: 2 });
-        try {
-          const c = fresh('waiting');
-          await small.subscribe(c);
-          const empty = (await small.history(c, undefined, 0)).top;
-          for (let i = 0; i < 50; i++) await small.history(fresh('other'), undefined, 0);
-          const positions: Position[] = [];
-          for (let i = 1; i <= 3; i++) positions.push((await small.publish(command(c, String(i)))).position);
-          expect(positions).toEqual(range(1, 3).map((seq) => ({ epoch: empty.epoch, seq })));
-          await until(() => got.length === 3, 2000, 'three deliveries');
-          expect(got.map((p) => p.position)).toEqual(positions);
-          expect(seqs((await small.history(c, empty, 100)).publications)).toEqual([1, 2, 3]);
-        } finally {
-          await cleanup(small);
-        }
+        const boundedStreams = broker.capabilities.boundedStreams;
+        const small = boundedStreams ? await bounded(2) : main;
+        const c = fresh('waiting');
+        await small.broker.subscribe(c);
+        const empty = (await small.broker.history(c, undefined, 0)).top;
+        for (let i = 0; i < 50; i++) await small.broker.history(fresh('other'), undefined, 0);
+        const positions = await publishAll(c, 3, small.broker);
+        expect(positions).toEqual(range(1, 3).map((seq) => ({ epoch: empty.epoch, seq })));
+        await until(() => deliveredTo(c, small).length === 3, 2000, 'three deliveries');
+        expect(deliveredTo(c, small).map((p) => p.position)).toEqual(positions);
+        expect(seqs((await small.broker.history(c, empty, 100)).publications)).toEqual([1, 2, 3]);
       });
 
-      it('refuses a publish needing a new stream with storage_full while every stream is protected, changing nothing', async () => {
-        const { small, got } = await limited({ maxChannels: 3 });
-        try {
-          const withHistory = fresh('protected-history');
-          const withSubscriber = fresh('protected-subscriber');
-          const withKey = fresh('protected-key');
-          const h = [(await small.publish(command(withHistory, '1'))).position, (await small.publish(command(withHistory, '2'))).position];
-          await small.subscribe(withSubscriber);
-          const s1 = (await small.publish(command(withSubscriber, '1', { ephemeral: true, historySize: 0, historyTtl: 0 }))).position;
-          const k1 = (await small.publish(command(withKey, '1', { ephemeral: true, historySize: 0, historyTtl: 0, idempotencyKey: 'once' }))).position;
+      it('refuses a publish needing a new stream with storage_full while every stream is protected, changing nothing', async (ctx) => {
+        if (!broker.capabilities.boundedStreams) ctx.skip('the broker enforces no stream bound of its own (capabilities.boundedStreams is false)');
+        const small = await bounded(3);
+        const withHistory = fresh('protected-history');
+        const withSubscriber = fresh('protected-subscriber', 'eph'); // no history
+        const withKey = fresh('protected-key', 'eph'); // no history, a key
+        const h = await publishAll(withHistory, 2, small.broker);
+        await small.broker.subscribe(withSubscriber);
+        const s1 = (await small.broker.publish(command(withSubscriber, '1'))).position;
+        const k1 = (await small.broker.publish(command(withKey, '1', { idempotencyKey: 'once' }))).position;
 
-          const newcomer = fresh('newcomer');
-          await storageFull(small.publish(command(newcomer, '1')));
-          expect((await small.history(newcomer, undefined, 0)).top.seq).toBe(0);
-          // Each protected stream is intact and continues.
-          const hPage = await small.history(withHistory, undefined, 100);
-          expect(hPage.publications.map((p) => p.position)).toEqual(h);
-          expect(hPage.evicted).toBeUndefined();
-          const s2 = (await small.publish(command(withSubscriber, '2', { ephemeral: true, historySize: 0, historyTtl: 0 }))).position;
-          expect(s2).toEqual({ epoch: s1.epoch, seq: 2 });
-          await until(() => got.length === 2, 2000, 'two deliveries');
-          expect(got.map((p) => p.position)).toEqual([s1, s2]);
-          expect(await small.publish(command(withKey, '2', { ephemeral: true, historySize: 0, historyTtl: 0, idempotencyKey: 'once' }))).toEqual({
-            position: k1,
-            duplicate: true,
-          });
+        const newcomer = fresh('newcomer');
+        await refusedWith('storage_full', small.broker.publish(command(newcomer, '1')));
+        expect((await small.broker.history(newcomer, undefined, 0)).top.seq).toBe(0);
+        // Each protected stream is intact and continues.
+        const hPage = await small.broker.history(withHistory, undefined, 100);
+        expect(hPage.publications.map((p) => p.position)).toEqual(h);
+        expect(hPage.evicted).toBeUndefined();
+        const s2 = (await small.broker.publish(command(withSubscriber, '2'))).position;
+        expect(s2).toEqual({ epoch: s1.epoch, seq: 2 });
+        await until(() => small.publications.length === 2, 2000, 'two deliveries');
+        expect(small.publications.map((p) => p.position)).toEqual([s1, s2]);
+        expect(await small.broker.publish(command(withKey, '2', { idempotencyKey: 'once' }))).toEqual({ position: k1, duplicate: true });
 
-          // Unsubscribed, holding no history and no key: the only stream that may go to make room.
-          await small.unsubscribe(withSubscriber);
-          expect((await small.publish(command(newcomer, '1'))).position.seq).toBe(1);
-          const dropped = await small.history(withSubscriber, s2, 100);
-          expect(dropped.top.seq).toBe(0);
-          // Its positions are never reused: a client at s2 is in another epoch (an explicit epoch gap).
-          expect(dropped.top.epoch).not.toBe(s1.epoch);
-          expect(dropped.publications).toEqual([]);
-          // Now every stream is protected again.
-          await storageFull(small.publish(command(withSubscriber, '3')));
-          expect(await small.history(withSubscriber, undefined, 0)).toEqual(dropped);
-        } finally {
-          await cleanup(small);
-        }
+        // Unsubscribed, holding no history and no key: the only stream that may go to make room.
+        await small.broker.unsubscribe(withSubscriber);
+        expect((await small.broker.publish(command(newcomer, '1'))).position.seq).toBe(1);
+        const dropped = await small.broker.history(withSubscriber, s2, 100);
+        expect(dropped.top.seq).toBe(0);
+        // Its positions are never reused: a client at s2 is in another epoch (an explicit epoch gap).
+        expect(dropped.top.epoch).not.toBe(s1.epoch);
+        expect(dropped.publications).toEqual([]);
+        // Now every stream is protected again.
+        await refusedWith('storage_full', small.broker.publish(command(withSubscriber, '3')));
+        expect(await small.broker.history(withSubscriber, undefined, 0)).toEqual(dropped);
+      });
+    });
+
+    describe('presence', () => {
+      let clients = 0;
+      const entry = (over: Partial<PresenceEntry> = {}): PresenceEntry => ({
+        client: `client-${run}-${++clients}`,
+        user: `user-${clients}`,
+        info: JSON.stringify({ name: `Ann ${clients}`, emoji: 'é😀' }),
+        node: 'node-a',
+        ...over,
+      });
+      const byClient = (entries: readonly PresenceEntry[]): PresenceEntry[] => [...entries].sort((x, y) => (x.client < y.client ? -1 : x.client > y.client ? 1 : 0));
+      /** Slack for delivery and timers on top of what the contract allows. */
+      const slack = 1000;
+
+      it('lists added entries as given and announces join, then leave on remove, to a node subscribed to the channel', async () => {
+        const c = fresh('presence', 'eph');
+        const ann = entry();
+        const bob = entry({ info: undefined, node: 'node-b', user: ann.user }); // same user, another client
+        await broker.subscribe(c);
+        await broker.presenceAdd(c, ann, 10_000);
+        await broker.presenceAdd(c, bob, 10_000);
+        await until(() => eventsOf(c).length === 2, 2000, 'two joins');
+        expect(eventsOf(c)).toEqual([
+          { kind: 'join', channel: c, entry: ann },
+          { kind: 'join', channel: c, entry: bob },
+        ]);
+        expect(byClient(await broker.presence(c))).toEqual(byClient([ann, bob]));
+        await broker.presenceRemove(c, ann);
+        await until(() => eventsOf(c).length === 3, 2000, 'a leave');
+        expect(eventsOf(c)[2]).toEqual({ kind: 'leave', channel: c, entry: ann });
+        expect(await broker.presence(c)).toEqual([bob]);
+        await broker.presenceRemove(c, bob);
+        await until(() => eventsOf(c).length === 4, 2000, 'the second leave');
+        expect(eventsOf(c)[3]).toEqual({ kind: 'leave', channel: c, entry: bob });
+        expect(await broker.presence(c)).toEqual([]);
+        await presenceBarrier();
+        expect(eventsOf(c)).toHaveLength(4);
       });
 
-      it('refuses a publish past the byte budget with storage_full, keeping unexpired history, and takes publishes again once history expires', async () => {
-        const { small } = await limited({ maxHistoryBytes: 16 * 1024 });
-        try {
-          const kilobyte = JSON.stringify('x'.repeat(1000));
-          const accepted: { channel: string; position: Position }[] = [];
-          let refused: string | undefined;
-          for (let i = 0; i < 100 && refused === undefined; i++) {
-            const c = fresh('budget');
-            try {
-              accepted.push({ channel: c, position: (await small.publish(command(c, kilobyte, { historyTtl: 300 }))).position });
-            } catch (err) {
-              expect(err).toBeInstanceOf(TidingsError);
-              expect((err as TidingsError).code).toBe('storage_full');
-              refused = c;
-            }
-          }
-          expect(refused).toBeDefined();
-          expect(accepted.length).toBeGreaterThanOrEqual(4);
-          // Refused: no position consumed. Accepted: all still there.
-          expect((await small.history(refused as string, undefined, 0)).top.seq).toBe(0);
-          for (const { channel, position } of accepted) {
-            const page = await small.history(channel, undefined, 10);
-            expect(page.publications.map((p) => [p.position, p.data])).toEqual([[position, kilobyte]]);
-          }
-          // A second kilobyte on a channel that already holds one is refused too: nothing is evicted for it.
-          const first = accepted[0] as { channel: string; position: Position };
-          await storageFull(small.publish(command(first.channel, kilobyte, { historyTtl: 300 })));
-          expect((await small.history(first.channel, undefined, 0)).top).toEqual(first.position);
-          await sleep(500);
-          // Expired history is released (nobody needs to read those channels) and makes room.
-          for (let i = 0; i < accepted.length; i++) {
-            expect((await small.publish(command(fresh('after-expiry'), kilobyte, { historyTtl: 300 }))).position.seq).toBe(1);
-          }
-        } finally {
-          await cleanup(small);
+      it('announces nothing for channels the node does not subscribe to, yet lists their entries', async () => {
+        const never = fresh('presence-unsubscribed', 'eph');
+        const left = fresh('presence-left', 'eph');
+        const ann = entry();
+        await broker.presenceAdd(never, ann, 10_000);
+        expect(await broker.presence(never)).toEqual([ann]);
+        await broker.subscribe(left);
+        await broker.unsubscribe(left);
+        await broker.presenceAdd(left, ann, 10_000);
+        await broker.presenceRemove(left, ann);
+        await broker.presenceRemove(never, ann);
+        await presenceBarrier();
+        expect(eventsOf(never)).toEqual([]);
+        expect(eventsOf(left)).toEqual([]);
+        expect(await broker.presence(never)).toEqual([]);
+        // And nothing for an empty channel.
+        expect(await broker.presence(fresh('presence-empty', 'eph'))).toEqual([]);
+      });
+
+      it("never lists an entry past its ttl, even before it is swept", async () => {
+        const c = fresh('presence-never-listed', 'eph');
+        const ann = entry();
+        const bob = entry();
+        await broker.presenceAdd(c, ann, 200);
+        await broker.presenceAdd(c, bob, 60_000);
+        expect(byClient(await broker.presence(c))).toEqual(byClient([ann, bob]));
+        await sleep(300);
+        expect(await broker.presence(c)).toEqual([bob]);
+        await broker.presenceRemove(c, bob);
+      });
+
+      it('expires an entry not touched within its ttl, announcing its leave within ttl + the sweep period', async () => {
+        const c = fresh('presence-expiry', 'eph');
+        const ttl = 300;
+        const ann = entry();
+        const bob = entry();
+        await broker.subscribe(c);
+        const t0 = Date.now();
+        await broker.presenceAdd(c, ann, ttl);
+        await broker.presenceAdd(c, bob, 60_000);
+        await until(() => eventsOf(c).length === 2, 2000, 'two joins');
+        // Nobody reads presence(): the broker itself must notice (its sweep).
+        await until(() => eventsOf(c).length === 3, ttl + presenceSweep + slack, 'the leave of the expired entry');
+        expect(Date.now() - t0).toBeGreaterThanOrEqual(ttl - 20);
+        expect(eventsOf(c)[2]).toEqual({ kind: 'leave', channel: c, entry: ann });
+        expect(await broker.presence(c)).toEqual([bob]);
+        await broker.presenceRemove(c, bob);
+      });
+
+      it('keeps an entry that is touched within its ttl, batched across channels; touch adds nothing absent', async () => {
+        const c = fresh('presence-touch', 'eph');
+        const d = fresh('presence-touch-2', 'eph');
+        const ttl = 400;
+        const ann = entry();
+        const bob = entry();
+        const ghost = entry();
+        await broker.subscribe(c);
+        await broker.subscribe(d);
+        await broker.presenceAdd(c, ann, ttl);
+        await broker.presenceAdd(d, bob, ttl);
+        await until(() => eventsOf(c).length === 1 && eventsOf(d).length === 1, 2000, 'two joins');
+        const started = Date.now();
+        while (Date.now() - started < 2 * ttl + presenceSweep) {
+          await sleep(ttl / 4);
+          await broker.presenceTouch(
+            [
+              { channel: c, client: ann.client },
+              { channel: d, client: bob.client },
+              { channel: c, client: ghost.client },
+            ],
+            ttl,
+          );
         }
+        expect(await broker.presence(c)).toEqual([ann]);
+        expect(await broker.presence(d)).toEqual([bob]);
+        expect([...eventsOf(c), ...eventsOf(d)].map((e) => e.kind)).toEqual(['join', 'join']);
+        // Touching stops: it goes.
+        await until(() => eventsOf(c).length === 2 && eventsOf(d).length === 2, ttl + presenceSweep + slack, 'both leaves');
+        expect(eventsOf(c)[1]).toEqual({ kind: 'leave', channel: c, entry: ann });
+        expect(eventsOf(d)[1]).toEqual({ kind: 'leave', channel: d, entry: bob });
+        expect(await broker.presence(c)).toEqual([]);
+      });
+    });
+
+    describe('two nodes', () => {
+      it('share positions, history and idempotency keys, and deliver across nodes', async (ctx) => {
+        if (!broker.capabilities.shared) ctx.skip('the broker lives in one node (capabilities.shared is false)');
+        const other = await node();
+        const c = fresh('shared');
+        await other.broker.subscribe(c);
+        await broker.subscribe(c);
+        const p1 = await broker.publish(command(c, '1', { idempotencyKey: 'k' }));
+        expect(await other.broker.publish(command(c, '1', { idempotencyKey: 'k' }))).toEqual({ position: p1.position, duplicate: true });
+        const p2 = await other.broker.publish(command(c, '2'));
+        expect(p2.position).toEqual({ epoch: p1.position.epoch, seq: 2 });
+        await until(() => deliveredTo(c).length === 2 && deliveredTo(c, other).length === 2, 2000, 'deliveries on both nodes');
+        expect(deliveredTo(c).map((p) => p.position)).toEqual([p1.position, p2.position]);
+        expect(deliveredTo(c, other)).toEqual(deliveredTo(c));
+        expect((await other.broker.history(c, undefined, 10)).publications).toEqual((await broker.history(c, undefined, 10)).publications);
+        const never = fresh('shared-never');
+        expect(await other.broker.tops([c, never])).toEqual(await broker.tops([c, never]));
+      });
+
+      it('announce presence of one node to another subscribed node, and list it on both', async (ctx) => {
+        if (!broker.capabilities.shared) ctx.skip('the broker lives in one node (capabilities.shared is false)');
+        const other = await node();
+        const c = fresh('shared-presence', 'eph');
+        const ann: PresenceEntry = { client: `shared-${run}`, user: 'ann', info: '{"x":1}', node: 'node-a' };
+        await other.broker.subscribe(c);
+        await broker.presenceAdd(c, ann, 10_000);
+        await until(() => eventsOf(c, other).length === 1, 2000, 'the join on the other node');
+        expect(eventsOf(c, other)).toEqual([{ kind: 'join', channel: c, entry: ann }]);
+        expect(await other.broker.presence(c)).toEqual([ann]);
+        await broker.presenceRemove(c, ann);
+        await until(() => eventsOf(c, other).length === 2, 2000, 'the leave on the other node');
+        expect(eventsOf(c, other)[1]).toEqual({ kind: 'leave', channel: c, entry: ann });
+        expect(eventsOf(c)).toEqual([]); // not subscribed here
       });
     });
   });

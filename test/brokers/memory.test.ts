@@ -7,7 +7,18 @@ import { createHash } from 'node:crypto';
 import { afterEach, describe, expect, it, vi } from 'vitest';
 import fc from 'fast-check';
 import { positionProblem, TidingsError, type Position } from '@tidings/protocol';
-import { MemoryBroker, planResume, type EvictionReason, type Publication, type PublishOutcome } from '@tidings/server';
+import {
+  MemoryBroker,
+  planResume,
+  type BrokerHandlers,
+  type BrokerSettings,
+  type EvictionReason,
+  type PresenceEvent,
+  type Publication,
+  type PublishOutcome,
+  type Retention,
+} from '@tidings/server';
+import { brokerSettings } from '@tidings/testing';
 import {
   bucketOf,
   deriveEpoch,
@@ -21,12 +32,10 @@ import {
 } from '../../packages/server/src/brokers/memory.js';
 import { brokerSuite, command } from './broker-suite.js';
 
-brokerSuite(
-  'memory',
-  () => Promise.resolve(new MemoryBroker({ maxChannels: 10_000, dedupMaxKeys: 1000 })),
-  (broker) => broker.close(),
-  (limits) => Promise.resolve(new MemoryBroker({ ...limits, dedupMaxKeys: 1000 })),
-);
+// The sweep runs every 100 ms, so presence leaves of expired entries come within ttl + 100 ms.
+brokerSuite('memory', (limits) => Promise.resolve(new MemoryBroker({ maxChannels: limits?.maxChannels ?? 10_000, dedupMaxKeys: 1000, sweepInterval: 100 })), {
+  presenceSweep: 100,
+});
 
 const seqs = (pubs: readonly Publication[]): number[] => pubs.map((p) => p.position.seq);
 const range = (from: number, to: number): number[] => Array.from({ length: Math.max(0, to - from + 1) }, (_, i) => from + i);
@@ -38,18 +47,42 @@ const entryBytes = (channel: string, data: string, type?: string): number => utf
 const streamBytes = (channel: string): number => utf8(channel) + STREAM_OVERHEAD;
 const keyBytes = (key: string): number => utf8(key) + KEY_OVERHEAD;
 
-/** A memory broker on a hand-driven clock. */
-function clocked(opts: Partial<MemoryBrokerOptions> = {}): { broker: MemoryBroker; clock: { t: number } } {
-  const clock = { t: 1_000_000 };
-  const broker = new MemoryBroker({ maxChannels: 1000, dedupMaxKeys: 1000, now: () => clock.t, ...opts });
-  return { broker, clock };
+const retention = (historySize: number, historyTtl: number, ephemeral = false): Retention => ({ historySize, historyTtl, ephemeral });
+/** Settings whose default namespace ("") has this retention; `more` adds namespaces. */
+const keep = (historySize: number, historyTtl: number, dedupWindow = 60_000, more: BrokerSettings['namespaces'] = {}): BrokerSettings =>
+  brokerSettings({ '': retention(historySize, historyTtl), ...more }, dedupWindow);
+
+/** Handlers collecting what a broker reports. */
+function collect(): { handlers: BrokerHandlers; got: Publication[]; presence: PresenceEvent[] } {
+  const got: Publication[] = [];
+  const presence: PresenceEvent[] = [];
+  return { handlers: { publication: (p) => got.push(p), presence: (e) => presence.push(e), status: () => undefined }, got, presence };
 }
 
-/** `count` channel names that share one generation bucket. */
-function namesInOneBucket(count: number, prefix: string): string[] {
+/** A memory broker, started with `settings` (default: brokerSettings()). */
+async function started(opts: MemoryBrokerOptions, settings: BrokerSettings = brokerSettings()): Promise<MemoryBroker> {
+  const broker = new MemoryBroker(opts);
+  await broker.start(collect().handlers, settings);
+  return broker;
+}
+
+/** A memory broker on a hand-driven clock (no periodic sweep unless asked), started with `settings`. */
+async function clocked(
+  opts: Partial<MemoryBrokerOptions> = {},
+  settings: BrokerSettings = brokerSettings(),
+): Promise<{ broker: MemoryBroker; clock: { t: number }; got: Publication[]; presence: PresenceEvent[] }> {
+  const clock = { t: 1_000_000 };
+  const broker = new MemoryBroker({ maxChannels: 1000, dedupMaxKeys: 1000, sweepInterval: 0, now: () => clock.t, ...opts });
+  const { handlers, got, presence } = collect();
+  await broker.start(handlers, settings);
+  return { broker, clock, got, presence };
+}
+
+/** `count` channel names that share one generation bucket (`prefix` followed by a number, or made by `prefix`). */
+function namesInOneBucket(count: number, prefix: string | ((i: number) => string)): string[] {
   const byBucket = new Map<number, string[]>();
   for (let i = 0; ; i++) {
-    const name = `${prefix}${i}`;
+    const name = typeof prefix === 'string' ? `${prefix}${i}` : prefix(i);
     const list = byBucket.get(bucketOf(name)) ?? [];
     list.push(name);
     byBucket.set(bucketOf(name), list);
@@ -75,11 +108,11 @@ describe('MemoryBroker', () => {
 
   describe('clock', () => {
     it('expires a publication exactly historyTtl ms after it was published', async () => {
-      const { broker, clock } = clocked();
+      const { broker, clock } = await clocked({}, keep(100, 1000));
       const start = clock.t;
-      await broker.publish(command('c', '1', { historyTtl: 1000 }));
+      await broker.publish(command('c', '1'));
       clock.t = start + 500;
-      await broker.publish(command('c', '2', { historyTtl: 1000 }));
+      await broker.publish(command('c', '2'));
       clock.t = start + 999;
       let page = await broker.history('c', undefined, 10);
       expect(seqs(page.publications)).toEqual([1, 2]);
@@ -97,24 +130,24 @@ describe('MemoryBroker', () => {
     });
 
     it('holds an idempotency key for exactly dedupWindow ms', async () => {
-      const { broker, clock } = clocked();
+      const { broker, clock } = await clocked({}, keep(100, 60_000, 1000));
       const start = clock.t;
-      const first = await broker.publish(command('c', '1', { idempotencyKey: 'k', dedupWindow: 1000 }));
+      const first = await broker.publish(command('c', '1', { idempotencyKey: 'k' }));
       clock.t = start + 999;
-      expect(await broker.publish(command('c', '2', { idempotencyKey: 'k', dedupWindow: 1000 }))).toEqual({ position: first.position, duplicate: true });
+      expect(await broker.publish(command('c', '2', { idempotencyKey: 'k' }))).toEqual({ position: first.position, duplicate: true });
       clock.t = start + 1000;
-      expect(await broker.publish(command('c', '3', { idempotencyKey: 'k', dedupWindow: 1000 }))).toEqual({
+      expect(await broker.publish(command('c', '3', { idempotencyKey: 'k' }))).toEqual({
         position: { epoch: first.position.epoch, seq: 2 },
         duplicate: false,
       });
     });
 
     it('reports the latest eviction reason: trimmed after expired', async () => {
-      const { broker, clock } = clocked();
-      await broker.publish(command('c', '1', { historySize: 2, historyTtl: 100 }));
+      const { broker, clock } = await clocked({}, keep(2, 100));
+      await broker.publish(command('c', '1'));
       clock.t += 100;
       expect((await broker.history('c', undefined, 10)).evicted).toBe('expired');
-      for (let i = 0; i < 3; i++) await broker.publish(command('c', '1', { historySize: 2, historyTtl: 100 }));
+      for (let i = 0; i < 3; i++) await broker.publish(command('c', '1'));
       const page = await broker.history('c', undefined, 10);
       expect(seqs(page.publications)).toEqual([3, 4]);
       expect(page.evicted).toBe('trimmed');
@@ -123,8 +156,7 @@ describe('MemoryBroker', () => {
 
   describe('streams: only a publish creates one', () => {
     it("survives the review's flood: 110k subscribe/read/unsubscribe of fresh channels store nothing and disturb nothing", async () => {
-      const broker = new MemoryBroker({ maxChannels: 100_000, dedupMaxKeys: 10 });
-      await broker.start(() => undefined);
+      const broker = await started({ maxChannels: 100_000, dedupMaxKeys: 10 });
       const kept = ['a', 'b', 'c'];
       const positions: Position[] = [];
       for (const c of kept) positions.push((await broker.publish(command(c, `"${c}"`))).position);
@@ -161,16 +193,15 @@ describe('MemoryBroker', () => {
 
   describe('maxChannels', () => {
     it('drops the least recently used droppable stream; the channel comes back in a new epoch', async () => {
-      const { broker, clock } = clocked({ maxChannels: 3 });
-      const short = { historyTtl: 100 };
-      const a1 = await broker.publish(command('a', '1', short));
-      await broker.publish(command('b', '1', short));
-      const c1 = await broker.publish(command('c', '1', short));
+      const { broker, clock } = await clocked({ maxChannels: 3 }, keep(100, 100));
+      const a1 = await broker.publish(command('a', '1'));
+      await broker.publish(command('b', '1'));
+      const c1 = await broker.publish(command('c', '1'));
       clock.t += 100; // every history expired: all three droppable
       // Touch a (a publish, which protects it again) and b (a history read): c is now the least recently used.
-      expect((await broker.publish(command('a', '2', short))).position).toEqual({ epoch: a1.position.epoch, seq: 2 });
+      expect((await broker.publish(command('a', '2'))).position).toEqual({ epoch: a1.position.epoch, seq: 2 });
       const bTop = (await broker.history('b', undefined, 10)).top;
-      expect((await broker.publish(command('d', '1', short))).position.seq).toBe(1);
+      expect((await broker.publish(command('d', '1'))).position.seq).toBe(1);
       expect(broker.size).toBe(3);
       expect((await broker.history('b', undefined, 10)).top).toEqual(bTop); // b survived
       const cNow = await broker.history('c', undefined, 10);
@@ -181,12 +212,12 @@ describe('MemoryBroker', () => {
     });
 
     it('gives positions of a dropped stream an explicit epoch gap, and continues a re-created one from its empty read', async () => {
-      const { broker, clock } = clocked({ maxChannels: 1 });
+      const { broker, clock } = await clocked({ maxChannels: 1 }, keep(100, 100));
       const xs: Position[] = [];
-      for (let i = 1; i <= 3; i++) xs.push((await broker.publish(command('x', String(i), { historyTtl: 100 }))).position);
+      for (let i = 1; i <= 3; i++) xs.push((await broker.publish(command('x', String(i)))).position);
       const held = xs[1] as Position; // a client that saw x up to seq 2
       clock.t += 100;
-      await broker.publish(command('y', '1', { historyTtl: 100 })); // x holds nothing unexpired: dropped for y
+      await broker.publish(command('y', '1')); // x holds nothing unexpired: dropped for y
       const page = await broker.history('x', held, 100);
       expect(page.top.seq).toBe(0);
       expect(page.top.epoch).not.toBe(held.epoch);
@@ -202,36 +233,36 @@ describe('MemoryBroker', () => {
       clock.t += 100;
       // Dropping y moves y's bucket on, not x's: x still starts in the epoch its empty read gave.
       expect(bucketOf('x')).not.toBe(bucketOf('y'));
-      const again = await broker.publish(command('x', '4', { historyTtl: 100 }));
+      const again = await broker.publish(command('x', '4'));
       expect(again.position).toEqual({ epoch: page.top.epoch, seq: 1 }); // continuous with the empty read
       const resumed = await broker.history('x', page.top, 100);
       expect(planResume('x', page.top, resumed, [], false)).toEqual({ steps: [{ pub: resumed.publications[0] }], last: again.position, recovered: true });
     });
 
     it('protects a stream holding only an unexpired idempotency key until the key expires', async () => {
-      const { broker, clock } = clocked({ maxChannels: 1 });
-      const eph = { ephemeral: true, historySize: 0, historyTtl: 0 };
-      const k = await broker.publish(command('k', '1', { ...eph, idempotencyKey: 'once', dedupWindow: 1000 }));
+      // The default namespace is ephemeral here: no history protects anything, only the key.
+      const { broker, clock } = await clocked({ maxChannels: 1 }, brokerSettings({ '': retention(0, 0, true) }, 1000));
+      const k = await broker.publish(command('k', '1', { idempotencyKey: 'once' }));
       clock.t += 999;
-      await expect(broker.publish(command('n', '1', eph))).rejects.toMatchObject({ code: 'storage_full' });
-      expect(await broker.publish(command('k', '2', { ...eph, idempotencyKey: 'once', dedupWindow: 1000 }))).toEqual({ position: k.position, duplicate: true });
+      await expect(broker.publish(command('n', '1'))).rejects.toMatchObject({ code: 'storage_full' });
+      expect(await broker.publish(command('k', '2', { idempotencyKey: 'once' }))).toEqual({ position: k.position, duplicate: true });
       clock.t += 1;
-      expect((await broker.publish(command('n', '1', eph))).position.seq).toBe(1);
+      expect((await broker.publish(command('n', '1'))).position.seq).toBe(1);
       expect((await broker.history('k', undefined, 0)).top.seq).toBe(0);
     });
 
     it('examines at most EVICTION_SCAN streams per attempt, moving protected ones to the back', async () => {
       const max = EVICTION_SCAN + 8;
-      const { broker, clock } = clocked({ maxChannels: max });
-      for (let i = 0; i < max - 1; i++) await broker.publish(command(`p${i}`, '1', { historyTtl: 60_000 }));
-      const spare = await broker.publish(command('spare', '1', { historyTtl: 100 }));
+      const { broker, clock } = await clocked({ maxChannels: max }, keep(100, 60_000, 60_000, { short: retention(100, 100) }));
+      for (let i = 0; i < max - 1; i++) await broker.publish(command(`p${i}`, '1'));
+      const spare = await broker.publish(command('short:spare', '1'));
       clock.t += 100; // spare is droppable, but the most recently used
       await expect(broker.publish(command('new', '1'))).rejects.toMatchObject({ code: 'storage_full' });
       expect(broker.size).toBe(max);
       // The examined streams moved to the back: the next attempt reaches spare.
       expect((await broker.publish(command('new', '1'))).position.seq).toBe(1);
       expect(broker.size).toBe(max);
-      const spareNow = (await broker.history('spare', undefined, 0)).top;
+      const spareNow = (await broker.history('short:spare', undefined, 0)).top;
       expect(spareNow.seq).toBe(0);
       expect(spareNow.epoch).not.toBe(spare.position.epoch);
       for (let i = 0; i < max - 1; i++) expect((await broker.history(`p${i}`, undefined, 10)).publications).toHaveLength(1);
@@ -279,8 +310,8 @@ describe('MemoryBroker', () => {
     });
 
     it('give an empty channel the epoch of its first publication, the same on every broker sharing the life', async () => {
-      const a = new MemoryBroker({ maxChannels: 10, dedupMaxKeys: 10, life: 'shared-life' });
-      const b = new MemoryBroker({ maxChannels: 10, dedupMaxKeys: 10, life: 'shared-life' });
+      const a = await started({ maxChannels: 10, dedupMaxKeys: 10, life: 'shared-life' });
+      const b = await started({ maxChannels: 10, dedupMaxKeys: 10, life: 'shared-life' });
       const empty = (await a.history('c', undefined, 0)).top;
       expect(empty).toEqual({ epoch: deriveEpoch('shared-life', 0, 'c'), seq: 0 });
       expect((await b.history('c', undefined, 0)).top).toEqual(empty);
@@ -294,13 +325,13 @@ describe('MemoryBroker', () => {
     it("move only the dropped stream's bucket to a new generation", async () => {
       const [victim, mate] = namesInOneBucket(2, 'v') as [string, string];
       const stranger = ['s0', 's1', 's2'].find((n) => bucketOf(n) !== bucketOf(victim)) as string;
-      const { broker, clock } = clocked({ maxChannels: 1, life: 'L' });
-      const v = await broker.publish(command(victim, '1', { historyTtl: 100 }));
+      const { broker, clock } = await clocked({ maxChannels: 1, life: 'L' }, keep(100, 100));
+      const v = await broker.publish(command(victim, '1'));
       expect(v.position).toEqual({ epoch: deriveEpoch('L', 0, victim), seq: 1 });
       const mateBefore = (await broker.history(mate, undefined, 0)).top;
       expect(mateBefore).toEqual({ epoch: deriveEpoch('L', 0, mate), seq: 0 });
       clock.t += 100;
-      const s = await broker.publish(command(stranger, '1')); // drops victim
+      const s = await broker.publish(command(stranger, '1')); // drops victim (its history expired)
       expect(s.position).toEqual({ epoch: deriveEpoch('L', 0, stranger), seq: 1 });
       expect((await broker.history(victim, undefined, 0)).top).toEqual({ epoch: deriveEpoch('L', 1, victim), seq: 0 });
       // The mate never had a stream, yet moves too: a client holding mateBefore gets an explicit epoch gap.
@@ -323,21 +354,20 @@ describe('MemoryBroker', () => {
 
   describe('maxHistoryBytes', () => {
     it('counts each retained entry (UTF-8), key and stream in historyBytes, and releases them on trim, expiry and close', async () => {
-      const { broker, clock } = clocked();
+      const { broker, clock } = await clocked({}, brokerSettings({ chat: retention(2, 1000), typing: retention(0, 0, true) }, 500));
       expect(broker.stats()).toEqual({ streams: 0, subscribed: 0, historyBytes: 0 });
       const data = JSON.stringify('é😀 x');
       expect([data.length, utf8(data)]).toEqual([7, 10]);
-      const room = { historySize: 2, historyTtl: 1000 };
-      await broker.publish(command('chat:room', data, { ...room, type: 'chat.message', idempotencyKey: 'ключ', dedupWindow: 500 }));
+      await broker.publish(command('chat:room', data, { type: 'chat.message', idempotencyKey: 'ключ' }));
       let want = streamBytes('chat:room') + entryBytes('chat:room', data, 'chat.message') + keyBytes('ключ');
       expect(broker.stats()).toEqual({ streams: 1, subscribed: 0, historyBytes: want });
       // Ephemeral, no key: the stream alone.
-      await broker.publish(command('typing:x', '1', { ephemeral: true, historySize: 0, historyTtl: 0 }));
+      await broker.publish(command('typing:x', '1'));
       want += streamBytes('typing:x');
       expect(broker.stats().historyBytes).toBe(want);
       // Two more with historySize 2: the first is trimmed and released.
-      await broker.publish(command('chat:room', '1', room));
-      await broker.publish(command('chat:room', '22', room));
+      await broker.publish(command('chat:room', '1'));
+      await broker.publish(command('chat:room', '22'));
       want += entryBytes('chat:room', '1') + entryBytes('chat:room', '22') - entryBytes('chat:room', data, 'chat.message');
       expect(broker.stats().historyBytes).toBe(want);
       // The key's window ends first; nobody publishes with it again: the sweep releases it.
@@ -352,43 +382,45 @@ describe('MemoryBroker', () => {
     });
 
     it('refuses a publish over the budget with storage_full naming it, consuming no position and evicting nothing', async () => {
-      const per = streamBytes('c0') + entryBytes('c0', '"x"');
-      const { broker } = clocked({ maxHistoryBytes: 3 * per });
-      const got: Publication[] = [];
-      await broker.start((p) => got.push(p));
+      // o: one publication kept per channel; e: ephemeral. Names of one length, so every stream costs the same.
+      const per = streamBytes('o:c0') + entryBytes('o:c0', '"x"');
+      const budget = streamBytes('e:c9') + 3 * per;
+      const { broker, got } = await clocked({ maxHistoryBytes: budget }, brokerSettings({ o: retention(1, 60_000), e: retention(100, 60_000, true) }));
+      await broker.subscribe('e:c9'); // protected, though it holds nothing
+      expect((await broker.publish(command('e:c9', '1'))).position.seq).toBe(1); // the stream's bytes alone
       const kept: Position[] = [];
-      for (let i = 0; i < 3; i++) kept.push((await broker.publish(command(`c${i}`, '"x"'))).position);
-      await broker.subscribe('c3');
-      const err: unknown = await broker.publish(command('c3', '"x"')).catch((e: unknown) => e);
+      for (let i = 0; i < 3; i++) kept.push((await broker.publish(command(`o:c${i}`, '"x"'))).position);
+      await broker.subscribe('o:c3');
+      const err: unknown = await broker.publish(command('o:c3', '"x"')).catch((e: unknown) => e);
       expect(err).toBeInstanceOf(TidingsError);
       expect(err).toMatchObject({ code: 'storage_full' });
-      expect((err as Error).message).toContain(`${3 * per} bytes (maxHistoryBytes)`);
-      expect(got).toEqual([]);
-      expect((await broker.history('c3', undefined, 0)).top.seq).toBe(0);
-      for (let i = 0; i < 3; i++) expect((await broker.history(`c${i}`, undefined, 10)).publications.map((p) => p.position)).toEqual([kept[i]]);
-      expect(broker.stats()).toEqual({ streams: 3, subscribed: 1, historyBytes: 3 * per });
+      expect((err as Error).message).toContain(`${budget} bytes (maxHistoryBytes)`);
+      expect(got.filter((p) => p.channel === 'o:c3')).toEqual([]);
+      expect((await broker.history('o:c3', undefined, 0)).top.seq).toBe(0);
+      for (let i = 0; i < 3; i++) expect((await broker.history(`o:c${i}`, undefined, 10)).publications.map((p) => p.position)).toEqual([kept[i]]);
+      expect(broker.stats()).toEqual({ streams: 4, subscribed: 2, historyBytes: budget });
       // Replacing the channel's own oldest entry (historySize 1) with one of the same size fits: trimming counts.
-      expect((await broker.publish(command('c0', '"y"', { historySize: 1 }))).position.seq).toBe(2);
-      expect(broker.stats().historyBytes).toBe(3 * per);
+      expect((await broker.publish(command('o:c0', '"y"'))).position.seq).toBe(2);
+      expect(broker.stats().historyBytes).toBe(budget);
       // A larger one does not, though it would trim too.
-      await expect(broker.publish(command('c0', '"yy"', { historySize: 1 }))).rejects.toMatchObject({ code: 'storage_full' });
-      expect((await broker.history('c0', undefined, 10)).publications.map((p) => p.data)).toEqual(['"y"']);
+      await expect(broker.publish(command('o:c0', '"yy"'))).rejects.toMatchObject({ code: 'storage_full' });
+      expect((await broker.history('o:c0', undefined, 10)).publications.map((p) => p.data)).toEqual(['"y"']);
       // Ephemeral publications to an existing stream need no bytes.
-      expect((await broker.publish(command('c1', '1', { ephemeral: true }))).position.seq).toBe(2);
+      expect((await broker.publish(command('e:c9', '2'))).position.seq).toBe(2);
       // A publication larger than the whole budget is refused outright.
-      await expect(broker.publish(command('c1', JSON.stringify('x'.repeat(3 * per))))).rejects.toMatchObject({ code: 'storage_full' });
+      await expect(broker.publish(command('o:c1', JSON.stringify('x'.repeat(budget))))).rejects.toMatchObject({ code: 'storage_full' });
     });
 
     it('reclaims expired entries and keys of channels nobody reads, and droppable streams, before refusing', async () => {
-      const { broker, clock } = clocked({ maxHistoryBytes: 3 * (streamBytes('c0') + entryBytes('c0', '"x"') + keyBytes('k0')) });
-      const withKey = (i: number): ReturnType<typeof command> => command(`c${i}`, '"x"', { idempotencyKey: `k${i}`, historyTtl: 100, dedupWindow: 200 });
+      const { broker, clock } = await clocked({ maxHistoryBytes: 3 * (streamBytes('c0') + entryBytes('c0', '"x"') + keyBytes('k0')) }, keep(100, 100, 200));
+      const withKey = (i: number): ReturnType<typeof command> => command(`c${i}`, '"x"', { idempotencyKey: `k${i}` });
       const kept: Position[] = [];
       for (let i = 0; i < 3; i++) kept.push((await broker.publish(withKey(i))).position);
-      await expect(broker.publish(command('c3', '"x"', { historyTtl: 100 }))).rejects.toMatchObject({ code: 'storage_full' });
+      await expect(broker.publish(command('c3', '"x"'))).rejects.toMatchObject({ code: 'storage_full' });
       // The entries expire; the keys (and so the streams) stay. Three entries' bytes make room for a stream and an entry.
       clock.t += 100;
       expect(3 * entryBytes('c0', '"x"')).toBeGreaterThanOrEqual(streamBytes('c3') + entryBytes('c3', '"x"'));
-      const c3 = (await broker.publish(command('c3', '"x"', { historyTtl: 100 }))).position;
+      const c3 = (await broker.publish(command('c3', '"x"'))).position;
       expect(c3.seq).toBe(1);
       expect(broker.stats().streams).toBe(4);
       for (let i = 0; i < 3; i++) expect(await broker.publish(withKey(i))).toEqual({ position: kept[i], duplicate: true });
@@ -406,6 +438,38 @@ describe('MemoryBroker', () => {
         historyBytes: 3 * streamBytes('c0') + streamBytes('c4') + entryBytes('c4', '"x"') + keyBytes('k4'),
       });
     });
+
+    // Moved from the contract suite: a small byte budget is the memory broker's own bound.
+    it('refuses a publish past the byte budget with storage_full, keeping unexpired history, and takes publishes again once history expires', async () => {
+      const { broker, clock } = await clocked({ maxHistoryBytes: 16 * 1024 }, keep(100, 300));
+      const kilobyte = JSON.stringify('x'.repeat(1000));
+      const accepted: { channel: string; position: Position }[] = [];
+      let refused: string | undefined;
+      for (let i = 0; i < 100 && refused === undefined; i++) {
+        const c = `budget-${i}`;
+        try {
+          accepted.push({ channel: c, position: (await broker.publish(command(c, kilobyte))).position });
+        } catch (err) {
+          expect(isStorageFull(err)).toBe(true);
+          refused = c;
+        }
+      }
+      expect(refused).toBeDefined();
+      expect(accepted.length).toBeGreaterThanOrEqual(4);
+      // Refused: no position consumed. Accepted: all still there.
+      expect((await broker.history(refused as string, undefined, 0)).top.seq).toBe(0);
+      for (const { channel, position } of accepted) {
+        const page = await broker.history(channel, undefined, 10);
+        expect(page.publications.map((p) => [p.position, p.data])).toEqual([[position, kilobyte]]);
+      }
+      // A second kilobyte on a channel that already holds one is refused too: nothing is evicted for it.
+      const first = accepted[0] as { channel: string; position: Position };
+      await expect(broker.publish(command(first.channel, kilobyte))).rejects.toMatchObject({ code: 'storage_full' });
+      expect((await broker.history(first.channel, undefined, 0)).top).toEqual(first.position);
+      clock.t += 300;
+      // Expired history is released (nobody needs to read those channels) and makes room.
+      for (let i = 0; i < accepted.length; i++) expect((await broker.publish(command(`after-expiry-${i}`, kilobyte))).position.seq).toBe(1);
+    });
   });
 
   describe('expiry sweep', () => {
@@ -415,13 +479,14 @@ describe('MemoryBroker', () => {
 
     it('runs between start() and close(), releasing expired history and keys of untouched channels a bounded batch per run', async () => {
       vi.useFakeTimers();
-      const { broker, clock } = clocked({ sweepInterval: 1000, sweepBatch: 2 });
-      for (let i = 0; i < 5; i++) await broker.publish(command(`c${i}`, '"x"', { idempotencyKey: 'k', historyTtl: 100, dedupWindow: 100 }));
+      const clock = { t: 1_000_000 };
+      const broker = new MemoryBroker({ maxChannels: 1000, dedupMaxKeys: 1000, sweepInterval: 1000, sweepBatch: 2, now: () => clock.t });
+      expect(vi.getTimerCount()).toBe(0);
+      await broker.start(collect().handlers, keep(100, 100, 100));
+      expect(vi.getTimerCount()).toBe(1);
+      for (let i = 0; i < 5; i++) await broker.publish(command(`c${i}`, '"x"', { idempotencyKey: 'k' }));
       const full = broker.stats().historyBytes;
       const perChannel = entryBytes('c0', '"x"') + keyBytes('k');
-      expect(vi.getTimerCount()).toBe(0);
-      await broker.start(() => undefined);
-      expect(vi.getTimerCount()).toBe(1);
       vi.advanceTimersByTime(1000);
       expect(broker.stats().historyBytes).toBe(full); // nothing expired yet
       clock.t += 100;
@@ -440,23 +505,21 @@ describe('MemoryBroker', () => {
       const timeouts = (): number => process.getActiveResourcesInfo().filter((r) => r === 'Timeout').length;
       const before = timeouts();
       const broker = new MemoryBroker({ maxChannels: 10, dedupMaxKeys: 10, sweepInterval: 50 });
-      await broker.start(() => undefined);
+      await broker.start(collect().handlers, brokerSettings());
       expect(timeouts()).toBe(before);
       await broker.close();
     });
 
-    it('reaches every stream even while publishes keep reordering them', () => {
-      const { broker, clock } = clocked({ sweepBatch: 3 });
-      return (async () => {
-        for (let i = 0; i < 10; i++) await broker.publish(command(`c${i}`, '"x"', { historyTtl: 100 }));
-        clock.t += 100;
-        for (let run = 0; run < 4; run++) {
-          broker.sweep();
-          // A hot channel keeps moving to the back of the order the sweep walks.
-          await broker.publish(command('hot', '1', { historyTtl: 1000 }));
-        }
-        expect(broker.stats().historyBytes).toBe(10 * streamBytes('c0') + streamBytes('hot') + 4 * entryBytes('hot', '1'));
-      })();
+    it('reaches every stream even while publishes keep reordering them', async () => {
+      const { broker, clock } = await clocked({ sweepBatch: 3 }, keep(100, 100, 60_000, { hot: retention(100, 1000) }));
+      for (let i = 0; i < 10; i++) await broker.publish(command(`c${i}`, '"x"'));
+      clock.t += 100;
+      for (let run = 0; run < 4; run++) {
+        broker.sweep();
+        // A hot channel keeps moving to the back of the order the sweep walks.
+        await broker.publish(command('hot:h', '1'));
+      }
+      expect(broker.stats().historyBytes).toBe(10 * streamBytes('c0') + streamBytes('hot:h') + 4 * entryBytes('hot:h', '1'));
     });
   });
 
@@ -478,6 +541,8 @@ describe('MemoryBroker', () => {
       subscribed: boolean;
       /** Epochs of its dropped streams. */
       readonly past: Set<string>;
+      /** In the ephemeral namespace `e`. */
+      readonly ephemeral: boolean;
     }
     const payloads = ['1', '"x"', JSON.stringify('é😀'.repeat(5)), JSON.stringify('x'.repeat(120))];
     const op = fc.oneof(
@@ -487,7 +552,6 @@ describe('MemoryBroker', () => {
           ch: fc.nat(5),
           payload: fc.nat(payloads.length - 1),
           key: fc.option(fc.nat(3), { nil: undefined }),
-          ephemeral: fc.boolean(),
           typed: fc.boolean(),
         }),
         weight: 8,
@@ -509,7 +573,8 @@ describe('MemoryBroker', () => {
 
     it('never drops a protected stream, counts historyBytes exactly and never exceeds the budget (model-based)', async () => {
       // Three channels share a generation bucket, so drops move their neighbours' empty epochs too.
-      const names = [...namesInOneBucket(3, 'b'), 'x', 'y', 'z'];
+      // Channels of namespace `e` are ephemeral; the others (default namespace) store history.
+      const names = [...namesInOneBucket(3, (i) => (i % 2 === 0 ? `b${i}` : `e:b${i}`)), 'x', 'e:y', 'z'];
       const life = 'model-life';
       const seen = { refused: 0, dropped: 0, duplicates: 0, accepted: 0 };
       await fc.assert(
@@ -523,11 +588,14 @@ describe('MemoryBroker', () => {
             life,
             now: () => clock.t,
           });
-          const received: Publication[] = [];
-          await broker.start((p) => received.push(p));
+          const { handlers, got: received } = collect();
+          await broker.start(
+            handlers,
+            brokerSettings({ '': retention(pol.historySize, pol.historyTtl), e: retention(pol.historySize, pol.historyTtl, true) }, pol.dedupWindow),
+          );
           const generations = new Map<number, number>();
           const emptyEpoch = (name: string): string => deriveEpoch(life, generations.get(bucketOf(name)) ?? 0, name);
-          const chans: ModelChannel[] = names.map((name) => ({ name, stream: undefined, subscribed: false, past: new Set() }));
+          const chans: ModelChannel[] = names.map((name) => ({ name, stream: undefined, subscribed: false, past: new Set(), ephemeral: name.startsWith('e:') }));
           const expire = (): void => {
             for (const c of chans) {
               if (c.stream === undefined) continue;
@@ -572,14 +640,7 @@ describe('MemoryBroker', () => {
               const data = payloads[o.payload] as string;
               const type = o.typed ? 'chat.message' : undefined;
               const key = o.key === undefined ? undefined : `key-${o.key}`;
-              const cmd = command(c.name, data, {
-                type,
-                idempotencyKey: key,
-                historySize: pol.historySize,
-                historyTtl: pol.historyTtl,
-                ephemeral: o.ephemeral,
-                dedupWindow: pol.dedupWindow,
-              });
+              const cmd = command(c.name, data, { type, idempotencyKey: key });
               const s = c.stream;
               const dup = key === undefined ? undefined : s?.keys.get(key);
               const others = chans.filter((x) => x !== c && x.stream !== undefined);
@@ -602,7 +663,7 @@ describe('MemoryBroker', () => {
                 const seq = (s?.seq ?? 0) + 1;
                 const entries = [...(s?.entries ?? [])];
                 const keys = new Map(s?.keys ?? []);
-                if (!o.ephemeral) {
+                if (!c.ephemeral) {
                   entries.push({ seq, expires: clock.t + pol.historyTtl, bytes: entryBytes(c.name, data, type) });
                   while (entries.length > pol.historySize) entries.shift();
                 }
@@ -669,7 +730,7 @@ describe('MemoryBroker', () => {
 
   describe('dedupMaxKeys', () => {
     it('remembers at most dedupMaxKeys keys per channel, forgetting the oldest', async () => {
-      const broker = new MemoryBroker({ maxChannels: 10, dedupMaxKeys: 2 });
+      const broker = await started({ maxChannels: 10, dedupMaxKeys: 2 });
       const pub = (key: string): Promise<[number, boolean]> =>
         broker.publish(command('c', '1', { idempotencyKey: key })).then((o) => [o.position.seq, o.duplicate]);
       expect(await pub('k1')).toEqual([1, false]);
@@ -684,7 +745,7 @@ describe('MemoryBroker', () => {
     });
 
     it('remembers no key at all with dedupMaxKeys 0', async () => {
-      const broker = new MemoryBroker({ maxChannels: 10, dedupMaxKeys: 0 });
+      const broker = await started({ maxChannels: 10, dedupMaxKeys: 0 });
       expect((await broker.publish(command('c', '1', { idempotencyKey: 'k' }))).duplicate).toBe(false);
       expect(await broker.publish(command('c', '1', { idempotencyKey: 'k' }))).toMatchObject({ position: { seq: 2 }, duplicate: false });
     });
@@ -692,8 +753,8 @@ describe('MemoryBroker', () => {
 
   describe('history ring', () => {
     it('returns exactly the last 100 after 10,000 publishes with historySize 100', async () => {
-      const broker = new MemoryBroker({ maxChannels: 10, dedupMaxKeys: 10 });
-      for (let i = 1; i <= 10_000; i++) await broker.publish(command('c', String(i), { historySize: 100 }));
+      const broker = await started({ maxChannels: 10, dedupMaxKeys: 10 }, keep(100, 60_000));
+      for (let i = 1; i <= 10_000; i++) await broker.publish(command('c', String(i)));
       const page = await broker.history('c', undefined, 1000);
       expect(page.top.seq).toBe(10_000);
       expect(seqs(page.publications)).toEqual(range(9901, 10_000));
@@ -717,7 +778,7 @@ describe('MemoryBroker', () => {
       let compactionsLikely = 0;
       await fc.assert(
         fc.asyncProperty(fc.nat(20), fc.integer({ min: 1, max: 400 }), fc.array(op, { maxLength: 400, size: 'max' }), async (historySize, historyTtl, ops) => {
-          const { broker, clock } = clocked();
+          const { broker, clock } = await clocked({}, keep(historySize, historyTtl));
           let top = 0;
           let retained: { seq: number; expires: number }[] = [];
           let evicted: EvictionReason | undefined;
@@ -732,7 +793,7 @@ describe('MemoryBroker', () => {
             if (o.kind !== 'history') clock.t += o.advance;
             if (o.kind === 'publish') {
               top += 1;
-              const outcome = await broker.publish(command('c', `${top}`, { historySize, historyTtl }));
+              const outcome = await broker.publish(command('c', `${top}`));
               expect(outcome.position.seq).toBe(top);
               if (historySize > 0) {
                 retained.push({ seq: top, expires: clock.t + historyTtl });
@@ -767,47 +828,96 @@ describe('MemoryBroker', () => {
   describe('close', () => {
     it('forgets every stream and subscription and stops delivering', async () => {
       const broker = new MemoryBroker({ maxChannels: 10, dedupMaxKeys: 10 });
-      const received: Publication[] = [];
-      await broker.start((p) => received.push(p));
+      const { handlers, got: received, presence } = collect();
+      await broker.start(handlers, brokerSettings());
       await broker.subscribe('c');
+      await broker.presenceAdd('c', { client: 'c1', user: 'u', info: undefined, node: 'n' }, 60_000);
       const first = await broker.publish(command('c', '1'));
       expect(received).toHaveLength(1);
       await broker.close();
       expect(broker.size).toBe(0);
+      expect(await broker.presence('c')).toEqual([]);
       const after = await broker.publish(command('c', '2'));
       expect(after.position.seq).toBe(1);
       expect(after.position.epoch).not.toBe(first.position.epoch);
       expect(received).toHaveLength(1);
+      expect(presence.map((e) => e.kind)).toEqual(['join']);
     });
   });
 
-  describe('a channel mixing ephemeral and stored publications', () => {
-    it('keeps only the stored ones in history', async () => {
-      const broker = new MemoryBroker({ maxChannels: 10, dedupMaxKeys: 10 });
-      await broker.publish(command('c', '1'));
-      await broker.publish(command('c', '2', { ephemeral: true }));
-      await broker.publish(command('c', '3'));
-      const page = await broker.history('c', undefined, 10);
-      expect(seqs(page.publications)).toEqual([1, 3]);
-      expect(seqs((await broker.history('c', { epoch: page.top.epoch, seq: 1 }, 10)).publications)).toEqual([3]);
+  // Ephemeral is now a namespace's retention, so one channel can no longer mix ephemeral and stored
+  // publications (the holes the old regression covered cannot arise).
+  describe('namespaces side by side', () => {
+    it('stores history by the namespace of each channel, and counts an ephemeral stream by its stream bytes alone', async () => {
+      const { broker } = await clocked({}, brokerSettings({ e: retention(100, 60_000, true), s: retention(2, 60_000) }));
+      for (const d of ['1', '2', '3']) {
+        await broker.publish(command('e:c', d));
+        await broker.publish(command('s:c', d));
+        await broker.publish(command('c', d));
+      }
+      expect(seqs((await broker.history('e:c', undefined, 10)).publications)).toEqual([]);
+      expect(seqs((await broker.history('s:c', undefined, 10)).publications)).toEqual([2, 3]);
+      const plain = await broker.history('c', undefined, 10);
+      expect(seqs(plain.publications)).toEqual([1, 2, 3]);
+      expect(seqs((await broker.history('c', { epoch: plain.top.epoch, seq: 1 }, 10)).publications)).toEqual([2, 3]);
+      expect(broker.stats().historyBytes).toBe(
+        streamBytes('e:c') + streamBytes('s:c') + entryBytes('s:c', '2') + entryBytes('s:c', '3') + streamBytes('c') + 3 * entryBytes('c', '1'),
+      );
     });
 
-    // Regression: history once located `since` by arithmetic, assuming consecutive stored seqs;
-    // ephemeral publications (not stored) leave holes.
-    it('returns every stored publication after since when ephemeral ones left holes', async () => {
-      const broker = new MemoryBroker({ maxChannels: 10, dedupMaxKeys: 10 });
-      await broker.publish(command('c', '1'));
-      await broker.publish(command('c', '2', { ephemeral: true }));
-      await broker.publish(command('c', '3', { ephemeral: true }));
-      for (const d of ['4', '5', '6']) await broker.publish(command('c', d));
-      const epoch = (await broker.history('c', undefined, 0)).top.epoch;
-      const after3 = seqs((await broker.history('c', { epoch, seq: 3 }, 10)).publications);
-      const other = new MemoryBroker({ maxChannels: 10, dedupMaxKeys: 10 });
-      await other.publish(command('c', '1'));
-      await other.publish(command('c', '2', { ephemeral: true }));
-      await other.publish(command('c', '3'));
-      const after2 = seqs((await other.history('c', { epoch: (await other.history('c', undefined, 0)).top.epoch, seq: 2 }, 10)).publications);
-      expect({ after3, after2 }).toEqual({ after3: [4, 5, 6], after2: [3] });
+    it('refuses a publish to an unconfigured namespace before touching anything, and applies the settings of the latest start', async () => {
+      const { broker } = await clocked({}, brokerSettings({ s: retention(2, 60_000) }));
+      await expect(broker.publish(command('x:c', '1'))).rejects.toMatchObject({ code: 'unknown_namespace' });
+      expect(broker.stats()).toEqual({ streams: 0, subscribed: 0, historyBytes: 0 });
+      await broker.start(collect().handlers, brokerSettings({ x: retention(1, 60_000) }));
+      await expect(broker.publish(command('s:c', '1'))).rejects.toMatchObject({ code: 'unknown_namespace' });
+      await broker.publish(command('x:c', '1'));
+      await broker.publish(command('x:c', '2'));
+      expect(seqs((await broker.history('x:c', undefined, 10)).publications)).toEqual([2]);
+    });
+  });
+
+  describe('presence', () => {
+    const ann = { client: 'c1', user: 'u1', info: '{"name":"Ann"}', node: 'n1' };
+
+    it('expires an entry exactly ttl ms after its last add or touch, and announces its leave once (sweep or presence())', async () => {
+      const { broker, clock, presence } = await clocked();
+      await broker.subscribe('room');
+      await broker.presenceAdd('room', ann, 1000);
+      clock.t += 600;
+      await broker.presenceTouch([{ channel: 'room', client: 'c1' }], 1000);
+      clock.t += 999;
+      broker.sweep();
+      expect(await broker.presence('room')).toEqual([ann]);
+      expect(presence).toEqual([{ kind: 'join', channel: 'room', entry: ann }]);
+      clock.t += 1;
+      broker.sweep();
+      expect(presence).toEqual([
+        { kind: 'join', channel: 'room', entry: ann },
+        { kind: 'leave', channel: 'room', entry: ann },
+      ]);
+      expect(await broker.presence('room')).toEqual([]);
+      broker.sweep();
+      expect(presence).toHaveLength(2);
+      // Without a sweep, presence() finds the expiry itself.
+      await broker.presenceAdd('room', ann, 100);
+      clock.t += 100;
+      expect(await broker.presence('room')).toEqual([]);
+      broker.sweep();
+      expect(presence.map((e) => e.kind)).toEqual(['join', 'leave', 'join', 'leave']);
+    });
+
+    it('announces a join once per client: adding again refreshes the entry, removing an absent one announces nothing', async () => {
+      const { broker, clock, presence } = await clocked();
+      await broker.subscribe('room');
+      await broker.presenceAdd('room', ann, 100);
+      clock.t += 50;
+      const changed = { ...ann, info: '{"name":"Ann B"}' };
+      await broker.presenceAdd('room', changed, 100);
+      clock.t += 99;
+      expect(await broker.presence('room')).toEqual([changed]);
+      await broker.presenceRemove('room', { ...ann, client: 'nobody' });
+      expect(presence.map((e) => e.kind)).toEqual(['join']);
     });
   });
 });

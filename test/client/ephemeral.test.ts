@@ -125,7 +125,7 @@ describe.each(KINDS)('ephemeral channel over %s', (kind) => {
     for (let i = 0; i < 3; i++) {
       const n = afterFirst + i;
       missed.push(n);
-      await broker.publish(publishCommand(CHANNEL, String(n), { ephemeral: true, historySize: 0, historyTtl: 0 }));
+      await broker.publish(publishCommand(CHANNEL, String(n)));
     }
     gw = await gateway(broker, port);
     const start = afterFirst + missed.length;

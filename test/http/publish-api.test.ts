@@ -137,7 +137,7 @@ describe('other routes', () => {
     expect(health.status).toBe(200);
     expect(await health.json()).toMatchObject({ status: 'ok' });
     const ready = await fetch(`${gw.url}/readyz`);
-    expect(await ready.json()).toEqual({ ready: true });
+    expect(await ready.json()).toEqual({ ready: true, node: gw.gateway.nodeId });
   });
 
   it('answers unknown paths with 404 not_found', async () => {

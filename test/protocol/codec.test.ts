@@ -24,7 +24,7 @@ import {
 import { channelArb, messageTypeArb, positionArb, stringOf } from './arbitraries.js';
 
 const RUNS = { numRuns: 1000 };
-const FRAME_TYPES = ['subscribe', 'unsubscribe', 'publish', 'rpc', 'ping'] as const;
+const FRAME_TYPES = ['subscribe', 'unsubscribe', 'publish', 'rpc', 'ping', 'presence'] as const;
 /** True when no number in `v` is an integer past 2^53 - 1 below 1e21, which JSON.stringify writes as an integer literal parseJson refuses. */
 function numbersKept(v: unknown): boolean {
   if (typeof v === 'number') return !Number.isInteger(v) || Number.isSafeInteger(v) || Math.abs(v) >= 1e21;
@@ -77,6 +77,10 @@ function checkDecode(text: string): ClientFrame | undefined {
       expect(frame.id).toBeDefined();
       break;
     case 'ping':
+      break;
+    case 'presence':
+      expect(channelProblem(frame.channel)).toBeUndefined();
+      expect(frame.id).toBeDefined();
       break;
   }
   if (frame.id !== undefined) {
@@ -298,6 +302,7 @@ describe('decodeClient', () => {
       }),
       fc.record({ type: fc.constant('rpc' as const), id: fc.integer(), method: stringOf('abc/._-', 1, 64) }),
       fc.record({ type: fc.constant('ping' as const), id }),
+      fc.record({ type: fc.constant('presence' as const), id: fc.integer(), channel: channelArb }),
     );
     fc.assert(
       fc.property(frame, (f) => {

@@ -44,7 +44,7 @@ afterEach(async () => {
 });
 
 async function gateway(): Promise<TestGateway> {
-  const gw = await startGateway({ namespaces: { chat: { clientPublish: true } }, pollTimeout: 1000 }, { auth });
+  const gw = await startGateway({ namespaces: { chat: { clientPublish: true } }, pollTimeout: 1000, channelLinger: 0 }, { auth });
   cleanup.push(() => gw.close());
   return gw;
 }
@@ -126,7 +126,7 @@ describe('WebSocket', () => {
     // Refused, not half subscribed: asking again is refused the same way (not already_subscribed).
     expect(await c.request({ type: 'subscribe', channel: 'secret-room' })).toMatchObject({ type: 'error', id: 2, error: { code: 'forbidden' } });
     expect(await c.request({ type: 'subscribe', channel: 'news' })).toMatchObject({ type: 'reply', id: 3, result: { channel: 'news' } });
-    expect(holding(gw)).toEqual({ sessions: 1, hub: { channels: 1, subscribers: 1, repairing: 0 } });
+    expect(holding(gw)).toEqual({ sessions: 1, hub: { channels: 1, subscribers: 1, repairing: 0, lingering: 0 } });
 
     // The same identity is refused, another one is allowed: the hook decides per identity.
     const admin = await ws(gw, 'admin');
@@ -200,7 +200,7 @@ describe.each([
     expect(mixed.status).toBe(403);
     expect(JSON.parse(mixed.body)).toEqual(refusedChannel);
     expect(mixed.reused).toBe(true);
-    expect(holding(gw)).toEqual({ sessions: 0, hub: { channels: 0, subscribers: 0, repairing: 0 } });
+    expect(holding(gw)).toEqual({ sessions: 0, hub: { channels: 0, subscribers: 0, repairing: 0, lingering: 0 } });
 
     const p = await gw.publish('news', 1);
     const allowed = await http(agent, gw, 'GET', `${path}?channel=news&timeout=0`, 'alice', undefined, started);

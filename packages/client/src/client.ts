@@ -10,6 +10,8 @@ import {
   type Json,
   type Message,
   type Position,
+  type PresenceClient,
+  type PresenceResult,
   type PublishResult,
 } from '@tidings/protocol';
 import { backoffDelay, DEFAULT_BACKOFF, RESTART_SPREAD, type BackoffOptions } from './backoff.js';
@@ -173,6 +175,7 @@ export class Client {
           this.#sync();
         },
         routed: (m) => this.#route(m),
+        presence: (ch) => this.#presence(ch),
         listenerError: (err) => this.#listenerError(err),
       },
       this.#opts.maxIteratorBuffer ?? 10_000,
@@ -197,6 +200,12 @@ export class Client {
   /** Calls a server method; rejects with `timeout` after `options.timeout` ms (default 10 s). */
   request(method: string, data?: Json, options: { timeout?: number } = {}): Promise<Json> {
     return this.#upstream((t) => t.request(method, data), options.timeout ?? this.#opts.requestTimeout ?? 10_000) as Promise<Json>;
+  }
+
+  /** Who is present in `channel` (see {@link Subscription.presence}); it queues while disconnected, like a request. */
+  async #presence(channel: Channel): Promise<PresenceClient[]> {
+    const result = (await this.#upstream((t) => t.presence(channel), this.#opts.requestTimeout ?? 10_000)) as PresenceResult;
+    return result.clients;
   }
 
   /** `state` and `error` events, or messages of any channel by type pattern (`chat.message`, `chat.*`, `*`). */
@@ -345,6 +354,12 @@ export class Client {
         this.#carried = true;
         sub.gap(g);
       },
+      presence: (kind, change) => {
+        const sub = live() ? this.#subs.get(change.channel) : undefined;
+        if (sub === undefined) return;
+        this.#carried = true;
+        sub.presenceChange(kind, change.client);
+      },
       subscriptionError: (channel, error) => {
         const sub = live() ? this.#subs.get(channel) : undefined;
         if (sub === undefined) return;
@@ -460,6 +475,7 @@ export class Client {
               subscribed: () => undefined,
               message: () => undefined,
               gap: () => undefined,
+              presence: () => undefined,
               subscriptionError: () => undefined,
               close: () => {
                 if (settled) return;

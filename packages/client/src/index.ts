@@ -6,4 +6,4 @@ export { Sequencer } from './sequencer.js';
 export { typeMatches } from './emitter.js';
 export { SseParser, type SseEvent } from './transports/sse-parser.js';
 export type { WebSocketConstructor, WebSocketLike } from './transports/transport.js';
-export { TidingsError, type Message, type Gap, type Position, type PublishResult, type Json } from '@tidings/protocol';
+export { TidingsError, type Message, type Gap, type Position, type PublishResult, type Json, type PresenceClient } from '@tidings/protocol';

@@ -1,10 +1,11 @@
 /**
- * A client subscription: events (`message`, `gap`, `error`), async iteration, and the position to
- * resume from. Messages pass through a {@link Sequencer}, so each arrives once and in order (on an
- * ephemeral channel: once, as it comes, never held back for one that was missed).
+ * A client subscription: events (`message`, `gap`, `error`, and `join` / `leave` in presence
+ * namespaces), async iteration, who is present, and the position to resume from. Messages pass
+ * through a {@link Sequencer}, so each arrives once and in order (on an ephemeral channel: once, as
+ * it comes, never held back for one that was missed).
  * @module
  */
-import { TidingsError, type Channel, type Gap, type Message, type Position } from '@tidings/protocol';
+import { TidingsError, type Channel, type Gap, type Message, type Position, type PresenceClient } from '@tidings/protocol';
 import { Emitter } from './emitter.js';
 import { Sequencer } from './sequencer.js';
 
@@ -12,6 +13,10 @@ export interface SubscriptionEvents {
   message: [Message];
   gap: [Gap];
   error: [TidingsError];
+  /** A client joined the channel (presence namespaces; WebSocket and SSE, not long polling). */
+  join: [PresenceClient];
+  /** A client left the channel (unsubscribed, disconnected, or its server node went away). */
+  leave: [PresenceClient];
 }
 
 /** Owner hooks the client gives each subscription. */
@@ -19,6 +24,8 @@ export interface SubscriptionOwner {
   remove(sub: Subscription): void;
   /** Called with every delivered message (type routing on the client). */
   routed(message: Message): void;
+  /** Asks the server who is present in `channel`. */
+  presence(channel: Channel): Promise<PresenceClient[]>;
   listenerError(err: unknown): void;
 }
 
@@ -55,6 +62,17 @@ export class Subscription implements AsyncIterable<Message> {
 
   on<K extends keyof SubscriptionEvents>(event: K, listener: (...args: SubscriptionEvents[K]) => void): () => void {
     return this.#events.on(event, listener);
+  }
+
+  /**
+   * Who is present in the channel now, on every server node (namespaces with `presence: true`;
+   * otherwise it rejects with `presence_disabled`). Listed: clients subscribed over WebSocket or SSE,
+   * this one included once its subscription started; long-polling clients are not listed. Keep it
+   * current with the `join` and `leave` events, and ask again after a reconnect.
+   */
+  presence(): Promise<PresenceClient[]> {
+    if (!this.#active) return Promise.reject(new TidingsError('not_subscribed', `not subscribed to ${this.channel}`));
+    return this.owner.presence(this.channel);
   }
 
   /** Stops receiving; releases listeners and ends async iteration. */
@@ -103,6 +121,11 @@ export class Subscription implements AsyncIterable<Message> {
     const ready = this.#seq.skip(gap);
     if (this.#seq.position !== before) this.#events.emit('gap', gap);
     for (const m of ready) this.#deliver(m);
+  }
+
+  /** @internal A client joined or left the channel. */
+  presenceChange(kind: 'join' | 'leave', client: PresenceClient): void {
+    if (this.#active) this.#events.emit(kind, client);
   }
 
   /** @internal Ends the subscription, with an error when the server refused it. */

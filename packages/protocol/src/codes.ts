@@ -12,6 +12,8 @@ export const ErrorCode = {
   bad_channel: 400,
   bad_cursor: 400,
   bad_position: 400,
+  /** Presence was asked of a channel whose namespace does not have `presence: true`. */
+  presence_disabled: 400,
   request_timeout: 408,
   unknown_namespace: 404,
   unauthorized: 401,

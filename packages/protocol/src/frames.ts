@@ -59,6 +59,32 @@ export interface Gap {
   readonly reason: GapReason;
 }
 
+/**
+ * One client present in a channel (namespaces with `presence: true`), as every transport and the
+ * presence endpoints show it. `info` is the public data the server's authentication hook gave the
+ * client (omitted when there is none).
+ */
+export interface PresenceClient {
+  /** The client's session id, unique across the cluster. */
+  readonly client: string;
+  readonly user: string;
+  readonly info?: Json;
+  /** The gateway node the client is connected to. */
+  readonly node: string;
+}
+
+/** Who is present in a channel: the `presence` reply's result and the presence endpoints' body. */
+export interface PresenceResult {
+  readonly channel: Channel;
+  readonly clients: PresenceClient[];
+}
+
+/** A client joined or left a channel: the `join` / `leave` frame without its type, and the data of the SSE `tidings:join` / `tidings:leave` events. */
+export interface PresenceChange {
+  readonly channel: Channel;
+  readonly client: PresenceClient;
+}
+
 /** The wire shape of an error. */
 export interface ErrorBody {
   readonly code: ErrorCode;
@@ -99,7 +125,13 @@ export interface PingFrame {
   readonly type: 'ping';
   readonly id?: RequestId;
 }
-export type ClientFrame = SubscribeFrame | UnsubscribeFrame | PublishFrame | RpcFrame | PingFrame;
+/** Who is present in a channel (allowed to clients that may subscribe to it); answered with a {@link PresenceResult}. */
+export interface PresenceFrame {
+  readonly type: 'presence';
+  readonly id: RequestId;
+  readonly channel: Channel;
+}
+export type ClientFrame = SubscribeFrame | UnsubscribeFrame | PublishFrame | RpcFrame | PingFrame | PresenceFrame;
 
 // Server -> client
 
@@ -120,7 +152,7 @@ export interface SubscribeResult {
 export interface ReplyFrame {
   readonly type: 'reply';
   readonly id: RequestId;
-  readonly result: Json | SubscribeResult | PublishResult;
+  readonly result: Json | SubscribeResult | PublishResult | PresenceResult;
 }
 export interface MessageFrame {
   readonly type: 'message';
@@ -139,11 +171,19 @@ export interface PongFrame {
   readonly type: 'pong';
   readonly id?: RequestId;
 }
+/** A client joined a channel this connection subscribes to (presence namespaces). */
+export interface JoinFrame extends PresenceChange {
+  readonly type: 'join';
+}
+/** A client left a channel this connection subscribes to (unsubscribed, disconnected, or its node stopped refreshing it). */
+export interface LeaveFrame extends PresenceChange {
+  readonly type: 'leave';
+}
 /** Sent every heartbeat interval: browsers cannot see WebSocket pings, so clients watch for this. */
 export interface HeartbeatFrame {
   readonly type: 'heartbeat';
 }
-export type ServerFrame = WelcomeFrame | ReplyFrame | MessageFrame | GapFrame | ErrorFrame | PongFrame | HeartbeatFrame;
+export type ServerFrame = WelcomeFrame | ReplyFrame | MessageFrame | GapFrame | ErrorFrame | PongFrame | HeartbeatFrame | JoinFrame | LeaveFrame;
 
 /** A long-poll response. `gaps` for a channel precede its `messages`. */
 export interface PollResponse {
@@ -157,4 +197,8 @@ export const SseEvent = {
   gap: 'tidings:gap',
   error: 'tidings:error',
   welcome: 'tidings:welcome',
+  /** A client joined (presence namespaces); data is a {@link PresenceChange}; carries no `id:`. */
+  join: 'tidings:join',
+  /** A client left (presence namespaces); data is a {@link PresenceChange}; carries no `id:`. */
+  leave: 'tidings:leave',
 } as const;

@@ -83,6 +83,8 @@ export function toClientFrame(value: unknown): ClientFrame {
     }
     case 'ping':
       return { type: 'ping', id: requestId(value.id, false) };
+    case 'presence':
+      return { type: 'presence', id: requestId(value.id, true) as RequestId, channel: channelOf(value.channel) };
     default:
       throw new TidingsError(
         'bad_frame',

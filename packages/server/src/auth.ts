@@ -5,7 +5,7 @@
  * @module
  */
 import type { IncomingHttpHeaders } from 'node:http';
-import type { Channel } from '@tidings/protocol';
+import type { Channel, Json } from '@tidings/protocol';
 
 /** How a client reached the gateway. */
 export type TransportName = 'websocket' | 'sse' | 'poll' | 'http';
@@ -14,6 +14,11 @@ export type TransportName = 'websocket' | 'sse' | 'poll' | 'http';
 export interface Identity {
   readonly user: string;
   readonly anonymous: boolean;
+  /**
+   * Public data about the client (a display name, an avatar), shown to everyone who may see the
+   * presence of a channel it subscribes to. Never put secrets here.
+   */
+  readonly info?: Json;
 }
 
 /** What the hook sees of a connection attempt. */

@@ -18,6 +18,7 @@ import {
   type CloseName,
   type Json,
   type Position,
+  type PresenceResult,
   type RequestId,
   type ServerFrame,
 } from '@tidings/protocol';
@@ -29,6 +30,9 @@ import type { DuplexAttachment } from './sink.js';
 
 /** Application request handlers for `rpc` frames, by method name. */
 export type RpcHandlers = Readonly<Record<string, (data: Json | undefined, identity: Identity) => Promise<Json> | Json>>;
+
+/** Who is present in a channel, as `identity` may see it (`presence` frames). */
+export type PresenceLister = (channel: Channel, identity: Identity) => Promise<PresenceResult>;
 
 /** Sends a server frame on the connection. */
 export type FrameSender = (frame: ServerFrame) => void;
@@ -43,7 +47,7 @@ export async function callRpc(rpc: RpcHandlers, method: string, data: Json | und
 export interface CommandLimits {
   /** Bad frames tolerated per minute (and in a burst) before the connection is closed `bad_protocol`. */
   readonly maxBadFrames: number;
-  /** Requests (subscribe, publish, rpc) running at once; later ones wait while the connection stops reading. */
+  /** Requests (subscribe, publish, rpc, presence) running at once; later ones wait while the connection stops reading. */
   readonly maxInflight: number;
 }
 
@@ -78,6 +82,7 @@ export class CommandHandler {
     private readonly session: Session,
     private readonly publisher: Publisher,
     private readonly rpc: RpcHandlers,
+    private readonly presence: PresenceLister,
     private readonly send: FrameSender,
     private readonly flow: Flow,
     private readonly limits: CommandLimits,
@@ -192,6 +197,9 @@ export class CommandHandler {
       }
       case 'rpc':
         this.#reply(frame.id, await callRpc(this.rpc, frame.method, frame.data, session.identity));
+        return;
+      case 'presence':
+        this.#reply(frame.id, (await this.presence(frame.channel, session.identity)) as unknown as Json);
         return;
     }
   }

@@ -2,10 +2,11 @@
  * A publication with its wire encodings, each built at most once and shared by every subscriber:
  * the message JSON, the WebSocket frame (header included) and the SSE event body. Nothing here is
  * per subscriber; the per-stream SSE `id:` line is written separately by the SSE transport.
+ * Presence joins and leaves are encoded the same way ({@link EncodedPresence}).
  * @module
  */
-import { encodeMessage, encodeMessageFrame, formatCursorEntry } from '@tidings/protocol';
-import type { Publication } from './brokers/broker.js';
+import { encodeMessage, encodeMessageFrame, formatCursorEntry, SseEvent, type Json, type PresenceChange, type PresenceClient } from '@tidings/protocol';
+import type { PresenceEntry, PresenceEvent, Publication } from './brokers/broker.js';
 import { frameText } from './framing.js';
 
 export class EncodedPublication {
@@ -46,5 +47,57 @@ export class EncodedPublication {
   /** The whole SSE event for a single-channel stream, whose `id:` is just this cursor entry. */
   get sseSingle(): Buffer {
     return (this.#sseSingle ??= Buffer.from(`event: ${this.pub.type ?? 'message'}\ndata: ${this.json}\nid: ${this.cursorEntry}\n\n`));
+  }
+}
+
+/**
+ * A presence entry as clients see it: `info` parsed from the JSON text the broker carries (left out
+ * when there is none, or when it is not JSON, so one bad entry never breaks a frame).
+ */
+export function presenceClient(entry: PresenceEntry): PresenceClient {
+  const { client, user, node } = entry;
+  if (entry.info === undefined) return { client, user, node };
+  let info: Json;
+  try {
+    info = JSON.parse(entry.info) as Json;
+  } catch {
+    return { client, user, node };
+  }
+  return { client, user, info, node };
+}
+
+/**
+ * A join or leave with its wire encodings, each built at most once and shared by every subscriber of
+ * the channel on this node: the WebSocket `join` / `leave` frame and the SSE `tidings:join` /
+ * `tidings:leave` event. The SSE event has no `id:` line: it does not move the stream's cursor.
+ */
+export class EncodedPresence {
+  readonly event: PresenceEvent;
+  #json: string | undefined;
+  #ws: Buffer | undefined;
+  #sse: Buffer | undefined;
+
+  constructor(event: PresenceEvent) {
+    this.event = event;
+  }
+
+  /** The {@link PresenceChange} JSON text: `{"channel":..,"client":{..}}`. */
+  get json(): string {
+    if (this.#json === undefined) {
+      const change: PresenceChange = { channel: this.event.channel, client: presenceClient(this.event.entry) };
+      this.#json = JSON.stringify(change);
+    }
+    return this.#json;
+  }
+
+  /** A complete unmasked WebSocket text frame: `{"type":"join","channel":..,"client":{..}}`. */
+  get wsFrame(): Buffer {
+    return (this.#ws ??= frameText(`{"type":"${this.event.kind}",${this.json.slice(1)}`));
+  }
+
+  /** The whole SSE event (no `id:`: the stream's cursor stays where it was). */
+  get sseEvent(): Buffer {
+    const name = this.event.kind === 'join' ? SseEvent.join : SseEvent.leave;
+    return (this.#sse ??= Buffer.from(`event: ${name}\ndata: ${this.json}\n\n`));
   }
 }

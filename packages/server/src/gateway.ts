@@ -2,28 +2,32 @@
  * The composition root: the only module that knows the concrete transports and broker. It builds
  * the route table (each transport owns its handler), puts {@link Admission} in front of every
  * request and upgrade, opens sessions for transports through the {@link Connector}, runs the
- * heartbeat sweeps, and drains everything on close within a deadline.
+ * heartbeat sweeps and the presence refresh, and drains everything on close within a deadline.
  * @module
  */
 import { randomBytes } from 'node:crypto';
-import { createServer, type IncomingMessage, type Server } from 'node:http';
+import { createServer, type IncomingMessage, type Server, type ServerResponse } from 'node:http';
 import type { AddressInfo, Socket } from 'node:net';
 import type { Duplex } from 'node:stream';
-import { TidingsError, type CloseName } from '@tidings/protocol';
+import { TidingsError, type Channel, type CloseName, type PresenceResult } from '@tidings/protocol';
 import { Admission, refuseOnSocket, type Route } from './admission.js';
 import { openAuth, type Authenticator, type Identity, type TransportName } from './auth.js';
-import type { Broker } from './brokers/broker.js';
+import type { Broker, BrokerSettings, BrokerStatus } from './brokers/broker.js';
 import { MemoryBroker } from './brokers/memory.js';
+import { RedisBroker } from './brokers/redis.js';
+import { NatsBroker } from './brokers/nats.js';
 import { CommandHandler, DuplexSession, type RpcHandlers } from './commands.js';
 import { demoPage } from './http/demo.js';
 import { answerAsPlain, wantsWebSocket } from './http/plain-upgrade.js';
+import { handlePresence } from './http/presence.js';
 import { handlePublish } from './http/publish.js';
 import { sendJson } from './http/respond.js';
 import { handleRpc } from './http/rpc.js';
 import { Hub } from './hub.js';
 import { createLogger, type Logger } from './log.js';
 import { CounterMetrics, type ErrorSite, type Metrics } from './metrics.js';
-import { resolveOptions, type GatewayConfig, type GatewayOptions } from './options.js';
+import { ConfigError, resolveOptions, type GatewayConfig, type GatewayOptions } from './options.js';
+import { listPresence, Presence } from './presence.js';
 import { Publisher } from './publisher.js';
 import { Session, type SessionContext } from './session.js';
 import type { Connector, DuplexSink, Sink, StreamTransport } from './sink.js';
@@ -49,9 +53,31 @@ export interface ListenInfo {
 
 /** What the gateway holds right now (for health checks, leak checks and tests). */
 export interface GatewayStats {
+  readonly node: string;
+  readonly broker: BrokerStatus;
   readonly connections: Record<TransportName, number>;
   readonly sessions: number;
-  readonly hub: { readonly channels: number; readonly subscribers: number; readonly repairing: number };
+  readonly hub: { readonly channels: number; readonly subscribers: number; readonly repairing: number; readonly lingering: number };
+  /** Presence entries of this node's clients. */
+  readonly presence: number;
+}
+
+/** The broker an options object names (`memory`, `redis://...`, `nats://...`); `log` receives the broker's warnings. */
+function brokerFor(options: GatewayOptions, log: Logger): Broker {
+  if (options.broker === 'memory') {
+    return new MemoryBroker({ maxChannels: options.maxChannels, dedupMaxKeys: options.dedupMaxKeys, maxHistoryBytes: options.maxHistoryBytes });
+  }
+  if (/^rediss?:\/\//.test(options.broker)) return new RedisBroker({ url: options.broker, logger: log });
+  if (options.broker.startsWith('nats://')) return new NatsBroker({ url: options.broker, logger: log });
+  throw new ConfigError([`broker ${options.broker.replace(/\/\/[^@/]*@/, '//***@')} is not supported by this build`]);
+}
+
+/** Retention per namespace and the idempotency window, as the broker is told at start. */
+function brokerSettings(options: GatewayOptions): BrokerSettings {
+  const namespaces = Object.fromEntries(
+    Object.entries(options.namespaces).map(([name, ns]) => [name, { historySize: ns.historySize, historyTtl: ns.historyTtl * 1000, ephemeral: ns.ephemeral }]),
+  );
+  return { namespaces, dedupWindow: options.dedupWindow };
 }
 
 /** How long a closing connection may take to finish its close handshake or flush its last event. */
@@ -77,10 +103,13 @@ export class Gateway {
   readonly metrics: Metrics;
   readonly log: Logger;
   readonly server: Server;
+  /** This node's id: unique in a cluster, the prefix of its session ids. */
+  readonly nodeId: string;
   readonly #broker: Broker;
   /** Whether this gateway created the broker and so must close it (a supplied one outlives it). */
   readonly #ownsBroker: boolean;
   readonly #hub: Hub;
+  readonly #presence: Presence;
   readonly #ws: WebSocketTransport;
   readonly #sse: SseTransport;
   /** Every live session with its transport, so close() and disconnectAll() reach them all. */
@@ -89,6 +118,8 @@ export class Gateway {
   readonly #silent = new Set<Socket>();
   #timers: NodeJS.Timeout[] = [];
   #started = false;
+  #brokerStatus: BrokerStatus = 'down';
+  #brokerReason = 'not started';
   #closing: Promise<void> | undefined;
 
   constructor(config: GatewayConfig = {}, parts: GatewayParts = {}) {
@@ -97,18 +128,37 @@ export class Gateway {
     this.apiKey = options.apiKey ?? randomBytes(24).toString('base64url');
     this.log = parts.logger ?? createLogger(options.logLevel);
     this.metrics = parts.metrics ?? new CounterMetrics();
+    this.nodeId = options.nodeId ?? randomBytes(4).toString('hex');
     this.#ownsBroker = parts.broker === undefined;
-    this.#broker =
-      parts.broker ??
-      new MemoryBroker({ maxChannels: options.maxChannels, dedupMaxKeys: options.dedupMaxKeys, maxHistoryBytes: options.maxHistoryBytes });
+    this.#broker = parts.broker ?? brokerFor(options, this.log);
+    if (this.#broker.capabilities.shared && this.apiKeyGenerated) {
+      throw new ConfigError([
+        'a shared broker needs a configured API key (TIDINGS_API_KEY or apiKey): every node of a cluster must accept the same key, and a generated one differs per node',
+      ]);
+    }
     const auth = parts.auth ?? openAuth;
     const rpc = parts.rpc ?? {};
     const repairLimit = Math.max(1000, ...Object.values(options.namespaces).map((n) => n.historySize));
-    this.#hub = new Hub(this.#broker, { repairLimit, maxRepairQueue: options.maxResumeBuffer }, (err, channel) => {
+    this.#hub = new Hub(this.#broker, { repairLimit, maxRepairQueue: options.maxResumeBuffer, linger: options.channelLinger }, (err, channel) => {
       this.log.error({ err, channel }, 'hub error');
     });
     const publisher = new Publisher(this.#broker, options, auth, this.metrics);
-    const ctx: SessionContext = { hub: this.#hub, broker: this.#broker, options, auth, metrics: this.metrics };
+    this.#presence = new Presence(this.#broker, options.presenceTtl, (err, channel) => this.log.error({ err, channel }, 'presence error'));
+    const ctx: SessionContext = {
+      hub: this.#hub,
+      broker: this.#broker,
+      options,
+      auth,
+      metrics: this.metrics,
+      nodeId: this.nodeId,
+      presence: this.#presence,
+    };
+    const broker = this.#broker;
+    /** Who is present in a channel, as a client (`identity`) or the server API (undefined) may see it. */
+    const presenceFor =
+      (identity: Identity | undefined) =>
+      (channel: Channel): Promise<PresenceResult> =>
+        listPresence(broker, options, auth, channel, identity);
 
     const open = (transport: TransportName, sink: Sink, identity: Identity): Session => {
       const session: Session = new Session(ctx, sink, identity, () => this.#untrack(session));
@@ -121,7 +171,8 @@ export class Gateway {
       open: (transport: StreamTransport, sink: Sink, identity: Identity) => open(transport, sink, identity),
       openDuplex: (sink: DuplexSink, identity: Identity) => {
         const session = open('websocket', sink, identity);
-        const commands = new CommandHandler(session, publisher, rpc, (frame) => sink.frame(frame), sink, options, (err) =>
+        const presence = (channel: Channel, identity: Identity): Promise<PresenceResult> => listPresence(broker, options, auth, channel, identity);
+        const commands = new CommandHandler(session, publisher, rpc, presence, (frame) => sink.frame(frame), sink, options, (err) =>
           this.#unexpected('command', err, { session: session.id }),
         );
         return new DuplexSession(session, commands);
@@ -146,11 +197,17 @@ export class Gateway {
       ],
       ['/rpc', { access: 'client', transport: 'http', POST: (req, res, a) => handleRpc(req, res, rpc, a.identity, options.maxBody) }],
       ['/api/publish', { access: 'api', transport: 'http', POST: (req, res) => handlePublish(req, res, publisher, { kind: 'api' }, limits) }],
+      ['/presence', { access: 'client', transport: 'http', GET: (_req, res, a) => handlePresence(res, a.url, presenceFor(a.identity)) }],
+      ['/api/presence', { access: 'api', transport: 'http', GET: (_req, res, a) => handlePresence(res, a.url, presenceFor(undefined)) }],
       [
         '/healthz',
-        { access: 'public', transport: 'http', GET: (_req, res) => sendJson(res, 200, { status: 'ok', connections: this.connections(), channels: this.#hub.channelCount }) },
+        {
+          access: 'public',
+          transport: 'http',
+          GET: (_req, res) => sendJson(res, 200, { status: 'ok', node: this.nodeId, connections: this.connections(), channels: this.#hub.channelCount }),
+        },
       ],
-      ['/readyz', { access: 'public', transport: 'http', GET: (_req, res) => sendJson(res, this.#closing ? 503 : 200, { ready: this.#closing === undefined }) }],
+      ['/readyz', { access: 'public', transport: 'http', GET: (_req, res) => this.#readiness(res) }],
     ]);
     if (options.demo) {
       for (const path of ['/', '/index.html']) routes.set(path, { access: 'public', transport: 'http', GET: (_req, res) => demoPage(res) });
@@ -191,11 +248,20 @@ export class Gateway {
   /** Starts the broker and listens; resolves with the bound address. */
   async listen(port = this.options.port, host = this.options.host): Promise<ListenInfo> {
     if (!this.#started) {
-      await this.#broker.start(this.#hub.onPublication);
+      await this.#broker.start(
+        {
+          publication: this.#hub.onPublication,
+          presence: this.#hub.onPresence,
+          status: (status, reason) => this.#onBrokerStatus(status, reason),
+        },
+        brokerSettings(this.options),
+      );
       this.#started = true;
       this.#timers.push(setInterval(() => this.#ws.heartbeat(), this.options.pingInterval).unref());
       this.#timers.push(setInterval(() => this.#sse.heartbeat(), this.options.sseHeartbeat).unref());
       this.#timers.push(setInterval(() => this.#checkPositions(), this.options.positionCheck).unref());
+      // Well within the TTL: two refreshes can fail in a row before an entry of this live node expires.
+      this.#timers.push(setInterval(() => this.#refreshPresence(), Math.floor(this.options.presenceTtl / 3)).unref());
     }
     await new Promise<void>((resolve, reject) => {
       this.server.once('error', reject);
@@ -218,7 +284,27 @@ export class Gateway {
 
   /** What the gateway holds right now. */
   stats(): GatewayStats {
-    return { connections: this.connections(), sessions: this.#sessions.size, hub: this.#hub.stats() };
+    return {
+      node: this.nodeId,
+      broker: this.#brokerStatus,
+      connections: this.connections(),
+      sessions: this.#sessions.size,
+      hub: this.#hub.stats(),
+      presence: this.#presence.size,
+    };
+  }
+
+  #onBrokerStatus(status: BrokerStatus, reason: string): void {
+    if (status !== this.#brokerStatus) this.log.info({ status, reason }, 'broker status');
+    this.#brokerStatus = status === 'reset' ? 'up' : status;
+    this.#brokerReason = reason;
+    this.#hub.onStatus(status);
+  }
+
+  /** 200 when this node can take traffic; 503 with a reason while its broker is down or it drains. */
+  #readiness(res: ServerResponse): void {
+    const reason = this.#closing !== undefined ? 'draining' : this.#brokerStatus === 'down' ? `broker down: ${this.#brokerReason}` : undefined;
+    sendJson(res, reason === undefined ? 200 : 503, reason === undefined ? { ready: true, node: this.nodeId } : { ready: false, node: this.nodeId, reason }, reason === undefined ? {} : { 'retry-after': '1' });
   }
 
   /** Closes every client connection with `name` (default: restart, "come back now"). */
@@ -260,6 +346,8 @@ export class Gateway {
       clearTimeout(deadline);
     }
     this.#hub.close();
+    // The goodbyes of the sessions just closed: their presence entries are removed, not left to expire.
+    await this.#presence.settled(CLOSE_GRACE);
     if (this.#ownsBroker) await this.#broker.close();
   }
 
@@ -277,6 +365,19 @@ export class Gateway {
   }
 
   #checking = false;
+  #refreshing = false;
+
+  /** One presence refresh at a time; a slow broker makes them rarer, never overlapping. */
+  #refreshPresence(): void {
+    if (this.#refreshing) return;
+    this.#refreshing = true;
+    this.#presence
+      .refresh()
+      .catch((err: unknown) => this.log.error({ err }, 'presence refresh failed'))
+      .finally(() => {
+        this.#refreshing = false;
+      });
+  }
 
   /** One position check at a time; a slow broker makes checks rarer, never overlapping. */
   #checkPositions(): void {

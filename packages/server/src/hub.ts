@@ -1,22 +1,32 @@
 /**
  * Node-local fan-out: channel to subscribers. The hub subscribes the node to a channel at the
- * broker on the first member and unsubscribes on the last. It encodes each publication once
- * ({@link EncodedPublication}) and hands the same object to every member. When the live feed
- * skips a seq it repairs the hole from history before delivering, so members see every seq.
+ * broker on the first member and unsubscribes when it is no longer needed. It encodes each
+ * publication once ({@link EncodedPublication}) and hands the same object to every member. When the
+ * live feed skips a seq it repairs the hole from history before delivering, so members see every seq.
  *
  * A repair read that fails is retried with backoff; publications arriving meanwhile wait in a
  * bounded queue. If history stays unavailable or the queue fills, the hub gives the channel up:
  * every member is failed (its connection closes with "try again later" and the client resumes from
  * its own position) and the node unsubscribes. It never turns a failed read into a gap.
+ *
+ * When the broker reports that its live feed was interrupted (`reset`), every joined channel is
+ * repaired from history before anything live is delivered. A channel whose last member left stays
+ * subscribed for a while (`linger`), so a client that comes right back (the next long poll) costs
+ * no broker subscribe and unsubscribe; lingering channels are bounded and released by one sweep.
+ *
+ * Presence joins and leaves (from every node) are relayed to the channel's members as they come,
+ * encoded once ({@link EncodedPresence}); they are signals, not publications: no order check, no repair.
  * @module
  */
 import type { Channel, Position } from '@tidings/protocol';
-import type { Broker, Publication } from './brokers/broker.js';
-import { EncodedPublication } from './encoded.js';
+import type { Broker, BrokerStatus, PresenceEvent, Publication } from './brokers/broker.js';
+import { EncodedPresence, EncodedPublication } from './encoded.js';
 
 /** A member of a channel: receives each publication once, in broker order. */
 export interface Subscriber {
   receive(enc: EncodedPublication): void;
+  /** A client joined or left the channel. */
+  presence(enc: EncodedPresence): void;
   /** The hub can no longer deliver this channel in order: the member must resume elsewhere or later. */
   fail(reason: string): void;
 }
@@ -31,6 +41,8 @@ interface Member {
   repairing: Publication[] | undefined;
   /** The pending retry of a failed repair read. */
   retry: NodeJS.Timeout | undefined;
+  /** When a member without subscribers is let go (ms since epoch); undefined while it has subscribers. */
+  lingerUntil: number | undefined;
 }
 
 /** Reports failures the hub cannot hand back to a caller (repair reads, broker unsubscribes). */
@@ -43,6 +55,10 @@ export interface HubOptions {
   readonly maxRepairQueue: number;
   /** Delays before each retry of a failed repair read, in ms; when they run out, the channel is given up. */
   readonly retryDelays?: readonly number[];
+  /** How long a channel stays subscribed at the broker after its last member left, in ms (0: not at all). */
+  readonly linger?: number;
+  /** Most channels lingering at once; past it the longest-lingering one is let go at once. */
+  readonly maxLingering?: number;
 }
 
 /** About 5 s of retries. */
@@ -52,7 +68,10 @@ export class Hub {
   readonly #members = new Map<Channel, Member>();
   /** Channel to the settle-promise of an unsubscribe still in flight, so a quick rejoin waits for it. */
   readonly #leaving = new Map<Channel, Promise<void>>();
+  /** Channels without subscribers still subscribed at the broker, longest-lingering first. */
+  readonly #lingering = new Set<Channel>();
   readonly #retryDelays: readonly number[];
+  readonly #sweep: NodeJS.Timeout | undefined;
 
   constructor(
     private readonly broker: Broker,
@@ -60,53 +79,78 @@ export class Hub {
     private readonly onError: HubErrorHandler,
   ) {
     this.#retryDelays = opts.retryDelays ?? RETRY_DELAYS;
+    const linger = opts.linger ?? 0;
+    if (linger > 0) this.#sweep = setInterval(() => this.#releaseLingering(Date.now()), Math.min(1000, linger)).unref();
   }
 
-  /** Channels with at least one member on this node. */
+  /** Channels with at least one member on this node (lingering ones not counted). */
   get channelCount(): number {
-    return this.#members.size;
+    return this.#members.size - this.#lingering.size;
   }
 
-  /** Members over all channels, and channels being repaired (for introspection and leak checks). */
-  stats(): { channels: number; subscribers: number; repairing: number } {
+  /** Members over all channels, channels being repaired, and channels lingering (for introspection and leak checks). */
+  stats(): { channels: number; subscribers: number; repairing: number; lingering: number } {
     let subscribers = 0;
     let repairing = 0;
     for (const m of this.#members.values()) {
       subscribers += m.subscribers.size;
       if (m.repairing !== undefined) repairing += 1;
     }
-    return { channels: this.#members.size, subscribers, repairing };
+    return { channels: this.channelCount, subscribers, repairing, lingering: this.#lingering.size };
   }
 
   /**
-   * Repairs a lost tail: a hole is only visible on the live feed when the next publication arrives,
-   * so this compares each joined channel's top position with the last one seen and fills the
-   * difference from history. Run it on an interval; channels are checked one at a time.
+   * Repairs lost tails: a hole is only visible on the live feed when the next publication arrives,
+   * so this compares each joined channel's top position (one batched read) with the last one seen and
+   * fills the difference from history. Run it on an interval.
    */
   async checkPositions(): Promise<void> {
-    for (const [channel, member] of [...this.#members]) {
+    const checked = [...this.#members].filter(([, m]) => m.repairing === undefined && m.last !== undefined && m.subscribers.size > 0);
+    if (checked.length === 0) return;
+    const tops = await this.broker.tops(checked.map(([channel]) => channel));
+    for (const [channel, member] of checked) {
+      const top = tops.get(channel);
       const last = member.last;
-      if (member.repairing !== undefined || last === undefined || this.#members.get(channel) !== member) continue;
-      let top: Position;
-      try {
-        top = (await this.broker.history(channel, undefined, 0)).top;
-      } catch (err) {
-        this.onError(err, channel);
-        continue;
-      }
-      if (member.repairing !== undefined || member.last !== last || top.epoch !== last.epoch || top.seq <= last.seq) continue;
-      if (this.#members.get(channel) !== member) continue;
+      if (top === undefined || last === undefined || member.repairing !== undefined || this.#members.get(channel) !== member) continue;
+      if (top.epoch !== last.epoch || top.seq <= last.seq) continue;
       member.repairing = [];
       this.#repair(member, channel, last, 0);
     }
   }
 
+  /** The broker's status handler: after an interrupted feed, every joined channel is repaired before anything live. */
+  readonly onStatus = (status: BrokerStatus): void => {
+    if (status !== 'reset') return;
+    for (const [channel, member] of [...this.#members]) {
+      if (member.subscribers.size === 0) {
+        // Nobody to deliver to: let it go rather than repair it.
+        this.#drop(channel, member);
+        continue;
+      }
+      const last = member.last;
+      if (last === undefined || member.repairing !== undefined) continue;
+      member.repairing = [];
+      this.#repair(member, channel, last, 0);
+    }
+  };
+
   /** Adds `sub` to `channel`; resolves once the node receives the channel's live publications. */
   join(channel: Channel, sub: Subscriber): Promise<void> {
     let member = this.#members.get(channel);
+    if (member?.lingerUntil !== undefined) {
+      member.lingerUntil = undefined;
+      this.#lingering.delete(channel);
+    }
     if (member === undefined) {
       const pending = this.#leaving.get(channel);
-      const created: Member = { subscribers: new Set(), ready: Promise.resolve(), last: undefined, repairing: undefined, retry: undefined };
+      const created: Member = {
+        subscribers: new Set(),
+        ready: Promise.resolve(),
+        last: undefined,
+        repairing: undefined,
+        retry: undefined,
+        lingerUntil: undefined,
+      };
       // Once subscribed, the top position is the baseline: a hole after it is visible even when the
       // very first live publication is the one lost.
       created.ready = (pending ?? Promise.resolve())
@@ -127,19 +171,32 @@ export class Hub {
     return member.ready;
   }
 
-  /** Removes `sub`; the last one out unsubscribes the node. */
+  /** Removes `sub`; when the last one leaves, the channel lingers, then the node unsubscribes. */
   leave(channel: Channel, sub: Subscriber): void {
     const member = this.#members.get(channel);
     if (member === undefined || !member.subscribers.delete(sub) || member.subscribers.size > 0) return;
-    this.#drop(channel, member);
+    const linger = this.opts.linger ?? 0;
+    if (linger <= 0 || member.repairing !== undefined) {
+      this.#drop(channel, member);
+      return;
+    }
+    member.lingerUntil = Date.now() + linger;
+    this.#lingering.add(channel);
+    if (this.#lingering.size > (this.opts.maxLingering ?? 10_000)) {
+      const oldest = this.#lingering.values().next().value as Channel;
+      const m = this.#members.get(oldest);
+      if (m !== undefined) this.#drop(oldest, m);
+      else this.#lingering.delete(oldest);
+    }
   }
 
-  /** Releases every channel (the gateway is closing). */
+  /** Releases every channel and the sweep (the gateway is closing). */
   close(): void {
+    clearInterval(this.#sweep);
     for (const [channel, member] of [...this.#members]) this.#drop(channel, member);
   }
 
-  /** The broker's handler: every live publication of a joined channel comes through here. */
+  /** The broker's publication handler: every live publication of a joined channel comes through here. */
   readonly onPublication = (pub: Publication): void => {
     const member = this.#members.get(pub.channel);
     if (member === undefined) return;
@@ -155,7 +212,8 @@ export class Hub {
     const p = pub.position;
     if (last !== undefined && last.epoch === p.epoch && !pub.ephemeral) {
       if (p.seq <= last.seq) return; // duplicate from the feed
-      if (p.seq > last.seq + 1) {
+      // A hole: repaired before delivery, unless nobody is listening (a lingering channel just moves on).
+      if (p.seq > last.seq + 1 && member.subscribers.size > 0) {
         member.repairing = [pub];
         this.#repair(member, pub.channel, last, 0);
         return;
@@ -164,14 +222,38 @@ export class Hub {
     this.#fanOut(member, pub);
   };
 
+  /** The broker's presence handler: joins and leaves of a joined channel, from every node. */
+  readonly onPresence = (event: PresenceEvent): void => {
+    const member = this.#members.get(event.channel);
+    if (member === undefined || member.subscribers.size === 0) return;
+    const enc = new EncodedPresence(event);
+    for (const sub of member.subscribers) sub.presence(enc);
+  };
+
   #fanOut(member: Member, pub: Publication): void {
     member.last = pub.position;
+    if (member.subscribers.size === 0) return;
     const enc = new EncodedPublication(pub);
     for (const sub of member.subscribers) sub.receive(enc);
   }
 
+  #releaseLingering(now: number): void {
+    for (const channel of this.#lingering) {
+      const member = this.#members.get(channel);
+      if (member === undefined) {
+        this.#lingering.delete(channel);
+        continue;
+      }
+      // Longest-lingering first: the first one still within its time ends the sweep.
+      if ((member.lingerUntil ?? 0) > now) return;
+      this.#drop(channel, member);
+    }
+  }
+
   #drop(channel: Channel, member: Member): void {
     if (this.#members.get(channel) === member) this.#members.delete(channel);
+    this.#lingering.delete(channel);
+    member.lingerUntil = undefined;
     clearTimeout(member.retry);
     member.retry = undefined;
     member.repairing = undefined;
@@ -194,33 +276,35 @@ export class Hub {
   }
 
   #repair(member: Member, channel: Channel, from: Position, attempt: number): void {
-    this.broker.history(channel, from, this.opts.repairLimit).then(
-      (page) => {
-        if (this.#members.get(channel) !== member || member.repairing === undefined) return;
-        const queued = member.repairing;
-        member.repairing = undefined;
-        // Whatever history could not fill stays a hole; subscriptions report it as a gap.
-        for (const pub of [...page.publications, ...queued]) {
-          const last = member.last;
-          if (last !== undefined && last.epoch === pub.position.epoch && pub.position.seq <= last.seq) continue;
-          this.#fanOut(member, pub);
-        }
-      },
-      (err: unknown) => {
-        if (this.#members.get(channel) !== member || member.repairing === undefined) return;
-        this.onError(err, channel);
-        const delay = this.#retryDelays[attempt];
-        if (delay === undefined) {
-          this.#giveUp(channel, member, `history of ${channel} is unavailable`);
-          return;
-        }
-        member.retry = setTimeout(() => {
-          member.retry = undefined;
-          this.#repair(member, channel, from, attempt + 1);
-        }, delay);
-        member.retry.unref();
-      },
-    )
+    this.broker
+      .history(channel, from, this.opts.repairLimit)
+      .then(
+        (page) => {
+          if (this.#members.get(channel) !== member || member.repairing === undefined) return;
+          const queued = member.repairing;
+          member.repairing = undefined;
+          // Whatever history could not fill stays a hole; subscriptions report it as a gap.
+          for (const pub of [...page.publications, ...queued]) {
+            const last = member.last;
+            if (last !== undefined && last.epoch === pub.position.epoch && pub.position.seq <= last.seq) continue;
+            this.#fanOut(member, pub);
+          }
+        },
+        (err: unknown) => {
+          if (this.#members.get(channel) !== member || member.repairing === undefined) return;
+          this.onError(err, channel);
+          const delay = this.#retryDelays[attempt];
+          if (delay === undefined) {
+            this.#giveUp(channel, member, `history of ${channel} is unavailable`);
+            return;
+          }
+          member.retry = setTimeout(() => {
+            member.retry = undefined;
+            this.#repair(member, channel, from, attempt + 1);
+          }, delay);
+          member.retry.unref();
+        },
+      )
       .catch((err: unknown) => this.onError(err, channel));
   }
 }

@@ -9,8 +9,25 @@ export {
   type GatewayOptions,
   type NamespaceOptions,
 } from './options.js';
-export type { Broker, Publication, PublishCommand, PublishOutcome, HistoryPage, PublicationHandler, EvictionReason } from './brokers/broker.js';
-export { MemoryBroker, type MemoryBrokerOptions } from './brokers/memory.js';
+export type {
+  Broker,
+  BrokerCapabilities,
+  BrokerHandlers,
+  BrokerSettings,
+  BrokerStatus,
+  EvictionReason,
+  HistoryPage,
+  PresenceEntry,
+  PresenceEvent,
+  PresenceStore,
+  Publication,
+  PublishCommand,
+  PublishOutcome,
+  Retention,
+} from './brokers/broker.js';
+export { MemoryBroker, type MemoryBrokerOptions, type MemoryBrokerStats } from './brokers/memory.js';
+export { RedisBroker, type RedisBrokerOptions, type RedisBrokerLogger } from './brokers/redis.js';
+export { NatsBroker, type NatsBrokerOptions, type NatsBrokerLogger, type NatsBrokerFaults } from './brokers/nats.js';
 export { openAuth, type Authenticator, type Identity, type ConnectInfo, type TransportName } from './auth.js';
 export { CounterMetrics, type Metrics, type DropReason, type ErrorSite } from './metrics.js';
 export type { RpcHandlers } from './commands.js';

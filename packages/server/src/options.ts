@@ -15,6 +15,11 @@ export interface NamespaceOptions {
   readonly clientPublish: boolean;
   /** Skip history entirely: positions are still assigned, but there is no resume and no gap. */
   readonly ephemeral: boolean;
+  /**
+   * Track who is subscribed (WebSocket and SSE clients): subscribers get `join` / `leave` events, and
+   * `GET /api/presence`, `GET /presence` and the `presence` frame list who is there.
+   */
+  readonly presence: boolean;
 }
 
 /** Every gateway option. Durations are in milliseconds unless the name says otherwise. */
@@ -68,6 +73,20 @@ export interface GatewayOptions {
   readonly requestTimeout: number;
   /** Graceful shutdown's deadline: connections still open then are cut. */
   readonly shutdownTimeout: number;
+  /**
+   * Where positions, history and live traffic live: `memory` (one node, the default), `redis://host:port`
+   * or `nats://host:port` (nodes sharing it form one cluster).
+   */
+  readonly broker: string;
+  /** This node's id in a cluster (session ids start with it); undefined: a random one per process. */
+  readonly nodeId: string | undefined;
+  /** How long a channel stays subscribed at the broker after its last subscriber on this node left, in ms. */
+  readonly channelLinger: number;
+  /**
+   * Presence entries of a node that dies without saying goodbye expire within this (plus the broker's
+   * sweep); each node refreshes its own entries every third of it.
+   */
+  readonly presenceTtl: number;
 }
 
 export const DEFAULT_NAMESPACE: NamespaceOptions = Object.freeze({
@@ -75,12 +94,13 @@ export const DEFAULT_NAMESPACE: NamespaceOptions = Object.freeze({
   historyTtl: 300,
   clientPublish: false,
   ephemeral: false,
+  presence: false,
 });
 
 /** Namespaces added by `demo: true` (`tidings serve --demo`): anonymous clients may publish there. */
 export const DEMO_NAMESPACES: Readonly<Record<string, NamespaceOptions>> = Object.freeze({
-  demo: Object.freeze({ historySize: 200, historyTtl: 3600, clientPublish: true, ephemeral: false }),
-  typing: Object.freeze({ historySize: 0, historyTtl: 0, clientPublish: true, ephemeral: true }),
+  demo: Object.freeze({ historySize: 200, historyTtl: 3600, clientPublish: true, ephemeral: false, presence: false }),
+  typing: Object.freeze({ historySize: 0, historyTtl: 0, clientPublish: true, ephemeral: true, presence: false }),
 });
 
 export const DEFAULTS: GatewayOptions = Object.freeze({
@@ -111,6 +131,10 @@ export const DEFAULTS: GatewayOptions = Object.freeze({
   headersTimeout: 10_000,
   requestTimeout: 30_000,
   shutdownTimeout: 10_000,
+  broker: 'memory',
+  nodeId: undefined,
+  channelLinger: 10_000,
+  presenceTtl: 30_000,
 });
 
 /** Options as a user writes them: any subset, namespaces partial too. */
@@ -149,8 +173,12 @@ const NUMBER_LIMITS: Record<string, readonly [number, number]> = {
   headersTimeout: [100, 600_000],
   requestTimeout: [100, 3_600_000],
   shutdownTimeout: [0, 600_000],
+  channelLinger: [0, 3_600_000],
+  presenceTtl: [300, 3_600_000],
 };
 const BOOLEANS = ['demo'];
+const BROKER_URL = /^(memory|(redis|rediss|nats|tls):\/\/\S+)$/;
+const NODE_ID = /^[A-Za-z0-9_-]{1,32}$/;
 const NS_LIMITS: Record<string, readonly [number, number]> = {
   historySize: [0, 1_000_000],
   historyTtl: [0, 30 * 86_400],
@@ -185,7 +213,7 @@ function resolveNamespaces(problems: string[], input: unknown, demo: boolean): R
       if (!(key in DEFAULT_NAMESPACE)) problems.push(`namespaces.${name}.${key} is not an option`);
     }
     for (const [key, limits] of Object.entries(NS_LIMITS)) checkInt(problems, `namespaces.${name}.${key}`, merged[key], limits);
-    for (const key of ['clientPublish', 'ephemeral']) {
+    for (const key of ['clientPublish', 'ephemeral', 'presence']) {
       if (typeof merged[key] !== 'boolean') problems.push(`namespaces.${name}.${key} must be true or false`);
     }
     const ns = merged as unknown as NamespaceOptions;
@@ -210,6 +238,12 @@ export function resolveOptions(config: GatewayConfig = {}): GatewayOptions {
     problems.push(`logLevel must be one of ${LOG_LEVELS.join(', ')}`);
   }
   for (const key of BOOLEANS) if (typeof merged[key] !== 'boolean') problems.push(`${key} must be true or false`);
+  if (typeof merged.broker !== 'string' || !BROKER_URL.test(merged.broker)) {
+    problems.push(`broker must be memory, redis://host:port or nats://host:port (got ${JSON.stringify(merged.broker)})`);
+  }
+  if (merged.nodeId !== undefined && (typeof merged.nodeId !== 'string' || !NODE_ID.test(merged.nodeId))) {
+    problems.push('nodeId must be 1-32 letters, digits, _ or -');
+  }
   if (typeof merged.headersTimeout === 'number' && typeof merged.requestTimeout === 'number' && merged.headersTimeout > merged.requestTimeout) {
     problems.push('headersTimeout must not be longer than requestTimeout');
   }
@@ -226,6 +260,8 @@ export const ENV_VARS = {
   TIDINGS_HOST: 'host',
   TIDINGS_API_KEY: 'apiKey',
   TIDINGS_LOG_LEVEL: 'logLevel',
+  TIDINGS_BROKER: 'broker',
+  TIDINGS_NODE_ID: 'nodeId',
 } as const satisfies Record<string, keyof GatewayOptions>;
 
 function coerce(key: keyof GatewayOptions, text: string): unknown {

@@ -60,11 +60,12 @@ export class Publisher {
 
   /** Checks policy, then publishes. */
   publish(req: PublishRequest, origin: Origin): Promise<PublishResult> {
-    return this.publishChecked(req, this.check(req, origin), origin);
+    this.check(req, origin);
+    return this.publishChecked(req, origin);
   }
 
-  /** Publishes a request whose policy `check` already returned `ns` for. */
-  async publishChecked(req: PublishRequest, ns: NamespaceOptions, origin: Origin): Promise<PublishResult> {
+  /** Publishes a request that `check` already passed (the broker applies the namespace's retention). */
+  async publishChecked(req: PublishRequest, origin: Origin): Promise<PublishResult> {
     const data = JSON.stringify(req.data);
     if (exceeds(data, this.options.maxPayload)) {
       throw new TidingsError('too_large', `data is larger than ${this.options.maxPayload} bytes (UTF-8)`);
@@ -74,10 +75,6 @@ export class Publisher {
       data,
       type: req.type,
       idempotencyKey: req.idempotencyKey === undefined ? undefined : scopedKey(origin, req.idempotencyKey),
-      historySize: ns.historySize,
-      historyTtl: ns.historyTtl * 1000,
-      ephemeral: ns.ephemeral,
-      dedupWindow: this.options.dedupWindow,
     });
     if (!outcome.duplicate) this.metrics.published(1);
     return { channel: req.channel, position: outcome.position, duplicate: outcome.duplicate };

@@ -2,7 +2,9 @@
  * One logical client: identity, subscriptions and their positions, and backpressure on its sink.
  * A session never knows which transport carries it: WebSocket, an SSE stream or a single long
  * poll all implement {@link Sink}. Once closed, a session subscribes nothing: a subscribe that was
- * in flight when it closed leaves the hub again and fails.
+ * in flight when it closed leaves the hub again and fails. In a namespace with presence, a session
+ * whose sink can carry joins and leaves (WebSocket, SSE; not a long poll) is listed as present in
+ * each channel from when its subscription is live until it unsubscribes or closes.
  * @module
  */
 import {
@@ -13,11 +15,12 @@ import {
   type RequestId,
 } from '@tidings/protocol';
 import type { Authenticator, Identity } from './auth.js';
-import type { Broker, Publication } from './brokers/broker.js';
-import { EncodedPublication } from './encoded.js';
+import type { Broker, PresenceEntry, Publication } from './brokers/broker.js';
+import { EncodedPublication, type EncodedPresence } from './encoded.js';
 import type { Hub, Subscriber } from './hub.js';
 import type { Metrics } from './metrics.js';
 import type { GatewayOptions } from './options.js';
+import type { Presence } from './presence.js';
 import { namespaceOf } from './publisher.js';
 import { planResume } from './resume.js';
 import { SLOW_CONSUMER, type Attachment, type Sink } from './sink.js';
@@ -29,12 +32,18 @@ export interface SessionContext {
   readonly options: GatewayOptions;
   readonly auth: Authenticator;
   readonly metrics: Metrics;
+  /** This node's id: session ids start with it, so they are unique across a cluster. */
+  readonly nodeId: string;
+  /** This node's presence entries. */
+  readonly presence: Presence;
 }
 
 class Subscription implements Subscriber {
   /** Live publications held while history is read; undefined once live. */
   buffer: EncodedPublication[] | undefined = [];
   last: Position | undefined;
+  /** Whether the session is listed as present in this channel. */
+  present = false;
 
   constructor(
     readonly session: Session,
@@ -63,6 +72,11 @@ class Subscription implements Subscriber {
     this.session.send(enc);
   }
 
+  /** Joins and leaves reach the client once the subscription is live: until then, the list it asks for covers them. */
+  presence(enc: EncodedPresence): void {
+    if (this.buffer === undefined) this.session.presence(enc);
+  }
+
   fail(reason: string): void {
     this.session.close('unavailable', reason);
   }
@@ -74,6 +88,7 @@ export class Session implements Attachment {
   readonly id: string;
   readonly #subs = new Map<Channel, Subscription>();
   #closed = false;
+  #entry: PresenceEntry | undefined;
 
   /** `onDetached` runs once, when the session lets go of everything (closed by either side). */
   constructor(
@@ -83,7 +98,7 @@ export class Session implements Attachment {
     private readonly onDetached?: () => void,
   ) {
     sessionCounter = (sessionCounter + 1) % Number.MAX_SAFE_INTEGER;
-    this.id = sessionCounter.toString(36);
+    this.id = `${ctx.nodeId}-${sessionCounter.toString(36)}`;
   }
 
   get closed(): boolean {
@@ -128,6 +143,11 @@ export class Session implements Attachment {
       }
       sub.last = plan.last;
       sub.buffer = undefined;
+      // Live: a client that can hear joins and leaves is listed as present (a long poll is not).
+      if (ns.presence && this.sink.presence !== undefined) {
+        this.ctx.presence.add(channel, this.#presenceEntry());
+        sub.present = true;
+      }
     } catch (err) {
       if (this.#subs.get(channel) === sub) this.#subs.delete(channel);
       hub.leave(channel, sub);
@@ -140,6 +160,7 @@ export class Session implements Attachment {
     if (sub === undefined) throw new TidingsError('not_subscribed', `not subscribed to ${channel}`);
     this.#subs.delete(channel);
     this.ctx.hub.leave(channel, sub);
+    if (sub.present) this.ctx.presence.remove(channel, this.id);
   }
 
   /** Hot path: sheds ephemeral publications first, then the whole connection, when the sink backs up. */
@@ -157,6 +178,16 @@ export class Session implements Attachment {
     this.sink.message(enc);
   }
 
+  /** A join or leave: an ephemeral signal, shed (never a reason to disconnect) when the sink backs up. */
+  presence(enc: EncodedPresence): void {
+    if (this.#closed || this.sink.presence === undefined) return;
+    if (this.sink.bufferedBytes > this.ctx.options.maxBufferedBytes) {
+      this.ctx.metrics.dropped('ephemeral_backpressure');
+      return;
+    }
+    this.sink.presence(enc);
+  }
+
   /** Leaves every channel and closes the sink. Idempotent. */
   close(name: CloseName, reason: string): void {
     if (this.#closed) return;
@@ -169,9 +200,18 @@ export class Session implements Attachment {
   detach(): void {
     if (this.#closed) return;
     this.#closed = true;
-    for (const [channel, sub] of this.#subs) this.ctx.hub.leave(channel, sub);
+    for (const [channel, sub] of this.#subs) {
+      this.ctx.hub.leave(channel, sub);
+      if (sub.present) this.ctx.presence.remove(channel, this.id);
+    }
     this.#subs.clear();
     this.onDetached?.();
+  }
+
+  /** How this session is listed in the presence of its channels. */
+  #presenceEntry(): PresenceEntry {
+    const { info } = this.identity;
+    return (this.#entry ??= { client: this.id, user: this.identity.user, info: info === undefined ? undefined : JSON.stringify(info), node: this.ctx.nodeId });
   }
 
   #refuseIfClosed(channel: Channel): void {

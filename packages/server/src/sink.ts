@@ -7,7 +7,7 @@
  */
 import type { Channel, CloseName, Gap, Position, RequestId, ServerFrame, SubscribeResult } from '@tidings/protocol';
 import type { Identity } from './auth.js';
-import type { EncodedPublication } from './encoded.js';
+import type { EncodedPresence, EncodedPublication } from './encoded.js';
 
 /** Why a connection is shed for not reading. */
 export const SLOW_CONSUMER = 'client is not reading fast enough; reconnect and resume';
@@ -19,6 +19,12 @@ export interface Sink {
   /** Hot path: write the shared encoding. */
   message(enc: EncodedPublication): void;
   gap(gap: Gap): void;
+  /**
+   * A client joined or left a subscribed presence channel: write the shared encoding (the session
+   * checked the bound). A sink without it cannot carry presence events (a long poll): its session
+   * is not listed as present either.
+   */
+  presence?(enc: EncodedPresence): void;
   /** Bytes written but not yet taken by the kernel, as the connection's bound counts them. */
   readonly bufferedBytes: number;
   /** Ends the connection with a named close reason, telling the client why when it can. */

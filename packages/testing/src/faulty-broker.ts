@@ -1,11 +1,12 @@
 /**
  * Fault injection around a real broker: slow history reads (as over a network, so live publications
  * arrive while a resume reads history), a lossy live feed (as when a pub/sub message is lost, so the
- * hub must repair the hole from history) and failing history reads (a broker that is down). The wrapped broker does all the real work.
+ * hub must repair the hole from history) and failing history reads (a broker that is down). The
+ * wrapped broker does all the real work.
  * @module
  */
 import type { Position } from '@tidings/protocol';
-import type { Broker, PublicationHandler } from '@tidings/server';
+import type { Broker } from '@tidings/server';
 
 export interface Faults {
   /** Delay every history read by this many ms. */
@@ -18,22 +19,41 @@ export interface Faults {
 
 export function faultyBroker(inner: Broker, faults: Faults): Broker {
   let live = 0;
+  const slow = async (): Promise<void> => {
+    if (faults.historyDelayMs !== undefined) await new Promise((r) => setTimeout(r, faults.historyDelayMs));
+  };
   return {
-    start(handler: PublicationHandler) {
-      return inner.start((pub) => {
-        live += 1;
-        if (faults.dropLiveEvery !== undefined && live % faults.dropLiveEvery === 0) return;
-        handler(pub);
-      });
+    capabilities: inner.capabilities,
+    start(handlers, settings) {
+      return inner.start(
+        {
+          publication: (pub) => {
+            live += 1;
+            if (faults.dropLiveEvery !== undefined && live % faults.dropLiveEvery === 0) return;
+            handlers.publication(pub);
+          },
+          presence: (event) => handlers.presence(event),
+          status: (status, reason) => handlers.status(status, reason),
+        },
+        settings,
+      );
     },
     publish: (cmd) => inner.publish(cmd),
     subscribe: (channel) => inner.subscribe(channel),
     unsubscribe: (channel) => inner.unsubscribe(channel),
     async history(channel, since, limit) {
-      if (faults.historyDelayMs !== undefined) await new Promise((r) => setTimeout(r, faults.historyDelayMs));
+      await slow();
       if (faults.failHistory?.(channel, since, limit) === true) throw new Error('history is unavailable (injected fault)');
       return inner.history(channel, since, limit);
     },
+    async tops(channels) {
+      await slow();
+      return inner.tops(channels);
+    },
+    presenceAdd: (channel, entry, ttl) => inner.presenceAdd(channel, entry, ttl),
+    presenceRemove: (channel, entry) => inner.presenceRemove(channel, entry),
+    presenceTouch: (items, ttl) => inner.presenceTouch(items, ttl),
+    presence: (channel) => inner.presence(channel),
     close: () => inner.close(),
   };
 }

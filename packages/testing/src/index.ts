@@ -13,3 +13,6 @@ export * from './raw-ws.js';
 export * from './cleanup.js';
 export * from './sdk.js';
 export * from './hostile/index.js';
+export * from './cluster.js';
+export * from './redis.js';
+export * from './nats.js';

@@ -13,6 +13,7 @@ import { mkdtempSync, rmSync, writeFileSync, mkdirSync } from 'node:fs';
 import { createServer } from 'node:net';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
+import { fileURLToPath } from 'node:url';
 
 export type NginxMode = 'strip-upgrade' | 'buffer';
 
@@ -25,7 +26,8 @@ export interface Nginx {
 /** The nginx binary: `TIDINGS_NGINX` or the Debian path. */
 export const NGINX_BIN = process.env.TIDINGS_NGINX ?? '/usr/sbin/nginx';
 
-function freePort(): Promise<number> {
+/** A port nobody listens on right now (127.0.0.1). */
+export function freePort(): Promise<number> {
   return new Promise((resolve, reject) => {
     const s = createServer();
     s.once('error', reject);
@@ -70,12 +72,57 @@ http {
 `;
 }
 
+/** The shipped cluster config (docs/deploy/nginx), included as it is by {@link startClusterNginx}. */
+export const DEPLOY_NGINX_DIR = fileURLToPath(new URL('../../../docs/deploy/nginx/', import.meta.url));
+
+/**
+ * The outer config of a cluster: temp paths, the listen address and the upstream list are the test's;
+ * everything else is the shipped `tidings-http.conf` and `tidings-locations.conf`, included unchanged.
+ */
+function clusterConfig(dir: string, port: number, upstreams: readonly number[]): string {
+  return `
+daemon off;
+master_process off;
+worker_processes 1;
+pid ${dir}/nginx.pid;
+error_log ${dir}/error.log warn;
+events { worker_connections 4096; }
+http {
+  access_log off;
+  client_body_temp_path ${dir}/body;
+  proxy_temp_path ${dir}/proxy;
+  fastcgi_temp_path ${dir}/fastcgi;
+  uwsgi_temp_path ${dir}/uwsgi;
+  scgi_temp_path ${dir}/scgi;
+  include ${join(DEPLOY_NGINX_DIR, 'tidings-http.conf')};
+  upstream tidings {
+    least_conn;
+${upstreams.map((p) => `    server 127.0.0.1:${p} max_fails=1 fail_timeout=5s;`).join('\n')}
+    keepalive 64;
+  }
+  server {
+    listen 127.0.0.1:${port};
+    include ${join(DEPLOY_NGINX_DIR, 'tidings-locations.conf')};
+  }
+}
+`;
+}
+
+/** Starts nginx with the shipped cluster config in front of gateway nodes on `upstreamPorts`. */
+export function startClusterNginx(upstreamPorts: readonly number[]): Promise<Nginx> {
+  return launch((dir, port) => clusterConfig(dir, port, upstreamPorts));
+}
+
 /** Starts nginx proxying to `upstreamPort`; resolves once it accepts connections. */
-export async function startNginx(upstreamPort: number, mode: NginxMode): Promise<Nginx> {
+export function startNginx(upstreamPort: number, mode: NginxMode): Promise<Nginx> {
+  return launch((dir, port) => config(dir, port, upstreamPort, mode));
+}
+
+async function launch(configFor: (dir: string, port: number) => string): Promise<Nginx> {
   const dir = mkdtempSync(join(tmpdir(), 'tidings-nginx-'));
   for (const sub of ['body', 'proxy', 'fastcgi', 'uwsgi', 'scgi']) mkdirSync(join(dir, sub));
   const port = await freePort();
-  writeFileSync(join(dir, 'nginx.conf'), config(dir, port, upstreamPort, mode));
+  writeFileSync(join(dir, 'nginx.conf'), configFor(dir, port));
   const child: ChildProcess = spawn(NGINX_BIN, ['-p', dir, '-c', join(dir, 'nginx.conf'), '-e', join(dir, 'error.log')], { stdio: ['ignore', 'ignore', 'pipe'] });
   let stderr = '';
   child.stderr?.on('data', (d: Buffer) => (stderr += d.toString()));

@@ -8,7 +8,7 @@
  */
 import type { Channel, Position } from '@tidings/protocol';
 import type { TransportName } from '../state.js';
-import { httpPublish, httpRequest, reachable } from './http.js';
+import { httpPresence, httpPublish, httpRequest, reachable } from './http.js';
 import type { ClientTransport, CloseInfo, TransportContext } from './transport.js';
 
 /** What a loop gets to drive its connection. */
@@ -104,6 +104,7 @@ export function httpDownstream(ctx: TransportContext, name: TransportName, loop:
     },
     publish: (req) => httpPublish(ctx, req),
     request: (method, data) => httpRequest(ctx, method, data),
+    presence: (channel) => httpPresence(ctx, channel),
     close() {
       if (ended) return;
       ended = true;

@@ -1,8 +1,18 @@
 /**
- * Upstream over HTTP, shared by the SSE and long-polling transports: `POST /send` and `POST /rpc`.
+ * Upstream over HTTP, shared by the SSE and long-polling transports: `POST /send`, `POST /rpc` and
+ * `GET /presence`.
  * @module
  */
-import { isErrorCode, TidingsError, type ErrorCode, type Json, type PublishRequest, type PublishResult } from '@tidings/protocol';
+import {
+  isErrorCode,
+  TidingsError,
+  type Channel,
+  type ErrorCode,
+  type Json,
+  type PresenceResult,
+  type PublishRequest,
+  type PublishResult,
+} from '@tidings/protocol';
 import type { Platform, TransportContext } from './transport.js';
 
 /** Headers with the bearer token, when there is one. */
@@ -21,14 +31,15 @@ export function retryAfterOf(res: Response): number | undefined {
 }
 
 /** Turns a non-2xx reply into a coded error; network failures become `unavailable`. */
-export async function postJson(ctx: TransportContext, path: string, body: unknown): Promise<unknown> {
+export function postJson(ctx: TransportContext, path: string, body: unknown): Promise<unknown> {
+  return fetchJson(ctx, path, { method: 'POST', headers: { 'content-type': 'application/json', ...authHeaders(ctx) }, body: JSON.stringify(body) });
+}
+
+/** One JSON request; a non-2xx reply becomes a coded error, a network failure `unavailable`. */
+async function fetchJson(ctx: TransportContext, path: string, init: RequestInit): Promise<unknown> {
   let res: Response;
   try {
-    res = await ctx.platform.fetch(`${ctx.baseUrl}${path}`, {
-      method: 'POST',
-      headers: { 'content-type': 'application/json', ...authHeaders(ctx) },
-      body: JSON.stringify(body),
-    });
+    res = await ctx.platform.fetch(`${ctx.baseUrl}${path}`, init);
   } catch (err) {
     throw new TidingsError('unavailable', `request failed: ${(err as Error).message}`);
   }
@@ -42,6 +53,10 @@ export async function postJson(ctx: TransportContext, path: string, body: unknow
 
 export async function httpPublish(ctx: TransportContext, req: PublishRequest): Promise<PublishResult> {
   return (await postJson(ctx, '/send', req)) as PublishResult;
+}
+
+export async function httpPresence(ctx: TransportContext, channel: Channel): Promise<PresenceResult> {
+  return (await fetchJson(ctx, `/presence?channel=${encodeURIComponent(channel)}`, { headers: authHeaders(ctx), cache: 'no-store' })) as PresenceResult;
 }
 
 export async function httpRequest(ctx: TransportContext, method: string, data: Json | undefined): Promise<Json> {

@@ -4,7 +4,7 @@
  * subscriptions reopens the stream with the client's positions as `Last-Event-ID`.
  * @module
  */
-import { parseCursor, SseEvent as Events, type Gap, type Message } from '@tidings/protocol';
+import { parseCursor, SseEvent as Events, type Gap, type Message, type PresenceChange } from '@tidings/protocol';
 import { knownCursor } from './cursor.js';
 import { channelQuery, httpDownstream, type Downstream } from './downstream.js';
 import { authHeaders, channelRefused, isOutage, retryAfterOf } from './http.js';
@@ -58,6 +58,8 @@ export function sseTransport(ctx: TransportContext): ClientTransport {
           for (const [channel, position] of parseCursor(welcome.cursor)) handlers.subscribed({ channel, position, recovered: false });
         } else if (e.event === Events.gap) {
           handlers.gap(JSON.parse(e.data) as Gap);
+        } else if (e.event === Events.join || e.event === Events.leave) {
+          handlers.presence(e.event === Events.join ? 'join' : 'leave', JSON.parse(e.data) as PresenceChange);
         } else if (e.event === Events.error) {
           const err = JSON.parse(e.data) as { code: string; reason: string };
           return d.finish({ retry: err.code === 'restart' ? 'now' : 'backoff', reason: err.reason, fallback: false, retryAfter: parser.retry });

@@ -4,7 +4,19 @@
  * once through `handlers.close` with how the client should retry.
  * @module
  */
-import type { Channel, ErrorBody, Gap, Json, Message, Position, PublishRequest, PublishResult, SubscribeResult } from '@tidings/protocol';
+import type {
+  Channel,
+  ErrorBody,
+  Gap,
+  Json,
+  Message,
+  Position,
+  PresenceChange,
+  PresenceResult,
+  PublishRequest,
+  PublishResult,
+  SubscribeResult,
+} from '@tidings/protocol';
 import type { RetryKind, TransportName } from '../state.js';
 
 /** How a connection ended. */
@@ -29,6 +41,8 @@ export interface TransportHandlers {
   subscribed(result: SubscribeResult): void;
   message(message: Message): void;
   gap(gap: Gap): void;
+  /** A client joined or left a subscribed channel of a presence namespace (WebSocket and SSE; long polling carries none). */
+  presence(kind: 'join' | 'leave', change: PresenceChange): void;
   /** A subscription failed on the server (bad channel, forbidden, ...). */
   subscriptionError(channel: Channel, error: ErrorBody): void;
   close(info: CloseInfo): void;
@@ -77,6 +91,8 @@ export interface ClientTransport {
   sync(subscriptions: ReadonlyMap<Channel, Position | undefined>): void;
   publish(req: PublishRequest): Promise<PublishResult>;
   request(method: string, data: Json | undefined): Promise<Json>;
+  /** Who is present in `channel` (a `presence` frame, or `GET /presence`). */
+  presence(channel: Channel): Promise<PresenceResult>;
   /** Ends the connection without calling `handlers.close`. */
   close(): void;
 }

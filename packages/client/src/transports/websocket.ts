@@ -12,6 +12,7 @@ import {
   type ErrorBody,
   type Json,
   type Position,
+  type PresenceResult,
   type PublishRequest,
   type PublishResult,
   type ServerFrame,
@@ -120,6 +121,10 @@ export function websocketTransport(ctx: TransportContext): ClientTransport {
       case 'gap':
         handlers.gap(frame.gap);
         return;
+      case 'join':
+      case 'leave':
+        handlers.presence(frame.type, { channel: frame.channel, client: frame.client });
+        return;
       case 'reply':
       case 'error':
       case 'pong': {
@@ -181,6 +186,10 @@ export function websocketTransport(ctx: TransportContext): ClientTransport {
       if (!opened || ended) throw new TidingsError('unavailable', 'not connected');
       const id = nextId++;
       return (await call(data === undefined ? { type: 'rpc', id, method } : { type: 'rpc', id, method, data })) as Json;
+    },
+    async presence(channel: Channel): Promise<PresenceResult> {
+      if (!opened || ended) throw new TidingsError('unavailable', 'not connected');
+      return (await call({ type: 'presence', id: nextId++, channel })) as PresenceResult;
     },
     close() {
       if (ended) return;

@@ -53,18 +53,32 @@ export interface Publication {
   readonly ephemeral: boolean;
 }
 
-/** One publish, with the channel's history policy. */
+/** How long a namespace's channels keep their publications, set once when the broker starts. */
+export interface Retention {
+  /** Most publications kept per channel (0: none). */
+  readonly historySize: number;
+  /** How long a publication stays in history, in ms. */
+  readonly historyTtl: number;
+  /** Keep no history at all: positions are still assigned, but nothing is stored. */
+  readonly ephemeral: boolean;
+}
+
+/** What a broker is told once, at start: per-namespace retention and the idempotency window. */
+export interface BrokerSettings {
+  /** Namespace ("" is the default one) to retention; a channel of any other namespace is refused (`unknown_namespace`). */
+  readonly namespaces: Readonly<Record<string, Retention>>;
+  /** How long an idempotency key is remembered, in ms. */
+  readonly dedupWindow: number;
+}
+
+/** One publish. Retention comes from the channel's namespace, as set at start. */
 export interface PublishCommand {
   readonly channel: Channel;
+  /** The payload as JSON text. */
   readonly data: string;
   readonly type: string | undefined;
+  /** Scoped by who published; applied at most once within the window across every node. */
   readonly idempotencyKey: string | undefined;
-  readonly historySize: number;
-  /** History time-to-live in ms. */
-  readonly historyTtl: number;
-  readonly ephemeral: boolean;
-  /** Idempotency window in ms. */
-  readonly dedupWindow: number;
 }
 
 /** Where a publish landed; `duplicate` when the key was seen within the window. */
@@ -89,20 +103,79 @@ export interface HistoryPage {
   readonly evicted: EvictionReason | undefined;
 }
 
-/** Receives every publication of the channels this node subscribed to, in order per channel. */
-export type PublicationHandler = (pub: Publication) => void;
+/**
+ * The broker's connection, as the hub needs to know it:
+ * - `up`: reachable, and the live feed of every subscribed channel flows;
+ * - `down`: unreachable; publishes and reads fail with `unavailable` until it is back;
+ * - `reset`: reachable again (or the feed was interrupted), and live publications may have been lost
+ *   meanwhile: every joined channel must be repaired from history before anything live is delivered.
+ */
+export type BrokerStatus = 'up' | 'down' | 'reset';
 
-/** A message broker with history. */
-export interface Broker {
-  /** Begins delivering publications of subscribed channels to `handler`. */
-  start(handler: PublicationHandler): Promise<void>;
+/** One client present in a channel (namespaces with `presence: true`). */
+export interface PresenceEntry {
+  /** The client's session id, unique across the cluster. */
+  readonly client: string;
+  readonly user: string;
+  /** Public data about the client, as JSON text the broker never parses; undefined when there is none. */
+  readonly info: string | undefined;
+  /** The node the client is connected to. */
+  readonly node: string;
+}
+
+/** A client joined or left a channel (left includes: its entry expired because its node stopped refreshing it). */
+export interface PresenceEvent {
+  readonly kind: 'join' | 'leave';
+  readonly channel: Channel;
+  readonly entry: PresenceEntry;
+}
+
+/** What a broker reports to its node. */
+export interface BrokerHandlers {
+  /** Every publication of the channels this node subscribed to, in order per channel. */
+  publication(pub: Publication): void;
+  /** Joins and leaves of the channels this node subscribed to, from every node. */
+  presence(event: PresenceEvent): void;
+  status(status: BrokerStatus, reason: string): void;
+}
+
+/** What a broker can do, so one suite runs against every broker and states each difference with its reason. */
+export interface BrokerCapabilities {
+  /** Several gateway nodes share it: positions, history and idempotency keys live outside any node. */
+  readonly shared: boolean;
+  /** Refuses a new channel stream past a bound it enforces (`storage_full`), rather than relying on the store's own limits. */
+  readonly boundedStreams: boolean;
+  /** Can be made to lose its connection and come back within a test (status `down`, then `reset`). */
+  readonly outages: boolean;
+}
+
+/**
+ * Presence across the cluster. Each node adds its own clients' entries and refreshes them (`touch`)
+ * well within `ttl`; an entry that is not refreshed (its node died) expires within `ttl` plus the
+ * broker's sweep period, and its leave is announced like any other. Joins and leaves reach every node
+ * subscribed to the channel.
+ */
+export interface PresenceStore {
+  presenceAdd(channel: Channel, entry: PresenceEntry, ttl: number): Promise<void>;
+  presenceRemove(channel: Channel, entry: PresenceEntry): Promise<void>;
+  /** Extends the life of these entries by `ttl` from now. */
+  presenceTouch(items: ReadonlyArray<{ readonly channel: Channel; readonly client: string }>, ttl: number): Promise<void>;
+  /** Who is present now (expired entries are never listed). */
+  presence(channel: Channel): Promise<PresenceEntry[]>;
+}
+
+/** A message broker with history and presence. */
+export interface Broker extends PresenceStore {
+  readonly capabilities: BrokerCapabilities;
+  /** Connects, applies `settings`, and begins delivering publications of subscribed channels and status changes. */
+  start(handlers: BrokerHandlers, settings: BrokerSettings): Promise<void>;
   /**
-   * Assigns the next position, appends to history (unless ephemeral) and fans out, atomically.
-   * Rejects with `TidingsError('storage_full')`, changing nothing, when only dropping protected state
-   * would make room.
+   * Assigns the next position, appends to history (unless ephemeral), checks the idempotency key and
+   * fans out, atomically. Rejects with `TidingsError('storage_full')`, changing nothing, when only
+   * dropping protected state would make room, and with `unavailable` while the broker is down.
    */
   publish(cmd: PublishCommand): Promise<PublishOutcome>;
-  /** This node wants live publications of `channel`. Creates no stream. */
+  /** This node wants live publications of `channel`. Creates no stream. Several calls in one tick may be batched. */
   subscribe(channel: Channel): Promise<void>;
   unsubscribe(channel: Channel): Promise<void>;
   /**
@@ -110,5 +183,7 @@ export interface Broker {
    * Creates no stream.
    */
   history(channel: Channel, since: Position | undefined, limit: number): Promise<HistoryPage>;
+  /** The latest position of each channel, in one round trip (for the periodic position check). Creates no stream. */
+  tops(channels: readonly Channel[]): Promise<Map<Channel, Position>>;
   close(): Promise<void>;
 }

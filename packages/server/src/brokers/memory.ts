@@ -30,7 +30,11 @@ import type {
   EvictionReason,
   HistoryPage,
   Publication,
-  PublicationHandler,
+  BrokerCapabilities,
+  BrokerHandlers,
+  BrokerSettings,
+  PresenceEntry,
+  Retention,
   PublishCommand,
   PublishOutcome,
 } from './broker.js';
@@ -56,6 +60,11 @@ interface Entry {
   readonly expires: number;
   /** What it counts against the budget. */
   readonly bytes: number;
+}
+
+/** A namespace's retention with the idempotency window. */
+interface Policy extends Retention {
+  readonly dedupWindow: number;
 }
 
 interface Key {
@@ -126,7 +135,13 @@ export class MemoryBroker implements Broker {
   /** Where the incremental sweep continues. */
   #sweepCursor: Iterator<Stream, undefined> | undefined;
   #timer: NodeJS.Timeout | undefined;
-  #handler: PublicationHandler | undefined;
+  #handlers: BrokerHandlers | undefined;
+  /** Retention per namespace, with the idempotency window: what a publish to a channel of that namespace keeps. */
+  #policies = new Map<string, Policy>();
+
+  readonly capabilities: BrokerCapabilities = { shared: false, boundedStreams: true, outages: false };
+  /** Channel to client to its entry and when it expires. */
+  readonly #present = new Map<Channel, Map<string, { entry: PresenceEntry; expires: number }>>();
 
   constructor(opts: MemoryBrokerOptions) {
     this.#maxChannels = opts.maxChannels;
@@ -138,11 +153,13 @@ export class MemoryBroker implements Broker {
     this.#life = opts.life ?? newLife();
   }
 
-  start(handler: PublicationHandler): Promise<void> {
-    this.#handler = handler;
+  start(handlers: BrokerHandlers, settings: BrokerSettings): Promise<void> {
+    this.#handlers = handlers;
+    this.#policies = new Map(Object.entries(settings.namespaces).map(([ns, r]) => [ns, { ...r, dedupWindow: settings.dedupWindow }]));
     if (this.#timer === undefined && this.#sweepInterval > 0) {
       this.#timer = setInterval(() => this.sweep(), this.#sweepInterval).unref();
     }
+    handlers.status('up', 'in memory');
     return Promise.resolve();
   }
 
@@ -193,13 +210,67 @@ export class MemoryBroker implements Broker {
     this.#timer = undefined;
     this.#subscribed.clear();
     this.#streams.clear();
+    this.#present.clear();
     this.#sweepCursor = undefined;
     this.#bytes = 0;
     // A new life: every epoch changes, so no position of the old one is ever reused.
     this.#life = newLife();
     this.#generations.fill(0);
-    this.#handler = undefined;
+    this.#handlers = undefined;
     return Promise.resolve();
+  }
+
+  tops(channels: readonly Channel[]): Promise<Map<Channel, Position>> {
+    const out = new Map<Channel, Position>();
+    for (const channel of channels) {
+      const stream = this.#streams.get(channel);
+      out.set(channel, stream === undefined ? { epoch: this.#epochFor(channel), seq: 0 } : { epoch: stream.epoch, seq: stream.seq });
+    }
+    return Promise.resolve(out);
+  }
+
+  presenceAdd(channel: Channel, entry: PresenceEntry, ttl: number): Promise<void> {
+    let clients = this.#present.get(channel);
+    if (clients === undefined) this.#present.set(channel, (clients = new Map<string, { entry: PresenceEntry; expires: number }>()));
+    const fresh = !clients.has(entry.client);
+    clients.set(entry.client, { entry, expires: this.#now() + ttl });
+    if (fresh && this.#subscribed.has(channel)) this.#handlers?.presence({ kind: 'join', channel, entry });
+    return Promise.resolve();
+  }
+
+  presenceRemove(channel: Channel, entry: PresenceEntry): Promise<void> {
+    const clients = this.#present.get(channel);
+    if (clients?.delete(entry.client) === true) {
+      if (clients.size === 0) this.#present.delete(channel);
+      if (this.#subscribed.has(channel)) this.#handlers?.presence({ kind: 'leave', channel, entry });
+    }
+    return Promise.resolve();
+  }
+
+  presenceTouch(items: ReadonlyArray<{ readonly channel: Channel; readonly client: string }>, ttl: number): Promise<void> {
+    const expires = this.#now() + ttl;
+    for (const { channel, client } of items) {
+      const held = this.#present.get(channel)?.get(client);
+      if (held !== undefined) held.expires = expires;
+    }
+    return Promise.resolve();
+  }
+
+  presence(channel: Channel): Promise<PresenceEntry[]> {
+    this.#expirePresence(channel, this.#now());
+    return Promise.resolve([...(this.#present.get(channel)?.values() ?? [])].map((p) => p.entry));
+  }
+
+  /** Drops presence entries whose node stopped refreshing them, announcing each leave. */
+  #expirePresence(channel: Channel, now: number): void {
+    const clients = this.#present.get(channel);
+    if (clients === undefined) return;
+    for (const [client, held] of clients) {
+      if (held.expires > now) continue;
+      clients.delete(client);
+      if (this.#subscribed.has(channel)) this.#handlers?.presence({ kind: 'leave', channel, entry: held.entry });
+    }
+    if (clients.size === 0) this.#present.delete(channel);
   }
 
   /** Number of channel streams held (for tests of the bound). */
@@ -218,11 +289,14 @@ export class MemoryBroker implements Broker {
    */
   sweep(limit = this.#sweepBatch): number {
     const before = this.#bytes;
+    const now = this.#now();
+    for (const channel of [...this.#present.keys()]) this.#expirePresence(channel, now);
     this.#sweepStreams(limit, this.#now());
     return before - this.#bytes;
   }
 
   #publish(cmd: PublishCommand): PublishOutcome {
+    const policy = this.#policyOf(cmd.channel);
     const now = this.#now();
     const { channel, idempotencyKey: key } = cmd;
     let stream = this.#streams.get(channel);
@@ -232,15 +306,15 @@ export class MemoryBroker implements Broker {
       const seen = stream.keys.get(key);
       if (seen !== undefined && seen.expires > now) return { position: seen.position, duplicate: true };
     }
-    const store = !cmd.ephemeral && cmd.historySize > 0;
-    const keepKey = key !== undefined && cmd.dedupWindow > 0 && this.#dedupMaxKeys > 0;
+    const store = !policy.ephemeral && policy.historySize > 0;
+    const keepKey = key !== undefined && policy.dedupWindow > 0 && this.#dedupMaxKeys > 0;
     const channelBytes = stream?.channelBytes ?? utf8(channel);
     const entryBytes = store ? utf8(cmd.data) + (cmd.type === undefined ? 0 : utf8(cmd.type)) + channelBytes + ENTRY_OVERHEAD : 0;
     const keyBytes = keepKey ? utf8(key) + KEY_OVERHEAD : 0;
     const added = entryBytes + keyBytes + (stream === undefined ? channelBytes + STREAM_OVERHEAD : 0);
     const pressed = this.#bytes + added > this.#maxBytes;
     if (pressed) {
-      const fits = (): boolean => this.#bytes + added - this.#releasable(stream, cmd, store, keepKey, now) <= this.#maxBytes;
+      const fits = (): boolean => this.#bytes + added - this.#releasable(stream, cmd, policy, store, keepKey, now) <= this.#maxBytes;
       if (!fits()) {
         this.#reclaim(channel, now, fits);
         if (!fits()) {
@@ -258,11 +332,11 @@ export class MemoryBroker implements Broker {
     else if (pressed && !store) this.#expire(stream, now);
     stream.seq += 1;
     const position: Position = { epoch: stream.epoch, seq: stream.seq };
-    const pub: Publication = { channel, position, type: cmd.type, data: cmd.data, ephemeral: cmd.ephemeral };
+    const pub: Publication = { channel, position, type: cmd.type, data: cmd.data, ephemeral: policy.ephemeral };
     if (store) {
-      stream.history.push({ pub, expires: now + cmd.historyTtl, bytes: entryBytes });
+      stream.history.push({ pub, expires: now + policy.historyTtl, bytes: entryBytes });
       this.#count(stream, entryBytes);
-      this.#trim(stream, cmd.historySize, now);
+      this.#trim(stream, policy.historySize, now);
     }
     if (keepKey) {
       const { keys } = stream;
@@ -278,10 +352,10 @@ export class MemoryBroker implements Broker {
           this.#count(stream, -oldest.value[1].bytes);
         }
       }
-      keys.set(key, { position, expires: now + cmd.dedupWindow, bytes: keyBytes });
+      keys.set(key, { position, expires: now + policy.dedupWindow, bytes: keyBytes });
       this.#count(stream, keyBytes);
     }
-    if (this.#subscribed.has(channel)) this.#handler?.(pub);
+    if (this.#subscribed.has(channel)) this.#handlers?.publication(pub);
     return { position, duplicate: false };
   }
 
@@ -289,13 +363,13 @@ export class MemoryBroker implements Broker {
    * Bytes this publish would release on its own stream: its oldest entries trimmed to historySize,
    * expired ones after them, and the key it replaces or pushes out.
    */
-  #releasable(stream: Stream | undefined, cmd: PublishCommand, store: boolean, keepKey: boolean, now: number): number {
+  #releasable(stream: Stream | undefined, cmd: PublishCommand, policy: Policy, store: boolean, keepKey: boolean, now: number): number {
     if (stream === undefined) return 0;
     const { history } = stream;
     let freed = 0;
     let i = stream.head;
     if (store) {
-      for (let excess = history.length - i + 1 - cmd.historySize; excess > 0; excess--) freed += (history[i++] as Entry).bytes;
+      for (let excess = history.length - i + 1 - policy.historySize; excess > 0; excess--) freed += (history[i++] as Entry).bytes;
     }
     for (; i < history.length && (history[i] as Entry).expires <= now; i++) freed += (history[i] as Entry).bytes;
     if (keepKey) {
@@ -310,6 +384,13 @@ export class MemoryBroker implements Broker {
   #reclaim(except: Channel, now: number, enough: () => boolean): void {
     this.#sweepStreams(RECLAIM_SWEEP, now);
     if (!enough()) this.#evict(except, now, enough);
+  }
+
+  #policyOf(channel: Channel): Policy {
+    const colon = channel.indexOf(':');
+    const policy = this.#policies.get(colon === -1 ? '' : channel.slice(0, colon));
+    if (policy === undefined) throw new TidingsError('unknown_namespace', `the broker has no retention for the namespace of ${channel}`);
+    return policy;
   }
 
   #create(channel: Channel, channelBytes: number, now: number): Stream {

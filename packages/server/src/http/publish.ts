@@ -6,7 +6,6 @@
  */
 import type { IncomingMessage, ServerResponse } from 'node:http';
 import { TidingsError, toPublishRequest, type PublishRequest, type PublishResult } from '@tidings/protocol';
-import type { NamespaceOptions } from '../options.js';
 import type { Origin, Publisher } from '../publisher.js';
 import { readJson, sendJson } from './respond.js';
 
@@ -35,15 +34,15 @@ export async function handlePublish(
 ): Promise<void> {
   const body = await readJson(req, limits.maxBody);
   const { requests, batch } = toRequests(body, limits.maxBatch);
-  const policies = requests.map((r, i) => {
+  requests.forEach((r, i) => {
     try {
-      return publisher.check(r, origin);
+      publisher.check(r, origin);
     } catch (err) {
       if (err instanceof TidingsError && batch) throw new TidingsError(err.code, `publication ${i}: ${err.message}`);
       throw err;
     }
   });
   const results: PublishResult[] = [];
-  for (const [i, r] of requests.entries()) results.push(await publisher.publishChecked(r, policies[i] as NamespaceOptions, origin));
+  for (const r of requests) results.push(await publisher.publishChecked(r, origin));
   sendJson(res, 200, batch ? { results } : results[0]);
 }

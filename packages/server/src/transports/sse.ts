@@ -18,7 +18,7 @@ import {
   type SubscribeResult,
 } from '@tidings/protocol';
 import type { Admitted, HttpHandler } from '../admission.js';
-import type { EncodedPublication } from '../encoded.js';
+import type { EncodedPresence, EncodedPublication } from '../encoded.js';
 import { sseCursorText, streamParams, subscribeAll } from '../http/params.js';
 import { Outbox } from '../outbox.js';
 import { SLOW_CONSUMER, type Attachment, type Connector, type Sink } from '../sink.js';
@@ -32,7 +32,7 @@ export interface SseOptions {
   readonly closeGrace: number;
 }
 
-type Held = { readonly enc: EncodedPublication } | { readonly gap: Gap };
+type Held = { readonly enc: EncodedPublication } | { readonly gap: Gap } | { readonly presence: EncodedPresence };
 
 export class SseConnection implements Sink {
   readonly #out: Outbox;
@@ -81,7 +81,8 @@ export class SseConnection implements Sink {
     this.#held = undefined;
     for (const item of held) {
       if ('enc' in item) this.message(item.enc);
-      else this.gap(item.gap);
+      else if ('gap' in item) this.gap(item.gap);
+      else this.presence(item.presence);
     }
   }
 
@@ -121,6 +122,19 @@ export class SseConnection implements Sink {
     this.#set(gap.channel, gap.to);
     this.#refreshId();
     this.#out.write(`event: ${SseEvent.gap}\nid: ${this.#id}\ndata: ${JSON.stringify(gap)}\n\n`);
+  }
+
+  /**
+   * A `tidings:join` / `tidings:leave` event, shared bytes (the session checked the bound). It has no
+   * `id:` line, so the stream's cursor (the browser's `Last-Event-ID`) stays where it was.
+   */
+  presence(enc: EncodedPresence): void {
+    if (this.#held !== undefined) {
+      this.#held.push({ presence: enc });
+      return;
+    }
+    if (this.#ended) return;
+    this.#out.write(enc.sseEvent);
   }
 
   /** A comment line: keeps proxies from timing out the idle stream. */

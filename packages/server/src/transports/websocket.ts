@@ -1,7 +1,7 @@
 /**
  * WebSocket transport: completes admitted upgrades, turns each into a {@link DuplexSink} plus a
  * stream of inbound frames for the core, and sweeps liveness. Every outbound byte (publications,
- * replies, errors, gaps, heartbeats) is framed here and goes through the connection's one bounded
+ * replies, errors, gaps, presence, heartbeats) is framed here and goes through the connection's one bounded
  * {@link Outbox}; `ws` parses inbound frames and runs the close handshake and pings. Nothing here
  * knows about sessions, the hub or brokers.
  * @module
@@ -22,7 +22,7 @@ import {
 } from '@tidings/protocol';
 import WebSocket, { WebSocketServer } from 'ws';
 import type { Admitted, Route } from '../admission.js';
-import type { EncodedPublication } from '../encoded.js';
+import type { EncodedPresence, EncodedPublication } from '../encoded.js';
 import { frameText } from '../framing.js';
 import { Outbox } from '../outbox.js';
 import { SLOW_CONSUMER, type Attachment, type Connector, type DuplexAttachment, type DuplexSink } from '../sink.js';
@@ -95,6 +95,11 @@ export class WebSocketConnection implements DuplexSink {
 
   gap(gap: Gap): void {
     this.frame({ type: 'gap', gap });
+  }
+
+  /** A `join` / `leave` frame, shared bytes (the session checked the bound; it sheds these first). */
+  presence(enc: EncodedPresence): void {
+    if (this.ws.readyState === WebSocket.OPEN) this.#out.write(enc.wsFrame);
   }
 
   /**

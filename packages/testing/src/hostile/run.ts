@@ -241,7 +241,7 @@ export function parseServerFrames(buf: Buffer): { frames: ServerWsFrame[]; rest:
 
 /** Close codes the gateway (or `ws` for it) may send to a hostile peer, besides echoing the peer's own. */
 export const HOSTILE_CLOSE_CODES: ReadonlySet<number> = new Set([1000, 1002, 1007, 1009, 4001, 4002, 4003, 4401]);
-const SERVER_FRAME_TYPES = new Set(['welcome', 'reply', 'error', 'message', 'gap', 'pong', 'heartbeat']);
+const SERVER_FRAME_TYPES = new Set(['welcome', 'reply', 'error', 'message', 'gap', 'pong', 'heartbeat', 'join', 'leave']);
 
 /** The close code of a close frame, or undefined for an empty payload. */
 export function closeCodeOf(frame: ServerWsFrame): number | undefined {
