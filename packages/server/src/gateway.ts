@@ -299,6 +299,7 @@ export class Gateway {
     this.#brokerStatus = status === 'reset' ? 'up' : status;
     this.#brokerReason = reason;
     this.#hub.onStatus(status);
+    if (status === 'reset') this.#presence.reassert();
   }
 
   /** 200 when this node can take traffic; 503 with a reason while its broker is down or it drains. */

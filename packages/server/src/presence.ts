@@ -83,6 +83,16 @@ export class Presence {
     if (touched.length > 0) await this.store.presenceTouch(touched, this.ttl);
   }
 
+  /**
+   * The broker came back after an outage, and may have lost what it held (a restart without
+   * persistence): add every entry again. Adding an entry the broker still has announces nothing.
+   */
+  reassert(): void {
+    for (const [channel, clients] of this.#local) {
+      for (const local of clients.values()) if (local.state !== 'adding') this.#add(channel, local);
+    }
+  }
+
   /** Resolves once the broker calls in flight settled (the goodbyes of closing sessions), or after `timeout` ms. */
   async settled(timeout: number): Promise<void> {
     if (this.#pending.size === 0) return;
