@@ -139,6 +139,17 @@ async function measurePublish(pubLg, side, nodes, batch, cfg, log) {
   };
 }
 
+/** Progress lines for one window. */
+function showPublish(m) {
+  const split = m.nodes === 2 ? ` (${m.perNodePerSecond.map(Math.round).join(' + ')})` : '';
+  return `${Math.round(m.publicationsPerSecond)} acked publications/s${split}, ${m.serverSideMicrosPerPublication.toFixed(1)} us server-side CPU each, ack p99 ${m.ackLatency.p99?.toFixed(1)} ms, saturated: ${m.saturated}`;
+}
+
+function showFanout(m) {
+  const all = m.serverSideMicrosPerDelivery ?? m.serverMicrosPerDelivery;
+  return `${m.serverMicrosPerDelivery?.toFixed(3)} us gateway CPU per delivery, ${all?.toFixed(3)} us server-side, latency p50 ${m.latency.p50?.toFixed(2)} / p99 ${m.latency.p99?.toFixed(2)} ms (gateway ${pct(m.cpu.server)}, load ${pct(m.cpu.load)})`;
+}
+
 /** Each broker's figure for a step: the median round (the lower middle one for an even count), with every round's value. */
 function pickMedian(all, value) {
   const sorted = [...all].sort((a, b) => value(a) - value(b));
@@ -169,15 +180,15 @@ export async function runBrokers(session, cfg, log, contention) {
       return undefined;
     }
   };
-  /** Rounds of `measure(side)` over every live side, the order reversed every other round. */
-  const rounds = async (sidesOf, n, what, measure, show) => {
+  /** Rounds of `measure(side)` over every live side, the order reversed every other round; `name` names the step in a skip. */
+  const rounds = async (sidesOf, n, name, what, measure, show) => {
     const all = new Map();
     for (let round = 0; round < n; round++) {
       const order = round % 2 === 0 ? sidesOf() : [...sidesOf()].reverse();
       for (const side of order) {
         if (out.skipped[side.kind] !== undefined) continue;
         log(`  ${what} round ${round + 1}/${n} ${label(side.kind)}`);
-        const m = await guarded(side, what, () => measure(side));
+        const m = await guarded(side, name, () => measure(side));
         if (m === undefined) continue;
         log(`  ${show(m)}`);
         if (!all.has(side.kind)) all.set(side.kind, []);
@@ -211,16 +222,19 @@ export async function runBrokers(session, cfg, log, contention) {
     const publishStep = async (step, nodes, sidesOf) => {
       for (const batch of variants) {
         const what = `${step}: ${nodes} node${nodes === 2 ? 's' : ''}, ${batch === 1 ? '1 publication' : `batches of ${batch}`} per request, ${inFlight(nodes)}, ${cfg.warmup}s warm-up + ${cfg.pubDuration}s`;
-        const all = await rounds(sidesOf, cfg.brokerRounds, what, (side) => contention.measure(() => measurePublish(pubLg, side, nodes, batch, cfg, log), coresOf(serverProcs(side, nodes, cfg)).concat(cfg.loadCpu)), (m) =>
-          `${Math.round(m.publicationsPerSecond)} acked publications/s${nodes === 2 ? ` (${m.perNodePerSecond.map(Math.round).join(' + ')})` : ''}, ${m.serverSideMicrosPerPublication.toFixed(1)} us server-side CPU each, ack p99 ${m.ackLatency.p99?.toFixed(1)} ms, saturated: ${m.saturated}`,
-        );
+        const name = `${step} (${batch === 1 ? 'one publication' : `batches of ${batch}`} per request)`;
+        const measure = (side) => {
+          const cores = coresOf(serverProcs(side, nodes, cfg)).concat(cfg.loadCpu);
+          return contention.measure(() => measurePublish(pubLg, side, nodes, batch, cfg, log), cores);
+        };
+        const all = await rounds(sidesOf, cfg.brokerRounds, name, what, measure, showPublish);
         for (const [kind, ms] of all) (out.brokers[kind][step] ??= {})[variantKey(batch)] = pickMedian(ms, (m) => m.publicationsPerSecond);
       }
     };
     const fanoutStep = async (step, nodes, sidesOf) => {
       const through = nodes === 2 ? ', published through node 2' : '';
       const what = `${step}: ${cfg.rate}/s x ${cfg.brokerSubs} WebSocket subscribers on node 1${through}, ${cfg.warmup}s warm-up + ${cfg.cpuDuration}s`;
-      const all = await rounds(sidesOf, cfg.brokerRounds, what, (side) => {
+      const measure = (side) => {
         const procs = serverProcs(side, nodes, cfg);
         // The gateway is measureOnce's `server`; the broker and node 2 are sampled beside it.
         const extra = Object.fromEntries(Object.entries(procs).filter(([name]) => name !== 'gateway'));
@@ -230,7 +244,8 @@ export async function runBrokers(session, cfg, log, contention) {
           if (m.delivered === 0) throw new Error(`nothing delivered (${m.published} published, ${m.httpErrors} publish errors)`);
           return m;
         }, coresOf(procs).concat(cfg.loadCpu));
-      }, (m) => `${m.serverMicrosPerDelivery?.toFixed(3)} us gateway CPU per delivery, ${(m.serverSideMicrosPerDelivery ?? m.serverMicrosPerDelivery)?.toFixed(3)} us server-side, latency p50 ${m.latency.p50?.toFixed(2)} / p99 ${m.latency.p99?.toFixed(2)} ms (gateway ${pct(m.cpu.server)}, load ${pct(m.cpu.load)})`);
+      };
+      const all = await rounds(sidesOf, cfg.brokerRounds, step, what, measure, showFanout);
       record(step, all, (m) => m.serverMicrosPerDelivery);
     };
     const openFan = async () => {

@@ -143,10 +143,9 @@ export function brokerTable(session, res, cfg) {
   const kinds = session.brokers;
   const labels = { memory: 'memory', redis: 'Redis', nats: 'NATS JetStream' };
   const others = kinds.includes('memory') ? kinds.filter((k) => k !== 'memory') : [];
-  const lines = [
-    `| Scenario | Figure | ${kinds.map((k) => labels[k]).join(' | ')} | ${others.map((k) => `${labels[k]} / memory`).join(' | ')} |`,
-    `|---|---|${kinds.map(() => '---|').join('')}${others.map(() => '---|').join('')}`,
-  ];
+  const line = (cells) => `| ${cells.join(' | ')} |`;
+  const header = ['Scenario', 'Figure', ...kinds.map((k) => labels[k]), ...others.map((k) => `${labels[k]} / memory`)];
+  const lines = [line(header), line(header.map(() => '---'))];
   const flight = `${cfg.pubConnections} x ${cfg.pubDepth} in flight`;
   const chans = cfg.pubChannels > 1 ? `, ${cfg.pubChannels} channels` : ', 1 channel';
   const blocks = [];
@@ -183,7 +182,7 @@ export function brokerTable(session, res, cfg) {
         const r = row.headline ? (roundRatioOf(results[k], results.memory) ?? figures) : figures;
         return r === null ? '' : fmt(r);
       };
-      lines.push(`| ${block.title} | ${row.name} | ${kinds.map(cell).join(' | ')} | ${others.map(ratioCell).join(' | ')} |`);
+      lines.push(line([block.title, row.name, ...kinds.map(cell), ...others.map(ratioCell)]));
     }
   }
   const notes = [];

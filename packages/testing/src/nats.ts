@@ -30,6 +30,20 @@ export interface NatsServer {
   kill(): Promise<void>;
 }
 
+/** Servers running now: killed if the test process exits without stopping them (a crash, a failed hook). */
+const running = new Set<ChildProcess>();
+let exitHook = false;
+
+function track(child: ChildProcess): void {
+  running.add(child);
+  child.once('exit', () => running.delete(child));
+  if (exitHook) return;
+  exitHook = true;
+  process.once('exit', () => {
+    for (const c of running) c.kill('SIGKILL');
+  });
+}
+
 function freePort(): Promise<number> {
   return new Promise((resolve, reject) => {
     const s = createServer();
@@ -69,6 +83,7 @@ export async function startNats(): Promise<NatsServer> {
   const launch = async (): Promise<void> => {
     const proc = spawn(NATS_SERVER_BIN, ['-a', '127.0.0.1', '-p', String(port), '-js', '-sd', storeDir], { stdio: ['ignore', 'ignore', 'pipe'] });
     child = proc;
+    track(proc);
     let log = '';
     let ready = false;
     proc.stderr?.on('data', (d: Buffer) => {

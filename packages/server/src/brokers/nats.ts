@@ -11,8 +11,12 @@
  * historySize 0: the channel's latest publication is still kept, for its position), `max_age` =
  * the longest of historyTtl, dedupWindow and `minRetention` (default 60 s; a publication older
  * than historyTtl but still on the server is reported as expired and never returned, so history is
- * exact to the ms while the server keeps it a little longer), `duplicate_window` = dedupWindow. One
- * tail stream (`p_T`, one message per channel, no age limit), and presence streams.
+ * exact to the ms while the server keeps it a little longer; JetStream also refuses a duplicate
+ * window longer than max_age), `duplicate_window` = dedupWindow. One tail stream (`p_T`, one message
+ * per channel, no age limit); presence entries (`p_P`) and node leases (`p_N`). Every node applies
+ * the settings it was started with to the streams (so all nodes must share them); `maxChannels`
+ * (the tail stream's `max_msgs`) and `maxBytes` (each history stream's `max_bytes`) refuse what
+ * exceeds them with `storage_full`, and when they are not set, limits an operator set are left alone.
  *
  * **Positions.** A publication is stored at `p.h.<ns>.<name>` with its epoch and seq in headers,
  * published with `Nats-Expected-Last-Subject-Sequence` = the stream sequence of the channel's
@@ -35,7 +39,9 @@
  *   the channel then expires whole does the next seq jump past the reservation, which readers see as
  *   an explicit gap (history reports it `expired`), never as a reused position;
  * - the publish reaches the server but its ack is lost: the caller gets `unavailable`; an
- *   idempotency key makes its retry safe (below), as with any broker.
+ *   idempotency key makes its retry safe (below), as with any broker;
+ * - a burst's reservation covers publishes that then fail or turn out duplicates: the tail is ahead
+ *   of history, which again only shows (as a gap) if the whole channel expires.
  *
  * **Epochs.** A channel that never published (no tail, nothing held) has the contract's derived epoch
  * `deriveEpoch(life, 0, channel)`, where the namespace's `life` is derived from when its history
@@ -61,9 +67,16 @@
  *
  * **Outages.** While the connection is down, publish, history, tops, presence and subscribe reject
  * with `TidingsError('unavailable')` at once, and the status is `down`. On reconnect the broker
- * checks its streams (re-creating missing ones, recomputing lives), re-reads the server's clock,
+ * checks its streams (creating missing ones, recomputing lives), re-reads the server's clock,
  * confirms its subscriptions, forgets what it remembered of channels, and reports `reset`.
- * Stream deletions and creations (JetStream advisories) make it recompute lives at once.
+ *
+ * **Lost streams.** A stream deleted (its JetStream advisory, or a request no stream answers) is
+ * data loss: the broker goes `down` at once and re-creates the streams only after `recreateDelay`
+ * (default 2 s plus jitter), because NATS 2.9 corrupts a stream created again while its deletion is
+ * still running (creation errors, and `Nats-Expected-Last-Subject-Sequence` no longer checked: two
+ * publications at one position). Then it reports `reset` with new lives, so the hub repairs every
+ * joined channel and clients meet the new epochs. Nodes creating a stream at once can be answered
+ * different creation times by 2.9, so lives are read again once creations have settled.
  * @module
  */
 import { connect, headers as natsHeaders, nanos, type Msg, type MsgHdrs, type NatsConnection, type Subscription } from '@nats-io/transport-node';
@@ -317,7 +330,7 @@ export class NatsBroker implements Broker {
     try {
       this.#jsm = await jetstreamManager(nc, { timeout: this.#timeout });
       this.#js = jetstream(nc, { timeout: this.#timeout });
-      await this.#refreshLives();
+      await this.#refreshLives(true);
       await this.#calibrate();
     } catch (err) {
       await nc.close().catch(() => undefined);
@@ -734,15 +747,21 @@ export class NatsBroker implements Broker {
 
   // ---- streams, lives, connection ----------------------------------------------------------------
 
-  /** Ensures every stream exists with the settings' limits and recomputes every namespace's life. */
-  #refreshLives(): Promise<void> {
-    this.#refreshing ??= this.#doRefreshLives().finally(() => {
-      this.#refreshing = undefined;
+  /**
+   * Checks every stream against the settings' limits and recomputes every namespace's life. Only
+   * `create` (at start, and when recovering) creates missing streams: anywhere else a missing stream
+   * is a lost one, re-created later (see {@link NatsBroker.#onStreamLost}).
+   */
+  async #refreshLives(create = false): Promise<void> {
+    while (this.#refreshing !== undefined) await this.#refreshing.catch(() => undefined);
+    const refresh = this.#doRefreshLives(create).finally(() => {
+      if (this.#refreshing === refresh) this.#refreshing = undefined;
     });
-    return this.#refreshing;
+    this.#refreshing = refresh;
+    return refresh;
   }
 
-  async #doRefreshLives(): Promise<void> {
+  async #doRefreshLives(create: boolean): Promise<void> {
     const names = this.#names;
     const common: Partial<StreamConfig> = {
       retention: RetentionPolicy.Limits,
@@ -751,7 +770,7 @@ export class NatsBroker implements Broker {
       allow_direct: true,
     };
     const maxChannels = this.#opts.maxChannels;
-    const tail = await this.#ensure({
+    const tail = await this.#ensure(create, {
       ...common,
       name: names.tailStream,
       subjects: [`${names.prefix}.t.>`],
@@ -759,13 +778,13 @@ export class NatsBroker implements Broker {
       // Without a bound, whatever an operator set is left alone.
       ...(maxChannels === undefined ? {} : { max_msgs: maxChannels, discard: DiscardPolicy.New }),
     });
-    await this.#ensure({ ...common, name: names.presenceStream, subjects: [`${names.prefix}.p.>`], max_msgs_per_subject: 1 });
-    await this.#ensure({ ...common, name: names.leaseStream, subjects: [`${names.prefix}.n.>`], max_msgs_per_subject: 1 });
+    await this.#ensure(create, { ...common, name: names.presenceStream, subjects: [`${names.prefix}.p.>`], max_msgs_per_subject: 1 });
+    await this.#ensure(create, { ...common, name: names.leaseStream, subjects: [`${names.prefix}.n.>`], max_msgs_per_subject: 1 });
     const histories = new Map<string, StreamInfo>();
     for (const policy of this.#policies.values()) {
       const maxAge = Math.max(policy.historyTtl, policy.dedupWindow, this.#minRetention);
       const maxBytes = this.#opts.maxBytes;
-      const info = await this.#ensure({
+      const info = await this.#ensure(create, {
         ...common,
         name: names.historyStream(policy.ns),
         subjects: names.historySubjects(policy.ns),
@@ -799,14 +818,14 @@ export class NatsBroker implements Broker {
   }
 
   /** The stream with this configuration: created, or updated where its limits differ. */
-  async #ensure(config: Partial<StreamConfig> & { name: string }): Promise<StreamInfo> {
+  async #ensure(create: boolean, config: Partial<StreamConfig> & { name: string }): Promise<StreamInfo> {
     const jsm = this.#jsm as JetStreamManager;
     for (let attempt = 0; ; attempt++) {
       let info: StreamInfo | undefined;
       try {
         info = await jsm.streams.info(config.name);
       } catch (err) {
-        if (apiCode(err) !== JetStreamApiCodes.StreamNotFound) throw err;
+        if (apiCode(err) !== JetStreamApiCodes.StreamNotFound || !create) throw err;
       }
       if (info === undefined) {
         try {
@@ -862,7 +881,10 @@ export class NatsBroker implements Broker {
           if (err !== null || this.#closed) return;
           if (msg.subject.includes('.DELETED.')) this.#onStreamLost(`the stream ${stream} was deleted: its data is lost`);
           else if (msg.subject.includes('.CREATED.') && this.#up) {
-            this.#refreshLives().catch((e: unknown) => this.#log?.warn({ err: e, stream }, 'NATS broker: could not re-check streams after an advisory'));
+            this.#refreshLives().catch((e: unknown) => {
+              if (isStreamMissing(e)) this.#onStreamLost(`a stream of the broker is missing`);
+              else this.#log?.warn({ err: e, stream }, 'NATS broker: could not re-check streams after an advisory');
+            });
           }
         },
       });
@@ -927,7 +949,7 @@ export class NatsBroker implements Broker {
   async #recover(era: number): Promise<void> {
     for (let attempt = 0; era === this.#era && !this.#closed; attempt++) {
       try {
-        await this.#refreshLives();
+        await this.#refreshLives(true);
         await this.#calibrate();
         await this.#withTimeout((this.#nc as NatsConnection).flush(), 'confirming subscriptions');
         if (era !== this.#era || this.#closed) return;
