@@ -36,8 +36,9 @@ function newBroker(): MemoryBroker {
 }
 
 /**
- * Counts what asks the server for a subscription: `subscribe` frames over WebSocket, `/sse` streams
- * over SSE. One per connection is the subscription itself; any more would be a resubscribe.
+ * Counts what the server accepted as a subscription: `subscribe` frames sent on an open WebSocket,
+ * `/sse` streams it answered. One per connection is the subscription itself; any more would be a
+ * resubscribe. (Attempts while the gateway is down reach no server, so they do not count.)
  */
 function counting(): { subscribes: () => number; options: Pick<ClientOptions, 'WebSocket' | 'fetch'> } {
   let subscribes = 0;
@@ -50,9 +51,10 @@ function counting(): { subscribes: () => number; options: Pick<ClientOptions, 'W
     }) as typeof ws.send;
     return ws;
   } as unknown as WebSocketConstructor;
-  const fetchCounting: typeof fetch = (input, init) => {
-    if (urlOf(input).includes('/sse?')) subscribes += 1;
-    return fetch(input, init);
+  const fetchCounting: typeof fetch = async (input, init) => {
+    const res = await fetch(input, init);
+    if (urlOf(input).includes('/sse?') && res.ok) subscribes += 1;
+    return res;
   };
   return { subscribes: () => subscribes, options: { WebSocket: Counting, fetch: fetchCounting } };
 }
