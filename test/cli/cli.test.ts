@@ -89,6 +89,18 @@ describe('tidings CLI', () => {
     expect(r.err).toContain('pingInterval must be an integer from 100 to 3600000 (got 1)');
   });
 
+  it.each(['redis://127.0.0.1:1', 'nats://127.0.0.1:1'])('refuses to join a shared broker (%s) without a configured API key', async (broker) => {
+    const r = run(['serve', '--port', '0', '--broker', broker], { TIDINGS_API_KEY: '' });
+    expect(await r.exited).not.toBe(0);
+    expect(r.err).toContain('a shared broker needs a configured API key');
+  });
+
+  it('names the broker it cannot reach, and exits', async () => {
+    const r = run(['serve', '--port', '0', '--host', '127.0.0.1', '--broker', 'redis://127.0.0.1:1'], { TIDINGS_API_KEY: 'a-key-of-at-least-16-chars' });
+    expect(await r.exited).not.toBe(0);
+    expect(r.err).toMatch(/unavailable|ECONNREFUSED|connect/i);
+  });
+
   it('prints usage for unknown commands', async () => {
     const r = run(['frobnicate']);
     expect(await r.exited).toBe(2);
