@@ -139,6 +139,11 @@ async function measurePublish(pubLg, side, nodes, batch, cfg, log) {
   };
 }
 
+/** The load generator's `run` arguments of a fan-out window: fixed rate, published on node 1 or node 2. */
+function fanoutArgs(side, nodes, duration, cfg) {
+  return { mode: 'fixed', rate: cfg.rate, window: cfg.window, duration, ...(nodes === 2 ? { publishPort: side.node2.port } : {}) };
+}
+
 /** Progress lines for one window. */
 function showPublish(m) {
   const split = m.nodes === 2 ? ` (${m.perNodePerSecond.map(Math.round).join(' + ')})` : '';
@@ -150,10 +155,10 @@ function showFanout(m) {
   return `${m.serverMicrosPerDelivery?.toFixed(3)} us gateway CPU per delivery, ${all?.toFixed(3)} us server-side, latency p50 ${m.latency.p50?.toFixed(2)} / p99 ${m.latency.p99?.toFixed(2)} ms (gateway ${pct(m.cpu.server)}, load ${pct(m.cpu.load)})`;
 }
 
-/** Each broker's figure for a step: the median round (the lower middle one for an even count), with every round's value. */
+/** Each broker's figure for a step: the median round (the lower middle one for an even count), with every round's value and every window. */
 function pickMedian(all, value) {
   const sorted = [...all].sort((a, b) => value(a) - value(b));
-  return { ...sorted[Math.floor((all.length - 1) / 2)], rounds: all.map(value) };
+  return { ...sorted[Math.floor((all.length - 1) / 2)], rounds: all.map(value), windows: all };
 }
 
 /**
@@ -180,9 +185,15 @@ export async function runBrokers(session, cfg, log, contention) {
       return undefined;
     }
   };
-  /** Rounds of `measure(side)` over every live side, the order reversed every other round; `name` names the step in a skip. */
-  const rounds = async (sidesOf, n, name, what, measure, show) => {
+  /**
+   * Rounds of `measure(side)` over every live side, the order reversed every other round; `name`
+   * names the step in a skip. First `prime(side)` runs the same load, unmeasured, on every side,
+   * so that no side's first measured window is also its first traffic of the kind (a cold JIT).
+   */
+  const rounds = async (sidesOf, n, name, what, measure, show, prime) => {
     const all = new Map();
+    log(`  ${what}: priming each broker for ${cfg.warmup}s (not measured)`);
+    for (const side of sidesOf()) await guarded(side, name, () => prime(side));
     for (let round = 0; round < n; round++) {
       const order = round % 2 === 0 ? sidesOf() : [...sidesOf()].reverse();
       for (const side of order) {
@@ -227,7 +238,8 @@ export async function runBrokers(session, cfg, log, contention) {
           const cores = coresOf(serverProcs(side, nodes, cfg)).concat(cfg.loadCpu);
           return contention.measure(() => measurePublish(pubLg, side, nodes, batch, cfg, log), cores);
         };
-        const all = await rounds(sidesOf, cfg.brokerRounds, name, what, measure, showPublish);
+        const prime = (side) => measurePublish(pubLg, side, nodes, batch, { ...cfg, warmup: 0, pubDuration: cfg.warmup }, () => undefined);
+        const all = await rounds(sidesOf, cfg.brokerRounds, name, what, measure, showPublish, prime);
         for (const [kind, ms] of all) (out.brokers[kind][step] ??= {})[variantKey(batch)] = pickMedian(ms, (m) => m.publicationsPerSecond);
       }
     };
@@ -238,14 +250,18 @@ export async function runBrokers(session, cfg, log, contention) {
         const procs = serverProcs(side, nodes, cfg);
         // The gateway is measureOnce's `server`; the broker and node 2 are sampled beside it.
         const extra = Object.fromEntries(Object.entries(procs).filter(([name]) => name !== 'gateway'));
-        const args = { mode: 'fixed', rate: cfg.rate, window: cfg.window, duration: cfg.cpuDuration, ...(nodes === 2 ? { publishPort: side.node2.port } : {}) };
+        const args = fanoutArgs(side, nodes, cfg.cpuDuration, cfg);
         return contention.measure(async () => {
           const m = await measureOnce({ lg: side.fan.lg, server: side.node1 }, args, cfg, log, extra);
           if (m.delivered === 0) throw new Error(`nothing delivered (${m.published} published, ${m.httpErrors} publish errors)`);
           return m;
         }, coresOf(procs).concat(cfg.loadCpu));
       };
-      const all = await rounds(sidesOf, cfg.brokerRounds, step, what, measure, showFanout);
+      const prime = (side) => {
+        const args = { ...fanoutArgs(side, nodes, cfg.warmup, cfg), warmup: 0, drainMs: 2000 };
+        return side.fan.lg.request('run', args, { timeoutMs: cfg.warmup * 1000 + 30_000 });
+      };
+      const all = await rounds(sidesOf, cfg.brokerRounds, step, what, measure, showFanout, prime);
       record(step, all, (m) => m.serverMicrosPerDelivery);
     };
     const openFan = async () => {
