@@ -12,7 +12,7 @@ import { EventSource } from 'eventsource';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import type { Client, TransportName } from '@tidings/client';
 import { parseCursor, type Gap, type Message } from '@tidings/protocol';
-import { RawWsClient, startCluster, startNats, startRedis, testClient, TEST_API_KEY, until, type Cluster } from '@tidings/testing';
+import { RawWsClient, startCluster, startNats, startRedis, startRedisCluster, testClient, TEST_API_KEY, until, type Cluster } from '@tidings/testing';
 
 interface BrokerServer {
   readonly url: string;
@@ -22,6 +22,7 @@ interface BrokerServer {
 
 const BROKERS: Array<[string, () => Promise<BrokerServer>]> = [
   ['redis', () => startRedis()],
+  ['a redis cluster (3 masters)', () => startRedisCluster(3)],
   ['nats', () => startNats()],
 ];
 

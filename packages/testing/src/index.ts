@@ -15,4 +15,5 @@ export * from './sdk.js';
 export * from './hostile/index.js';
 export * from './cluster.js';
 export * from './redis.js';
+export * from './redis-cluster.js';
 export * from './nats.js';

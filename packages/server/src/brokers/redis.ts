@@ -60,8 +60,9 @@
  * (`CONFIG GET`; errors ignored, as managed Redis may forbid CONFIG).
  *
  * **Connections and outages.** One connection for commands (auto-pipelined: everything issued in
- * one tick goes out as one write), one subscriber. Subscribes and unsubscribes are coalesced per
- * tick into one SSUBSCRIBE / SUNSUBSCRIBE each. Commands are never queued while disconnected and
+ * one tick goes out as one write), and the live feed (`redis-feed.ts`): one subscriber connection,
+ * or one per master of a Redis Cluster. Subscribes and unsubscribes are coalesced per tick into one
+ * SSUBSCRIBE / SUNSUBSCRIBE per connection (and hash slot). Commands are never queued while disconnected and
  * never re-sent after a reconnect (a re-sent publish could publish twice). When either connection
  * closes the status is `down`; while the command connection is down, `publish`, `history`, `tops`
  * and presence calls reject with `TidingsError('unavailable')` (503), and while the subscriber's is,
@@ -78,11 +79,16 @@
  * while presence is in use: `p:presence` is set by adds and touches), so a dead node's entries
  * leave within their ttl plus about two sweep periods.
  *
- * **Cluster.** Keys and scripts are single-slot and pub/sub is sharded, but this class connects to
- * one Redis (`redis://` or `rediss://`); a Cluster client is not wired yet.
+ * **Cluster.** The URL names one Redis; when it runs in cluster mode (`cluster_enabled:1`), the
+ * broker uses it as the seed of a Cluster client (commands go to the master of their slot, and every
+ * script is single-slot) and opens one sharded subscriber per master, subscribing each channel on
+ * the master that owns its bucket's slot. Slots are re-read every 5 s and after a MOVED; when their
+ * owners change (a failover, a resharding), every subscriber connection is replaced and the hub
+ * repairs every joined channel (`reset`). A Cluster needs Redis 7 (sharded pub/sub); a master that
+ * restarts without its data gives exactly its own buckets' channels new epochs.
  * @module
  */
-import { Redis, type RedisOptions } from 'ioredis';
+import { Cluster, Redis, type RedisOptions } from 'ioredis';
 import { TidingsError, type Channel, type Position } from '@tidings/protocol';
 import type {
   Broker,
@@ -97,6 +103,7 @@ import type {
   Retention,
 } from './broker.js';
 import { bucketOf, deriveEpoch, GENERATION_BUCKETS, newLife } from './epochs.js';
+import { RedisFeed, type FeedRoute } from './redis-feed.js';
 import { scriptSources, type ScriptSources } from './redis-scripts.js';
 
 /** The little logging the broker does (pino's Logger fits). */
@@ -147,19 +154,14 @@ type ScriptFn = (numkeys: number, ...args: Array<string | number>) => Promise<un
 type ScriptName = keyof ScriptSources;
 type Scripted = Record<ScriptName, ScriptFn>;
 
-interface Waiter {
-  /** The subscribe call's ticket; undefined for an unsubscribe. */
-  readonly ticket: number | undefined;
-  readonly resolve: () => void;
-  readonly reject: (err: unknown) => void;
-}
-
 /** Extra time beyond history and keys before an idle stream is dropped, by default. */
 const GC_MARGIN = 3_600_000;
 /** How long a subscribed (or unreadable) GC candidate waits before it is looked at again. */
 const GC_RECHECK = 60_000;
-/** Channels per SSUBSCRIBE / SUNSUBSCRIBE command. */
-const SUBSCRIBE_CHUNK = 1000;
+/** The feed's node name for the Redis the URL names. */
+const SEED = 'seed';
+/** Ms between reads of a Cluster's slots. */
+const SLOTS_REFRESH = 5000;
 /** Buckets whose sweep scripts are in flight at once. */
 const SWEEP_CONCURRENCY = 128;
 /** Presence members per touch script. */
@@ -167,6 +169,7 @@ const TOUCH_CHUNK = 500;
 /** Channels remembered as having a stream (then forgotten all at once). */
 const KNOWN_CHANNELS = 100_000;
 const PREFIX = /^[A-Za-z0-9_.:-]{1,64}$/;
+const ROUTE_SEED: FeedRoute = { node: SEED, group: SEED };
 
 const isReplyError = (err: unknown): err is Error => err instanceof Error && err.name === 'ReplyError';
 /** Reply errors that mean "not now" rather than a bug. */
@@ -186,8 +189,11 @@ export class RedisBroker implements Broker {
   readonly #prefix: string;
   readonly #log: RedisBrokerLogger | undefined;
   readonly #opts: RedisBrokerOptions;
-  #cmd: Redis | undefined;
-  #sub: Redis | undefined;
+  #cmd: Redis | Cluster | undefined;
+  #feed: RedisFeed | undefined;
+  /** On a Cluster: the master (`host:port`) owning each bucket's slot, and each bucket's slot. */
+  #owners: string[] | undefined;
+  #slots: number[] = [];
   #scripts: Scripted | undefined;
   #sharded = true;
   #handlers: BrokerHandlers | undefined;
@@ -198,17 +204,6 @@ export class RedisBroker implements Broker {
   #closed = false;
   /** What the hub was last told: `up` (or `reset`, then up) or `down`. */
   #status: 'up' | 'down' = 'down';
-  #subLive = false;
-  /** Incremented whenever the subscriber connection closes: resubscriptions of an older one are stale. */
-  #subEra = 0;
-  /** Channels this node wants, with the ticket of the subscribe call that wanted it. */
-  readonly #wanted = new Map<Channel, number>();
-  #ticket = 0;
-  /** Channels subscribed (or being subscribed) on the current subscriber connection: settles when confirmed. */
-  readonly #server = new Map<Channel, Promise<void>>();
-  /** Subscribes and unsubscribes of this tick, per channel. */
-  #queue = new Map<Channel, Waiter[]>();
-  #flushScheduled = false;
   #gcTimer: NodeJS.Timeout | undefined;
   #presenceTimer: NodeJS.Timeout | undefined;
   #gcRunning = false;
@@ -249,10 +244,6 @@ export class RedisBroker implements Broker {
       commandTimeout: this.#opts.commandTimeout ?? 5000,
       retryStrategy: (times) => Math.min(50 * 2 ** Math.min(times - 1, 10), maxDelay),
     };
-    const cmd = new Redis(this.#url, { ...common, enableAutoPipelining: true, connectionName: `${this.#prefix}-commands` });
-    const sub = new Redis(this.#url, { ...common, connectionName: `${this.#prefix}-subscriber` });
-    this.#cmd = cmd;
-    this.#sub = sub;
     let outageLogged = false;
     const onError = (err: Error): void => {
       // ioredis reports every failed reconnect; one line per outage is enough.
@@ -260,39 +251,71 @@ export class RedisBroker implements Broker {
       outageLogged = true;
       this.#log?.warn({ err: err.message, redis: this.#where }, 'redis broker connection error');
     };
+    const subscriber = (node: string): Redis => {
+      const options: RedisOptions = { ...common, connectionName: `${this.#prefix}-subscriber` };
+      const redis = node === SEED ? new Redis(this.#url, options) : new Redis({ ...options, ...nodeOptions(this.#url), ...hostPort(node) });
+      redis.on('error', onError);
+      return redis;
+    };
+    let cmd: Redis | Cluster = new Redis(this.#url, { ...common, enableAutoPipelining: true, connectionName: `${this.#prefix}-commands` });
     cmd.on('error', onError);
-    sub.on('error', onError);
-    cmd.on('close', () => this.#markDown('the connection to Redis closed'));
-    sub.on('close', () => {
-      this.#subLive = false;
-      this.#subEra += 1;
-      this.#server.clear();
-      this.#markDown('the subscriber connection to Redis closed');
-    });
-    cmd.on('ready', () => {
-      outageLogged = false;
-      this.#maybeUp();
-    });
-    sub.on('ready', () => this.#resubscribe());
-    const onMessage = (name: string, message: string): void => this.#onMessage(name, message);
-    sub.on('message', onMessage);
-    sub.on('smessage', onMessage);
-
+    this.#cmd = cmd;
     try {
-      await Promise.all([cmd.connect(), sub.connect()]);
-      const info = await cmd.info('server');
+      await cmd.connect();
+      const info = await cmd.info();
       const version = /redis_version:(\d+)/.exec(info)?.[1];
       this.#sharded = this.#opts.sharded ?? Number(version ?? '0') >= 7;
+      if (/cluster_enabled:1/.test(info)) {
+        if (!this.#sharded) throw new Error('a Redis Cluster needs Redis 7 or later (sharded pub/sub)');
+        cmd.disconnect();
+        const { hostname, port } = new URL(this.#url);
+        cmd = new Cluster([{ host: hostname.replace(/^\[(.*)\]$/, '$1'), port: Number(port || 6379) }], {
+          lazyConnect: true,
+          enableOfflineQueue: false,
+          enableAutoPipelining: true,
+          // ioredis cannot route auto-pipelined scripts on a Cluster (they would all go to one node);
+          // they are sent one by one, still without waiting for each other's replies.
+          autoPipeliningIgnoredCommands: Object.keys(scriptSources({ sharded: true })),
+          slotsRefreshInterval: SLOTS_REFRESH,
+          clusterRetryStrategy: (times) => Math.min(50 * 2 ** Math.min(times - 1, 10), maxDelay),
+          redisOptions: { ...common, ...nodeOptions(this.#url), connectionName: `${this.#prefix}-commands` },
+        });
+        cmd.on('error', onError);
+        this.#cmd = cmd;
+        await cmd.connect();
+        const cluster = cmd;
+        this.#slots = await Promise.all(Array.from({ length: GENERATION_BUCKETS }, (_, b) => cluster.cluster('KEYSLOT', `{b${b}}`)));
+        this.#owners = this.#layout(cluster);
+        cluster.on('refresh', () => this.#relayout(cluster));
+      }
+      cmd.on('close', () => this.#markDown('the connection to Redis closed'));
+      cmd.on('ready', () => {
+        outageLogged = false;
+        this.#maybeUp();
+      });
       const sources = scriptSources({ sharded: this.#sharded });
       for (const [name, lua] of Object.entries(sources) as Array<[string, string]>) cmd.defineCommand(name, { lua });
       this.#scripts = cmd as unknown as Scripted;
       await this.#checkEviction(cmd);
-      await this.#until(() => this.#subLive, 5000);
+      this.#feed = new RedisFeed({
+        sharded: this.#sharded,
+        connect: subscriber,
+        route: (channel) => this.#route(channel),
+        name: (channel) => `${this.#base(bucketOf(channel))}p:${channel}`,
+        onMessage: (name, message) => this.#onMessage(name, message),
+        onDown: (reason) => this.#markDown(reason),
+        onLive: () => this.#maybeUp(),
+        onMoved: () => {
+          if (cmd instanceof Cluster) cmd.refreshSlotsCache();
+        },
+        unavailable: () => this.#unavailable(),
+      });
+      await this.#feed.start(this.#owners === undefined ? [SEED] : [...new Set(this.#owners)], 5000);
     } catch (err) {
       cmd.disconnect();
-      sub.disconnect();
+      await this.#feed?.close();
       this.#cmd = undefined;
-      this.#sub = undefined;
+      this.#feed = undefined;
       throw new TidingsError('unavailable', `cannot connect to the Redis broker at ${this.#where}: ${(err as Error).message}`);
     }
     this.#started = true;
@@ -301,7 +324,8 @@ export class RedisBroker implements Broker {
     if (gcInterval > 0) this.#gcTimer = setInterval(() => void this.#gcPass(gcInterval), gcInterval).unref();
     const presenceSweep = this.#opts.presenceSweep ?? 1000;
     if (presenceSweep > 0) this.#presenceTimer = setInterval(() => void this.#presencePass(presenceSweep), presenceSweep).unref();
-    handlers.status('up', `redis at ${this.#where}${this.#sharded ? ' (sharded pub/sub)' : ''}`);
+    const mode = this.#owners === undefined ? (this.#sharded ? ' (sharded pub/sub)' : '') : ` (cluster of ${new Set(this.#owners).size} masters)`;
+    handlers.status('up', `redis at ${this.#where}${mode}`);
   }
 
   async publish(cmd: PublishCommand): Promise<PublishOutcome> {
@@ -365,20 +389,12 @@ export class RedisBroker implements Broker {
   }
 
   subscribe(channel: Channel): Promise<void> {
-    if (!this.#subLive || this.#closed) return Promise.reject(this.#unavailable());
-    const ticket = ++this.#ticket;
-    this.#wanted.set(channel, ticket);
-    return this.#enqueue(channel, ticket);
+    if (this.#feed === undefined || this.#closed) return Promise.reject(this.#unavailable());
+    return this.#feed.subscribe(channel);
   }
 
   unsubscribe(channel: Channel): Promise<void> {
-    this.#wanted.delete(channel);
-    if (this.#sub?.status !== 'ready' || this.#closed) {
-      // The server forgot every subscription with the connection; it is not asked again.
-      this.#server.delete(channel);
-      return Promise.resolve();
-    }
-    return this.#enqueue(channel, undefined);
+    return this.#feed?.unsubscribe(channel) ?? Promise.resolve();
   }
 
   async history(channel: Channel, since: Position | undefined, limit: number): Promise<HistoryPage> {
@@ -478,12 +494,7 @@ export class RedisBroker implements Broker {
     this.#handlers = undefined;
     clearInterval(this.#gcTimer);
     clearInterval(this.#presenceTimer);
-    const queued = this.#queue;
-    this.#queue = new Map();
-    for (const [channel, waiters] of queued) this.#settle(channel, waiters, Promise.reject(this.#unavailable()));
-    this.#wanted.clear();
-    this.#server.clear();
-    const quit = async (client: Redis | undefined): Promise<void> => {
+    const quit = async (client: Redis | Cluster | undefined): Promise<void> => {
       if (client === undefined) return;
       client.removeAllListeners('close');
       client.removeAllListeners('ready');
@@ -492,7 +503,7 @@ export class RedisBroker implements Broker {
       }
       client.disconnect();
     };
-    await Promise.all([quit(this.#cmd), quit(this.#sub)]);
+    await Promise.all([quit(this.#cmd), this.#feed?.close()]);
   }
 
   /** One GC pass now over every bucket (normally run by the timer on one node at a time); resolves with the streams dropped. */
@@ -609,112 +620,33 @@ export class RedisBroker implements Broker {
   }
 
   #maybeUp(): void {
-    if (!this.#started || this.#status === 'up' || !this.#subLive || this.#cmd?.status !== 'ready') return;
+    if (!this.#started || this.#status === 'up' || this.#feed?.live !== true || this.#cmd?.status !== 'ready') return;
     this.#status = 'up';
     this.#handlers?.status('reset', 'reconnected to Redis; live publications may have been missed meanwhile');
   }
 
-  /** The subscriber connection is (again) ready: subscribe every wanted channel, then the feed is live. */
-  #resubscribe(): void {
-    const sub = this.#sub;
-    if (sub === undefined || this.#closed) return;
-    const era = this.#subEra;
-    const channels = [...this.#wanted.keys()];
-    const sent: Array<Promise<void>> = [];
-    for (let i = 0; i < channels.length; i += SUBSCRIBE_CHUNK) {
-      const chunk = channels.slice(i, i + SUBSCRIBE_CHUNK);
-      const p = this.#send(sub, 'subscribe', chunk);
-      for (const c of chunk) this.#server.set(c, p);
-      sent.push(p);
-    }
-    Promise.all(sent).then(
-      () => {
-        if (era !== this.#subEra || this.#closed) return;
-        this.#subLive = true;
-        this.#maybeUp();
-      },
-      // The connection dropped again; its next `ready` tries again.
-      () => undefined,
-    );
+  /** The feed route of `channel`: the seed Redis, or on a Cluster the master owning its bucket's slot (one command per slot). */
+  #route(channel: Channel): FeedRoute {
+    const owners = this.#owners;
+    if (owners === undefined) return ROUTE_SEED;
+    const bucket = bucketOf(channel);
+    return { node: owners[bucket] ?? SEED, group: String(this.#slots[bucket]) };
   }
 
-  #send(sub: Redis, op: 'subscribe' | 'unsubscribe', channels: readonly Channel[]): Promise<void> {
-    const names = channels.map((c) => `${this.#base(bucketOf(c))}p:${c}`);
-    const sent =
-      op === 'subscribe' ? (this.#sharded ? sub.ssubscribe(...names) : sub.subscribe(...names)) : this.#sharded ? sub.sunsubscribe(...names) : sub.unsubscribe(...names);
-    const done = sent.then(() => undefined);
-    done.catch(() => undefined);
-    return done;
+  /** The master owning each bucket's slot, as the Cluster client knows it now. */
+  #layout(cluster: Cluster): string[] {
+    return this.#slots.map((slot) => cluster.slots[slot]?.[0] ?? '');
   }
 
-  #enqueue(channel: Channel, ticket: number | undefined): Promise<void> {
-    return new Promise<void>((resolve, reject) => {
-      let waiters = this.#queue.get(channel);
-      if (waiters === undefined) this.#queue.set(channel, (waiters = []));
-      waiters.push({ ticket, resolve, reject });
-      if (!this.#flushScheduled) {
-        this.#flushScheduled = true;
-        setImmediate(() => this.#flush());
-      }
-    });
-  }
-
-  /** Sends this tick's subscribes and unsubscribes, net of each other, as one command each. */
-  #flush(): void {
-    this.#flushScheduled = false;
-    const batch = this.#queue;
-    this.#queue = new Map();
-    const sub = this.#sub;
-    // Not `#subLive`: while the channels wanted are being subscribed again after a reconnect, an
-    // unsubscribe must still reach the server.
-    if (sub === undefined || sub.status !== 'ready' || this.#closed) {
-      for (const [channel, waiters] of batch) {
-        if (!this.#wanted.has(channel)) this.#server.delete(channel);
-        this.#settle(channel, waiters, Promise.reject(this.#unavailable()));
-      }
-      return;
-    }
-    const add: Channel[] = [];
-    const remove: Channel[] = [];
-    for (const channel of batch.keys()) {
-      if (this.#wanted.has(channel)) {
-        if (!this.#server.has(channel)) add.push(channel);
-      } else if (this.#server.delete(channel)) {
-        remove.push(channel);
-      }
-    }
-    for (let i = 0; i < add.length; i += SUBSCRIBE_CHUNK) {
-      const chunk = add.slice(i, i + SUBSCRIBE_CHUNK);
-      const p = this.#send(sub, 'subscribe', chunk);
-      for (const c of chunk) this.#server.set(c, p);
-    }
-    const removed = remove.length > 0 ? this.#send(sub, 'unsubscribe', remove).catch(() => undefined) : Promise.resolve();
-    for (const [channel, waiters] of batch) {
-      this.#settle(channel, waiters, this.#wanted.has(channel) ? (this.#server.get(channel) ?? Promise.reject(this.#unavailable())) : removed);
-    }
-  }
-
-  /** Settles a channel's waiters with `done`; a failed subscribe forgets the channel unless a later subscribe wants it. */
-  #settle(channel: Channel, waiters: readonly Waiter[], done: Promise<void>): void {
-    done.then(
-      () => {
-        for (const w of waiters) w.resolve();
-      },
-      (err: unknown) => {
-        const failure = err instanceof TidingsError ? err : this.#unavailable();
-        for (const w of waiters) {
-          if (w.ticket === undefined) {
-            w.resolve();
-            continue;
-          }
-          if (this.#wanted.get(channel) === w.ticket) {
-            this.#wanted.delete(channel);
-            if (this.#server.get(channel) === done) this.#server.delete(channel);
-          }
-          w.reject(failure);
-        }
-      },
-    );
+  /** After a slots refresh: when any bucket's master changed, the feed reconnects to the new layout. */
+  #relayout(cluster: Cluster): void {
+    if (this.#closed || this.#owners === undefined || this.#feed === undefined) return;
+    const next = this.#layout(cluster);
+    if (next.some((owner) => owner === '')) return;
+    if (next.every((owner, b) => owner === this.#owners?.[b])) return;
+    this.#owners = next;
+    this.#log?.info({ redis: this.#where, masters: [...new Set(next)] }, 'redis cluster slots moved; resubscribing');
+    this.#feed.relayout([...new Set(next)]);
   }
 
   #onMessage(name: string, message: string): void {
@@ -724,7 +656,7 @@ export class RedisBroker implements Broker {
     if (at === -1) return;
     const channel = name.slice(at + 4);
     // A message of a channel unsubscribed meanwhile is not delivered.
-    if (!this.#wanted.has(channel)) return;
+    if (this.#feed?.wants(channel) !== true) return;
     const kind = message.charCodeAt(0);
     if (kind === 0x50 /* P */) {
       handlers.publication(parsePublication(channel, message));
@@ -778,7 +710,7 @@ export class RedisBroker implements Broker {
   }
 
   /** Warns when Redis may evict keys without a TTL (meta keys): positions could then be reused. */
-  async #checkEviction(cmd: Redis): Promise<void> {
+  async #checkEviction(cmd: Redis | Cluster): Promise<void> {
     try {
       const reply = (await cmd.config('GET', 'maxmemory-policy')) as unknown;
       const policy = Array.isArray(reply) ? String(reply[1]) : '';
@@ -797,15 +729,6 @@ export class RedisBroker implements Broker {
   async #lock(name: string, interval: number): Promise<boolean> {
     const cmd = this.#cmd as Redis;
     return (await cmd.set(`${this.#prefix}:lock:${name}`, this.#node, 'PX', Math.max(1, Math.floor(interval * 0.9)), 'NX')) === 'OK';
-  }
-
-  /** Polls `check` (the subscriber's first `ready` settles asynchronously). */
-  async #until(check: () => boolean, timeout: number): Promise<void> {
-    const deadline = Date.now() + timeout;
-    while (!check()) {
-      if (Date.now() > deadline) throw new Error('the subscriber connection did not become ready');
-      await new Promise((r) => setTimeout(r, 5));
-    }
   }
 }
 
@@ -841,4 +764,20 @@ function parsePublication(channel: Channel, message: string): Publication {
 function parsePresence(json: string): PresenceEntry {
   const e = JSON.parse(json) as { c: string; u: string; i?: string; n: string };
   return { client: e.c, user: e.u, info: e.i, node: e.n };
+}
+
+/** The credentials and TLS of a redis:// or rediss:// URL, for connections to other nodes of its Cluster. */
+function nodeOptions(url: string): RedisOptions {
+  const u = new URL(url);
+  return {
+    ...(u.username === '' ? {} : { username: decodeURIComponent(u.username) }),
+    ...(u.password === '' ? {} : { password: decodeURIComponent(u.password) }),
+    ...(u.protocol === 'rediss:' ? { tls: {} } : {}),
+  };
+}
+
+/** `host:port` (as Cluster slots name nodes) as options. */
+function hostPort(node: string): { host: string; port: number } {
+  const colon = node.lastIndexOf(':');
+  return { host: node.slice(0, colon), port: Number(node.slice(colon + 1)) };
 }
