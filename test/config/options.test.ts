@@ -29,7 +29,7 @@ describe('options', () => {
   it('defaults to port 8080, an in-memory default namespace and sensible intervals', () => {
     const o = resolveOptions();
     expect(o.port).toBe(8080);
-    expect(o.namespaces['']).toEqual({ historySize: 100, historyTtl: 300, clientPublish: false, ephemeral: false, presence: false });
+    expect(o.namespaces['']).toEqual({ historySize: 100, historyTtl: 300, clientPublish: false, ephemeral: false, presence: false, anonymous: false });
     expect(o.pingInterval).toBe(25_000);
     expect(o.pollTimeout).toBe(25_000);
     expect(Object.isFrozen(o)).toBe(true);
@@ -38,7 +38,7 @@ describe('options', () => {
 
   it('merges namespace options over the defaults and zeroes history for ephemeral ones', () => {
     const o = resolveOptions({ namespaces: { chat: { clientPublish: true }, cursors: { ephemeral: true, historySize: 50 } } });
-    expect(o.namespaces.chat).toEqual({ historySize: 100, historyTtl: 300, clientPublish: true, ephemeral: false, presence: false });
+    expect(o.namespaces.chat).toEqual({ historySize: 100, historyTtl: 300, clientPublish: true, ephemeral: false, presence: false, anonymous: false });
     expect(o.namespaces.cursors).toMatchObject({ ephemeral: true, historySize: 0 });
     expect(o.namespaces.demo).toBeUndefined();
     expect(resolveOptions({ demo: true }).namespaces.demo?.clientPublish).toBe(true);

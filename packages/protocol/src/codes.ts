@@ -17,6 +17,8 @@ export const ErrorCode = {
   request_timeout: 408,
   unknown_namespace: 404,
   unauthorized: 401,
+  /** The client's token expired: get a new one and refresh (or reconnect with it). */
+  token_expired: 401,
   forbidden: 403,
   not_found: 404,
   method_not_allowed: 405,
@@ -69,6 +71,8 @@ export const CloseCode = {
   bad_protocol: { code: 4003, reconnect: false, immediate: false },
   /** Credentials rejected: do not reconnect with the same credentials. */
   unauthorized: { code: 4401, reconnect: false, immediate: false },
+  /** The token expired: get a new one from the token provider, then reconnect at once. */
+  token_expired: { code: 4403, reconnect: true, immediate: true },
   /** The server is shedding load; reconnect with backoff. */
   overloaded: { code: 4503, reconnect: true, immediate: false },
 } as const;

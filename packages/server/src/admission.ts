@@ -187,7 +187,7 @@ export class Admission {
     this.#identify(route, req, url).then(
       (identity) => upgrade.accept(req, socket, head, { url, identity }),
       (err: unknown) => {
-        if (err instanceof TidingsError && err.code === 'unauthorized') upgrade.refused(req, socket, head, err);
+        if (err instanceof TidingsError && (err.code === 'unauthorized' || err.code === 'token_expired')) upgrade.refused(req, socket, head, err);
         else this.#refuseSocket(socket, err, req);
       },
     );

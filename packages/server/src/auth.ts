@@ -10,6 +10,12 @@ import type { Channel, Json } from '@tidings/protocol';
 /** How a client reached the gateway. */
 export type TransportName = 'websocket' | 'sse' | 'poll' | 'http';
 
+/** What a token allows: channel matchers for subscribing and publishing. */
+export interface Grants {
+  readonly subscribe: (channel: Channel) => boolean;
+  readonly publish: (channel: Channel) => boolean;
+}
+
 /** Who a client is. */
 export interface Identity {
   readonly user: string;
@@ -19,6 +25,10 @@ export interface Identity {
    * presence of a channel it subscribes to. Never put secrets here.
    */
   readonly info?: Json;
+  /** What the client's token grants (JWT authentication). */
+  readonly grants?: Grants;
+  /** When the client's credentials expire (ms since the epoch): the connection must refresh them before. */
+  readonly expiresAt?: number;
 }
 
 /** What the hook sees of a connection attempt. */
@@ -32,6 +42,8 @@ export interface ConnectInfo {
 /** Decides identity and per-channel permissions. Throw a `TidingsError('unauthorized', ...)` to refuse. */
 export interface Authenticator {
   connect(info: ConnectInfo): Promise<Identity>;
+  /** Checks a new token for a connected client (token refresh); absent: refresh is refused. */
+  refresh?(identity: Identity, token: string): Promise<Identity>;
   canSubscribe(identity: Identity, channel: Channel): boolean;
   canPublish(identity: Identity, channel: Channel): boolean;
 }

@@ -15,6 +15,7 @@ import { openAuth, type Authenticator, type Identity, type TransportName } from 
 import type { Broker, BrokerSettings, BrokerStatus } from './brokers/broker.js';
 import { MemoryBroker } from './brokers/memory.js';
 import { RedisBroker } from './brokers/redis.js';
+import { jwtAuth } from './jwt.js';
 import { NatsBroker } from './brokers/nats.js';
 import { CommandHandler, DuplexSession, type RpcHandlers } from './commands.js';
 import { demoPage } from './http/demo.js';
@@ -60,6 +61,16 @@ export interface GatewayStats {
   readonly hub: { readonly channels: number; readonly subscribers: number; readonly repairing: number; readonly lingering: number };
   /** Presence entries of this node's clients. */
   readonly presence: number;
+}
+
+/** The authenticator the options configure: JWT when `auth.jwt` is set, else open. */
+export function authFor(options: GatewayOptions): Authenticator {
+  const { jwt, cookie } = options.auth;
+  if (jwt === undefined) return openAuth;
+  const anonymousNamespaces = Object.entries(options.namespaces)
+    .filter(([, ns]) => ns.anonymous)
+    .map(([name]) => name);
+  return jwtAuth({ jwt, cookie, anonymousNamespaces });
 }
 
 /** The broker an options object names (`memory`, `redis://...`, `nats://...`); `log` receives the broker's warnings. */
@@ -136,7 +147,7 @@ export class Gateway {
         'a shared broker needs a configured API key (TIDINGS_API_KEY or apiKey): every node of a cluster must accept the same key, and a generated one differs per node',
       ]);
     }
-    const auth = parts.auth ?? openAuth;
+    const auth = parts.auth ?? authFor(options);
     const rpc = parts.rpc ?? {};
     const repairLimit = Math.max(1000, ...Object.values(options.namespaces).map((n) => n.historySize));
     this.#hub = new Hub(this.#broker, { repairLimit, maxRepairQueue: options.maxResumeBuffer, linger: options.channelLinger }, (err, channel) => {

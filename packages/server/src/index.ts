@@ -28,7 +28,8 @@ export type {
 export { MemoryBroker, type MemoryBrokerOptions, type MemoryBrokerStats } from './brokers/memory.js';
 export { RedisBroker, type RedisBrokerOptions, type RedisBrokerLogger } from './brokers/redis.js';
 export { NatsBroker, type NatsBrokerOptions, type NatsBrokerLogger, type NatsBrokerFaults } from './brokers/nats.js';
-export { openAuth, type Authenticator, type Identity, type ConnectInfo, type TransportName } from './auth.js';
+export { openAuth, type Authenticator, type Identity, type ConnectInfo, type Grants, type TransportName } from './auth.js';
+export { jwtAuth, tokenOf, type JwtAuthOptions, type JwtOptions } from './jwt.js';
 export { CounterMetrics, type Metrics, type DropReason, type ErrorSite } from './metrics.js';
 export type { RpcHandlers } from './commands.js';
 export { planResume, type ResumePlan, type ResumeStep } from './resume.js';

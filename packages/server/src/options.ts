@@ -20,6 +20,32 @@ export interface NamespaceOptions {
    * `GET /api/presence`, `GET /presence` and the `presence` frame list who is there.
    */
   readonly presence: boolean;
+  /** With JWT authentication: anyone may subscribe here, with or without a token. */
+  readonly anonymous: boolean;
+}
+
+/** JWT verification: configure exactly one of `secret`, `publicKey` and `jwksUrl`. */
+export interface JwtConfig {
+  /** HS256 shared secret, at least 32 bytes (`TIDINGS_JWT_SECRET`). */
+  readonly secret?: string;
+  /** PEM public key: RSA (RS256), P-256 (ES256) or Ed25519 (EdDSA). */
+  readonly publicKey?: string;
+  /** JWKS endpoint, cached and fetched again for an unknown `kid` (`TIDINGS_JWKS_URL`). */
+  readonly jwksUrl?: string;
+  /** Least ms between two JWKS fetches for unknown `kid`s. */
+  readonly jwksCooldown?: number;
+  /** Required `aud`. */
+  readonly audience?: string;
+  /** Required `iss`. */
+  readonly issuer?: string;
+}
+
+/** How clients authenticate. */
+export interface AuthConfig {
+  /** Verify a JWT at every connection; undefined: everyone is anonymous and may subscribe anywhere. */
+  readonly jwt?: JwtConfig;
+  /** The cookie a token may come in. */
+  readonly cookie: string;
 }
 
 /** Every gateway option. Durations are in milliseconds unless the name says otherwise. */
@@ -87,6 +113,8 @@ export interface GatewayOptions {
    * sweep); each node refreshes its own entries every third of it.
    */
   readonly presenceTtl: number;
+  /** Client authentication (JWT). */
+  readonly auth: AuthConfig;
 }
 
 export const DEFAULT_NAMESPACE: NamespaceOptions = Object.freeze({
@@ -95,12 +123,13 @@ export const DEFAULT_NAMESPACE: NamespaceOptions = Object.freeze({
   clientPublish: false,
   ephemeral: false,
   presence: false,
+  anonymous: false,
 });
 
 /** Namespaces added by `demo: true` (`tidings serve --demo`): anonymous clients may publish there. */
 export const DEMO_NAMESPACES: Readonly<Record<string, NamespaceOptions>> = Object.freeze({
-  demo: Object.freeze({ historySize: 200, historyTtl: 3600, clientPublish: true, ephemeral: false, presence: false }),
-  typing: Object.freeze({ historySize: 0, historyTtl: 0, clientPublish: true, ephemeral: true, presence: false }),
+  demo: Object.freeze({ historySize: 200, historyTtl: 3600, clientPublish: true, ephemeral: false, presence: false, anonymous: true }),
+  typing: Object.freeze({ historySize: 0, historyTtl: 0, clientPublish: true, ephemeral: true, presence: false, anonymous: true }),
 });
 
 export const DEFAULTS: GatewayOptions = Object.freeze({
@@ -135,11 +164,13 @@ export const DEFAULTS: GatewayOptions = Object.freeze({
   nodeId: undefined,
   channelLinger: 10_000,
   presenceTtl: 30_000,
+  auth: Object.freeze({ cookie: 'tidings_token' }),
 });
 
 /** Options as a user writes them: any subset, namespaces partial too. */
-export type GatewayConfig = Partial<Omit<GatewayOptions, 'namespaces'>> & {
+export type GatewayConfig = Partial<Omit<GatewayOptions, 'namespaces' | 'auth'>> & {
   namespaces?: Record<string, Partial<NamespaceOptions>>;
+  auth?: { jwt?: JwtConfig; cookie?: string };
 };
 
 /** Raised when configuration is invalid; `problems` lists every one. */
@@ -213,13 +244,47 @@ function resolveNamespaces(problems: string[], input: unknown, demo: boolean): R
       if (!(key in DEFAULT_NAMESPACE)) problems.push(`namespaces.${name}.${key} is not an option`);
     }
     for (const [key, limits] of Object.entries(NS_LIMITS)) checkInt(problems, `namespaces.${name}.${key}`, merged[key], limits);
-    for (const key of ['clientPublish', 'ephemeral', 'presence']) {
+    for (const key of ['clientPublish', 'ephemeral', 'presence', 'anonymous']) {
       if (typeof merged[key] !== 'boolean') problems.push(`namespaces.${name}.${key} must be true or false`);
     }
     const ns = merged as unknown as NamespaceOptions;
     out[name] = Object.freeze(ns.ephemeral ? { ...ns, historySize: 0, historyTtl: 0 } : ns);
   }
   return out;
+}
+
+const JWT_STRINGS = ['secret', 'publicKey', 'jwksUrl', 'audience', 'issuer'] as const;
+const COOKIE_NAME = /^[!#$%&'*+.^_`|~0-9A-Za-z-]{1,64}$/;
+
+function resolveAuth(problems: string[], input: unknown): AuthConfig {
+  if (input === undefined) return DEFAULTS.auth;
+  if (typeof input !== 'object' || input === null || Array.isArray(input)) {
+    problems.push('auth must be an object');
+    return DEFAULTS.auth;
+  }
+  const raw = input as Record<string, unknown>;
+  for (const key of Object.keys(raw)) if (key !== 'jwt' && key !== 'cookie') problems.push(`auth.${key} is not an option`);
+  let cookie = DEFAULTS.auth.cookie;
+  if (raw.cookie !== undefined) {
+    if (typeof raw.cookie === 'string' && COOKIE_NAME.test(raw.cookie)) cookie = raw.cookie;
+    else problems.push('auth.cookie must be a cookie name');
+  }
+  if (raw.jwt === undefined) return Object.freeze({ cookie });
+  if (typeof raw.jwt !== 'object' || raw.jwt === null || Array.isArray(raw.jwt)) {
+    problems.push('auth.jwt must be an object');
+    return Object.freeze({ cookie });
+  }
+  const jwt = raw.jwt as Record<string, unknown>;
+  for (const key of Object.keys(jwt)) {
+    if (!(JWT_STRINGS as readonly string[]).includes(key) && key !== 'jwksCooldown') problems.push(`auth.jwt.${key} is not an option`);
+  }
+  for (const key of JWT_STRINGS) if (jwt[key] !== undefined && (typeof jwt[key] !== 'string' || jwt[key] === '')) problems.push(`auth.jwt.${key} must be a non-empty string`);
+  if (jwt.jwksCooldown !== undefined) checkInt(problems, 'auth.jwt.jwksCooldown', jwt.jwksCooldown, [0, 3_600_000]);
+  const keys = ['secret', 'publicKey', 'jwksUrl'].filter((k) => jwt[k] !== undefined);
+  if (keys.length !== 1) problems.push(`auth.jwt needs exactly one of secret, publicKey and jwksUrl (got ${keys.length === 0 ? 'none' : keys.join(', ')})`);
+  if (typeof jwt.secret === 'string' && Buffer.byteLength(jwt.secret) < 32) problems.push('auth.jwt.secret must be at least 32 bytes');
+  if (typeof jwt.jwksUrl === 'string' && !/^https?:\/\/\S+$/.test(jwt.jwksUrl)) problems.push('auth.jwt.jwksUrl must be an http(s) URL');
+  return Object.freeze({ cookie, jwt: Object.freeze({ ...jwt }) });
 }
 
 /** Merges a config over DEFAULTS and validates it; throws {@link ConfigError} naming every problem. */
@@ -248,8 +313,9 @@ export function resolveOptions(config: GatewayConfig = {}): GatewayOptions {
     problems.push('headersTimeout must not be longer than requestTimeout');
   }
   const namespaces = resolveNamespaces(problems, config.namespaces, merged.demo === true);
+  const auth = resolveAuth(problems, config.auth);
   if (problems.length > 0) throw new ConfigError(problems);
-  return Object.freeze({ ...(merged as unknown as GatewayOptions), namespaces: Object.freeze(namespaces) });
+  return Object.freeze({ ...(merged as unknown as GatewayOptions), namespaces: Object.freeze(namespaces), auth });
 }
 
 /** Environment variables read by {@link loadConfig}, with the option each sets. */
@@ -300,6 +366,15 @@ export function loadConfig(opts: {
   flags?: Record<string, string>;
 }): GatewayOptions {
   const fromFile: GatewayConfig = opts.file === undefined ? {} : readConfigFile(opts.file);
+  // JWT keys from the environment (secrets belong there rather than in a file) replace the file's.
+  const jwtSecret = opts.env?.TIDINGS_JWT_SECRET;
+  const jwksUrl = opts.env?.TIDINGS_JWKS_URL;
+  if ((jwtSecret !== undefined && jwtSecret !== '') || (jwksUrl !== undefined && jwksUrl !== '')) {
+    const jwt: Record<string, unknown> = { ...fromFile.auth?.jwt };
+    for (const k of ['secret', 'publicKey', 'jwksUrl']) delete jwt[k];
+    const key = jwtSecret !== undefined && jwtSecret !== '' ? { secret: jwtSecret } : { jwksUrl };
+    fromFile.auth = { ...fromFile.auth, jwt: { ...jwt, ...key } };
+  }
   const fromEnv: Record<string, unknown> = {};
   for (const [name, key] of Object.entries(ENV_VARS)) {
     const text = opts.env?.[name];

@@ -17,3 +17,4 @@ export * from './cluster.js';
 export * from './redis.js';
 export * from './redis-cluster.js';
 export * from './nats.js';
+export * from './attempt.js';

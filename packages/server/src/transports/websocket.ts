@@ -197,7 +197,7 @@ export class WebSocketTransport {
       socket.on('error', destroySocket);
       this.#wss.handleUpgrade(req, socket, head, (ws: WebSocket) => {
         ws.on('error', () => undefined);
-        ws.close(CloseCode.unauthorized.code, err.message.slice(0, 120));
+        ws.close(err.code === 'token_expired' ? CloseCode.token_expired.code : CloseCode.unauthorized.code, err.message.slice(0, 120));
       });
     },
   };
