@@ -86,7 +86,7 @@ describe('eventsource npm package against /sse', () => {
     const epoch = await welcomed(r, c);
     const welcome = r.named('tidings:welcome')[0] as Seen;
     expect(welcome.lastEventId).toBe(`${c}=${epoch}.0`);
-    expect(JSON.parse(welcome.data)).toEqual({ channels: [c], cursor: `${c}=${epoch}.0`, heartbeat: 15_000 });
+    expect(JSON.parse(welcome.data)).toEqual({ channels: [c], cursor: `${c}=${epoch}.0`, heartbeat: 15_000, session: expect.stringMatching(/^[0-9a-f]+-[0-9a-z]+$/) as unknown });
 
     // 40 publications: seqs 10 and up are written in base 36 ("a", ..., "10", "14").
     for (let i = 1; i <= 40; i++) {

@@ -131,7 +131,13 @@ export interface PresenceFrame {
   readonly id: RequestId;
   readonly channel: Channel;
 }
-export type ClientFrame = SubscribeFrame | UnsubscribeFrame | PublishFrame | RpcFrame | PingFrame | PresenceFrame;
+/** A new token for this connection (token refresh); answered with `{ expiresAt }` (ms, or null). */
+export interface RefreshFrame {
+  readonly type: 'refresh';
+  readonly id?: RequestId;
+  readonly token: string;
+}
+export type ClientFrame = SubscribeFrame | UnsubscribeFrame | PublishFrame | RpcFrame | PingFrame | PresenceFrame | RefreshFrame;
 
 // Server -> client
 
@@ -179,11 +185,16 @@ export interface JoinFrame extends PresenceChange {
 export interface LeaveFrame extends PresenceChange {
   readonly type: 'leave';
 }
+/** The connection's token expires at `expiresAt` (ms since the epoch): refresh it before, or the connection is closed (4403). */
+export interface ExpiringFrame {
+  readonly type: 'expiring';
+  readonly expiresAt: number;
+}
 /** Sent every heartbeat interval: browsers cannot see WebSocket pings, so clients watch for this. */
 export interface HeartbeatFrame {
   readonly type: 'heartbeat';
 }
-export type ServerFrame = WelcomeFrame | ReplyFrame | MessageFrame | GapFrame | ErrorFrame | PongFrame | HeartbeatFrame | JoinFrame | LeaveFrame;
+export type ServerFrame = WelcomeFrame | ReplyFrame | MessageFrame | GapFrame | ErrorFrame | PongFrame | HeartbeatFrame | JoinFrame | LeaveFrame | ExpiringFrame;
 
 /** A long-poll response. `gaps` for a channel precede its `messages`. */
 export interface PollResponse {
@@ -197,6 +208,8 @@ export const SseEvent = {
   gap: 'tidings:gap',
   error: 'tidings:error',
   welcome: 'tidings:welcome',
+  /** The stream's token expires soon; data is `{ expiresAt }`: refresh it with `POST /refresh`. */
+  expiring: 'tidings:expiring',
   /** A client joined (presence namespaces); data is a {@link PresenceChange}; carries no `id:`. */
   join: 'tidings:join',
   /** A client left (presence namespaces); data is a {@link PresenceChange}; carries no `id:`. */

@@ -11,6 +11,8 @@ import { toPosition } from './position.js';
 /** Longest idempotency key accepted. */
 export const MAX_IDEMPOTENCY_KEY_LENGTH = 128;
 const MAX_ID_LENGTH = 64;
+/** Longest token a refresh frame may carry. */
+export const MAX_TOKEN_LENGTH = 16_384;
 const METHOD = /^[A-Za-z0-9_.\-/]{1,64}$/;
 
 type Obj = Record<string, unknown>;
@@ -85,6 +87,13 @@ export function toClientFrame(value: unknown): ClientFrame {
       return { type: 'ping', id: requestId(value.id, false) };
     case 'presence':
       return { type: 'presence', id: requestId(value.id, true) as RequestId, channel: channelOf(value.channel) };
+    case 'refresh': {
+      const token = value.token;
+      if (typeof token !== 'string' || token.length === 0 || token.length > MAX_TOKEN_LENGTH) {
+        throw new TidingsError('bad_frame', `refresh needs a token of 1-${MAX_TOKEN_LENGTH} characters`);
+      }
+      return { type: 'refresh', id: requestId(value.id, false), token };
+    }
     default:
       throw new TidingsError(
         'bad_frame',

@@ -12,6 +12,7 @@ import { TidingsError } from '@tidings/protocol';
 import type { Authenticator, Identity, TransportName } from './auth.js';
 import { checkApiKey } from './http/api-key.js';
 import { errorBody, sendError } from './http/respond.js';
+import type { OriginPolicy } from './origin.js';
 
 /** Who may call a route: anyone, connected clients (the authentication hook decides), or the server API (API key). */
 export type Access = 'public' | 'client' | 'api';
@@ -44,19 +45,13 @@ export interface AdmissionOptions {
   readonly auth: Authenticator;
   readonly apiKey: string;
   readonly maxBody: number;
+  /** Which browser origins may connect with credentials (CORS, WebSocket upgrades). */
+  readonly origins: OriginPolicy;
   /** True while the gateway drains: new streams and upgrades are refused with 503. */
   readonly draining: () => boolean;
   /** An error that is not a coded refusal: a bug. Log it with its context and count it. */
   readonly unexpected: (err: unknown, context: Record<string, unknown>) => void;
 }
-
-const CORS: Readonly<Record<string, string>> = {
-  'access-control-allow-origin': '*',
-  'access-control-allow-methods': 'GET, POST, OPTIONS',
-  'access-control-allow-headers': 'authorization, content-type, last-event-id',
-  'access-control-expose-headers': 'retry-after',
-  'access-control-max-age': '600',
-};
 
 const API: Identity = Object.freeze({ user: '', anonymous: false });
 const PUBLIC: Identity = Object.freeze({ user: '', anonymous: true });
@@ -139,7 +134,7 @@ export class Admission {
       path = url.pathname;
       route = this.routes.get(path);
       if (route === undefined) throw new TidingsError('not_found', `no route ${path.slice(0, 100)}`);
-      if (route.access === 'client') for (const [k, v] of Object.entries(CORS)) res.setHeader(k, v);
+      if (route.access === 'client') for (const [k, v] of Object.entries(this.opts.origins.cors(req.headers))) res.setHeader(k, v);
       if (req.method === 'OPTIONS' && route.access === 'client') {
         res.writeHead(204).end();
         return;
@@ -179,6 +174,9 @@ export class Admission {
       route = this.routes.get(url.pathname);
       if (route?.upgrade === undefined) throw new TidingsError('not_found', `no WebSocket endpoint at ${url.pathname.slice(0, 100)}`);
       if (this.opts.draining()) throw new TidingsError('unavailable', 'server shutting down');
+      if (this.opts.origins.restricted && !this.opts.origins.allows(req.headers)) {
+        throw new TidingsError('forbidden', `origin ${String(req.headers.origin).slice(0, 100)} is not allowed`);
+      }
     } catch (err) {
       this.#refuseSocket(socket, err, req);
       return;

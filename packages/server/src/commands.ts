@@ -201,6 +201,9 @@ export class CommandHandler {
       case 'presence':
         this.#reply(frame.id, (await this.presence(frame.channel, session.identity)) as unknown as Json);
         return;
+      case 'refresh':
+        this.#reply(frame.id, { expiresAt: (await session.refresh(frame.token)) ?? null });
+        return;
     }
   }
 

@@ -16,12 +16,14 @@ import type { Broker, BrokerSettings, BrokerStatus } from './brokers/broker.js';
 import { MemoryBroker } from './brokers/memory.js';
 import { RedisBroker } from './brokers/redis.js';
 import { jwtAuth } from './jwt.js';
+import { originPolicy, type OriginPolicy } from './origin.js';
 import { NatsBroker } from './brokers/nats.js';
 import { CommandHandler, DuplexSession, type RpcHandlers } from './commands.js';
 import { demoPage } from './http/demo.js';
 import { answerAsPlain, wantsWebSocket } from './http/plain-upgrade.js';
 import { handlePresence } from './http/presence.js';
 import { handlePublish } from './http/publish.js';
+import { handleRefresh } from './http/refresh.js';
 import { sendJson } from './http/respond.js';
 import { handleRpc } from './http/rpc.js';
 import { Hub } from './hub.js';
@@ -64,13 +66,13 @@ export interface GatewayStats {
 }
 
 /** The authenticator the options configure: JWT when `auth.jwt` is set, else open. */
-export function authFor(options: GatewayOptions): Authenticator {
+export function authFor(options: GatewayOptions, origins: OriginPolicy = originPolicy(options.allowedOrigins)): Authenticator {
   const { jwt, cookie } = options.auth;
   if (jwt === undefined) return openAuth;
   const anonymousNamespaces = Object.entries(options.namespaces)
     .filter(([, ns]) => ns.anonymous)
     .map(([name]) => name);
-  return jwtAuth({ jwt, cookie, anonymousNamespaces });
+  return jwtAuth({ jwt, cookie, anonymousNamespaces, origins });
 }
 
 /** The broker an options object names (`memory`, `redis://...`, `nats://...`); `log` receives the broker's warnings. */
@@ -125,6 +127,8 @@ export class Gateway {
   readonly #sse: SseTransport;
   /** Every live session with its transport, so close() and disconnectAll() reach them all. */
   readonly #sessions = new Map<Session, TransportName>();
+  /** The same sessions by id (token refresh of an SSE stream names its session). */
+  readonly #byId = new Map<string, Session>();
   /** Connections that have not sent a byte yet: Node does not count them idle, so shutdown closes them itself. */
   readonly #silent = new Set<Socket>();
   #timers: NodeJS.Timeout[] = [];
@@ -147,7 +151,8 @@ export class Gateway {
         'a shared broker needs a configured API key (TIDINGS_API_KEY or apiKey): every node of a cluster must accept the same key, and a generated one differs per node',
       ]);
     }
-    const auth = parts.auth ?? authFor(options);
+    const origins = originPolicy(options.allowedOrigins);
+    const auth = parts.auth ?? authFor(options, origins);
     const rpc = parts.rpc ?? {};
     const repairLimit = Math.max(1000, ...Object.values(options.namespaces).map((n) => n.historySize));
     this.#hub = new Hub(this.#broker, { repairLimit, maxRepairQueue: options.maxResumeBuffer, linger: options.channelLinger }, (err, channel) => {
@@ -174,7 +179,9 @@ export class Gateway {
     const open = (transport: TransportName, sink: Sink, identity: Identity): Session => {
       const session: Session = new Session(ctx, sink, identity, () => this.#untrack(session));
       this.#sessions.set(session, transport);
+      this.#byId.set(session.id, session);
       this.metrics.connectionOpened(transport);
+      session.watchExpiry();
       return session;
     };
     const draining = (): boolean => this.#closing !== undefined;
@@ -206,6 +213,7 @@ export class Gateway {
         '/send',
         { access: 'client', transport: 'http', POST: (req, res, a) => handlePublish(req, res, publisher, { kind: 'client', identity: a.identity }, limits) },
       ],
+      ['/refresh', { access: 'public', transport: 'http', POST: (req, res) => handleRefresh(req, res, (id) => this.#byId.get(id), options.maxBody) }],
       ['/rpc', { access: 'client', transport: 'http', POST: (req, res, a) => handleRpc(req, res, rpc, a.identity, options.maxBody) }],
       ['/api/publish', { access: 'api', transport: 'http', POST: (req, res) => handlePublish(req, res, publisher, { kind: 'api' }, limits) }],
       ['/presence', { access: 'client', transport: 'http', GET: (_req, res, a) => handlePresence(res, a.url, presenceFor(a.identity)) }],
@@ -227,6 +235,7 @@ export class Gateway {
       auth,
       apiKey: this.apiKey,
       maxBody: options.maxBody,
+      origins,
       draining,
       unexpected: (err, context) => this.#unexpected(context.upgrade === true ? 'upgrade' : 'request', err, context),
     });
@@ -367,6 +376,7 @@ export class Gateway {
     const transport = this.#sessions.get(session);
     if (transport === undefined) return;
     this.#sessions.delete(session);
+    this.#byId.delete(session.id);
     this.metrics.connectionClosed(transport);
   }
 

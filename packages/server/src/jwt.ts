@@ -22,6 +22,7 @@ import type { IncomingHttpHeaders } from 'node:http';
 import { createRemoteJWKSet, errors as joseErrors, jwtVerify, type JWTPayload, type JWTVerifyGetKey } from 'jose';
 import { TidingsError, type Channel, type Json } from '@tidings/protocol';
 import type { Authenticator, ConnectInfo, Grants, Identity } from './auth.js';
+import { originPolicy, type OriginPolicy } from './origin.js';
 
 export interface JwtOptions {
   /** HS256 shared secret (at least 32 bytes). */
@@ -42,6 +43,8 @@ export interface JwtAuthOptions {
   readonly cookie?: string;
   /** Namespaces anyone may subscribe to, with or without a token. */
   readonly anonymousNamespaces?: Iterable<string>;
+  /** Origins whose requests may carry a token in a cookie (default: the gateway's own, or no browser). */
+  readonly origins?: OriginPolicy;
   /** The clock (ms since the epoch) tokens are checked against; tests inject one. */
   readonly now?: () => number;
 }
@@ -87,22 +90,28 @@ function keyAlgorithm(key: KeyObject): string {
   }
 }
 
+/** A request's token and where it was. */
+export interface FoundToken {
+  readonly token: string;
+  readonly from: 'header' | 'query' | 'cookie';
+}
+
 /** The token of a request: bearer header, `token` query parameter, or the cookie. */
-export function tokenOf(headers: IncomingHttpHeaders, url: URL, cookie: string): string | undefined {
+export function tokenOf(headers: IncomingHttpHeaders, url: URL, cookie: string): FoundToken | undefined {
   const authorization = headers.authorization;
   if (authorization !== undefined) {
     const m = /^Bearer[ \t]+(\S+)[ \t]*$/i.exec(authorization);
-    if (m?.[1] !== undefined) return m[1];
+    if (m?.[1] !== undefined) return { token: m[1], from: 'header' };
   }
   const query = url.searchParams.get('token');
-  if (query !== null && query !== '') return query;
+  if (query !== null && query !== '') return { token: query, from: 'query' };
   const cookies = headers.cookie;
   if (cookies !== undefined) {
     for (const part of cookies.split(';')) {
       const eq = part.indexOf('=');
       if (eq !== -1 && part.slice(0, eq).trim() === cookie) {
         const value = part.slice(eq + 1).trim();
-        if (value !== '') return value;
+        if (value !== '') return { token: value, from: 'cookie' };
       }
     }
   }
@@ -124,6 +133,7 @@ export function jwtAuth(options: JwtAuthOptions): Authenticator {
   const cookie = options.cookie ?? 'tidings_token';
   const now = options.now ?? Date.now;
   const open = new Set(options.anonymousNamespaces ?? []);
+  const origins = options.origins ?? originPolicy([]);
   const configured = [jwt.secret, jwt.publicKey, jwt.jwksUrl].filter((k) => k !== undefined && k !== '').length;
   if (configured !== 1) throw new TidingsError('bad_request', 'configure exactly one of auth.jwt.secret, auth.jwt.publicKey and auth.jwt.jwksUrl');
 
@@ -178,12 +188,16 @@ export function jwtAuth(options: JwtAuthOptions): Authenticator {
 
   return {
     connect(info: ConnectInfo): Promise<Identity> {
-      const token = tokenOf(info.headers, info.url, cookie);
-      if (token === undefined) {
+      const found = tokenOf(info.headers, info.url, cookie);
+      if (found === undefined) {
         if (open.size > 0) return Promise.resolve(ANONYMOUS);
         return Promise.reject(new TidingsError('unauthorized', 'a token is required (Authorization: Bearer, the token parameter or the cookie)'));
       }
-      return verify(token);
+      // A browser adds cookies to requests any site makes: a cookie token counts only from allowed origins.
+      if (found.from === 'cookie' && !origins.allows(info.headers)) {
+        return Promise.reject(new TidingsError('forbidden', 'a token in a cookie is accepted only from the gateway\'s own or allowed origins'));
+      }
+      return verify(found.token);
     },
     refresh(_identity: Identity, token: string): Promise<Identity> {
       return verify(token);

@@ -115,6 +115,12 @@ export interface GatewayOptions {
   readonly presenceTtl: number;
   /** Client authentication (JWT). */
   readonly auth: AuthConfig;
+  /**
+   * Browser origins (`https://app.example.com`) allowed to connect with credentials: WebSocket upgrades
+   * from others are refused, CORS names only these (with credentials), and cookie tokens count only from
+   * them. Empty: any origin, CORS `*`, and cookie tokens only from the gateway's own origin.
+   */
+  readonly allowedOrigins: readonly string[];
 }
 
 export const DEFAULT_NAMESPACE: NamespaceOptions = Object.freeze({
@@ -165,6 +171,7 @@ export const DEFAULTS: GatewayOptions = Object.freeze({
   channelLinger: 10_000,
   presenceTtl: 30_000,
   auth: Object.freeze({ cookie: 'tidings_token' }),
+  allowedOrigins: Object.freeze([]),
 });
 
 /** Options as a user writes them: any subset, namespaces partial too. */
@@ -314,6 +321,10 @@ export function resolveOptions(config: GatewayConfig = {}): GatewayOptions {
   }
   const namespaces = resolveNamespaces(problems, config.namespaces, merged.demo === true);
   const auth = resolveAuth(problems, config.auth);
+  const origins = merged.allowedOrigins;
+  if (!Array.isArray(origins) || !origins.every((o) => typeof o === 'string' && /^https?:\/\/[^/\s]+$/.test(o))) {
+    problems.push('allowedOrigins must be a list of origins like https://app.example.com');
+  }
   if (problems.length > 0) throw new ConfigError(problems);
   return Object.freeze({ ...(merged as unknown as GatewayOptions), namespaces: Object.freeze(namespaces), auth });
 }
@@ -328,12 +339,14 @@ export const ENV_VARS = {
   TIDINGS_LOG_LEVEL: 'logLevel',
   TIDINGS_BROKER: 'broker',
   TIDINGS_NODE_ID: 'nodeId',
+  TIDINGS_ALLOWED_ORIGINS: 'allowedOrigins',
 } as const satisfies Record<string, keyof GatewayOptions>;
 
 function coerce(key: keyof GatewayOptions, text: string): unknown {
   const def = DEFAULTS[key];
   if (typeof def === 'number') return /^-?\d+$/.test(text) ? Number(text) : text;
   if (typeof def === 'boolean') return text === 'true' ? true : text === 'false' ? false : text;
+  if (Array.isArray(def)) return text.split(',').map((s) => s.trim()).filter((s) => s !== '');
   return text;
 }
 

@@ -84,25 +84,87 @@ class Subscription implements Subscriber {
 
 let sessionCounter = 0;
 
+/** Longest a timer may wait (setTimeout's limit); a later expiry re-arms. */
+const MAX_TIMER = 2 ** 31 - 1;
+/** The warning comes this long before the token expires (or halfway through a shorter lifetime). */
+const EXPIRY_WARNING = 60_000;
+
 export class Session implements Attachment {
   readonly id: string;
   readonly #subs = new Map<Channel, Subscription>();
   #closed = false;
   #entry: PresenceEntry | undefined;
+  #identity: Identity;
+  /** The warning before the token expires, then the close at expiry. */
+  #expiryTimer: NodeJS.Timeout | undefined;
 
   /** `onDetached` runs once, when the session lets go of everything (closed by either side). */
   constructor(
     readonly ctx: SessionContext,
     readonly sink: Sink,
-    readonly identity: Identity,
+    identity: Identity,
     private readonly onDetached?: () => void,
   ) {
+    this.#identity = identity;
     sessionCounter = (sessionCounter + 1) % Number.MAX_SAFE_INTEGER;
     this.id = `${ctx.nodeId}-${sessionCounter.toString(36)}`;
   }
 
   get closed(): boolean {
     return this.#closed;
+  }
+
+  /** Who the client is, as its latest token says. */
+  get identity(): Identity {
+    return this.#identity;
+  }
+
+  /**
+   * Starts watching the token's expiry: the sink is warned before it (`expiring`), and the session
+   * is closed `token_expired` at it. Called once the session is set up, and after every refresh.
+   */
+  watchExpiry(): void {
+    clearTimeout(this.#expiryTimer);
+    this.#expiryTimer = undefined;
+    const expiresAt = this.#identity.expiresAt;
+    if (expiresAt === undefined || this.#closed) return;
+    const left = expiresAt - Date.now();
+    if (left <= 0) {
+      this.close('token_expired', 'the token expired; refresh it');
+      return;
+    }
+    const warnIn = left - Math.min(EXPIRY_WARNING, left / 2);
+    const warned = this.sink.expiring === undefined;
+    const next = warned ? left : warnIn;
+    this.#expiryTimer = setTimeout(() => {
+      this.#expiryTimer = undefined;
+      if (this.#closed) return;
+      if (next >= MAX_TIMER) return this.watchExpiry();
+      if (warned) this.close('token_expired', 'the token expired; refresh it');
+      else {
+        this.sink.expiring?.(expiresAt);
+        this.#expiryTimer = setTimeout(() => this.close('token_expired', 'the token expired; refresh it'), Math.max(0, expiresAt - Date.now()));
+        this.#expiryTimer.unref();
+      }
+    }, Math.min(next, MAX_TIMER));
+    this.#expiryTimer.unref();
+  }
+
+  /**
+   * Replaces the connection's credentials with a new token (for the same user) without
+   * reconnecting; subscriptions stay. Resolves with the new expiry (ms), or undefined if none.
+   */
+  async refresh(token: string): Promise<number | undefined> {
+    const { auth } = this.ctx;
+    if (auth.refresh === undefined) throw new TidingsError('bad_request', 'this gateway has no tokens to refresh');
+    const next = await auth.refresh(this.#identity, token);
+    if (this.#closed) throw new TidingsError('unavailable', 'the connection closed while refreshing');
+    if (next.user !== this.#identity.user || next.anonymous !== this.#identity.anonymous) {
+      throw new TidingsError('forbidden', 'a refresh must carry a token for the same user');
+    }
+    this.#identity = next;
+    this.watchExpiry();
+    return next.expiresAt;
   }
 
   /** Channels currently subscribed (including ones still recovering). */
@@ -200,6 +262,8 @@ export class Session implements Attachment {
   detach(): void {
     if (this.#closed) return;
     this.#closed = true;
+    clearTimeout(this.#expiryTimer);
+    this.#expiryTimer = undefined;
     for (const [channel, sub] of this.#subs) {
       this.ctx.hub.leave(channel, sub);
       if (sub.present) this.ctx.presence.remove(channel, this.id);

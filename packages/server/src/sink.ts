@@ -25,6 +25,8 @@ export interface Sink {
    * is not listed as present either.
    */
   presence?(enc: EncodedPresence): void;
+  /** The connection's token expires at `expiresAt` (ms): tell the client to refresh it. Absent: the client cannot be told (a long poll). */
+  expiring?(expiresAt: number): void;
   /** Bytes written but not yet taken by the kernel, as the connection's bound counts them. */
   readonly bufferedBytes: number;
   /** Ends the connection with a named close reason, telling the client why when it can. */

@@ -75,7 +75,7 @@ export class SseConnection implements Sink {
   open(): void {
     this.#startStream();
     this.#refreshId();
-    const welcome = JSON.stringify({ channels: [...this.#entries.keys()], cursor: this.#id, heartbeat: this.opts.sseHeartbeat });
+    const welcome = JSON.stringify({ channels: [...this.#entries.keys()], cursor: this.#id, heartbeat: this.opts.sseHeartbeat, session: this.owner?.id });
     this.#out.write(`event: ${SseEvent.welcome}\nid: ${this.#id}\ndata: ${welcome}\n\n`);
     const held = this.#held ?? [];
     this.#held = undefined;
@@ -128,6 +128,12 @@ export class SseConnection implements Sink {
    * A `tidings:join` / `tidings:leave` event, shared bytes (the session checked the bound). It has no
    * `id:` line, so the stream's cursor (the browser's `Last-Event-ID`) stays where it was.
    */
+  /** `tidings:expiring`: the client should `POST /refresh` a new token (a control event: no `id:`). */
+  expiring(expiresAt: number): void {
+    if (this.#ended || this.#held !== undefined) return;
+    this.#out.write(`event: ${SseEvent.expiring}\ndata: ${JSON.stringify({ expiresAt })}\n\n`);
+  }
+
   presence(enc: EncodedPresence): void {
     if (this.#held !== undefined) {
       this.#held.push({ presence: enc });

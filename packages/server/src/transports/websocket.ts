@@ -97,6 +97,10 @@ export class WebSocketConnection implements DuplexSink {
     this.frame({ type: 'gap', gap });
   }
 
+  expiring(expiresAt: number): void {
+    this.frame({ type: 'expiring', expiresAt });
+  }
+
   /** A `join` / `leave` frame, shared bytes (the session checked the bound; it sheds these first). */
   presence(enc: EncodedPresence): void {
     if (this.ws.readyState === WebSocket.OPEN) this.#out.write(enc.wsFrame);

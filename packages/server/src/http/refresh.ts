@@ -1,0 +1,30 @@
+/**
+ * `POST /refresh`: a new token for an SSE stream (which cannot send anything upstream), without
+ * reconnecting. Body `{ "session": "<id from tidings:welcome>", "token": "<new token>" }`; the token
+ * may come as `Authorization: Bearer` instead. The token must verify and be for the stream's user;
+ * the stream keeps its subscriptions and its expiry moves. Answers `{ expiresAt }` (ms, or null), or
+ * 404 `not_found` when this node holds no such session (it closed, or it lives on another node: the
+ * client then reconnects with the new token, resuming exactly).
+ * @module
+ */
+import type { IncomingMessage, ServerResponse } from 'node:http';
+import { MAX_TOKEN_LENGTH, TidingsError } from '@tidings/protocol';
+import { readJson, sendJson } from './respond.js';
+
+/** What a refresh needs of a session. */
+export interface Refreshable {
+  refresh(token: string): Promise<number | undefined>;
+}
+
+export async function handleRefresh(req: IncomingMessage, res: ServerResponse, find: (id: string) => Refreshable | undefined, maxBody: number): Promise<void> {
+  const body = await readJson(req, Math.min(maxBody, 64 * 1024));
+  if (typeof body !== 'object' || body === null || Array.isArray(body)) throw new TidingsError('bad_request', 'the body must be { "session", "token" }');
+  const { session, token: inBody } = body as { session?: unknown; token?: unknown };
+  const bearer = /^Bearer[ \t]+(\S+)[ \t]*$/i.exec(req.headers.authorization ?? '')?.[1];
+  const token = bearer ?? inBody;
+  if (typeof session !== 'string' || session === '' || session.length > 128) throw new TidingsError('bad_request', 'session must be the id from tidings:welcome');
+  if (typeof token !== 'string' || token === '' || token.length > MAX_TOKEN_LENGTH) throw new TidingsError('bad_request', 'a token is required (Authorization: Bearer, or token in the body)');
+  const found = find(session);
+  if (found === undefined) throw new TidingsError('not_found', 'no such session on this node; reconnect with the new token');
+  sendJson(res, 200, { expiresAt: (await found.refresh(token)) ?? null });
+}

@@ -1,0 +1,149 @@
+/**
+ * Token expiry and refresh without reconnecting, at the protocol level. Tokens here live 3 s (JWT
+ * `exp` has whole seconds): the server warns before `exp` (`expiring` frame on WebSocket,
+ * `tidings:expiring` on SSE); a connection refreshed three times (a `refresh` frame, `POST /refresh`)
+ * outlives every old token with its subscriptions, losing nothing; one that does not refresh is closed
+ * at `exp` with 4403 / `tidings:error token_expired`; a long poll with an expired token gets 401
+ * `token_expired`; a refresh for another user, or with a bad token, is refused and changes nothing.
+ */
+import { afterEach, describe, expect, it } from 'vitest';
+import { SignJWT } from 'jose';
+import type { Message } from '@tidings/protocol';
+import { attemptSubscribe, postOnce, RawSseClient, RawWsClient, startGateway, type TestGateway } from '@tidings/testing';
+
+const SECRET = 'a-test-secret-of-at-least-32-bytes!!';
+const LIFETIME = 3;
+const cleanup: Array<() => unknown> = [];
+afterEach(async () => {
+  for (const f of cleanup.splice(0).reverse()) await f();
+});
+
+async function gateway(): Promise<TestGateway> {
+  const gw = await startGateway({ auth: { jwt: { secret: SECRET } }, namespaces: { user: {} }, channelLinger: 0 });
+  cleanup.push(() => gw.close());
+  return gw;
+}
+const token = (sub = 'alice', seconds = LIFETIME): Promise<string> =>
+  new SignJWT({ sub, channels: [`user:${sub}`] })
+    .setProtectedHeader({ alg: 'HS256' })
+    .setExpirationTime(Math.floor(Date.now() / 1000) + seconds)
+    .sign(new TextEncoder().encode(SECRET));
+
+/** Publishes 1, 2, 3, ... to `channel` every `every` ms until stopped; resolves with how many. */
+function steadily(gw: TestGateway, channel: string, every = 100): { stop: () => Promise<number> } {
+  let n = 0;
+  let stopped = false;
+  const loop = (async (): Promise<void> => {
+    while (!stopped) {
+      await gw.publish(channel, ++n);
+      await new Promise((r) => setTimeout(r, every));
+    }
+  })();
+  return {
+    stop: async () => {
+      stopped = true;
+      await loop;
+      return n;
+    },
+  };
+}
+const range = (n: number): number[] => Array.from({ length: n }, (_, i) => i + 1);
+
+describe('WebSocket', () => {
+  it('warns before exp; refreshed three times, the connection outlives every token and loses nothing', async () => {
+    const gw = await gateway();
+    const c = await RawWsClient.connect(`${gw.wsUrl}?token=${await token()}`);
+    cleanup.push(() => c.terminate());
+    expect(await c.request({ type: 'subscribe', channel: 'user:alice' })).toMatchObject({ type: 'reply' });
+    const feed = steadily(gw, 'user:alice');
+    for (let round = 1; round <= 3; round++) {
+      await c.until((x) => x.ofType('expiring').length === round, 5000);
+      const warned = c.ofType('expiring')[round - 1]?.expiresAt as number;
+      expect(warned - Date.now()).toBeGreaterThan(0);
+      const reply = await c.request({ type: 'refresh', token: await token() });
+      expect(reply).toMatchObject({ type: 'reply', result: { expiresAt: expect.any(Number) as unknown } });
+    }
+    const total = await feed.stop();
+    await c.until((x) => x.ofType('message').length === total, 5000);
+    expect(c.closed).toBe(false);
+    expect(c.ofType('message').map((f) => (f.message).data)).toEqual(range(total));
+    // More than three lifetimes of the first token have passed.
+    expect(total).toBeGreaterThan(20);
+  }, 30_000);
+
+  it('closes with 4403 at exp when not refreshed', async () => {
+    const gw = await gateway();
+    const c = await RawWsClient.connect(`${gw.wsUrl}?token=${await token('alice', 2)}`);
+    cleanup.push(() => c.terminate());
+    await c.request({ type: 'subscribe', channel: 'user:alice' });
+    await c.until((x) => x.closed, 5000);
+    expect(c.closeCode).toBe(4403);
+    expect(c.ofType('expiring')).toHaveLength(1);
+    await expect.poll(() => gw.gateway.stats().sessions, { timeout: 3000 }).toBe(0);
+  }, 10_000);
+
+  it("refuses a refresh for another user or with a bad token, keeping the connection and its expiry", async () => {
+    const gw = await gateway();
+    const c = await RawWsClient.connect(`${gw.wsUrl}?token=${await token()}`);
+    cleanup.push(() => c.terminate());
+    await c.request({ type: 'subscribe', channel: 'user:alice' });
+    expect(await c.request({ type: 'refresh', token: await token('bob') })).toMatchObject({ type: 'error', error: { code: 'forbidden' } });
+    expect(await c.request({ type: 'refresh', token: 'garbage' })).toMatchObject({ type: 'error', error: { code: 'unauthorized' } });
+    expect(await c.request({ type: 'refresh', token: await token('alice', -10) })).toMatchObject({ type: 'error', error: { code: 'token_expired' } });
+    expect(await c.request({ type: 'refresh' } as never)).toMatchObject({ type: 'error', error: { code: 'bad_frame' } });
+    await gw.publish('user:alice', 'still here');
+    await c.until((x) => x.ofType('message').length === 1);
+    // The refusals did not extend the token: the connection still ends at the first exp.
+    await c.until((x) => x.closed, 6000);
+    expect(c.closeCode).toBe(4403);
+  }, 15_000);
+});
+
+describe('SSE', () => {
+  it('warns with tidings:expiring; POST /refresh three times keeps the stream past every exp with nothing lost', async () => {
+    const gw = await gateway();
+    const sse = await RawSseClient.open(`${gw.url}/sse?channel=user:alice&token=${await token()}`);
+    cleanup.push(() => sse.close());
+    await sse.until((s) => s.events.some((e) => e.event === 'tidings:welcome'));
+    const session = (JSON.parse(sse.events.find((e) => e.event === 'tidings:welcome')?.data ?? '{}') as { session: string }).session;
+    const feed = steadily(gw, 'user:alice');
+    for (let round = 1; round <= 3; round++) {
+      await sse.until((s) => s.events.filter((e) => e.event === 'tidings:expiring').length === round, 5000);
+      const res = await postOnce(`${gw.url}/refresh`, JSON.stringify({ session, token: await token() }), {});
+      expect(res.status).toBe(200);
+      expect((JSON.parse(res.body) as { expiresAt: number }).expiresAt).toBeGreaterThan(Date.now());
+    }
+    const total = await feed.stop();
+    const messages = (): number[] => sse.events.filter((e) => e.event === 'message').map((e) => (JSON.parse(e.data) as Message).data as number);
+    await sse.until(() => messages().length === total, 5000);
+    expect(messages()).toEqual(range(total));
+    expect(sse.ended).toBe(false);
+    expect(sse.events.some((e) => e.event === 'tidings:error')).toBe(false);
+  }, 30_000);
+
+  it('ends with tidings:error token_expired at exp when not refreshed; POST /refresh checks the user and the session', async () => {
+    const gw = await gateway();
+    const sse = await RawSseClient.open(`${gw.url}/sse?channel=user:alice&token=${await token('alice', 2)}`);
+    cleanup.push(() => sse.close());
+    await sse.until((s) => s.events.some((e) => e.event === 'tidings:welcome'));
+    const session = (JSON.parse(sse.events.find((e) => e.event === 'tidings:welcome')?.data ?? '{}') as { session: string }).session;
+    const bob = await postOnce(`${gw.url}/refresh`, JSON.stringify({ session, token: await token('bob') }), {});
+    expect([bob.status, (JSON.parse(bob.body) as { error: { code: string } }).error.code]).toEqual([403, 'forbidden']);
+    const none = await postOnce(`${gw.url}/refresh`, JSON.stringify({ session: 'x-1', token: await token() }), {});
+    expect([none.status, (JSON.parse(none.body) as { error: { code: string } }).error.code]).toEqual([404, 'not_found']);
+    await sse.until((s) => s.ended, 6000);
+    const error = sse.events.find((e) => e.event === 'tidings:error');
+    expect(JSON.parse(error?.data ?? '{}')).toMatchObject({ code: 'token_expired' });
+  }, 15_000);
+});
+
+describe('long polling', () => {
+  it('refuses a poll with an expired token with 401 token_expired; the next poll with a new token works', async () => {
+    const gw = await gateway();
+    const old = await token('alice', 1);
+    expect(await attemptSubscribe(gw.url, 'poll', 'user:alice', { token: old })).toEqual({ result: 'subscribed' });
+    await new Promise((r) => setTimeout(r, 2100));
+    expect(await attemptSubscribe(gw.url, 'poll', 'user:alice', { token: old })).toEqual({ result: 'http', status: 401, code: 'token_expired' });
+    expect(await attemptSubscribe(gw.url, 'poll', 'user:alice', { token: await token() })).toEqual({ result: 'subscribed' });
+  }, 10_000);
+});
