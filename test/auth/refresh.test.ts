@@ -9,7 +9,7 @@
 import { afterEach, describe, expect, it } from 'vitest';
 import { SignJWT } from 'jose';
 import type { Message } from '@tidings/protocol';
-import { attemptSubscribe, postOnce, RawSseClient, RawWsClient, startGateway, type TestGateway } from '@tidings/testing';
+import { attemptSubscribe, postOnce, RawSseClient, RawWsClient, startGateway, testClient, type TestGateway } from '@tidings/testing';
 
 const SECRET = 'a-test-secret-of-at-least-32-bytes!!';
 const LIFETIME = 3;
@@ -146,4 +146,60 @@ describe('long polling', () => {
     expect(await attemptSubscribe(gw.url, 'poll', 'user:alice', { token: old })).toEqual({ result: 'http', status: 401, code: 'token_expired' });
     expect(await attemptSubscribe(gw.url, 'poll', 'user:alice', { token: await token() })).toEqual({ result: 'subscribed' });
   }, 10_000);
+});
+
+describe('the SDK', () => {
+  it.each(['websocket', 'sse', 'poll'] as const)(
+    '%s: a token provider of short-lived tokens keeps the client subscribed across several lifetimes, nothing lost or repeated',
+    async (transport) => {
+      const gw = await gateway();
+      let issued = 0;
+      const client = testClient(gw.url, transport, {
+        token: async () => {
+          issued += 1;
+          return token();
+        },
+      });
+      cleanup.push(() => client.close());
+      const states: string[] = [];
+      client.on('state', (s) => states.push(s.to.status));
+      const seen: number[] = [];
+      const sub = client.subscribe('user:alice');
+      sub.on('message', (m) => seen.push(m.data as number));
+      await expect.poll(() => gw.gateway.stats().hub.subscribers, { timeout: 5000 }).toBe(1);
+      const feed = steadily(gw, 'user:alice');
+      // Three lifetimes of a token and then some.
+      await new Promise((r) => setTimeout(r, LIFETIME * 3000 + 500));
+      const total = await feed.stop();
+      await expect.poll(() => seen.length, { timeout: 5000 }).toBe(total);
+      expect(seen).toEqual(range(total));
+      expect(issued).toBeGreaterThanOrEqual(4);
+      // WebSocket and SSE refresh in place; a long poll just carries the new token on its next request.
+      if (transport !== 'poll') expect(states.filter((s) => s === 'connected')).toHaveLength(1);
+    },
+    30_000,
+  );
+
+  it('reconnects at once with a fresh token when the connection is closed for an expired one', async () => {
+    const gw = await gateway();
+    let issued = 0;
+    // The first token expires before the server's warning can be acted on (refresh is refused).
+    const client = testClient(gw.url, 'websocket', { token: async () => (++issued === 2 ? 'not-a-token' : token('alice', issued === 1 ? 2 : 30)) });
+    cleanup.push(() => client.close());
+    const seen: number[] = [];
+    client.subscribe('user:alice').on('message', (m) => seen.push(m.data as number));
+    const states: string[] = [];
+    client.on('state', (s) => states.push(`${s.to.status}:${s.reason}`));
+    client.on('error', (e) => states.push(`error:${e.code}`));
+    await expect.poll(() => gw.gateway.stats().hub.subscribers, { timeout: 5000 }).toBe(1);
+    const feed = steadily(gw, 'user:alice');
+    await new Promise((r) => setTimeout(r, 3500));
+    const total = await feed.stop();
+    await expect.poll(() => seen.length, { timeout: 5000 }).toBe(total);
+    // The refused refresh was reported; the close for the expired token brought a reconnect, not a failure.
+    expect(states.filter((s) => s.startsWith('connected'))).toHaveLength(2);
+    expect(states).toContain('error:unauthorized');
+    expect(seen).toEqual(range(total));
+    expect(issued).toBeGreaterThanOrEqual(3);
+  }, 15_000);
 });

@@ -360,6 +360,9 @@ export class Client {
         this.#carried = true;
         sub.presenceChange(kind, change.client);
       },
+      expiring: () => {
+        if (live()) this.#refreshToken(gen);
+      },
       subscriptionError: (channel, error) => {
         const sub = live() ? this.#subs.get(channel) : undefined;
         if (sub === undefined) return;
@@ -374,6 +377,27 @@ export class Client {
         this.#closed(info);
       },
     };
+  }
+
+  /**
+   * The server warned that the token expires: ask the token provider for a new one and hand it to
+   * the connection. If that fails, nothing is lost: the server closes at expiry (4403 /
+   * token_expired) and the client reconnects at once with a token from the provider.
+   */
+  #refreshToken(gen: number): void {
+    if (typeof this.#opts.token !== 'function') return;
+    this.#token().then(
+      async (token) => {
+        const transport = this.#transport;
+        if (token === undefined || transport === undefined || this.#generation !== gen) return;
+        await transport.refresh(token);
+      },
+      (err: unknown) => {
+        this.#events.emit('error', new TidingsError('unauthorized', `token provider failed: ${(err as Error).message}`));
+      },
+    ).catch((err: unknown) => {
+      this.#events.emit('error', err instanceof TidingsError ? err : new TidingsError('unavailable', `token refresh failed: ${(err as Error).message}`));
+    });
   }
 
   #closed(info: CloseInfo): void {
@@ -473,6 +497,7 @@ export class Client {
                 this.#fire({ type: 'drop', retry: 'now', reason: `${name} works again`, stable: true }, `upgrading to ${name}`);
               },
               subscribed: () => undefined,
+              expiring: () => undefined,
               message: () => undefined,
               gap: () => undefined,
               presence: () => undefined,

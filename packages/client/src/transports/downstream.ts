@@ -31,7 +31,10 @@ export interface Downstream {
 
 export type DownstreamLoop = (d: Downstream) => Promise<void>;
 
-export function httpDownstream(ctx: TransportContext, name: TransportName, loop: DownstreamLoop, failure: (err: unknown) => CloseInfo): ClientTransport {
+/** How a downstream transport takes a new token (see {@link ClientTransport.refresh}). */
+export type Refresher = (token: string) => Promise<void>;
+
+export function httpDownstream(ctx: TransportContext, name: TransportName, loop: DownstreamLoop, refresh: Refresher, failure: (err: unknown) => CloseInfo): ClientTransport {
   const { platform, handlers } = ctx;
   const wanted = new Map(ctx.subscriptions);
   let ended = false;
@@ -105,6 +108,7 @@ export function httpDownstream(ctx: TransportContext, name: TransportName, loop:
     publish: (req) => httpPublish(ctx, req),
     request: (method, data) => httpRequest(ctx, method, data),
     presence: (channel) => httpPresence(ctx, channel),
+    refresh: (token) => refresh(token),
     close() {
       if (ended) return;
       ended = true;

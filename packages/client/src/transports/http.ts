@@ -51,6 +51,11 @@ async function fetchJson(ctx: TransportContext, path: string, init: RequestInit)
   return value;
 }
 
+/** `POST /refresh` for an SSE stream's session. */
+export async function httpRefresh(ctx: TransportContext, session: string, token: string): Promise<void> {
+  await fetchJson(ctx, '/refresh', { method: 'POST', headers: { 'content-type': 'application/json' }, body: JSON.stringify({ session, token }) });
+}
+
 export async function httpPublish(ctx: TransportContext, req: PublishRequest): Promise<PublishResult> {
   return (await postJson(ctx, '/send', req)) as PublishResult;
 }

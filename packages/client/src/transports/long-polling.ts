@@ -37,7 +37,9 @@ export function pollTransport(ctx: TransportContext): ClientTransport {
           if (d.current) d.finish({ retry: 'backoff', reason, fallback: false });
           return;
         }
-        return d.finish({ retry: res.status === 401 ? 'never' : 'backoff', reason, fallback: false, retryAfter: retryAfterOf(res) });
+        // An expired token: come back at once with a new one from the token provider.
+        const retry = res.status !== 401 ? 'backoff' : body.error?.code === 'token_expired' ? 'now' : 'never';
+        return d.finish({ retry, reason, fallback: false, retryAfter: retryAfterOf(res) });
       }
       proven = true;
       d.opened();
@@ -52,5 +54,10 @@ export function pollTransport(ctx: TransportContext): ClientTransport {
     }
   };
 
-  return httpDownstream(ctx, 'poll', poll, (err) => ({ retry: 'backoff', reason: `poll failed: ${(err as Error).message}`, fallback: false }));
+  // Every poll carries the token: a new one is used from the next poll on.
+  const refresh = (token: string): Promise<void> => {
+    ctx.token = token;
+    return Promise.resolve();
+  };
+  return httpDownstream(ctx, 'poll', poll, refresh, (err) => ({ retry: 'backoff', reason: `poll failed: ${(err as Error).message}`, fallback: false }));
 }

@@ -7,7 +7,7 @@
 import { parseCursor, SseEvent as Events, type Gap, type Message, type PresenceChange } from '@tidings/protocol';
 import { knownCursor } from './cursor.js';
 import { channelQuery, httpDownstream, type Downstream } from './downstream.js';
-import { authHeaders, channelRefused, isOutage, retryAfterOf } from './http.js';
+import { authHeaders, channelRefused, httpRefresh, isOutage, retryAfterOf } from './http.js';
 import { SseParser } from './sse-parser.js';
 import type { ClientTransport, TransportContext } from './transport.js';
 
@@ -15,6 +15,8 @@ export function sseTransport(ctx: TransportContext): ClientTransport {
   const { platform, handlers } = ctx;
   /** A stream has delivered its welcome here: later failures are not a proxy's doing. */
   let proven = false;
+  /** The current stream's session id (from its welcome), for `POST /refresh`. */
+  let session: string | undefined;
 
   const stream = async (d: Downstream): Promise<void> => {
     const cursor = knownCursor(d.wanted);
@@ -31,7 +33,8 @@ export function sseTransport(ctx: TransportContext): ClientTransport {
         if (d.current) d.finish({ retry: 'backoff', reason, fallback: false });
         return;
       }
-      if (res.status === 401) return d.finish({ retry: 'never', reason, fallback: false });
+      // An expired token: come back at once with a new one from the token provider. Anything else: give up.
+      if (res.status === 401) return d.finish({ retry: body?.error?.code === 'token_expired' ? 'now' : 'never', reason, fallback: false });
       // 502/503/504: the gateway is down behind a proxy, or shutting down: an outage, not a reason to fall back.
       const refused = !proven && res.status !== 400 && res.status !== 404 && !isOutage(res.status);
       return d.finish({ retry: 'backoff', reason, fallback: refused, retryAfter: retryAfterOf(res) });
@@ -50,7 +53,8 @@ export function sseTransport(ctx: TransportContext): ClientTransport {
       for (const e of events) {
         if (!d.current) return;
         if (e.event === Events.welcome) {
-          const welcome = JSON.parse(e.data) as { heartbeat: number; cursor: string };
+          const welcome = JSON.parse(e.data) as { heartbeat: number; cursor: string; session?: string };
+          session = welcome.session;
           silence = welcome.heartbeat * 2 + ctx.heartbeatSlack;
           d.arm(silence, { retry: 'backoff', reason: 'heartbeat timeout', fallback: false });
           proven = true;
@@ -58,11 +62,14 @@ export function sseTransport(ctx: TransportContext): ClientTransport {
           for (const [channel, position] of parseCursor(welcome.cursor)) handlers.subscribed({ channel, position, recovered: false });
         } else if (e.event === Events.gap) {
           handlers.gap(JSON.parse(e.data) as Gap);
+        } else if (e.event === Events.expiring) {
+          handlers.expiring((JSON.parse(e.data) as { expiresAt: number }).expiresAt);
         } else if (e.event === Events.join || e.event === Events.leave) {
           handlers.presence(e.event === Events.join ? 'join' : 'leave', JSON.parse(e.data) as PresenceChange);
         } else if (e.event === Events.error) {
           const err = JSON.parse(e.data) as { code: string; reason: string };
-          return d.finish({ retry: err.code === 'restart' ? 'now' : 'backoff', reason: err.reason, fallback: false, retryAfter: parser.retry });
+          const now = err.code === 'restart' || err.code === 'token_expired';
+          return d.finish({ retry: now ? 'now' : 'backoff', reason: err.reason, fallback: false, retryAfter: parser.retry });
         } else {
           handlers.message(JSON.parse(e.data) as Message);
         }
@@ -73,7 +80,12 @@ export function sseTransport(ctx: TransportContext): ClientTransport {
   };
 
   // A network error: the server may be down, or something may cut streams here; the client tells which.
-  return httpDownstream(ctx, 'sse', stream, (err) => ({
+  const refresh = async (token: string): Promise<void> => {
+    ctx.token = token;
+    if (session !== undefined) await httpRefresh(ctx, session, token);
+  };
+
+  return httpDownstream(ctx, 'sse', stream, refresh, (err) => ({
     retry: 'backoff',
     reason: `stream failed: ${(err as Error).message}`,
     fallback: false,

@@ -43,6 +43,8 @@ export interface TransportHandlers {
   gap(gap: Gap): void;
   /** A client joined or left a subscribed channel of a presence namespace (WebSocket and SSE; long polling carries none). */
   presence(kind: 'join' | 'leave', change: PresenceChange): void;
+  /** The connection's token expires at `expiresAt` (ms since the epoch): refresh it before then. */
+  expiring(expiresAt: number): void;
   /** A subscription failed on the server (bad channel, forbidden, ...). */
   subscriptionError(channel: Channel, error: ErrorBody): void;
   close(info: CloseInfo): void;
@@ -72,7 +74,8 @@ export type WebSocketConstructor = new (url: string) => WebSocketLike;
 export interface TransportContext {
   /** `http(s)://host[:port]` without a trailing slash. */
   readonly baseUrl: string;
-  readonly token: string | undefined;
+  /** The current token; a refresh replaces it, and every later HTTP request carries the new one. */
+  token: string | undefined;
   /** Channel to the position to resume from (undefined: from now). */
   readonly subscriptions: ReadonlyMap<Channel, Position | undefined>;
   readonly platform: Platform;
@@ -93,6 +96,11 @@ export interface ClientTransport {
   request(method: string, data: Json | undefined): Promise<Json>;
   /** Who is present in `channel` (a `presence` frame, or `GET /presence`). */
   presence(channel: Channel): Promise<PresenceResult>;
+  /**
+   * Hands the connection a new token without reconnecting (a `refresh` frame, `POST /refresh` for an
+   * SSE stream; long polls simply carry it from now on). Rejects if the server refused it.
+   */
+  refresh(token: string): Promise<void>;
   /** Ends the connection without calling `handlers.close`. */
   close(): void;
 }

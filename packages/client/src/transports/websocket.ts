@@ -136,6 +136,9 @@ export function websocketTransport(ctx: TransportContext): ClientTransport {
         else p.resolve(frame.type === 'reply' ? frame.result : null);
         return;
       }
+      case 'expiring':
+        handlers.expiring(frame.expiresAt);
+        return;
       case 'heartbeat':
         return;
     }
@@ -190,6 +193,11 @@ export function websocketTransport(ctx: TransportContext): ClientTransport {
     async presence(channel: Channel): Promise<PresenceResult> {
       if (!opened || ended) throw new TidingsError('unavailable', 'not connected');
       return (await call({ type: 'presence', id: nextId++, channel })) as PresenceResult;
+    },
+    async refresh(token: string): Promise<void> {
+      if (!opened || ended) throw new TidingsError('unavailable', 'not connected');
+      await call({ type: 'refresh', id: nextId++, token });
+      ctx.token = token;
     },
     close() {
       if (ended) return;
