@@ -62,7 +62,7 @@ describe('options', () => {
         'pingInterval must be an integer from 100 to 3600000 (got -1)',
         'apiKey must be a string of at least 16 characters',
         'logLevel must be one of fatal, error, warn, info, debug, trace, silent',
-        "namespace name 'bad name' must be up to 32 letters, digits, _ or -",
+        "namespace name 'bad name' must be up to 32 letters, digits, _ or - (not starting with _)",
         'namespaces.chat.colour is not an option',
         'namespaces.chat.historySize must be an integer from 0 to 1000000 (got -5)',
         'namespaces.chat.clientPublish must be true or false',

@@ -83,6 +83,12 @@ const CONFIG = {
   dedupWindow: 1000,
   maxChannels: 5000,
   maxHistoryBytes: 16 * 1024 * 1024,
+  // The flood attacks make the server owe a never-reading client by publishing megabytes through that
+  // very connection: the frame and publish rate limits (tested in test/limits) would stop them before
+  // the shedding this suite judges. Every other limit (connect rate, per-address caps) stays at its default.
+  maxPublishRate: 100_000,
+  maxChannelPublishRate: 0,
+  maxFrameRate: 100_000,
   namespaces: {
     '': { historySize: 20, historyTtl: ATTACK_TTL_S },
     open: { clientPublish: true, historySize: 20, historyTtl: ATTACK_TTL_S },

@@ -269,7 +269,7 @@ export class Client {
         const delay =
           state.retry === 'now' && state.attempt <= 1
             ? Math.floor(this.#random() * RESTART_SPREAD)
-            : Math.max(this.#retryAfter ?? 0, backoffDelay(this.#backoff, state.attempt, this.#random));
+            : Math.max(this.#serverDelay(), backoffDelay(this.#backoff, state.attempt, this.#random));
         this.#retryAfter = undefined;
         this.#timer = this.#platform.setTimeout(() => {
           this.#timer = undefined;
@@ -293,6 +293,12 @@ export class Client {
       case 'idle':
         return;
     }
+  }
+
+  /** The delay the server asked for (Retry-After, a 4503 close), plus up to 30% jitter so a refused storm spreads out. */
+  #serverDelay(): number {
+    const after = this.#retryAfter;
+    return after === undefined ? 0 : Math.floor(after * (1 + 0.3 * this.#random()));
   }
 
   #clearTimer(): void {

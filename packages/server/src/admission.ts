@@ -12,7 +12,9 @@ import { TidingsError } from '@tidings/protocol';
 import type { Authenticator, Identity, TransportName } from './auth.js';
 import { checkApiKey } from './http/api-key.js';
 import { errorBody, sendError } from './http/respond.js';
+import { RetryLater, type ConnectionGate, type Slot } from './limits.js';
 import type { OriginPolicy } from './origin.js';
+import type { UserConnections } from './user-connections.js';
 
 /** Who may call a route: anyone, connected clients (the authentication hook decides), or the server API (API key). */
 export type Access = 'public' | 'client' | 'api';
@@ -32,6 +34,8 @@ export interface Route {
   readonly transport: TransportName;
   readonly GET?: HttpHandler;
   readonly POST?: HttpHandler;
+  /** A client connection (WebSocket, SSE, long poll): it takes a connection slot (per node, per IP, and per user when `perUser`). */
+  readonly connection?: { readonly perUser: boolean };
   /** A GET that opens a stream (SSE, a held poll): HEAD answers its headers without opening one, and it is refused while draining. */
   readonly stream?: { readonly contentType: string };
   /** WebSocket upgrades; `refused` answers an upgrade whose credentials were refused. */
@@ -47,6 +51,12 @@ export interface AdmissionOptions {
   readonly maxBody: number;
   /** Which browser origins may connect with credentials (CORS, WebSocket upgrades). */
   readonly origins: OriginPolicy;
+  /** Connection caps and the connect rate of this node. */
+  readonly gate: ConnectionGate;
+  /** Connections per user across the cluster. */
+  readonly users: UserConnections;
+  /** Take the client's address from `X-Forwarded-For` (a proxy we run sets it). */
+  readonly trustProxy: boolean;
   /** True while the gateway drains: new streams and upgrades are refused with 503. */
   readonly draining: () => boolean;
   /** An error that is not a coded refusal: a bug. Log it with its context and count it. */
@@ -75,11 +85,27 @@ export function refuseOnSocket(socket: Duplex, err: TidingsError): void {
     return;
   }
   const body = JSON.stringify({ error: errorBody(err) });
-  const retry = err.status === 503 || err.status === 429 ? 'retry-after: 1\r\n' : '';
+  const retry = err.status === 503 || err.status === 429 ? `retry-after: ${retryAfterSeconds(err)}\r\n` : '';
   socket.end(
     `HTTP/1.1 ${err.status} ${STATUS_TEXT[err.status] ?? 'Error'}\r\ncontent-type: application/json; charset=utf-8\r\n` +
       `content-length: ${Buffer.byteLength(body)}\r\n${retry}connection: close\r\n\r\n${body}`,
   );
+}
+
+/** Whole seconds for a `Retry-After` header: the refusal's own hint, else 1. */
+export function retryAfterSeconds(err: TidingsError): number {
+  return err instanceof RetryLater ? Math.max(1, Math.ceil(err.retryAfter / 1000)) : 1;
+}
+
+/** The client's address: the socket's, or behind a trusted proxy the last `X-Forwarded-For` entry. */
+export function clientAddress(req: IncomingMessage, trustProxy: boolean): string {
+  if (trustProxy) {
+    const header = req.headers['x-forwarded-for'];
+    const list = (Array.isArray(header) ? header.join(',') : (header ?? '')).split(',');
+    const last = list[list.length - 1]?.trim();
+    if (last !== undefined && last !== '') return last.slice(0, 64);
+  }
+  return req.socket.remoteAddress ?? '';
 }
 
 const STATUS_TEXT: Record<number, string> = {
@@ -158,7 +184,17 @@ export class Admission {
       }
       const declared = Number(req.headers['content-length'] ?? 0);
       if (declared > this.opts.maxBody) throw new TidingsError('too_large', `the body is larger than ${this.opts.maxBody} bytes`);
+      const slots: Slot[] = [];
+      if (route.connection !== undefined && handler === route.GET) {
+        // Released when the response is done, however it ends.
+        res.once('close', () => {
+          for (const s of slots) s.release();
+        });
+        slots.push(this.opts.gate.admit(clientAddress(req, this.opts.trustProxy)));
+      }
       const identity = await this.#identify(route, req, url);
+      if (route.connection?.perUser === true) slots.push(await this.opts.users.acquire(identity.user, identity.anonymous));
+      if (res.destroyed) return;
       await handler(req, res, { url, identity });
     } catch (err) {
       this.#refuse(req, res, err, path);
@@ -182,10 +218,25 @@ export class Admission {
       return;
     }
     const { upgrade } = route;
-    this.#identify(route, req, url).then(
-      (identity) => upgrade.accept(req, socket, head, { url, identity }),
+    const slots: Slot[] = [];
+    socket.once('close', () => {
+      for (const s of slots) s.release();
+    });
+    const admitted = async (): Promise<Identity> => {
+      if (route.connection !== undefined) slots.push(this.opts.gate.admit(clientAddress(req, this.opts.trustProxy)));
+      const identity = await this.#identify(route, req, url);
+      if (route.connection?.perUser === true) slots.push(await this.opts.users.acquire(identity.user, identity.anonymous));
+      return identity;
+    };
+    admitted().then(
+      (identity) => {
+        if (socket.destroyed) return;
+        upgrade.accept(req, socket, head, { url, identity });
+      },
       (err: unknown) => {
-        if (err instanceof TidingsError && (err.code === 'unauthorized' || err.code === 'token_expired')) upgrade.refused(req, socket, head, err);
+        // Browsers cannot read a refused upgrade's status: these are told with a close code instead.
+        const told = err instanceof RetryLater || (err instanceof TidingsError && (err.code === 'unauthorized' || err.code === 'token_expired'));
+        if (told) upgrade.refused(req, socket, head, err);
         else this.#refuseSocket(socket, err, req);
       },
     );

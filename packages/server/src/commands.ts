@@ -24,6 +24,7 @@ import {
 } from '@tidings/protocol';
 import type { Identity } from './auth.js';
 import { errorBody } from './errors.js';
+import { RetryLater, TokenBucket } from './limits.js';
 import type { Publisher } from './publisher.js';
 import type { Session } from './session.js';
 import type { DuplexAttachment } from './sink.js';
@@ -49,6 +50,10 @@ export interface CommandLimits {
   readonly maxBadFrames: number;
   /** Requests (subscribe, publish, rpc, presence) running at once; later ones wait while the connection stops reading. */
   readonly maxInflight: number;
+  /** Frames per second (twice that in a burst); excess frames are refused with `limit_exceeded`. */
+  readonly maxFrameRate: number;
+  /** Publishes per second (twice that in a burst). */
+  readonly maxPublishRate: number;
 }
 
 /** Inbound flow control of the connection. */
@@ -77,6 +82,8 @@ export class CommandHandler {
   readonly #waiting: Job[] = [];
   /** Subscribes waiting or running, per channel: an unsubscribe of that channel is applied after them, in order. */
   readonly #subscribing = new Map<Channel, Promise<void>>();
+  readonly #frames: TokenBucket;
+  readonly #publishes: TokenBucket;
 
   constructor(
     private readonly session: Session,
@@ -89,6 +96,8 @@ export class CommandHandler {
     private readonly onInternalError: (err: unknown) => void,
   ) {
     this.#tolerance = limits.maxBadFrames;
+    this.#frames = new TokenBucket(limits.maxFrameRate, limits.maxFrameRate * 2);
+    this.#publishes = new TokenBucket(limits.maxPublishRate, limits.maxPublishRate * 2);
   }
 
   /** Handles one text frame. Closes the session when the peer sent too many bad frames. */
@@ -102,6 +111,10 @@ export class CommandHandler {
     } catch (err) {
       this.#fail(requestIdOf(parsed), err);
       this.#badFrame();
+      return;
+    }
+    if (!this.#frames.take()) {
+      this.#fail(frame.id, new RetryLater('limit_exceeded', `at most ${this.limits.maxFrameRate} frames per second`, this.#frames.wait));
       return;
     }
     switch (frame.type) {
@@ -191,7 +204,7 @@ export class CommandHandler {
         await session.subscribe(frame.channel, frame.since, frame.id);
         return;
       case 'publish': {
-        const result = await this.publisher.publish(frame.message, { kind: 'client', identity: session.identity });
+        const result = await this.publisher.publish(frame.message, { kind: 'client', identity: session.identity, rate: this.#publishes });
         this.#reply(frame.id, result as unknown as Json);
         return;
       }

@@ -10,13 +10,15 @@ import { createServer, type IncomingMessage, type Server, type ServerResponse } 
 import type { AddressInfo, Socket } from 'node:net';
 import type { Duplex } from 'node:stream';
 import { TidingsError, type Channel, type CloseName, type PresenceResult } from '@tidings/protocol';
-import { Admission, refuseOnSocket, type Route } from './admission.js';
+import { Admission, clientAddress, refuseOnSocket, type Route } from './admission.js';
 import { openAuth, type Authenticator, type Identity, type TransportName } from './auth.js';
 import type { Broker, BrokerSettings, BrokerStatus } from './brokers/broker.js';
 import { MemoryBroker } from './brokers/memory.js';
 import { RedisBroker } from './brokers/redis.js';
 import { jwtAuth } from './jwt.js';
 import { originPolicy, type OriginPolicy } from './origin.js';
+import { ConnectionGate } from './limits.js';
+import { CONNECTIONS_NAMESPACE, UserConnections } from './user-connections.js';
 import { NatsBroker } from './brokers/nats.js';
 import { CommandHandler, DuplexSession, type RpcHandlers } from './commands.js';
 import { demoPage } from './http/demo.js';
@@ -90,6 +92,8 @@ function brokerSettings(options: GatewayOptions): BrokerSettings {
   const namespaces = Object.fromEntries(
     Object.entries(options.namespaces).map(([name, ns]) => [name, { historySize: ns.historySize, historyTtl: ns.historyTtl * 1000, ephemeral: ns.ephemeral }]),
   );
+  // The internal namespace of per-user connection entries (presence only).
+  namespaces[CONNECTIONS_NAMESPACE] = { historySize: 0, historyTtl: 0, ephemeral: true };
   return { namespaces, dedupWindow: options.dedupWindow };
 }
 
@@ -206,12 +210,26 @@ export class Gateway {
     const limits = { maxBody: options.maxBody, maxBatch: options.maxBatch };
 
     const routes = new Map<string, Route>([
-      ['/sse', { access: 'client', transport: 'sse', GET: this.#sse.handle, stream: { contentType: 'text/event-stream; charset=utf-8' } }],
-      ['/poll', { access: 'client', transport: 'poll', GET: poll.handle, stream: { contentType: 'application/json; charset=utf-8' } }],
-      ['/ws', { access: 'client', transport: 'websocket', upgrade: this.#ws.route }],
+      [
+        '/sse',
+        { access: 'client', transport: 'sse', GET: this.#sse.handle, stream: { contentType: 'text/event-stream; charset=utf-8' }, connection: { perUser: true } },
+      ],
+      [
+        '/poll',
+        { access: 'client', transport: 'poll', GET: poll.handle, stream: { contentType: 'application/json; charset=utf-8' }, connection: { perUser: false } },
+      ],
+      ['/ws', { access: 'client', transport: 'websocket', upgrade: this.#ws.route, connection: { perUser: true } }],
       [
         '/send',
-        { access: 'client', transport: 'http', POST: (req, res, a) => handlePublish(req, res, publisher, { kind: 'client', identity: a.identity }, limits) },
+        {
+          access: 'client',
+          transport: 'http',
+          POST: (req, res, a) => {
+            // One-off publishes are rate-limited per user, or per address for anonymous clients.
+            const sender = a.identity.anonymous ? `ip:${clientAddress(req, options.trustProxy)}` : `user:${a.identity.user}`;
+            return handlePublish(req, res, publisher, { kind: 'client', identity: a.identity, sender }, limits);
+          },
+        },
       ],
       ['/refresh', { access: 'public', transport: 'http', POST: (req, res) => handleRefresh(req, res, (id) => this.#byId.get(id), options.maxBody) }],
       ['/rpc', { access: 'client', transport: 'http', POST: (req, res, a) => handleRpc(req, res, rpc, a.identity, options.maxBody) }],
@@ -236,6 +254,9 @@ export class Gateway {
       apiKey: this.apiKey,
       maxBody: options.maxBody,
       origins,
+      gate: new ConnectionGate(options),
+      users: new UserConnections(this.#broker, this.#presence, options.maxConnectionsPerUser, this.nodeId),
+      trustProxy: options.trustProxy,
       draining,
       unexpected: (err, context) => this.#unexpected(context.upgrade === true ? 'upgrade' : 'request', err, context),
     });

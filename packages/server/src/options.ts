@@ -115,6 +115,22 @@ export interface GatewayOptions {
   readonly presenceTtl: number;
   /** Client authentication (JWT). */
   readonly auth: AuthConfig;
+  /** Open client connections (WebSocket, SSE, long polls) per node; past it, 503 with Retry-After. */
+  readonly maxConnections: number;
+  /** Open client connections per IP address, per node (0: no limit); past it, 429 `limit_exceeded`. */
+  readonly maxConnectionsPerIp: number;
+  /** WebSocket and SSE connections per authenticated user, across the cluster (0: no limit); past it, 429. */
+  readonly maxConnectionsPerUser: number;
+  /** New client connections per second per node (reconnect storms): excess handshakes get 503 / close 4503 with when to retry. */
+  readonly maxConnectRate: number;
+  /** Inbound WebSocket frames per second per connection (twice that in a burst); excess frames get `limit_exceeded`. */
+  readonly maxFrameRate: number;
+  /** Client publishes per second per connection, or per user (or IP) on `POST /send` (twice that in a burst). */
+  readonly maxPublishRate: number;
+  /** Client publishes per second per channel, per node (twice that in a burst; 0: no limit). */
+  readonly maxChannelPublishRate: number;
+  /** Take the client's IP from the last `X-Forwarded-For` entry (behind a proxy you run), not the socket. */
+  readonly trustProxy: boolean;
   /**
    * Browser origins (`https://app.example.com`) allowed to connect with credentials: WebSocket upgrades
    * from others are refused, CORS names only these (with credentials), and cookie tokens count only from
@@ -172,6 +188,14 @@ export const DEFAULTS: GatewayOptions = Object.freeze({
   presenceTtl: 30_000,
   auth: Object.freeze({ cookie: 'tidings_token' }),
   allowedOrigins: Object.freeze([]),
+  maxConnections: 50_000,
+  maxConnectionsPerIp: 1000,
+  maxConnectionsPerUser: 5,
+  maxConnectRate: 2000,
+  maxFrameRate: 100,
+  maxPublishRate: 20,
+  maxChannelPublishRate: 1000,
+  trustProxy: false,
 });
 
 /** Options as a user writes them: any subset, namespaces partial too. */
@@ -213,8 +237,15 @@ const NUMBER_LIMITS: Record<string, readonly [number, number]> = {
   shutdownTimeout: [0, 600_000],
   channelLinger: [0, 3_600_000],
   presenceTtl: [300, 3_600_000],
+  maxConnections: [1, 10_000_000],
+  maxConnectionsPerIp: [0, 10_000_000],
+  maxConnectionsPerUser: [0, 1_000_000],
+  maxConnectRate: [1, 10_000_000],
+  maxFrameRate: [1, 10_000_000],
+  maxPublishRate: [1, 10_000_000],
+  maxChannelPublishRate: [0, 10_000_000],
 };
-const BOOLEANS = ['demo'];
+const BOOLEANS = ['demo', 'trustProxy'];
 const BROKER_URL = /^(memory|(redis|rediss|nats|tls):\/\/\S+)$/;
 const NODE_ID = /^[A-Za-z0-9_-]{1,32}$/;
 const NS_LIMITS: Record<string, readonly [number, number]> = {
@@ -222,7 +253,8 @@ const NS_LIMITS: Record<string, readonly [number, number]> = {
   historyTtl: [0, 30 * 86_400],
 };
 const LOG_LEVELS = ['fatal', 'error', 'warn', 'info', 'debug', 'trace', 'silent'];
-const NS_NAME = /^[A-Za-z0-9_-]{0,32}$/;
+/** Namespace names; a leading `_` is reserved for internal namespaces. */
+const NS_NAME = /^(?!_)[A-Za-z0-9_-]{0,32}$/;
 
 function checkInt(problems: string[], where: string, value: unknown, [min, max]: readonly [number, number]): void {
   if (typeof value !== 'number' || !Number.isInteger(value) || value < min || value > max) {
@@ -239,7 +271,7 @@ function resolveNamespaces(problems: string[], input: unknown, demo: boolean): R
   }
   for (const [name, raw] of Object.entries(input as Record<string, unknown>)) {
     if (!NS_NAME.test(name)) {
-      problems.push(`namespace name '${name}' must be up to 32 letters, digits, _ or -`);
+      problems.push(`namespace name '${name}' must be up to 32 letters, digits, _ or - (not starting with _)`);
       continue;
     }
     if (typeof raw !== 'object' || raw === null) {

@@ -7,6 +7,7 @@ import { parseChannel, TidingsError, type Channel, type PublishRequest, type Pub
 import type { Identity, Authenticator } from './auth.js';
 import type { Broker } from './brokers/broker.js';
 import type { Metrics } from './metrics.js';
+import { KeyedBuckets, RetryLater, type TokenBucket } from './limits.js';
 import type { GatewayOptions, NamespaceOptions } from './options.js';
 
 /** The policy of `channel`'s namespace; throws `bad_channel` or `unknown_namespace`. */
@@ -19,8 +20,17 @@ export function namespaceOf(options: GatewayOptions, channel: Channel): Namespac
   return ns;
 }
 
-/** Who is publishing: the server API (trusted) or a connected client (namespace and auth decide). */
-export type Origin = { readonly kind: 'api' } | { readonly kind: 'client'; readonly identity: Identity };
+/**
+ * Who is publishing: the server API (trusted) or a client (namespace and auth decide). A client's
+ * publish rate is its connection's bucket (`rate`), or, for one-off requests (`POST /send`), the
+ * bucket of `sender` (its user, or its address when anonymous).
+ */
+export type Origin =
+  | { readonly kind: 'api' }
+  | { readonly kind: 'client'; readonly identity: Identity; readonly rate?: TokenBucket; readonly sender?: string };
+
+/** Most senders and channels whose publish rates are tracked at once (the least recently seen are forgotten first). */
+const RATE_KEYS = 100_000;
 
 /**
  * The idempotency key as the broker stores it: scoped by who published (the server API, one user,
@@ -42,20 +52,43 @@ function exceeds(text: string, limit: number): boolean {
 }
 
 export class Publisher {
+  readonly #senders: KeyedBuckets;
+  readonly #channels: KeyedBuckets | undefined;
+
   constructor(
     private readonly broker: Broker,
     private readonly options: GatewayOptions,
     private readonly auth: Authenticator,
     private readonly metrics: Metrics,
-  ) {}
+  ) {
+    this.#senders = new KeyedBuckets(options.maxPublishRate, options.maxPublishRate * 2, RATE_KEYS);
+    const perChannel = options.maxChannelPublishRate;
+    this.#channels = perChannel > 0 ? new KeyedBuckets(perChannel, perChannel * 2, RATE_KEYS) : undefined;
+  }
 
   /** Validates policy for every request first, so a batch is all-or-nothing on bad input. */
   check(req: PublishRequest, origin: Origin): NamespaceOptions {
     const ns = namespaceOf(this.options, req.channel);
-    if (origin.kind === 'client' && (!ns.clientPublish || !this.auth.canPublish(origin.identity, req.channel))) {
-      throw new TidingsError('forbidden', `clients may not publish to ${req.channel}`);
+    if (origin.kind === 'client') {
+      if (!ns.clientPublish || !this.auth.canPublish(origin.identity, req.channel)) {
+        throw new TidingsError('forbidden', `clients may not publish to ${req.channel}`);
+      }
+      this.#rateCheck(req.channel, origin);
     }
     return ns;
+  }
+
+  /** Client publish rates: the sender's (connection or user), then the channel's. Refusals say when to retry. */
+  #rateCheck(channel: Channel, origin: { readonly rate?: TokenBucket; readonly sender?: string }): void {
+    const { maxPublishRate, maxChannelPublishRate } = this.options;
+    const { rate, sender } = origin;
+    if (rate !== undefined ? !rate.take() : sender !== undefined && !this.#senders.take(sender)) {
+      const wait = rate?.wait ?? this.#senders.wait(sender ?? '');
+      throw new RetryLater('limit_exceeded', `at most ${maxPublishRate} publishes per second per connection or user`, wait);
+    }
+    if (this.#channels !== undefined && !this.#channels.take(channel)) {
+      throw new RetryLater('limit_exceeded', `at most ${maxChannelPublishRate} client publishes per second to ${channel}`, this.#channels.wait(channel));
+    }
   }
 
   /** Checks policy, then publishes. */

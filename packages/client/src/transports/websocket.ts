@@ -166,11 +166,14 @@ export function websocketTransport(ctx: TransportContext): ClientTransport {
       const retry = known === undefined ? 'backoff' : !known.reconnect ? 'never' : known.immediate ? 'now' : 'backoff';
       // Closed before the welcome, and the server did not say why: the upgrade is blocked or stripped
       // here, or the server is down (both are 1006 to a browser). The client probes plain HTTP to tell.
+      // An overloaded server (4503) says how long to stay away: "...; retry after 1500 ms".
+      const after = ev.code === CloseCode.overloaded.code ? /retry (?:after|in) (\d+) ms/.exec(ev.reason)?.[1] : undefined;
       finish({
         retry: ev.code === 1000 ? 'backoff' : retry,
         reason: ev.reason || `closed (${ev.code})`,
         fallback: false,
         unproven: !opened && known === undefined,
+        retryAfter: after === undefined ? undefined : Number(after),
       });
     };
   }

@@ -5,6 +5,7 @@
 import type { IncomingMessage, ServerResponse } from 'node:http';
 import { parseJson, TidingsError, type ErrorBody } from '@tidings/protocol';
 import { errorBody } from '../errors.js';
+import { RetryLater } from '../limits.js';
 
 export { errorBody };
 
@@ -31,7 +32,7 @@ export function sendError(res: ServerResponse, err: unknown, headers: Record<str
   const error: ErrorBody = errorBody(err);
   const status = err instanceof TidingsError ? err.status : 500;
   // Tell clients when to come back from a temporary refusal.
-  const retry: Record<string, string> = status === 503 || status === 429 ? { 'retry-after': '1' } : {};
+  const retry: Record<string, string> = status === 503 || status === 429 ? { 'retry-after': String(err instanceof RetryLater ? Math.max(1, Math.ceil(err.retryAfter / 1000)) : 1) } : {};
   sendJson(res, status, { error }, { ...retry, ...headers });
 }
 

@@ -25,6 +25,7 @@ import type { Admitted, Route } from '../admission.js';
 import type { EncodedPresence, EncodedPublication } from '../encoded.js';
 import { frameText } from '../framing.js';
 import { Outbox } from '../outbox.js';
+import { RetryLater } from '../limits.js';
 import { SLOW_CONSUMER, type Attachment, type Connector, type DuplexAttachment, type DuplexSink } from '../sink.js';
 
 export interface WebSocketOptions {
@@ -201,7 +202,12 @@ export class WebSocketTransport {
       socket.on('error', destroySocket);
       this.#wss.handleUpgrade(req, socket, head, (ws: WebSocket) => {
         ws.on('error', () => undefined);
-        ws.close(err.code === 'token_expired' ? CloseCode.token_expired.code : CloseCode.unauthorized.code, err.message.slice(0, 120));
+        if (err instanceof RetryLater) {
+          // Overloaded: come back after the delay the reason names (the client adds jitter).
+          ws.close(CloseCode.overloaded.code, `${err.message.slice(0, 80)}; retry after ${err.retryAfter} ms`);
+        } else {
+          ws.close(err.code === 'token_expired' ? CloseCode.token_expired.code : CloseCode.unauthorized.code, err.message.slice(0, 120));
+        }
       });
     },
   };

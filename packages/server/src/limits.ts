@@ -1,0 +1,161 @@
+/**
+ * Rate and count limits: a token bucket, a bounded set of keyed buckets, and the connection gate that
+ * admission asks before a client connection (WebSocket, SSE stream, long poll) is taken: a cap on new
+ * connections per second per node (reconnect storms: excess handshakes are told when to come back),
+ * a cap on open connections per node and per IP. Per-user limits that must hold across a cluster
+ * live in `user-connections.ts`.
+ * @module
+ */
+import { TidingsError, type ErrorCode } from '@tidings/protocol';
+
+/** A refusal that says when to try again (`Retry-After`, or a WebSocket close reason). */
+export class RetryLater extends TidingsError {
+  constructor(
+    code: ErrorCode,
+    reason: string,
+    /** Suggested wait before retrying, in ms. */
+    readonly retryAfter: number,
+  ) {
+    super(code, reason);
+  }
+}
+
+/** `rate` tokens per second, at most `burst` saved up. */
+export class TokenBucket {
+  #tokens: number;
+  #at: number;
+
+  constructor(
+    readonly rate: number,
+    readonly burst: number,
+    private readonly now: () => number = Date.now,
+  ) {
+    this.#tokens = burst;
+    this.#at = now();
+  }
+
+  #refill(): void {
+    const now = this.now();
+    this.#tokens = Math.min(this.burst, this.#tokens + ((now - this.#at) * this.rate) / 1000);
+    this.#at = now;
+  }
+
+  /** Takes one token if there is one. */
+  take(): boolean {
+    this.#refill();
+    if (this.#tokens < 1) return false;
+    this.#tokens -= 1;
+    return true;
+  }
+
+  /** Ms until a token is available. */
+  get wait(): number {
+    this.#refill();
+    return this.#tokens >= 1 ? 0 : Math.ceil(((1 - this.#tokens) * 1000) / this.rate);
+  }
+
+  /** Whether the bucket is full again (so forgetting it changes nothing). */
+  get full(): boolean {
+    this.#refill();
+    return this.#tokens >= this.burst;
+  }
+}
+
+/**
+ * One bucket per key (a channel, a user), at most `max` keys: a new key beyond that first forgets
+ * buckets that are full again, then, if none is, the oldest one.
+ */
+export class KeyedBuckets {
+  readonly #buckets = new Map<string, TokenBucket>();
+
+  constructor(
+    private readonly rate: number,
+    private readonly burst: number,
+    private readonly max: number,
+  ) {}
+
+  take(key: string): boolean {
+    let bucket = this.#buckets.get(key);
+    if (bucket === undefined) {
+      if (this.#buckets.size >= this.max) this.#evict();
+      bucket = new TokenBucket(this.rate, this.burst);
+      this.#buckets.set(key, bucket);
+    }
+    return bucket.take();
+  }
+
+  wait(key: string): number {
+    return this.#buckets.get(key)?.wait ?? 0;
+  }
+
+  get size(): number {
+    return this.#buckets.size;
+  }
+
+  #evict(): void {
+    for (const [key, bucket] of this.#buckets) if (bucket.full) this.#buckets.delete(key);
+    if (this.#buckets.size >= this.max) {
+      const oldest = this.#buckets.keys().next();
+      if (oldest.done !== true) this.#buckets.delete(oldest.value);
+    }
+  }
+}
+
+export interface ConnectionLimits {
+  /** Open client connections per node. */
+  readonly maxConnections: number;
+  /** Open client connections per IP, per node (0: no limit). */
+  readonly maxConnectionsPerIp: number;
+  /** New client connections per second per node (a burst of the same size is allowed). */
+  readonly maxConnectRate: number;
+}
+
+/** A taken connection slot; `release` is idempotent. */
+export interface Slot {
+  release(): void;
+}
+
+/** The node's connection counts and the connect-rate bucket. */
+export class ConnectionGate {
+  #open = 0;
+  readonly #perIp = new Map<string, number>();
+  readonly #rate: TokenBucket;
+
+  constructor(private readonly limits: ConnectionLimits) {
+    this.#rate = new TokenBucket(limits.maxConnectRate, limits.maxConnectRate);
+  }
+
+  get open(): number {
+    return this.#open;
+  }
+
+  /** Takes a slot for a connection from `ip`, or throws a coded refusal saying when to retry. */
+  admit(ip: string): Slot {
+    const { maxConnections, maxConnectionsPerIp } = this.limits;
+    if (this.#open >= maxConnections) {
+      throw new RetryLater('unavailable', `this node holds its maximum of ${maxConnections} connections; try another node or later`, 5000);
+    }
+    const fromIp = this.#perIp.get(ip) ?? 0;
+    if (maxConnectionsPerIp > 0 && fromIp >= maxConnectionsPerIp) {
+      throw new RetryLater('limit_exceeded', `at most ${maxConnectionsPerIp} connections per IP address`, 5000);
+    }
+    if (!this.#rate.take()) {
+      // Spread the retries over the next second or two, so the storm does not come back at once.
+      const wait = this.#rate.wait + Math.floor(Math.random() * 1000);
+      throw new RetryLater('unavailable', `too many new connections; retry in ${wait} ms`, wait);
+    }
+    this.#open += 1;
+    this.#perIp.set(ip, fromIp + 1);
+    let released = false;
+    return {
+      release: () => {
+        if (released) return;
+        released = true;
+        this.#open -= 1;
+        const left = (this.#perIp.get(ip) ?? 1) - 1;
+        if (left <= 0) this.#perIp.delete(ip);
+        else this.#perIp.set(ip, left);
+      },
+    };
+  }
+}

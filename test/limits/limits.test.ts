@@ -1,0 +1,171 @@
+/**
+ * Every connection and rate limit, hit and answered with its code: the connect rate (503 with
+ * Retry-After; close 4503 naming the delay on WebSocket), the node's connection cap, connections per
+ * IP and per user (429 `limit_exceeded`; per user across two nodes on one Redis), inbound frames and
+ * publishes per connection, publishes per user on `POST /send`, and publishes per channel. A refusal
+ * changes nothing else: the slot is free again once a connection ends, and other clients go on.
+ */
+import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
+import { SignJWT } from 'jose';
+import WebSocket from 'ws';
+import type { GatewayConfig } from '@tidings/server';
+import { attemptSubscribe, RawWsClient, startGateway, startRedis, type AttemptOutcome, type RedisServer, type TestGateway } from '@tidings/testing';
+
+const SECRET = 'a-test-secret-of-at-least-32-bytes!!';
+const cleanup: Array<() => unknown> = [];
+afterEach(async () => {
+  for (const f of cleanup.splice(0).reverse()) await f();
+});
+
+async function gateway(config: GatewayConfig): Promise<TestGateway> {
+  const gw = await startGateway({ channelLinger: 0, namespaces: { user: {}, chat: { clientPublish: true } }, ...config });
+  cleanup.push(() => gw.close());
+  return gw;
+}
+const tokenFor = (sub: string): Promise<string> =>
+  new SignJWT({ sub, channels: [`user:${sub}`, 'chat:*'], publish: ['chat:*'] }).setProtectedHeader({ alg: 'HS256' }).sign(new TextEncoder().encode(SECRET));
+
+/** Opens a WebSocket and keeps it; resolves once welcomed. */
+async function hold(gw: TestGateway, query = ''): Promise<RawWsClient> {
+  const c = await RawWsClient.connect(`${gw.wsUrl}${query}`);
+  cleanup.push(() => c.terminate());
+  return c;
+}
+
+const count = (outcomes: AttemptOutcome[], pred: (o: AttemptOutcome) => boolean): number => outcomes.filter(pred).length;
+
+describe('admission control: new connections per second', () => {
+  it('admits the cap, refuses the excess with 503 + Retry-After (HTTP) or close 4503 naming the delay (WebSocket)', async () => {
+    const gw = await gateway({ maxConnectRate: 5 });
+    const outcomes = await Promise.all(Array.from({ length: 30 }, (_, i) => attemptSubscribe(gw.url, i % 2 === 0 ? 'websocket' : 'poll', 'news')));
+    const admitted = count(outcomes, (o) => o.result === 'subscribed');
+    expect(admitted).toBeGreaterThanOrEqual(5);
+    expect(admitted).toBeLessThanOrEqual(8);
+    expect(count(outcomes, (o) => o.result === 'close' && o.code === 4503)).toBeGreaterThan(5);
+    expect(count(outcomes, (o) => o.result === 'http' && o.status === 503 && o.code === 'unavailable')).toBeGreaterThan(5);
+    expect(admitted + count(outcomes, (o) => (o.result === 'close' && o.code === 4503) || (o.result === 'http' && o.status === 503))).toBe(30);
+    // The refusal says when to come back, and the node's health endpoint is never refused.
+    const res = await fetch(`${gw.url}/poll?channel=news&timeout=0`);
+    expect(res.status).toBe(503);
+    expect(Number(res.headers.get('retry-after'))).toBeGreaterThanOrEqual(1);
+    expect((await fetch(`${gw.url}/healthz`)).status).toBe(200);
+    const ws = await new Promise<{ code: number; reason: string }>((resolve) => {
+      const s = new WebSocket(gw.wsUrl);
+      s.on('error', () => undefined);
+      s.on('close', (code, reason) => resolve({ code, reason: reason.toString() }));
+    });
+    expect(ws.code).toBe(4503);
+    expect(ws.reason).toMatch(/retry after \d+ ms/);
+    // A second later the bucket has refilled.
+    await new Promise((r) => setTimeout(r, 1100));
+    expect(await attemptSubscribe(gw.url, 'sse', 'news')).toEqual({ result: 'subscribed' });
+  });
+});
+
+describe('connection caps', () => {
+  it('per node: past maxConnections, 503 (close 4503); a slot frees when a connection ends', async () => {
+    const gw = await gateway({ maxConnections: 2 });
+    const a = await hold(gw);
+    await hold(gw);
+    expect(await attemptSubscribe(gw.url, 'websocket', 'news')).toEqual({ result: 'close', code: 4503 });
+    expect(await attemptSubscribe(gw.url, 'sse', 'news')).toEqual({ result: 'http', status: 503, code: 'unavailable' });
+    a.terminate();
+    await expect.poll(() => attemptSubscribe(gw.url, 'sse', 'news'), { timeout: 3000 }).toEqual({ result: 'subscribed' });
+  });
+
+  it('per IP: past maxConnectionsPerIp, 429 limit_exceeded', async () => {
+    const gw = await gateway({ maxConnectionsPerIp: 2 });
+    await hold(gw);
+    const b = await hold(gw);
+    expect(await attemptSubscribe(gw.url, 'poll', 'news')).toEqual({ result: 'http', status: 429, code: 'limit_exceeded' });
+    expect(await attemptSubscribe(gw.url, 'websocket', 'news')).toEqual({ result: 'close', code: 4503 });
+    b.terminate();
+    await expect.poll(() => attemptSubscribe(gw.url, 'poll', 'news'), { timeout: 3000 }).toEqual({ result: 'subscribed' });
+  });
+
+  it('per user: past maxConnectionsPerUser, 429 for that user only', async () => {
+    const gw = await gateway({ auth: { jwt: { secret: SECRET } }, maxConnectionsPerUser: 2 });
+    const alice = await tokenFor('alice');
+    const first = await hold(gw, `?token=${alice}`);
+    await hold(gw, `?token=${alice}`);
+    await expect.poll(() => attemptSubscribe(gw.url, 'sse', 'user:alice', { token: alice }), { timeout: 3000 }).toEqual({ result: 'http', status: 429, code: 'limit_exceeded' });
+    expect(await attemptSubscribe(gw.url, 'websocket', 'user:alice', { token: alice })).toEqual({ result: 'close', code: 4503 });
+    // Long polls are not held connections: they are not counted per user.
+    expect(await attemptSubscribe(gw.url, 'poll', 'user:alice', { token: alice })).toEqual({ result: 'subscribed' });
+    expect(await attemptSubscribe(gw.url, 'sse', 'user:bob', { token: await tokenFor('bob') })).toEqual({ result: 'subscribed' });
+    first.terminate();
+    await expect.poll(() => attemptSubscribe(gw.url, 'sse', 'user:alice', { token: alice }), { timeout: 3000 }).toEqual({ result: 'subscribed' });
+  });
+});
+
+describe('per user across a cluster', () => {
+  let redis: RedisServer;
+  beforeAll(async () => {
+    redis = await startRedis();
+  }, 20_000);
+  afterAll(async () => {
+    await redis?.stop();
+  });
+
+  it('holds maxConnectionsPerUser over two nodes on one Redis', async () => {
+    const config: GatewayConfig = { auth: { jwt: { secret: SECRET } }, maxConnectionsPerUser: 2, broker: redis.url, nodeId: 'n1' };
+    const one = await gateway(config);
+    const two = await gateway({ ...config, nodeId: 'n2' });
+    const alice = await tokenFor('alice');
+    const held = await hold(one, `?token=${alice}`);
+    await hold(two, `?token=${alice}`);
+    for (const gw of [one, two]) {
+      await expect.poll(() => attemptSubscribe(gw.url, 'sse', 'user:alice', { token: alice }), { timeout: 3000 }).toEqual({ result: 'http', status: 429, code: 'limit_exceeded' });
+    }
+    held.terminate();
+    await expect.poll(() => attemptSubscribe(two.url, 'sse', 'user:alice', { token: alice }), { timeout: 3000 }).toEqual({ result: 'subscribed' });
+  }, 20_000);
+});
+
+describe('rates', () => {
+  it('inbound frames per connection: the excess gets limit_exceeded, the connection stays', async () => {
+    const gw = await gateway({ maxFrameRate: 10 });
+    const c = await hold(gw);
+    for (let i = 1; i <= 60; i++) c.send({ type: 'ping', id: i });
+    await c.until((x) => x.ofType('pong').length + x.ofType('error').length === 60, 5000);
+    const pongs = c.ofType('pong').length;
+    expect(pongs).toBeGreaterThanOrEqual(20);
+    expect(pongs).toBeLessThanOrEqual(25);
+    expect(new Set(c.ofType('error').map((f) => f.error.code))).toEqual(new Set(['limit_exceeded']));
+    await new Promise((r) => setTimeout(r, 1000));
+    expect(await c.request({ type: 'ping' })).toMatchObject({ type: 'pong' });
+  });
+
+  it('publishes per connection (WebSocket) and per user (POST /send)', async () => {
+    const gw = await gateway({ maxPublishRate: 5 });
+    const c = await hold(gw);
+    const replies = await Promise.all(Array.from({ length: 30 }, (_, i) => c.request({ type: 'publish', message: { channel: 'chat:a', data: i } })));
+    const published = replies.filter((r) => r.type === 'reply').length;
+    expect(published).toBeGreaterThanOrEqual(10);
+    expect(published).toBeLessThanOrEqual(12);
+    expect(replies.filter((r) => r.type === 'error').every((r) => r.type === 'error' && r.error.code === 'limit_exceeded')).toBe(true);
+    // Another connection has its own budget.
+    const d = await hold(gw);
+    expect(await d.request({ type: 'publish', message: { channel: 'chat:a', data: 'other' } })).toMatchObject({ type: 'reply' });
+    // POST /send: one budget per address for anonymous clients.
+    const sends = await Promise.all(
+      Array.from({ length: 30 }, () => fetch(`${gw.url}/send`, { method: 'POST', headers: { 'content-type': 'application/json' }, body: '{"channel":"chat:b","data":1}' })),
+    );
+    const statuses = sends.map((r) => r.status);
+    expect(statuses.filter((s) => s === 200).length).toBeLessThanOrEqual(12);
+    expect(statuses.filter((s) => s === 429).length).toBeGreaterThanOrEqual(18);
+    expect(sends.find((r) => r.status === 429)?.headers.get('retry-after')).toBe('1');
+  });
+
+  it('publishes per channel, whoever publishes', async () => {
+    const gw = await gateway({ maxChannelPublishRate: 5 });
+    const clients = await Promise.all([hold(gw), hold(gw), hold(gw)]);
+    const replies = await Promise.all(Array.from({ length: 30 }, (_, i) => (clients[i % 3] as RawWsClient).request({ type: 'publish', message: { channel: 'chat:hot', data: i } })));
+    const published = replies.filter((r) => r.type === 'reply').length;
+    expect(published).toBeGreaterThanOrEqual(10);
+    expect(published).toBeLessThanOrEqual(12);
+    // Another channel is not affected, and the server API is never limited by it.
+    expect(await clients[0]?.request({ type: 'publish', message: { channel: 'chat:cold', data: 1 } })).toMatchObject({ type: 'reply' });
+    await gw.publish('chat:hot', 'from the backend');
+  });
+});
