@@ -97,6 +97,9 @@ function brokerSettings(options: GatewayOptions): BrokerSettings {
   return { namespaces, dedupWindow: options.dedupWindow };
 }
 
+/** A drain closes its connections in this many waves. */
+const DRAIN_WAVES = 10;
+
 /** How long a closing connection may take to finish its close handshake or flush its last event. */
 const CLOSE_GRACE = 5000;
 
@@ -367,6 +370,14 @@ export class Gateway {
   async #close(): Promise<void> {
     for (const t of this.#timers) clearInterval(t);
     this.#timers = [];
+    const deadline = setTimeout(() => {
+      this.server.closeAllConnections();
+      this.#ws.terminateAll();
+      this.#sse.destroyAll();
+    }, this.options.shutdownTimeout);
+    // Draining: /readyz answers 503 and new connections are refused while the listener stays open,
+    // so a load balancer sees it; clients are sent elsewhere in waves rather than all at once.
+    await this.#drainInWaves(Math.min(this.options.drainWindow, this.options.shutdownTimeout / 2));
     const serverClosed = new Promise<void>((resolve) => this.server.close(() => resolve()));
     this.disconnectAll('restart', 'server shutting down');
     // Answered polls and ended streams leave keep-alive connections idle: close those as they appear.
@@ -376,11 +387,6 @@ export class Gateway {
     };
     const idle = setInterval(closeIdle, 50);
     closeIdle();
-    const deadline = setTimeout(() => {
-      this.server.closeAllConnections();
-      this.#ws.terminateAll();
-      this.#sse.destroyAll();
-    }, this.options.shutdownTimeout);
     try {
       await Promise.all([serverClosed, this.#ws.allClosed()]);
     } finally {
@@ -391,6 +397,18 @@ export class Gateway {
     // The goodbyes of the sessions just closed: their presence entries are removed, not left to expire.
     await this.#presence.settled(CLOSE_GRACE);
     if (this.#ownsBroker) await this.#broker.close();
+  }
+
+  /** Closes the sessions open now with `restart` in `WAVES` waves spread evenly over `window` ms. */
+  async #drainInWaves(window: number): Promise<void> {
+    const sessions = [...this.#sessions.keys()];
+    if (window <= 0 || sessions.length === 0) return;
+    const waves = Math.min(DRAIN_WAVES, sessions.length);
+    const per = Math.ceil(sessions.length / waves);
+    for (let i = 0; i < waves; i++) {
+      for (const session of sessions.slice(i * per, (i + 1) * per)) session.close('restart', 'server shutting down; reconnect');
+      if (i < waves - 1) await new Promise((r) => setTimeout(r, window / waves));
+    }
   }
 
   #untrack(session: Session): void {

@@ -100,6 +100,12 @@ export interface GatewayOptions {
   /** Graceful shutdown's deadline: connections still open then are cut. */
   readonly shutdownTimeout: number;
   /**
+   * On SIGTERM, clients are told to reconnect elsewhere in waves spread over this window (ms), not all
+   * at once, while `/readyz` answers 503 and new connections are refused; at most half of
+   * `shutdownTimeout` is used, so the rest finishes in time.
+   */
+  readonly drainWindow: number;
+  /**
    * Where positions, history and live traffic live: `memory` (one node, the default), `redis://host:port`
    * or `nats://host:port` (nodes sharing it form one cluster).
    */
@@ -182,6 +188,7 @@ export const DEFAULTS: GatewayOptions = Object.freeze({
   headersTimeout: 10_000,
   requestTimeout: 30_000,
   shutdownTimeout: 10_000,
+  drainWindow: 3000,
   broker: 'memory',
   nodeId: undefined,
   channelLinger: 10_000,
@@ -235,6 +242,7 @@ const NUMBER_LIMITS: Record<string, readonly [number, number]> = {
   headersTimeout: [100, 600_000],
   requestTimeout: [100, 3_600_000],
   shutdownTimeout: [0, 600_000],
+  drainWindow: [0, 600_000],
   channelLinger: [0, 3_600_000],
   presenceTtl: [300, 3_600_000],
   maxConnections: [1, 10_000_000],

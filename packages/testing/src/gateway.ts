@@ -45,20 +45,23 @@ export function postOnce(url: string, body: string, headers: Record<string, stri
 
 /**
  * Rate and connection limits are off in the kit's gateways (every test client comes from one
- * address, fast): the tests of the limits turn on the ones they check.
+ * address, fast), and closing one closes its connections at once: the tests of the limits and of the
+ * drain turn on what they check.
  */
-export const NO_LIMITS: GatewayConfig = Object.freeze({
+export const KIT_OPTIONS: GatewayConfig = Object.freeze({
   maxConnectRate: 10_000_000,
   maxConnectionsPerIp: 0,
   maxConnectionsPerUser: 0,
   maxFrameRate: 10_000_000,
   maxPublishRate: 10_000_000,
   maxChannelPublishRate: 0,
+  // Closing a test gateway closes its connections at once.
+  drainWindow: 0,
 });
 
 /** Starts a gateway on 127.0.0.1 and a free port. */
 export async function startGateway(config: GatewayConfig = {}, parts: GatewayParts = {}): Promise<TestGateway> {
-  const gateway = createGateway({ logLevel: 'silent', apiKey: TEST_API_KEY, host: '127.0.0.1', port: 0, ...NO_LIMITS, ...config }, parts);
+  const gateway = createGateway({ logLevel: 'silent', apiKey: TEST_API_KEY, host: '127.0.0.1', port: 0, ...KIT_OPTIONS, ...config }, parts);
   const { port } = await gateway.listen();
   const url = `http://127.0.0.1:${port}`;
   return {
