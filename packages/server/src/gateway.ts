@@ -19,6 +19,7 @@ import { jwtAuth } from './jwt.js';
 import { originPolicy, type OriginPolicy } from './origin.js';
 import { ConnectionGate } from './limits.js';
 import { CONNECTIONS_NAMESPACE, UserConnections } from './user-connections.js';
+import { Control, CONTROL_CHANNEL, CONTROL_NAMESPACE } from './control.js';
 import { NatsBroker } from './brokers/nats.js';
 import { CommandHandler, DuplexSession, type RpcHandlers } from './commands.js';
 import { demoPage } from './http/demo.js';
@@ -26,7 +27,7 @@ import { answerAsPlain, wantsWebSocket } from './http/plain-upgrade.js';
 import { handlePresence } from './http/presence.js';
 import { handlePublish } from './http/publish.js';
 import { handleRefresh } from './http/refresh.js';
-import { sendJson } from './http/respond.js';
+import { readJson, sendJson } from './http/respond.js';
 import { handleRpc } from './http/rpc.js';
 import { Hub } from './hub.js';
 import { createLogger, type Logger } from './log.js';
@@ -94,7 +95,17 @@ function brokerSettings(options: GatewayOptions): BrokerSettings {
   );
   // The internal namespace of per-user connection entries (presence only).
   namespaces[CONNECTIONS_NAMESPACE] = { historySize: 0, historyTtl: 0, ephemeral: true };
+  // The internal namespace of cluster control orders.
+  namespaces[CONTROL_NAMESPACE] = { historySize: 0, historyTtl: 0, ephemeral: true };
   return { namespaces, dedupWindow: options.dedupWindow };
+}
+
+/** The body of `POST /api/disconnect`: `{ "user", "reason"? }`. */
+function disconnectRequest(body: unknown): { user: string; reason: string } {
+  const { user, reason } = (typeof body === 'object' && body !== null ? body : {}) as { user?: unknown; reason?: unknown };
+  if (typeof user !== 'string' || user === '' || user.length > 256) throw new TidingsError('bad_request', 'the body must be { "user": "<the token\'s sub>", "reason"?: "..." }');
+  if (reason !== undefined && (typeof reason !== 'string' || reason.length > 120)) throw new TidingsError('bad_request', 'reason must be a string of at most 120 characters');
+  return { user, reason: reason ?? 'disconnected by the server' };
 }
 
 /** A drain closes its connections in this many waves. */
@@ -130,6 +141,7 @@ export class Gateway {
   readonly #ownsBroker: boolean;
   readonly #hub: Hub;
   readonly #presence: Presence;
+  readonly #control: Control;
   readonly #ws: WebSocketTransport;
   readonly #sse: SseTransport;
   /** Every live session with its transport, so close() and disconnectAll() reach them all. */
@@ -167,6 +179,19 @@ export class Gateway {
     });
     const publisher = new Publisher(this.#broker, options, auth, this.metrics);
     this.#presence = new Presence(this.#broker, options.presenceTtl, (err, channel) => this.log.error({ err, channel }, 'presence error'));
+    this.#control = new Control(
+      this.#broker,
+      {
+        disconnectUser: (user, reason) => this.#disconnectUser(user, reason),
+        refreshSession: (id, token) => {
+          this.#byId
+            .get(id)
+            ?.refresh(token)
+            .catch(() => undefined);
+        },
+      },
+      (err) => this.#unexpected('control', err, {}),
+    );
     const ctx: SessionContext = {
       hub: this.#hub,
       broker: this.#broker,
@@ -234,7 +259,26 @@ export class Gateway {
           },
         },
       ],
-      ['/refresh', { access: 'public', transport: 'http', POST: (req, res) => handleRefresh(req, res, (id) => this.#byId.get(id), options.maxBody) }],
+      [
+        '/refresh',
+        {
+          access: 'public',
+          transport: 'http',
+          POST: (req, res) => handleRefresh(req, res, (id) => this.#byId.get(id), (id, token) => this.#forwardRefresh(id, token, auth), options.maxBody),
+        },
+      ],
+      [
+        '/api/disconnect',
+        {
+          access: 'api',
+          transport: 'http',
+          POST: async (req, res) => {
+            const { user, reason } = disconnectRequest(await readJson(req, 64 * 1024));
+            await this.#control.send({ op: 'disconnect', user, reason });
+            sendJson(res, 200, { user, sent: true });
+          },
+        },
+      ],
       ['/rpc', { access: 'client', transport: 'http', POST: (req, res, a) => handleRpc(req, res, rpc, a.identity, options.maxBody) }],
       ['/api/publish', { access: 'api', transport: 'http', POST: (req, res) => handlePublish(req, res, publisher, { kind: 'api' }, limits) }],
       ['/presence', { access: 'client', transport: 'http', GET: (_req, res, a) => handlePresence(res, a.url, presenceFor(a.identity)) }],
@@ -294,13 +338,14 @@ export class Gateway {
     if (!this.#started) {
       await this.#broker.start(
         {
-          publication: this.#hub.onPublication,
+          publication: (pub) => (pub.channel === CONTROL_CHANNEL ? this.#control.receive(pub) : this.#hub.onPublication(pub)),
           presence: this.#hub.onPresence,
           status: (status, reason) => this.#onBrokerStatus(status, reason),
         },
         brokerSettings(this.options),
       );
       this.#started = true;
+      await this.#control.start();
       this.#timers.push(setInterval(() => this.#ws.heartbeat(), this.options.pingInterval).unref());
       this.#timers.push(setInterval(() => this.#sse.heartbeat(), this.options.sseHeartbeat).unref());
       this.#timers.push(setInterval(() => this.#checkPositions(), this.options.positionCheck).unref());
@@ -393,10 +438,33 @@ export class Gateway {
       clearInterval(idle);
       clearTimeout(deadline);
     }
+    await this.#control.stop().catch(() => undefined);
     this.#hub.close();
     // The goodbyes of the sessions just closed: their presence entries are removed, not left to expire.
     await this.#presence.settled(CLOSE_GRACE);
     if (this.#ownsBroker) await this.#broker.close();
+  }
+
+  /** Closes every connection of `user` on this node (a `disconnect` order); resolves with how many. */
+  #disconnectUser(user: string, reason: string): number {
+    let n = 0;
+    for (const session of [...this.#sessions.keys()]) {
+      if (session.identity.anonymous || session.identity.user !== user) continue;
+      session.close('unauthorized', reason);
+      n += 1;
+    }
+    if (n > 0) this.log.info({ user, connections: n }, 'disconnected a user');
+    return n;
+  }
+
+  /** A refresh for a session another node holds: check the token here, then send it there. False when no node can hold it. */
+  async #forwardRefresh(session: string, token: string, auth: Authenticator): Promise<boolean> {
+    const dash = session.lastIndexOf('-');
+    const node = dash === -1 ? '' : session.slice(0, dash);
+    if (node === '' || node === this.nodeId || auth.refresh === undefined || !this.#broker.capabilities.shared) return false;
+    await auth.refresh({ user: '', anonymous: true }, token);
+    await this.#control.send({ op: 'refresh', session, token });
+    return true;
   }
 
   /** Closes the sessions open now with `restart` in `WAVES` waves spread evenly over `window` ms. */

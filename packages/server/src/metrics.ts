@@ -5,11 +5,15 @@
  */
 import type { TransportName } from './auth.js';
 
-/** Why a message did not reach a subscriber. */
-export type DropReason = 'ephemeral_backpressure' | 'slow_consumer';
+/**
+ * Why a message did not reach a subscriber: left out for a slow consumer (`drop` backpressure, and
+ * presence events), replaced by a later one with the same key while the consumer was behind
+ * (`conflate`), or the connection was shed as a slow consumer (`disconnect`).
+ */
+export type DropReason = 'ephemeral_backpressure' | 'conflated' | 'slow_consumer';
 
 /** Where an unexpected error (a bug) was caught. */
-export type ErrorSite = 'request' | 'upgrade' | 'command' | 'hub' | 'uncaught_exception' | 'unhandled_rejection';
+export type ErrorSite = 'request' | 'upgrade' | 'command' | 'hub' | 'control' | 'uncaught_exception' | 'unhandled_rejection';
 
 /** Events the gateway reports. Implementations must be cheap: `delivered` is on the hot path. */
 export interface Metrics {
@@ -27,7 +31,7 @@ export class CounterMetrics implements Metrics {
   readonly connections: Record<TransportName, number> = { websocket: 0, sse: 0, poll: 0, http: 0 };
   publications = 0;
   deliveries = 0;
-  readonly drops: Record<DropReason, number> = { ephemeral_backpressure: 0, slow_consumer: 0 };
+  readonly drops: Record<DropReason, number> = { ephemeral_backpressure: 0, conflated: 0, slow_consumer: 0 };
   errors = 0;
 
   connectionOpened(transport: TransportName): void {

@@ -16,7 +16,17 @@ export interface Refreshable {
   refresh(token: string): Promise<number | undefined>;
 }
 
-export async function handleRefresh(req: IncomingMessage, res: ServerResponse, find: (id: string) => Refreshable | undefined, maxBody: number): Promise<void> {
+/**
+ * `find` looks the session up on this node; `forward` (a cluster) checks the token and hands the
+ * refresh to the node holding the session, resolving false when no node could hold it.
+ */
+export async function handleRefresh(
+  req: IncomingMessage,
+  res: ServerResponse,
+  find: (id: string) => Refreshable | undefined,
+  forward: (id: string, token: string) => Promise<boolean>,
+  maxBody: number,
+): Promise<void> {
   const body = await readJson(req, Math.min(maxBody, 64 * 1024));
   if (typeof body !== 'object' || body === null || Array.isArray(body)) throw new TidingsError('bad_request', 'the body must be { "session", "token" }');
   const { session, token: inBody } = body as { session?: unknown; token?: unknown };
@@ -25,6 +35,14 @@ export async function handleRefresh(req: IncomingMessage, res: ServerResponse, f
   if (typeof session !== 'string' || session === '' || session.length > 128) throw new TidingsError('bad_request', 'session must be the id from tidings:welcome');
   if (typeof token !== 'string' || token === '' || token.length > MAX_TOKEN_LENGTH) throw new TidingsError('bad_request', 'a token is required (Authorization: Bearer, or token in the body)');
   const found = find(session);
-  if (found === undefined) throw new TidingsError('not_found', 'no such session on this node; reconnect with the new token');
-  sendJson(res, 200, { expiresAt: (await found.refresh(token)) ?? null });
+  if (found !== undefined) {
+    sendJson(res, 200, { expiresAt: (await found.refresh(token)) ?? null });
+    return;
+  }
+  // Held by another node: that node applies it (and refuses it for another user).
+  if (await forward(session, token)) {
+    sendJson(res, 202, { forwarded: true });
+    return;
+  }
+  throw new TidingsError('not_found', 'no such session; reconnect with the new token');
 }

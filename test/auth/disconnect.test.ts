@@ -1,0 +1,89 @@
+/**
+ * Cluster control orders over the broker: `POST /api/disconnect` (API key) closes every connection of
+ * a user on every node (close 4401 / `tidings:error unauthorized`), and no one else's; `POST /refresh`
+ * landing on a node other than the SSE stream's is forwarded to the node that holds it (202), which
+ * applies it, so the stream outlives its first token. Two gateways on one real Redis.
+ */
+import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
+import { SignJWT } from 'jose';
+import { postOnce, RawSseClient, RawWsClient, startGateway, startRedis, type RedisServer, type TestGateway } from '@tidings/testing';
+import type { GatewayConfig } from '@tidings/server';
+
+const SECRET = 'a-test-secret-of-at-least-32-bytes!!';
+const cleanup: Array<() => unknown> = [];
+afterEach(async () => {
+  for (const f of cleanup.splice(0).reverse()) await f();
+});
+let redis: RedisServer;
+beforeAll(async () => {
+  redis = await startRedis();
+}, 20_000);
+afterAll(async () => {
+  await redis?.stop();
+});
+
+const token = (sub: string, seconds = 3600): Promise<string> =>
+  new SignJWT({ sub, channels: [`user:${sub}`] })
+    .setProtectedHeader({ alg: 'HS256' })
+    .setExpirationTime(Math.floor(Date.now() / 1000) + seconds)
+    .sign(new TextEncoder().encode(SECRET));
+
+async function twoNodes(): Promise<[TestGateway, TestGateway]> {
+  const config: GatewayConfig = { auth: { jwt: { secret: SECRET } }, namespaces: { user: {} }, broker: redis.url, channelLinger: 0 };
+  const one = await startGateway({ ...config, nodeId: 'n1' });
+  cleanup.push(() => one.close());
+  const two = await startGateway({ ...config, nodeId: 'n2' });
+  cleanup.push(() => two.close());
+  return [one, two];
+}
+
+describe('POST /api/disconnect', () => {
+  it("closes every connection of the user on every node, and no one else's", async () => {
+    const [one, two] = await twoNodes();
+    const alice = await token('alice');
+    const ws = await RawWsClient.connect(`${one.wsUrl}?token=${alice}`);
+    cleanup.push(() => ws.terminate());
+    const sse = await RawSseClient.open(`${two.url}/sse?channel=user:alice&token=${alice}`);
+    cleanup.push(() => sse.close());
+    const bob = await RawWsClient.connect(`${one.wsUrl}?token=${await token('bob')}`);
+    cleanup.push(() => bob.terminate());
+    await sse.until((s) => s.events.some((e) => e.event === 'tidings:welcome'));
+
+    const noKey = await postOnce(`${two.url}/api/disconnect`, JSON.stringify({ user: 'alice' }), {});
+    expect(noKey.status).toBe(401);
+    const bad = await postOnce(`${two.url}/api/disconnect`, JSON.stringify({ who: 'alice' }));
+    expect(bad.status).toBe(400);
+    const res = await postOnce(`${two.url}/api/disconnect`, JSON.stringify({ user: 'alice', reason: 'account suspended' }));
+    expect(res.status).toBe(200);
+    await ws.until((c) => c.closed, 3000);
+    expect([ws.closeCode, ws.closeReason]).toEqual([4401, 'account suspended']);
+    await sse.until((s) => s.ended, 3000);
+    expect(JSON.parse(sse.events.find((e) => e.event === 'tidings:error')?.data ?? '{}')).toMatchObject({ code: 'unauthorized' });
+    await new Promise((r) => setTimeout(r, 300));
+    expect(bob.closed).toBe(false);
+    expect(await bob.request({ type: 'ping' })).toMatchObject({ type: 'pong' });
+  }, 15_000);
+});
+
+describe('POST /refresh on another node', () => {
+  it('is forwarded to the node holding the stream (202), which applies it', async () => {
+    const [one, two] = await twoNodes();
+    const sse = await RawSseClient.open(`${one.url}/sse?channel=user:alice&token=${await token('alice', 2)}`);
+    cleanup.push(() => sse.close());
+    await sse.until((s) => s.events.some((e) => e.event === 'tidings:welcome'));
+    const session = (JSON.parse(sse.events.find((e) => e.event === 'tidings:welcome')?.data ?? '{}') as { session: string }).session;
+    expect(session.startsWith('n1-')).toBe(true);
+    const garbage = await postOnce(`${two.url}/refresh`, JSON.stringify({ session, token: 'garbage' }), {});
+    expect(garbage.status).toBe(401);
+    const res = await postOnce(`${two.url}/refresh`, JSON.stringify({ session, token: await token('alice') }), {});
+    expect(res.status).toBe(202);
+    // Well past the first token's exp, the stream is still open.
+    await new Promise((r) => setTimeout(r, 3500));
+    expect(sse.ended).toBe(false);
+    await one.publish('user:alice', 'still here');
+    await sse.until((s) => s.events.some((e) => e.event === 'message'), 3000);
+    // An unknown session id of a node that does not exist is still not found, not forwarded blindly.
+    const none = await postOnce(`${one.url}/refresh`, JSON.stringify({ session: 'nonode', token: await token('alice') }), {});
+    expect(none.status).toBe(404);
+  }, 15_000);
+});
