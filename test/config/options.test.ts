@@ -6,7 +6,8 @@ import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterAll, describe, expect, it } from 'vitest';
-import { ConfigError, DEFAULTS, loadConfig, resolveOptions } from '@tidings/server';
+import { DEFAULTS, loadConfig, resolveOptions } from '@tidings/server';
+import { configProblems } from '@tidings/testing';
 
 const dir = mkdtempSync(join(tmpdir(), 'tidings-config-'));
 afterAll(() => rmSync(dir, { recursive: true, force: true }));
@@ -15,21 +16,13 @@ const file = (name: string, text: string): string => {
   writeFileSync(path, text);
   return path;
 };
-const problemsOf = (f: () => unknown): readonly string[] => {
-  try {
-    f();
-  } catch (err) {
-    if (err instanceof ConfigError) return err.problems;
-    throw err;
-  }
-  throw new Error('expected a ConfigError');
-};
+const problemsOf = configProblems;
 
 describe('options', () => {
   it('defaults to port 8080, an in-memory default namespace and sensible intervals', () => {
     const o = resolveOptions();
     expect(o.port).toBe(8080);
-    expect(o.namespaces['']).toEqual({ historySize: 100, historyTtl: 300, clientPublish: false, ephemeral: false, presence: false, anonymous: false });
+    expect(o.namespaces['']).toEqual({ historySize: 100, historyTtl: 300, clientPublish: false, ephemeral: false, presence: false, anonymous: false, backpressure: 'disconnect' });
     expect(o.pingInterval).toBe(25_000);
     expect(o.pollTimeout).toBe(25_000);
     expect(Object.isFrozen(o)).toBe(true);
@@ -38,8 +31,8 @@ describe('options', () => {
 
   it('merges namespace options over the defaults and zeroes history for ephemeral ones', () => {
     const o = resolveOptions({ namespaces: { chat: { clientPublish: true }, cursors: { ephemeral: true, historySize: 50 } } });
-    expect(o.namespaces.chat).toEqual({ historySize: 100, historyTtl: 300, clientPublish: true, ephemeral: false, presence: false, anonymous: false });
-    expect(o.namespaces.cursors).toMatchObject({ ephemeral: true, historySize: 0 });
+    expect(o.namespaces.chat).toEqual({ historySize: 100, historyTtl: 300, clientPublish: true, ephemeral: false, presence: false, anonymous: false, backpressure: 'disconnect' });
+    expect(o.namespaces.cursors).toMatchObject({ ephemeral: true, historySize: 0, backpressure: 'drop' });
     expect(o.namespaces.demo).toBeUndefined();
     expect(resolveOptions({ demo: true }).namespaces.demo?.clientPublish).toBe(true);
   });

@@ -24,12 +24,13 @@ function observed(): { broker: Broker; calls: Record<string, number>; mute: (on:
       handlers = h;
       return inner.start({ ...h, publication: (pub) => (muted ? undefined : h.publication(pub)) }, settings);
     },
+    // Counted for client channels: the gateway also subscribes its cluster control channel (`_ctl:all`) once.
     subscribe: (channel) => {
-      calls.subscribe = (calls.subscribe ?? 0) + 1;
+      if (!channel.startsWith('_')) calls.subscribe = (calls.subscribe ?? 0) + 1;
       return inner.subscribe(channel);
     },
     unsubscribe: (channel) => {
-      calls.unsubscribe = (calls.unsubscribe ?? 0) + 1;
+      if (!channel.startsWith('_')) calls.unsubscribe = (calls.unsubscribe ?? 0) + 1;
       return inner.unsubscribe(channel);
     },
     tops: (channels) => {

@@ -20,6 +20,7 @@ import { originPolicy, type OriginPolicy } from './origin.js';
 import { ConnectionGate } from './limits.js';
 import { CONNECTIONS_NAMESPACE, UserConnections } from './user-connections.js';
 import { Control, CONTROL_CHANNEL, CONTROL_NAMESPACE } from './control.js';
+import { bothHooks, loadHooks, proxyHooks, type AuthorizeHooks, type HooksHolder } from './authorize.js';
 import { NatsBroker } from './brokers/nats.js';
 import { CommandHandler, DuplexSession, type RpcHandlers } from './commands.js';
 import { demoPage } from './http/demo.js';
@@ -48,6 +49,8 @@ export interface GatewayParts {
   readonly metrics?: Metrics;
   readonly rpc?: RpcHandlers;
   readonly logger?: Logger;
+  /** Authorization hooks asked for every subscribe and client publish, after the authenticator allowed it. */
+  readonly authorize?: AuthorizeHooks;
 }
 
 /** Where the gateway listens. */
@@ -142,6 +145,7 @@ export class Gateway {
   readonly #hub: Hub;
   readonly #presence: Presence;
   readonly #control: Control;
+  readonly #authorize: HooksHolder;
   readonly #ws: WebSocketTransport;
   readonly #sse: SseTransport;
   /** Every live session with its transport, so close() and disconnectAll() reach them all. */
@@ -177,7 +181,9 @@ export class Gateway {
     this.#hub = new Hub(this.#broker, { repairLimit, maxRepairQueue: options.maxResumeBuffer, linger: options.channelLinger }, (err, channel) => {
       this.log.error({ err, channel }, 'hub error');
     });
-    const publisher = new Publisher(this.#broker, options, auth, this.metrics);
+    const proxy = options.auth.proxy === undefined ? undefined : proxyHooks(options.auth.proxy.url, options.auth.proxy.timeout);
+    const authorize: HooksHolder = (this.#authorize = { hooks: bothHooks(parts.authorize, proxy) });
+    const publisher = new Publisher(this.#broker, options, auth, this.metrics, authorize);
     this.#presence = new Presence(this.#broker, options.presenceTtl, (err, channel) => this.log.error({ err, channel }, 'presence error'));
     this.#control = new Control(
       this.#broker,
@@ -200,6 +206,7 @@ export class Gateway {
       metrics: this.metrics,
       nodeId: this.nodeId,
       presence: this.#presence,
+      authorize,
     };
     const broker = this.#broker;
     /** Who is present in a channel, as a client (`identity`) or the server API (undefined) may see it. */
@@ -336,6 +343,7 @@ export class Gateway {
   /** Starts the broker and listens; resolves with the bound address. */
   async listen(port = this.options.port, host = this.options.host): Promise<ListenInfo> {
     if (!this.#started) {
+      if (this.options.authHook !== undefined) this.#authorize.hooks = bothHooks(this.#authorize.hooks, await loadHooks(this.options.authHook));
       await this.#broker.start(
         {
           publication: (pub) => (pub.channel === CONTROL_CHANNEL ? this.#control.receive(pub) : this.#hub.onPublication(pub)),

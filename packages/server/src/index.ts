@@ -30,6 +30,7 @@ export { RedisBroker, type RedisBrokerOptions, type RedisBrokerLogger } from './
 export { NatsBroker, type NatsBrokerOptions, type NatsBrokerLogger, type NatsBrokerFaults } from './brokers/nats.js';
 export { openAuth, type Authenticator, type Identity, type ConnectInfo, type Grants, type TransportName } from './auth.js';
 export { jwtAuth, tokenOf, type JwtAuthOptions, type JwtOptions } from './jwt.js';
+export { loadHooks, proxyHooks, type AuthorizeHooks } from './authorize.js';
 export { CounterMetrics, type Metrics, type DropReason, type ErrorSite } from './metrics.js';
 export type { RpcHandlers } from './commands.js';
 export { planResume, type ResumePlan, type ResumeStep } from './resume.js';

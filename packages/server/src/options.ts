@@ -5,6 +5,16 @@
  */
 import { readFileSync } from 'node:fs';
 
+/**
+ * What a connection gets of a namespace's publications while it is a slow consumer (more than
+ * `maxBufferedBytes` waiting for it):
+ * - `drop`: they are left out for that connection (ephemeral namespaces only);
+ * - `conflate`: only the latest pending publication per channel and `type` is kept for that
+ *   connection, and delivered once its backlog drains (ephemeral namespaces only);
+ * - `disconnect`: the connection is closed `slow_consumer` and the client resumes from its position.
+ */
+export type Backpressure = 'drop' | 'conflate' | 'disconnect';
+
 /** Per-namespace channel policy. */
 export interface NamespaceOptions {
   /** Most publications kept per channel for resume (0 with `ephemeral`). */
@@ -22,6 +32,12 @@ export interface NamespaceOptions {
   readonly presence: boolean;
   /** With JWT authentication: anyone may subscribe here, with or without a token. */
   readonly anonymous: boolean;
+  /**
+   * What a slow consumer gets of this namespace ({@link Backpressure}). Unless set: `drop` in an
+   * ephemeral namespace, `disconnect` otherwise. `drop` and `conflate` need `ephemeral`: in a namespace
+   * with history a publication left out for one connection would be a silent loss.
+   */
+  readonly backpressure: Backpressure;
 }
 
 /** JWT verification: configure exactly one of `secret`, `publicKey` and `jwksUrl`. */
@@ -46,6 +62,8 @@ export interface AuthConfig {
   readonly jwt?: JwtConfig;
   /** The cookie a token may come in. */
   readonly cookie: string;
+  /** An HTTP authorization callout asked for every subscribe and client publish (see authorize.ts). */
+  readonly proxy?: { readonly url: string; readonly timeout?: number };
 }
 
 /** Every gateway option. Durations are in milliseconds unless the name says otherwise. */
@@ -119,8 +137,10 @@ export interface GatewayOptions {
    * sweep); each node refreshes its own entries every third of it.
    */
   readonly presenceTtl: number;
-  /** Client authentication (JWT). */
+  /** Client authentication (JWT) and the authorization callout. */
   readonly auth: AuthConfig;
+  /** A module whose `subscribe` / `publish` exports authorize subscribes and client publishes (`--auth-hook ./authz.mjs`). */
+  readonly authHook: string | undefined;
   /** Open client connections (WebSocket, SSE, long polls) per node; past it, 503 with Retry-After. */
   readonly maxConnections: number;
   /** Open client connections per IP address, per node (0: no limit); past it, 429 `limit_exceeded`. */
@@ -152,12 +172,13 @@ export const DEFAULT_NAMESPACE: NamespaceOptions = Object.freeze({
   ephemeral: false,
   presence: false,
   anonymous: false,
+  backpressure: 'disconnect',
 });
 
 /** Namespaces added by `demo: true` (`tidings serve --demo`): anonymous clients may publish there. */
 export const DEMO_NAMESPACES: Readonly<Record<string, NamespaceOptions>> = Object.freeze({
-  demo: Object.freeze({ historySize: 200, historyTtl: 3600, clientPublish: true, ephemeral: false, presence: false, anonymous: true }),
-  typing: Object.freeze({ historySize: 0, historyTtl: 0, clientPublish: true, ephemeral: true, presence: false, anonymous: true }),
+  demo: Object.freeze({ historySize: 200, historyTtl: 3600, clientPublish: true, ephemeral: false, presence: false, anonymous: true, backpressure: 'disconnect' }),
+  typing: Object.freeze({ historySize: 0, historyTtl: 0, clientPublish: true, ephemeral: true, presence: false, anonymous: true, backpressure: 'drop' }),
 });
 
 export const DEFAULTS: GatewayOptions = Object.freeze({
@@ -194,6 +215,7 @@ export const DEFAULTS: GatewayOptions = Object.freeze({
   channelLinger: 10_000,
   presenceTtl: 30_000,
   auth: Object.freeze({ cookie: 'tidings_token' }),
+  authHook: undefined,
   allowedOrigins: Object.freeze([]),
   maxConnections: 50_000,
   maxConnectionsPerIp: 1000,
@@ -208,7 +230,7 @@ export const DEFAULTS: GatewayOptions = Object.freeze({
 /** Options as a user writes them: any subset, namespaces partial too. */
 export type GatewayConfig = Partial<Omit<GatewayOptions, 'namespaces' | 'auth'>> & {
   namespaces?: Record<string, Partial<NamespaceOptions>>;
-  auth?: { jwt?: JwtConfig; cookie?: string };
+  auth?: { jwt?: JwtConfig; cookie?: string; proxy?: { url: string; timeout?: number } };
 };
 
 /** Raised when configuration is invalid; `problems` lists every one. */
@@ -260,6 +282,7 @@ const NS_LIMITS: Record<string, readonly [number, number]> = {
   historySize: [0, 1_000_000],
   historyTtl: [0, 30 * 86_400],
 };
+const BACKPRESSURE: readonly Backpressure[] = ['drop', 'conflate', 'disconnect'];
 const LOG_LEVELS = ['fatal', 'error', 'warn', 'info', 'debug', 'trace', 'silent'];
 /** Namespace names; a leading `_` is reserved for internal namespaces. */
 const NS_NAME = /^(?!_)[A-Za-z0-9_-]{0,32}$/;
@@ -294,6 +317,17 @@ function resolveNamespaces(problems: string[], input: unknown, demo: boolean): R
     for (const key of ['clientPublish', 'ephemeral', 'presence', 'anonymous']) {
       if (typeof merged[key] !== 'boolean') problems.push(`namespaces.${name}.${key} must be true or false`);
     }
+    // Not set here: follows `ephemeral` (what a namespace it overrides had was itself such a default).
+    if ((raw as Record<string, unknown>).backpressure === undefined) merged.backpressure = merged.ephemeral === true ? 'drop' : 'disconnect';
+    const bp = merged.backpressure;
+    if (!(BACKPRESSURE as readonly unknown[]).includes(bp)) {
+      problems.push(`namespaces.${name}.backpressure must be one of ${BACKPRESSURE.join(', ')} (got ${JSON.stringify(bp)})`);
+    } else if (bp !== 'disconnect' && merged.ephemeral === false) {
+      problems.push(
+        `namespaces.${name}.backpressure '${String(bp)}' needs ephemeral: true: this namespace keeps history and positions, so a publication ` +
+          `${bp === 'drop' ? 'dropped' : 'conflated away'} for a slow consumer would be a silent loss; use 'disconnect' (the client resumes from its position)`,
+      );
+    }
     const ns = merged as unknown as NamespaceOptions;
     out[name] = Object.freeze(ns.ephemeral ? { ...ns, historySize: 0, historyTtl: 0 } : ns);
   }
@@ -310,16 +344,27 @@ function resolveAuth(problems: string[], input: unknown): AuthConfig {
     return DEFAULTS.auth;
   }
   const raw = input as Record<string, unknown>;
-  for (const key of Object.keys(raw)) if (key !== 'jwt' && key !== 'cookie') problems.push(`auth.${key} is not an option`);
+  for (const key of Object.keys(raw)) if (!['jwt', 'cookie', 'proxy'].includes(key)) problems.push(`auth.${key} is not an option`);
+  let proxy: AuthConfig['proxy'];
+  if (raw.proxy !== undefined) {
+    const p = raw.proxy as { url?: unknown; timeout?: unknown };
+    if (typeof p !== 'object' || p === null || typeof p.url !== 'string' || !/^https?:\/\/\S+$/.test(p.url)) {
+      problems.push('auth.proxy must be { "url": "http(s)://...", "timeout"?: ms }');
+    } else {
+      if (p.timeout !== undefined) checkInt(problems, 'auth.proxy.timeout', p.timeout, [1, 60_000]);
+      proxy = Object.freeze({ url: p.url, ...(typeof p.timeout === 'number' ? { timeout: p.timeout } : {}) });
+    }
+  }
   let cookie = DEFAULTS.auth.cookie;
   if (raw.cookie !== undefined) {
     if (typeof raw.cookie === 'string' && COOKIE_NAME.test(raw.cookie)) cookie = raw.cookie;
     else problems.push('auth.cookie must be a cookie name');
   }
-  if (raw.jwt === undefined) return Object.freeze({ cookie });
+  const base: AuthConfig = proxy === undefined ? { cookie } : { cookie, proxy };
+  if (raw.jwt === undefined) return Object.freeze(base);
   if (typeof raw.jwt !== 'object' || raw.jwt === null || Array.isArray(raw.jwt)) {
     problems.push('auth.jwt must be an object');
-    return Object.freeze({ cookie });
+    return Object.freeze(base);
   }
   const jwt = raw.jwt as Record<string, unknown>;
   for (const key of Object.keys(jwt)) {
@@ -331,7 +376,7 @@ function resolveAuth(problems: string[], input: unknown): AuthConfig {
   if (keys.length !== 1) problems.push(`auth.jwt needs exactly one of secret, publicKey and jwksUrl (got ${keys.length === 0 ? 'none' : keys.join(', ')})`);
   if (typeof jwt.secret === 'string' && Buffer.byteLength(jwt.secret) < 32) problems.push('auth.jwt.secret must be at least 32 bytes');
   if (typeof jwt.jwksUrl === 'string' && !/^https?:\/\/\S+$/.test(jwt.jwksUrl)) problems.push('auth.jwt.jwksUrl must be an http(s) URL');
-  return Object.freeze({ cookie, jwt: Object.freeze({ ...jwt }) });
+  return Object.freeze({ ...base, jwt: Object.freeze({ ...jwt }) });
 }
 
 /** Merges a config over DEFAULTS and validates it; throws {@link ConfigError} naming every problem. */
@@ -353,6 +398,7 @@ export function resolveOptions(config: GatewayConfig = {}): GatewayOptions {
   if (typeof merged.broker !== 'string' || !BROKER_URL.test(merged.broker)) {
     problems.push(`broker must be memory, redis://host:port or nats://host:port (got ${JSON.stringify(merged.broker)})`);
   }
+  if (merged.authHook !== undefined && (typeof merged.authHook !== 'string' || merged.authHook === '')) problems.push('authHook must be a module path');
   if (merged.nodeId !== undefined && (typeof merged.nodeId !== 'string' || !NODE_ID.test(merged.nodeId))) {
     problems.push('nodeId must be 1-32 letters, digits, _ or -');
   }

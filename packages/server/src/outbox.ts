@@ -10,12 +10,18 @@
  * high-water mark, and everything beyond it is in this queue, which can be discarded whole: when a
  * slow consumer is shed, its close signal goes out right behind the little the stream already holds
  * instead of behind megabytes it will never read.
+ *
+ * Draining: {@link Outbox.whenDrained} tells its caller once nothing waits here and the stream takes
+ * writes again (what it holds is below its own high-water mark): the low-water mark at which held-back
+ * output (conflated publications) goes out.
  * @module
  */
 
 /** A socket or an HTTP response. */
 export interface WritableLike {
   readonly writableLength: number;
+  /** Whether a write was refused and `drain` has not come yet (absent: judged by this outbox's own writes). */
+  readonly writableNeedDrain?: boolean;
   write(chunk: string | Buffer): boolean;
   cork(): void;
   uncork(): void;
@@ -42,9 +48,34 @@ export class Outbox {
   #queue: Array<string | Buffer> = [];
   #queued = 0;
   #closed = false;
+  /** Who waits for the backlog to drain (one caller: the connection's session). */
+  #onDrained: (() => void) | undefined;
+  #checkScheduled = false;
 
   constructor(private readonly out: WritableLike) {
     out.on('drain', () => this.#drain());
+  }
+
+  /** Whether nothing waits here and the stream takes writes again. */
+  get drained(): boolean {
+    return !this.#blocked && this.#queue.length === 0 && this.out.writableNeedDrain !== true;
+  }
+
+  /**
+   * Calls `listener` once, when nothing waits here and the stream takes writes again: at the next
+   * `drain`, or soon (never synchronously) if that is already so. A later call replaces an earlier
+   * listener that has not run; a closed outbox never calls it.
+   */
+  whenDrained(listener: () => void): void {
+    if (this.#closed) return;
+    this.#onDrained = listener;
+    if (this.drained && !this.#checkScheduled) {
+      this.#checkScheduled = true;
+      setImmediate(() => {
+        this.#checkScheduled = false;
+        if (this.drained) this.#notifyDrained();
+      });
+    }
   }
 
   /**
@@ -72,6 +103,7 @@ export class Outbox {
     this.#closed = true;
     this.#queue = [];
     this.#queued = 0;
+    this.#onDrained = undefined;
   }
 
   /** @internal Called once at the end of a tick in which this connection wrote. */
@@ -97,9 +129,18 @@ export class Outbox {
     }
   }
 
+  #notifyDrained(): void {
+    const listener = this.#onDrained;
+    this.#onDrained = undefined;
+    if (listener !== undefined && !this.#closed) listener();
+  }
+
   #drain(): void {
     this.#blocked = false;
-    if (this.#queue.length === 0) return;
+    if (this.#queue.length === 0) {
+      this.#notifyDrained();
+      return;
+    }
     const queue = this.#queue;
     this.#queue = [];
     this.#queued = 0;
@@ -114,5 +155,6 @@ export class Outbox {
       for (const chunk of this.#queue) this.#queued += sizeOf(chunk);
     }
     this.out.uncork();
+    if (!this.#blocked) this.#notifyDrained();
   }
 }

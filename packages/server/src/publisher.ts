@@ -5,6 +5,7 @@
  */
 import { parseChannel, TidingsError, type Channel, type PublishRequest, type PublishResult } from '@tidings/protocol';
 import type { Identity, Authenticator } from './auth.js';
+import { ask, type HooksHolder } from './authorize.js';
 import type { Broker } from './brokers/broker.js';
 import type { Metrics } from './metrics.js';
 import { KeyedBuckets, RetryLater, type TokenBucket } from './limits.js';
@@ -60,6 +61,7 @@ export class Publisher {
     private readonly options: GatewayOptions,
     private readonly auth: Authenticator,
     private readonly metrics: Metrics,
+    private readonly authorize: HooksHolder = { hooks: undefined },
   ) {
     this.#senders = new KeyedBuckets(options.maxPublishRate, options.maxPublishRate * 2, RATE_KEYS);
     const perChannel = options.maxChannelPublishRate;
@@ -102,6 +104,10 @@ export class Publisher {
     const data = JSON.stringify(req.data);
     if (exceeds(data, this.options.maxPayload)) {
       throw new TidingsError('too_large', `data is larger than ${this.options.maxPayload} bytes (UTF-8)`);
+    }
+    const publishHook = this.authorize.hooks?.publish;
+    if (origin.kind === 'client' && publishHook !== undefined) {
+      await ask(() => publishHook(origin.identity, req.channel, data), `publish to ${req.channel}`);
     }
     const outcome = await this.broker.publish({
       channel: req.channel,

@@ -5,6 +5,13 @@
  * in flight when it closed leaves the hub again and fails. In a namespace with presence, a session
  * whose sink can carry joins and leaves (WebSocket, SSE; not a long poll) is listed as present in
  * each channel from when its subscription is live until it unsubscribes or closes.
+ *
+ * Backpressure: while the sink is backed up (more than `maxBufferedBytes` waiting), each namespace's
+ * `backpressure` policy decides what happens to its publications for this session: `drop` leaves them
+ * out, `disconnect` closes the session `slow_consumer` (the client resumes from its position), and
+ * `conflate` keeps only the latest pending publication per channel and `type` (the conflation key),
+ * delivered once the sink drains to its low-water mark. Pending entries are references to the shared
+ * {@link EncodedPublication}s, bounded per session; past the bound the session is closed `slow_consumer`.
  * @module
  */
 import {
@@ -15,11 +22,12 @@ import {
   type RequestId,
 } from '@tidings/protocol';
 import type { Authenticator, Identity } from './auth.js';
+import { ask, type HooksHolder } from './authorize.js';
 import type { Broker, PresenceEntry, Publication } from './brokers/broker.js';
 import { EncodedPublication, type EncodedPresence } from './encoded.js';
 import type { Hub, Subscriber } from './hub.js';
 import type { Metrics } from './metrics.js';
-import type { GatewayOptions } from './options.js';
+import type { Backpressure, GatewayOptions } from './options.js';
 import type { Presence } from './presence.js';
 import { namespaceOf } from './publisher.js';
 import { planResume } from './resume.js';
@@ -36,19 +44,36 @@ export interface SessionContext {
   readonly nodeId: string;
   /** This node's presence entries. */
   readonly presence: Presence;
+  /** The host's authorization hooks, asked after the authenticator allowed (loaded at listen). */
+  readonly authorize?: HooksHolder;
 }
 
-class Subscription implements Subscriber {
+/** Conflation keys pending per session, per subscription it may hold (`maxSubscriptions` times this). */
+export const CONFLATE_KEYS_PER_SUBSCRIPTION = 8;
+
+/** What the send path needs of a subscription: its namespace's policy, and what it holds back. */
+export interface Outlet {
+  readonly backpressure: Backpressure;
+  /**
+   * `conflate` only: the latest publication per `type` held back while the sink is behind, in the
+   * order of their positions (a replaced key moves to the end); undefined when none is.
+   */
+  pending: Map<string | undefined, EncodedPublication> | undefined;
+}
+
+class Subscription implements Subscriber, Outlet {
   /** Live publications held while history is read; undefined once live. */
   buffer: EncodedPublication[] | undefined = [];
   last: Position | undefined;
   /** Whether the session is listed as present in this channel. */
   present = false;
+  pending: Map<string | undefined, EncodedPublication> | undefined;
 
   constructor(
     readonly session: Session,
     readonly channel: Channel,
     readonly ephemeral: boolean,
+    readonly backpressure: Backpressure,
   ) {}
 
   receive(enc: EncodedPublication): void {
@@ -69,7 +94,7 @@ class Subscription implements Subscriber {
       this.session.sink.gap({ channel: this.channel, from: last, to: { epoch: p.epoch, seq: p.seq - 1 }, reason: 'epoch' });
     }
     this.last = p;
-    this.session.send(enc);
+    this.session.send(enc, this);
   }
 
   /** Joins and leaves reach the client once the subscription is live: until then, the list it asks for covers them. */
@@ -92,6 +117,12 @@ const EXPIRY_WARNING = 60_000;
 export class Session implements Attachment {
   readonly id: string;
   readonly #subs = new Map<Channel, Subscription>();
+  /** `conflate` subscriptions holding publications back, in the order they started to. */
+  readonly #behind = new Set<Outlet>();
+  /** Conflation keys held back over all subscriptions. */
+  #pendingKeys = 0;
+  /** Whether the sink has been asked to say when it drains. */
+  #awaitingDrain = false;
   #closed = false;
   #entry: PresenceEntry | undefined;
   #identity: Identity;
@@ -181,11 +212,17 @@ export class Session implements Attachment {
     this.#refuseIfClosed(channel);
     const ns = namespaceOf(options, channel);
     if (!auth.canSubscribe(this.identity, channel)) throw new TidingsError('forbidden', `not allowed to subscribe to ${channel}`);
+    const hooks = this.ctx.authorize?.hooks;
+    if (hooks?.subscribe !== undefined) {
+      const { subscribe } = hooks;
+      await ask(() => subscribe(this.identity, channel), `subscribe to ${channel}`);
+      this.#refuseIfClosed(channel);
+    }
     if (this.#subs.has(channel)) throw new TidingsError('already_subscribed', `already subscribed to ${channel}`);
     if (this.#subs.size >= options.maxSubscriptions) {
       throw new TidingsError('limit_exceeded', `at most ${options.maxSubscriptions} subscriptions per connection`);
     }
-    const sub = new Subscription(this, channel, ns.ephemeral);
+    const sub = new Subscription(this, channel, ns.ephemeral, ns.backpressure);
     this.#subs.set(channel, sub);
     try {
       await hub.join(channel, sub);
@@ -201,7 +238,7 @@ export class Session implements Attachment {
       this.sink.subscribed({ channel, position: start, recovered: plan.recovered }, id);
       for (const step of plan.steps) {
         if (step.gap !== undefined) this.sink.gap(step.gap);
-        else this.send(encOf.get(step.pub) ?? new EncodedPublication(step.pub));
+        else this.send(encOf.get(step.pub) ?? new EncodedPublication(step.pub), sub);
       }
       sub.last = plan.last;
       sub.buffer = undefined;
@@ -223,21 +260,103 @@ export class Session implements Attachment {
     this.#subs.delete(channel);
     this.ctx.hub.leave(channel, sub);
     if (sub.present) this.ctx.presence.remove(channel, this.id);
+    this.#forget(sub);
   }
 
-  /** Hot path: sheds ephemeral publications first, then the whole connection, when the sink backs up. */
-  send(enc: EncodedPublication): void {
+  /**
+   * Hot path: delivers one publication of `sub`'s channel, or, while the sink is backed up, applies the
+   * namespace's backpressure policy. A `conflate` publication also waits while earlier ones of this
+   * session are held back, so nothing overtakes them.
+   */
+  send(enc: EncodedPublication, sub: Outlet): void {
     if (this.#closed) return;
+    const policy = sub.backpressure;
+    if (policy === 'conflate' && this.#pendingKeys > 0) {
+      this.#conflate(sub, enc);
+      return;
+    }
     if (this.sink.bufferedBytes > this.ctx.options.maxBufferedBytes) {
-      if (enc.pub.ephemeral) {
-        this.ctx.metrics.dropped('ephemeral_backpressure');
-        return;
-      }
-      this.close('slow_consumer', SLOW_CONSUMER);
+      if (policy === 'drop') this.ctx.metrics.dropped('ephemeral_backpressure');
+      else if (policy === 'conflate') this.#conflate(sub, enc);
+      else this.close('slow_consumer', SLOW_CONSUMER);
       return;
     }
     this.ctx.metrics.delivered(1);
     this.sink.message(enc);
+  }
+
+  /** Holds `enc` back as the latest of its key (channel and `type`); past the bound, the session is shed. */
+  #conflate(sub: Outlet, enc: EncodedPublication): void {
+    if (this.sink.whenDrained === undefined) {
+      // A sink that cannot say when it drains cannot deliver held-back publications.
+      this.close('slow_consumer', SLOW_CONSUMER);
+      return;
+    }
+    let pending = sub.pending;
+    if (pending === undefined) {
+      pending = sub.pending = new Map();
+      this.#behind.add(sub);
+    }
+    const key = enc.pub.type;
+    if (pending.delete(key)) {
+      this.ctx.metrics.dropped('conflated');
+    } else {
+      if (this.#pendingKeys >= this.ctx.options.maxSubscriptions * CONFLATE_KEYS_PER_SUBSCRIPTION) {
+        this.close('slow_consumer', `${SLOW_CONSUMER} (more than ${this.#pendingKeys} conflated keys pending)`);
+        return;
+      }
+      this.#pendingKeys += 1;
+    }
+    // Re-inserted at the end: pending entries stay in position order within the channel.
+    pending.set(key, enc);
+    if (!this.#awaitingDrain) {
+      this.#awaitingDrain = true;
+      this.sink.whenDrained(this.#drained);
+    }
+  }
+
+  /**
+   * The sink drained: sends what was held back, in order, up to what fits under the bound (at least
+   * one), and waits for the next drain for the rest.
+   */
+  readonly #drained = (): void => {
+    this.#awaitingDrain = false;
+    if (this.#closed) return;
+    let budget = this.ctx.options.maxBufferedBytes - this.sink.bufferedBytes;
+    let sent = 0;
+    for (const sub of this.#behind) {
+      const pending = sub.pending;
+      if (pending === undefined) {
+        this.#behind.delete(sub);
+        continue;
+      }
+      for (const [key, enc] of pending) {
+        if (this.#closed) return;
+        if (sent > 0 && budget <= 0) break;
+        pending.delete(key);
+        this.#pendingKeys -= 1;
+        sent += 1;
+        // The message JSON's length stands for its size on the wire (no per-session encoding).
+        budget -= enc.json.length;
+        this.ctx.metrics.delivered(1);
+        this.sink.message(enc);
+      }
+      if (pending.size > 0) break;
+      sub.pending = undefined;
+      this.#behind.delete(sub);
+    }
+    if (this.#pendingKeys > 0 && !this.#closed && this.sink.whenDrained !== undefined) {
+      this.#awaitingDrain = true;
+      this.sink.whenDrained(this.#drained);
+    }
+  };
+
+  /** Drops what `sub` holds back (it left its channel). */
+  #forget(sub: Outlet): void {
+    if (sub.pending === undefined) return;
+    this.#pendingKeys -= sub.pending.size;
+    sub.pending = undefined;
+    this.#behind.delete(sub);
   }
 
   /** A join or leave: an ephemeral signal, shed (never a reason to disconnect) when the sink backs up. */
@@ -267,8 +386,11 @@ export class Session implements Attachment {
     for (const [channel, sub] of this.#subs) {
       this.ctx.hub.leave(channel, sub);
       if (sub.present) this.ctx.presence.remove(channel, this.id);
+      sub.pending = undefined;
     }
     this.#subs.clear();
+    this.#behind.clear();
+    this.#pendingKeys = 0;
     this.onDetached?.();
   }
 

@@ -29,6 +29,13 @@ export interface Sink {
   expiring?(expiresAt: number): void;
   /** Bytes written but not yet taken by the kernel, as the connection's bound counts them. */
   readonly bufferedBytes: number;
+  /**
+   * Calls `listener` once, when the backlog has fallen to the low-water mark (nothing waits in the
+   * connection's queue and the socket takes writes again): at once after that happens, or soon (never
+   * synchronously) if it already has. A later call replaces a listener that has not run yet; a closed
+   * sink never calls it. Absent: the sink never backs up (a long poll answers per request).
+   */
+  whenDrained?(listener: () => void): void;
   /** Ends the connection with a named close reason, telling the client why when it can. */
   close(name: CloseName, reason: string): void;
   /**

@@ -18,3 +18,4 @@ export * from './redis.js';
 export * from './redis-cluster.js';
 export * from './nats.js';
 export * from './attempt.js';
+export * from './config.js';

@@ -63,6 +63,10 @@ export class SseConnection implements Sink {
     return this.#out.backlog;
   }
 
+  whenDrained(listener: () => void): void {
+    if (!this.#ended) this.#out.whenDrained(listener);
+  }
+
   owner: Attachment | undefined;
 
   /** Over the bound outside the publication path: the session closes, leaving its channels at once. */

@@ -72,6 +72,10 @@ export class WebSocketConnection implements DuplexSink {
     return this.#out.backlog;
   }
 
+  whenDrained(listener: () => void): void {
+    if (this.open) this.#out.whenDrained(listener);
+  }
+
   owner: Attachment | undefined;
 
   /** Over the bound outside the publication path: the session closes, leaving its channels at once. */
@@ -89,7 +93,7 @@ export class WebSocketConnection implements DuplexSink {
     if (id !== undefined) this.frame({ type: 'reply', id, result });
   }
 
-  /** Hot path: the session checked the bound (it sheds ephemeral publications first). */
+  /** Hot path: the session checked the bound (and applied the namespace's backpressure policy). */
   message(enc: EncodedPublication): void {
     if (this.ws.readyState === WebSocket.OPEN) this.#out.write(enc.wsFrame);
   }

@@ -1,0 +1,116 @@
+/**
+ * Authorization hooks for host code, asked after the authenticator allowed: async `subscribe` and
+ * `publish` hooks from the host (`authorize`), from a module path (`authHook`, what `--auth-hook`
+ * sets), and an HTTP callout (`auth.proxy.url`) for backends not written in Node. A refusal is
+ * `forbidden` (403 / an `error` frame, the connection stays), a failing hook or an unreachable
+ * callout is `unavailable` (never a silent allow), and an allowed request works as before.
+ */
+import { mkdtempSync, writeFileSync } from 'node:fs';
+import { createServer, type Server } from 'node:http';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { afterEach, describe, expect, it } from 'vitest';
+import type { AuthorizeHooks, GatewayConfig } from '@tidings/server';
+import { attemptSubscribe, RawWsClient, startGateway, type AttemptTransport, type TestGateway } from '@tidings/testing';
+
+const TRANSPORTS: AttemptTransport[] = ['websocket', 'sse', 'poll'];
+const cleanup: Array<() => unknown> = [];
+afterEach(async () => {
+  for (const f of cleanup.splice(0).reverse()) await f();
+});
+
+async function gateway(config: GatewayConfig, authorize?: AuthorizeHooks): Promise<TestGateway> {
+  const gw = await startGateway({ namespaces: { room: { clientPublish: true } }, channelLinger: 0, ...config }, authorize === undefined ? {} : { authorize });
+  cleanup.push(() => gw.close());
+  return gw;
+}
+const refusedAs = (t: AttemptTransport, code: string, status: number): unknown =>
+  t === 'websocket' ? { result: 'error', code } : { result: 'http', status, code };
+
+/** Checks one gateway whose hooks refuse room:closed (subscribe), room:readonly (publish) and fail on room:broken. */
+async function checkHooks(gw: TestGateway): Promise<void> {
+  for (const t of TRANSPORTS) {
+    expect(await attemptSubscribe(gw.url, t, 'room:open')).toEqual({ result: 'subscribed' });
+    expect(await attemptSubscribe(gw.url, t, 'room:closed')).toEqual(refusedAs(t, 'forbidden', 403));
+    expect(await attemptSubscribe(gw.url, t, 'room:broken')).toEqual(refusedAs(t, 'unavailable', 503));
+  }
+  const c = await RawWsClient.connect(gw.wsUrl);
+  cleanup.push(() => c.terminate());
+  expect(await c.request({ type: 'publish', message: { channel: 'room:readonly', data: 1 } })).toMatchObject({ type: 'error', error: { code: 'forbidden' } });
+  expect(await c.request({ type: 'publish', message: { channel: 'room:open', data: { n: 1 } } })).toMatchObject({ type: 'reply' });
+  // The server API is never asked.
+  await gw.publish('room:readonly', 'from the backend');
+  const send = await fetch(`${gw.url}/send`, { method: 'POST', headers: { 'content-type': 'application/json' }, body: '{"channel":"room:readonly","data":2}' });
+  expect(send.status).toBe(403);
+}
+
+const decide = (channel: string): boolean => {
+  if (channel === 'room:broken') throw new Error('the permission service is down');
+  return channel !== 'room:closed';
+};
+
+describe('authorization hooks', () => {
+  it('from host code: async subscribe and publish hooks, asked with the identity and the data', async () => {
+    const seen: string[] = [];
+    const gw = await gateway(
+      {},
+      {
+        subscribe: async (identity, channel) => {
+          await new Promise((r) => setTimeout(r, 5));
+          seen.push(`subscribe ${identity.anonymous ? 'anonymous' : identity.user} ${channel}`);
+          return decide(channel);
+        },
+        publish: (_identity, channel, data) => {
+          seen.push(`publish ${channel} ${data}`);
+          return channel !== 'room:readonly';
+        },
+      },
+    );
+    await checkHooks(gw);
+    expect(seen).toContain('subscribe anonymous room:closed');
+    expect(seen).toContain('publish room:open {"n":1}');
+    expect(seen.some((s) => s.includes('from the backend'))).toBe(false);
+  });
+
+  it('from a module path (authHook, --auth-hook)', async () => {
+    const dir = mkdtempSync(join(tmpdir(), 'tidings-authz-'));
+    const path = join(dir, 'authz.mjs');
+    writeFileSync(
+      path,
+      `export async function subscribe(identity, channel) {
+  if (channel === 'room:broken') throw new Error('down');
+  return channel !== 'room:closed';
+}
+export const publish = (identity, channel) => channel !== 'room:readonly';
+`,
+    );
+    await checkHooks(await gateway({ authHook: path }));
+  });
+
+  it('from an HTTP callout (auth.proxy.url), with its reason; a slow or failing service is unavailable', async () => {
+    const calls: unknown[] = [];
+    const server: Server = createServer((req, res) => {
+      let body = '';
+      req.on('data', (c: Buffer) => (body += c.toString()));
+      req.on('end', () => {
+        const ask = JSON.parse(body) as { action: string; channel: string };
+        calls.push(ask);
+        if (ask.channel === 'room:broken') return void res.writeHead(500).end();
+        if (ask.channel === 'room:slow') return void setTimeout(() => res.writeHead(200).end(), 1500);
+        const refused = (ask.action === 'subscribe' && ask.channel === 'room:closed') || (ask.action === 'publish' && ask.channel === 'room:readonly');
+        if (refused) res.writeHead(403, { 'content-type': 'application/json' }).end('{"reason":"members only"}');
+        else res.writeHead(204).end();
+      });
+    });
+    await new Promise<void>((r) => server.listen(0, '127.0.0.1', r));
+    cleanup.push(() => new Promise((r) => server.close(r)));
+    const address = server.address();
+    const port = typeof address === 'object' && address !== null ? address.port : 0;
+    const gw = await gateway({ auth: { proxy: { url: `http://127.0.0.1:${port}/authorize`, timeout: 500 } } });
+    await checkHooks(gw);
+    expect(await attemptSubscribe(gw.url, 'poll', 'room:slow')).toEqual({ result: 'http', status: 503, code: 'unavailable' });
+    const refused = await fetch(`${gw.url}/poll?channel=room:closed&timeout=0`);
+    expect(((await refused.json()) as { error: { reason: string } }).error.reason).toBe('members only');
+    expect(calls).toContainEqual({ action: 'subscribe', user: '', anonymous: true, channel: 'room:closed' });
+  });
+});
