@@ -6,6 +6,7 @@
  * @module
  */
 import { randomBytes } from 'node:crypto';
+import { monitorEventLoopDelay, type IntervalHistogram } from 'node:perf_hooks';
 import { createServer, type IncomingMessage, type Server, type ServerResponse } from 'node:http';
 import type { AddressInfo, Socket } from 'node:net';
 import type { Duplex } from 'node:stream';
@@ -146,6 +147,8 @@ export class Gateway {
   readonly #presence: Presence;
   readonly #control: Control;
   readonly #authorize: HooksHolder;
+  /** Event-loop delay since the last `/healthz` (10 ms resolution). */
+  readonly #loop: IntervalHistogram = monitorEventLoopDelay({ resolution: 10 });
   readonly #ws: WebSocketTransport;
   readonly #sse: SseTransport;
   /** Every live session with its transport, so close() and disconnectAll() reach them all. */
@@ -295,7 +298,14 @@ export class Gateway {
         {
           access: 'public',
           transport: 'http',
-          GET: (_req, res) => sendJson(res, 200, { status: 'ok', node: this.nodeId, connections: this.connections(), channels: this.#hub.channelCount }),
+          GET: (_req, res) =>
+            sendJson(res, 200, {
+              status: 'ok',
+              node: this.nodeId,
+              connections: this.connections(),
+              channels: this.#hub.channelCount,
+              eventLoopDelayMs: this.#loopDelay(),
+            }),
         },
       ],
       ['/readyz', { access: 'public', transport: 'http', GET: (_req, res) => this.#readiness(res) }],
@@ -353,6 +363,7 @@ export class Gateway {
         brokerSettings(this.options),
       );
       this.#started = true;
+      this.#loop.enable();
       await this.#control.start();
       this.#timers.push(setInterval(() => this.#ws.heartbeat(), this.options.pingInterval).unref());
       this.#timers.push(setInterval(() => this.#sse.heartbeat(), this.options.sseHeartbeat).unref());
@@ -421,6 +432,7 @@ export class Gateway {
   }
 
   async #close(): Promise<void> {
+    this.#loop.disable();
     for (const t of this.#timers) clearInterval(t);
     this.#timers = [];
     const deadline = setTimeout(() => {
@@ -451,6 +463,14 @@ export class Gateway {
     // The goodbyes of the sessions just closed: their presence entries are removed, not left to expire.
     await this.#presence.settled(CLOSE_GRACE);
     if (this.#ownsBroker) await this.#broker.close();
+  }
+
+  /** The event loop's delay since the previous call (max, p99, mean in ms), then starts a new window. */
+  #loopDelay(): { max: number; p99: number; mean: number } {
+    const ms = (ns: number): number => (Number.isFinite(ns) ? Math.round(ns / 1e4) / 100 : 0);
+    const out = { max: ms(this.#loop.max), p99: ms(this.#loop.percentile(99)), mean: ms(this.#loop.mean) };
+    this.#loop.reset();
+    return out;
   }
 
   /** Closes every connection of `user` on this node (a `disconnect` order); resolves with how many. */
