@@ -22,6 +22,7 @@ import { ConnectionGate } from './limits.js';
 import { CONNECTIONS_NAMESPACE, UserConnections } from './user-connections.js';
 import { Control, CONTROL_CHANNEL, CONTROL_NAMESPACE } from './control.js';
 import { bothHooks, loadHooks, proxyHooks, type AuthorizeHooks, type HooksHolder } from './authorize.js';
+import { systemClock, type Clock } from './clock.js';
 import { NatsBroker } from './brokers/nats.js';
 import { CommandHandler, DuplexSession, type RpcHandlers } from './commands.js';
 import { demoPage } from './http/demo.js';
@@ -52,6 +53,8 @@ export interface GatewayParts {
   readonly logger?: Logger;
   /** Authorization hooks asked for every subscribe and client publish, after the authenticator allowed it. */
   readonly authorize?: AuthorizeHooks;
+  /** The clock tokens are checked and expire against (default: the system's; tests inject one). */
+  readonly clock?: Clock;
 }
 
 /** Where the gateway listens. */
@@ -73,13 +76,13 @@ export interface GatewayStats {
 }
 
 /** The authenticator the options configure: JWT when `auth.jwt` is set, else open. */
-export function authFor(options: GatewayOptions, origins: OriginPolicy = originPolicy(options.allowedOrigins)): Authenticator {
+export function authFor(options: GatewayOptions, origins: OriginPolicy = originPolicy(options.allowedOrigins), clock: Clock = systemClock): Authenticator {
   const { jwt, cookie } = options.auth;
   if (jwt === undefined) return openAuth;
   const anonymousNamespaces = Object.entries(options.namespaces)
     .filter(([, ns]) => ns.anonymous)
     .map(([name]) => name);
-  return jwtAuth({ jwt, cookie, anonymousNamespaces, origins });
+  return jwtAuth({ jwt, cookie, anonymousNamespaces, origins, now: () => clock.now() });
 }
 
 /** The broker an options object names (`memory`, `redis://...`, `nats://...`); `log` receives the broker's warnings. */
@@ -178,7 +181,8 @@ export class Gateway {
       ]);
     }
     const origins = originPolicy(options.allowedOrigins);
-    const auth = parts.auth ?? authFor(options, origins);
+    const clock = parts.clock ?? systemClock;
+    const auth = parts.auth ?? authFor(options, origins, clock);
     const rpc = parts.rpc ?? {};
     const repairLimit = Math.max(1000, ...Object.values(options.namespaces).map((n) => n.historySize));
     this.#hub = new Hub(this.#broker, { repairLimit, maxRepairQueue: options.maxResumeBuffer, linger: options.channelLinger }, (err, channel) => {
@@ -210,6 +214,7 @@ export class Gateway {
       nodeId: this.nodeId,
       presence: this.#presence,
       authorize,
+      clock,
     };
     const broker = this.#broker;
     /** Who is present in a channel, as a client (`identity`) or the server API (undefined) may see it. */

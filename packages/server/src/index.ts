@@ -31,6 +31,7 @@ export { NatsBroker, type NatsBrokerOptions, type NatsBrokerLogger, type NatsBro
 export { openAuth, type Authenticator, type Identity, type ConnectInfo, type Grants, type TransportName } from './auth.js';
 export { jwtAuth, tokenOf, type JwtAuthOptions, type JwtOptions } from './jwt.js';
 export { loadHooks, proxyHooks, type AuthorizeHooks } from './authorize.js';
+export { systemClock, type Clock, type ClockTimer } from './clock.js';
 export { CounterMetrics, type Metrics, type DropReason, type ErrorSite } from './metrics.js';
 export type { RpcHandlers } from './commands.js';
 export { planResume, type ResumePlan, type ResumeStep } from './resume.js';

@@ -23,6 +23,7 @@ import {
 } from '@tidings/protocol';
 import type { Authenticator, Identity } from './auth.js';
 import { ask, type HooksHolder } from './authorize.js';
+import { systemClock, type Clock, type ClockTimer } from './clock.js';
 import type { Broker, PresenceEntry, Publication } from './brokers/broker.js';
 import { EncodedPublication, type EncodedPresence } from './encoded.js';
 import type { Hub, Subscriber } from './hub.js';
@@ -46,6 +47,8 @@ export interface SessionContext {
   readonly presence: Presence;
   /** The host's authorization hooks, asked after the authenticator allowed (loaded at listen). */
   readonly authorize?: HooksHolder;
+  /** The clock token expiry runs on (default: the system's). */
+  readonly clock?: Clock;
 }
 
 /** Conflation keys pending per session, per subscription it may hold (`maxSubscriptions` times this). */
@@ -127,7 +130,7 @@ export class Session implements Attachment {
   #entry: PresenceEntry | undefined;
   #identity: Identity;
   /** The warning before the token expires, then the close at expiry. */
-  #expiryTimer: NodeJS.Timeout | undefined;
+  #expiryTimer: ClockTimer | undefined;
 
   /** `onDetached` runs once, when the session lets go of everything (closed by either side). */
   constructor(
@@ -155,11 +158,12 @@ export class Session implements Attachment {
    * is closed `token_expired` at it. Called once the session is set up, and after every refresh.
    */
   watchExpiry(): void {
-    clearTimeout(this.#expiryTimer);
+    const clock = this.ctx.clock ?? systemClock;
+    clock.clearTimeout(this.#expiryTimer);
     this.#expiryTimer = undefined;
     const expiresAt = this.#identity.expiresAt;
     if (expiresAt === undefined || this.#closed) return;
-    const left = expiresAt - Date.now();
+    const left = expiresAt - clock.now();
     if (left <= 0) {
       this.close('token_expired', 'the token expired; refresh it');
       return;
@@ -167,18 +171,19 @@ export class Session implements Attachment {
     const warnIn = left - Math.min(EXPIRY_WARNING, left / 2);
     const warned = this.sink.expiring === undefined;
     const next = warned ? left : warnIn;
-    this.#expiryTimer = setTimeout(() => {
-      this.#expiryTimer = undefined;
-      if (this.#closed) return;
-      if (next >= MAX_TIMER) return this.watchExpiry();
-      if (warned) this.close('token_expired', 'the token expired; refresh it');
-      else {
-        this.sink.expiring?.(expiresAt);
-        this.#expiryTimer = setTimeout(() => this.close('token_expired', 'the token expired; refresh it'), Math.max(0, expiresAt - Date.now()));
-        this.#expiryTimer.unref();
-      }
-    }, Math.min(next, MAX_TIMER));
-    this.#expiryTimer.unref();
+    this.#expiryTimer = clock.setTimeout(
+      () => {
+        this.#expiryTimer = undefined;
+        if (this.#closed) return;
+        if (next >= MAX_TIMER) return this.watchExpiry();
+        if (warned) this.close('token_expired', 'the token expired; refresh it');
+        else {
+          this.sink.expiring?.(expiresAt);
+          this.#expiryTimer = clock.setTimeout(() => this.close('token_expired', 'the token expired; refresh it'), Math.max(0, expiresAt - clock.now()));
+        }
+      },
+      Math.min(next, MAX_TIMER),
+    );
   }
 
   /**
@@ -381,7 +386,7 @@ export class Session implements Attachment {
   detach(): void {
     if (this.#closed) return;
     this.#closed = true;
-    clearTimeout(this.#expiryTimer);
+    (this.ctx.clock ?? systemClock).clearTimeout(this.#expiryTimer);
     this.#expiryTimer = undefined;
     for (const [channel, sub] of this.#subs) {
       this.ctx.hub.leave(channel, sub);

@@ -19,3 +19,4 @@ export * from './redis-cluster.js';
 export * from './nats.js';
 export * from './attempt.js';
 export * from './config.js';
+export * from './manual-clock.js';
