@@ -9,7 +9,7 @@ import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
 import { SignJWT } from 'jose';
 import WebSocket from 'ws';
 import type { GatewayConfig } from '@tidings/server';
-import { attemptSubscribe, RawWsClient, startGateway, startRedis, type AttemptOutcome, type RedisServer, type TestGateway } from '@tidings/testing';
+import { attemptSubscribe, RawWsClient, startGateway, startRedis, testClient, until, type AttemptOutcome, type RedisServer, type TestGateway } from '@tidings/testing';
 
 const SECRET = 'a-test-secret-of-at-least-32-bytes!!';
 const cleanup: Array<() => unknown> = [];
@@ -168,4 +168,30 @@ describe('rates', () => {
     expect(await clients[0]?.request({ type: 'publish', message: { channel: 'chat:cold', data: 1 } })).toMatchObject({ type: 'reply' });
     await gw.publish('chat:hot', 'from the backend');
   });
+});
+
+describe('the SDK under admission control', () => {
+  it('waits the delay a 4503 close names, plus jitter, however short its own backoff', async () => {
+    const gw = await gateway({ maxConnectRate: 1 });
+    await hold(gw);
+    const client = testClient(gw.url, 'websocket', { backoff: { min: 10, max: 20 } });
+    cleanup.push(() => client.close());
+    const waits: Array<{ named: number; waited: number }> = [];
+    let refusedAt: { at: number; named: number } | undefined;
+    client.on('state', (s) => {
+      const named = /retry after (\d+) ms/.exec(s.reason)?.[1];
+      if (s.to.status === 'waiting' && named !== undefined) refusedAt = { at: Date.now(), named: Number(named) };
+      if (s.to.status === 'connecting' && refusedAt !== undefined) {
+        waits.push({ named: refusedAt.named, waited: Date.now() - refusedAt.at });
+        refusedAt = undefined;
+      }
+    });
+    client.subscribe('news');
+    await until(() => client.state.status === 'connected', 10_000, 'connected once the bucket refilled');
+    expect(waits.length).toBeGreaterThan(0);
+    for (const { named, waited } of waits) {
+      expect(waited).toBeGreaterThanOrEqual(named - 5);
+      expect(waited).toBeLessThanOrEqual(named * 1.3 + 200);
+    }
+  }, 15_000);
 });
