@@ -8,6 +8,9 @@ export {
   type GatewayConfig,
   type GatewayOptions,
   type NamespaceOptions,
+  type Backpressure,
+  type AuthConfig,
+  type JwtConfig,
 } from './options.js';
 export type {
   Broker,
