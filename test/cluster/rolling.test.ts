@@ -19,6 +19,7 @@ class Seen {
   readonly values: number[] = [];
   readonly at: number[] = [];
   readonly gaps: Gap[] = [];
+  readonly notes: string[] = [];
   add(m: Message): void {
     this.values.push(m.data as number);
     this.at.push(Date.now());
@@ -59,6 +60,8 @@ describe('a rolling restart of three nodes on Redis behind nginx', () => {
       const es = new EventSource(`${cluster.url}/sse?channel=${encodeURIComponent(channel)}`);
       es.addEventListener('message', (e: MessageEvent<string>) => s.add(JSON.parse(e.data) as Message));
       es.addEventListener('tidings:gap', (e: MessageEvent<string>) => s.gaps.push(JSON.parse(e.data) as Gap));
+      es.addEventListener('tidings:error', (e: MessageEvent<string>) => s.notes.push(`${Date.now() % 100000} tidings:error ${e.data}`));
+      es.addEventListener('error', (e: Event) => s.notes.push(`${Date.now() % 100000} error ${JSON.stringify(e)} state ${es.readyState}`));
       return { s, es };
     });
     const everyone = [...seen, ...plain.map((p) => p.s)];
@@ -82,17 +85,22 @@ describe('a rolling restart of three nodes on Redis behind nginx', () => {
           await sleep(50);
         }
       })();
+      // One node at a time, each back in nginx's rotation (fail_timeout 2 s) before the next goes.
       for (const node of cluster.nodes) {
         await sleep(1000);
         const code = await node.stop();
         expect(code).toBe(0);
         await node.start();
+        await sleep(2500);
       }
       await sleep(1000);
       stop = true;
       await publisher;
       const total = n;
-      await until(() => everyone.every((s) => s.values.length >= total), 20_000, 'every client has the full sequence');
+      const names = [...kinds.flatMap((k) => [k, k, k]), 'EventSource', 'EventSource'];
+      await until(() => everyone.every((s) => s.values.length >= total), 20_000, () =>
+        `every client has the full sequence (${total}): ${everyone.map((s, i) => `${names[i] ?? '?'} ${s.values.length}`).join(', ')}; ${plain.map((p) => p.s.notes.join(' | ')).join(' || ')}`,
+      );
       await sleep(300);
       for (const s of everyone) {
         expect(s.gaps).toEqual([]);

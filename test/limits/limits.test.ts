@@ -68,7 +68,8 @@ describe('connection caps', () => {
     const a = await hold(gw);
     await hold(gw);
     expect(await attemptSubscribe(gw.url, 'websocket', 'news')).toEqual({ result: 'close', code: 4503 });
-    expect(await attemptSubscribe(gw.url, 'sse', 'news')).toEqual({ result: 'http', status: 503, code: 'unavailable' });
+    // SSE streams are refused as a stream that names the code and when to retry (EventSource gives up on HTTP errors).
+    expect(await attemptSubscribe(gw.url, 'sse', 'news')).toEqual({ result: 'error', code: 'unavailable' });
     a.terminate();
     await expect.poll(() => attemptSubscribe(gw.url, 'sse', 'news'), { timeout: 3000 }).toEqual({ result: 'subscribed' });
   });
@@ -88,7 +89,7 @@ describe('connection caps', () => {
     const alice = await tokenFor('alice');
     const first = await hold(gw, `?token=${alice}`);
     await hold(gw, `?token=${alice}`);
-    await expect.poll(() => attemptSubscribe(gw.url, 'sse', 'user:alice', { token: alice }), { timeout: 3000 }).toEqual({ result: 'http', status: 429, code: 'limit_exceeded' });
+    await expect.poll(() => attemptSubscribe(gw.url, 'sse', 'user:alice', { token: alice }), { timeout: 3000 }).toEqual({ result: 'error', code: 'limit_exceeded' });
     expect(await attemptSubscribe(gw.url, 'websocket', 'user:alice', { token: alice })).toEqual({ result: 'close', code: 4503 });
     // Long polls are not held connections: they are not counted per user.
     expect(await attemptSubscribe(gw.url, 'poll', 'user:alice', { token: alice })).toEqual({ result: 'subscribed' });
@@ -115,7 +116,7 @@ describe('per user across a cluster', () => {
     const held = await hold(one, `?token=${alice}`);
     await hold(two, `?token=${alice}`);
     for (const gw of [one, two]) {
-      await expect.poll(() => attemptSubscribe(gw.url, 'sse', 'user:alice', { token: alice }), { timeout: 3000 }).toEqual({ result: 'http', status: 429, code: 'limit_exceeded' });
+      await expect.poll(() => attemptSubscribe(gw.url, 'sse', 'user:alice', { token: alice }), { timeout: 3000 }).toEqual({ result: 'error', code: 'limit_exceeded' });
     }
     held.terminate();
     await expect.poll(() => attemptSubscribe(two.url, 'sse', 'user:alice', { token: alice }), { timeout: 3000 }).toEqual({ result: 'subscribed' });

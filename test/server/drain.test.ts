@@ -27,7 +27,9 @@ describe('graceful drain', () => {
     const ready = await fetch(`${gw.url}/readyz`);
     expect(ready.status).toBe(503);
     expect(await ready.json()).toMatchObject({ ready: false, reason: 'draining' });
-    expect(await attemptSubscribe(gw.url, 'sse', 'news')).toEqual({ result: 'http', status: 503, code: 'unavailable' });
+    // A new SSE stream is refused as a stream (a plain EventSource gives up on an HTTP error): come back elsewhere now.
+    expect(await attemptSubscribe(gw.url, 'sse', 'news')).toEqual({ result: 'error', code: 'restart' });
+    expect(await attemptSubscribe(gw.url, 'poll', 'news')).toEqual({ result: 'http', status: 503, code: 'unavailable' });
     // A publish in flight is answered.
     const published = await postOnce(`${gw.url}/api/publish`, JSON.stringify({ channel: 'news', data: 'last' }));
     expect(published.status).toBe(200);

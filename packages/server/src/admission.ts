@@ -8,7 +8,7 @@
  */
 import type { IncomingMessage, ServerResponse } from 'node:http';
 import type { Duplex } from 'node:stream';
-import { TidingsError } from '@tidings/protocol';
+import { SseEvent, TidingsError } from '@tidings/protocol';
 import type { Authenticator, Identity, TransportName } from './auth.js';
 import { checkApiKey } from './http/api-key.js';
 import { errorBody, sendError } from './http/respond.js';
@@ -91,6 +91,8 @@ export function refuseOnSocket(socket: Duplex, err: TidingsError): void {
       `content-length: ${Buffer.byteLength(body)}\r\n${retry}connection: close\r\n\r\n${body}`,
   );
 }
+
+const isEventStream = (contentType: string): boolean => contentType.startsWith('text/event-stream');
 
 /** Whole seconds for a `Retry-After` header: the refusal's own hint, else 1. */
 export function retryAfterSeconds(err: TidingsError): number {
@@ -197,8 +199,25 @@ export class Admission {
       if (res.destroyed) return;
       await handler(req, res, { url, identity });
     } catch (err) {
+      if (route?.stream !== undefined && isEventStream(route.stream.contentType) && this.#refuseAsStream(req, res, err)) return;
       this.#refuse(req, res, err, path);
     }
+  }
+
+  /**
+   * A plain EventSource gives up for good on an HTTP error, but reconnects after an event stream ends.
+   * So a temporary refusal of an SSE stream (draining, overloaded, over a connection limit) is a stream
+   * that says why (`tidings:error`) and when to come back (`retry:`). Returns false for other refusals.
+   */
+  #refuseAsStream(req: IncomingMessage, res: ServerResponse, err: unknown): boolean {
+    if (!(err instanceof TidingsError) || (err.status !== 503 && err.status !== 429) || res.headersSent || req.method !== 'GET') return false;
+    const draining = this.opts.draining();
+    // Draining: come back at once (another node will answer); otherwise when the refusal says.
+    const retry = draining ? 100 + Math.floor(Math.random() * 400) : err instanceof RetryLater ? err.retryAfter : 1000;
+    const code = draining ? 'restart' : err.code;
+    res.writeHead(200, { 'content-type': 'text/event-stream; charset=utf-8', 'cache-control': 'no-cache, no-transform', 'retry-after': String(retryAfterSeconds(err)) });
+    res.end(`retry: ${retry}\n\nevent: ${SseEvent.error}\ndata: ${JSON.stringify({ code, reason: err.message })}\n\n`);
+    return true;
   }
 
   /** Admits a WebSocket upgrade; refusals are HTTP responses on the socket, or (bad credentials) a close after the handshake. */

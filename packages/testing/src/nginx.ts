@@ -97,7 +97,7 @@ http {
   include ${join(DEPLOY_NGINX_DIR, 'tidings-http.conf')};
   upstream tidings {
     least_conn;
-${upstreams.map((p) => `    server 127.0.0.1:${p} max_fails=1 fail_timeout=5s;`).join('\n')}
+${upstreams.map((p) => `    server 127.0.0.1:${p} max_fails=1 fail_timeout=2s;`).join('\n')}
     keepalive 64;
   }
   server {

@@ -32,10 +32,10 @@ export class Signal {
 }
 
 /** Polls `check` every few ms until it holds; throws naming `what` after `timeoutMs`. */
-export async function until(check: () => boolean, timeoutMs = 8000, what = 'condition'): Promise<void> {
+export async function until(check: () => boolean, timeoutMs = 8000, what: string | (() => string) = 'condition'): Promise<void> {
   const deadline = Date.now() + timeoutMs;
   while (!check()) {
-    if (Date.now() > deadline) throw new Error(`${what} not met within ${timeoutMs} ms`);
+    if (Date.now() > deadline) throw new Error(`${typeof what === 'function' ? what() : what} not met within ${timeoutMs} ms`);
     await new Promise((r) => setTimeout(r, 5));
   }
 }
