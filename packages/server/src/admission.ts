@@ -206,12 +206,13 @@ export class Admission {
 
   /**
    * A plain EventSource gives up for good on an HTTP error, but reconnects after an event stream ends.
-   * So a temporary refusal of an SSE stream (draining, overloaded, over a connection limit) is a stream
-   * that says why (`tidings:error`) and when to come back (`retry:`). Returns false for other refusals.
+   * So a refusal of an SSE stream that only says "not now" (draining, the connect rate, a connection
+   * cap) is a stream that says why (`tidings:error`) and when to come back (`retry:`). Returns false for
+   * other refusals, which stay HTTP errors.
    */
   #refuseAsStream(req: IncomingMessage, res: ServerResponse, err: unknown): boolean {
-    if (!(err instanceof TidingsError) || (err.status !== 503 && err.status !== 429) || res.headersSent || req.method !== 'GET') return false;
     const draining = this.opts.draining();
+    if (!(err instanceof TidingsError) || !(draining || err instanceof RetryLater) || res.headersSent || req.method !== 'GET') return false;
     // Draining: come back at once (another node will answer); otherwise when the refusal says.
     const retry = draining ? 100 + Math.floor(Math.random() * 400) : err instanceof RetryLater ? err.retryAfter : 1000;
     const code = draining ? 'restart' : err.code;
