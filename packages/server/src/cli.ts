@@ -7,18 +7,9 @@ import { jsonCodec, parseJson, type Channel, type Position, type ServerFrame, ty
 import WebSocket from 'ws';
 import { createGateway } from './gateway.js';
 import { createLogger } from './log.js';
-import { ConfigError, DEFAULTS, loadConfig } from './options.js';
+import { closest, commandHelp, COMMANDS, parseArgs, usage } from './cli-args.js';
+import { ConfigError, loadConfig } from './options.js';
 import { installProcessNet } from './process-net.js';
-
-const USAGE = `Usage:
-  tidings serve [--config file.json] [--port N] [--host H] [--api-key KEY] [--demo] [--<option> value ...]
-  tidings publish <channel> <json> [--type T] [--idempotency-key K] [--url URL] [--api-key KEY]
-  tidings subscribe <channel> [<channel> ...] [--url URL]
-
-Environment: PORT, HOST, TIDINGS_API_KEY, TIDINGS_LOG_LEVEL, TIDINGS_URL (default http://localhost:8080).
-Options for serve: ${Object.keys(DEFAULTS).filter((k) => k !== 'namespaces').join(', ')} (as --kebab-case flags).`;
-
-const kebabToCamel = (s: string): string => s.replace(/-([a-z])/g, (_, c: string) => c.toUpperCase());
 
 // A reader that went away (a closed pipe) must not take the gateway down: output is best effort.
 for (const stream of [process.stdout, process.stderr]) stream.on('error', () => undefined);
@@ -30,32 +21,6 @@ function say(text: string): void {
 function fail(message: string): never {
   process.stderr.write(`${message}\n`);
   process.exit(2);
-}
-
-/** Options that are switches: `--demo` alone means true. */
-const SWITCHES = new Set(Object.entries(DEFAULTS).filter(([, v]) => typeof v === 'boolean').map(([k]) => k));
-
-/** Splits `--name value` / `--name=value` pairs from positionals; every flag but a switch takes a value. */
-function splitArgs(argv: string[]): { positionals: string[]; flags: Record<string, string> } {
-  const positionals: string[] = [];
-  const flags: Record<string, string> = {};
-  for (let i = 0; i < argv.length; i++) {
-    const arg = argv[i] as string;
-    if (!arg.startsWith('--')) {
-      positionals.push(arg);
-      continue;
-    }
-    const eq = arg.indexOf('=');
-    const name = kebabToCamel(arg.slice(2, eq === -1 ? undefined : eq));
-    if (eq === -1 && SWITCHES.has(name) && (argv[i + 1] === undefined || argv[i + 1]?.startsWith('--') === true)) {
-      flags[name] = 'true';
-      continue;
-    }
-    const value = eq === -1 ? argv[++i] : arg.slice(eq + 1);
-    if (value === undefined) fail(`--${arg.slice(2)} needs a value\n\n${USAGE}`);
-    flags[name] = value;
-  }
-  return { positionals, flags };
 }
 
 async function serve(flags: Record<string, string>): Promise<void> {
@@ -96,7 +61,7 @@ function baseUrl(flags: Record<string, string>): string {
 
 async function publish(positionals: string[], flags: Record<string, string>): Promise<void> {
   const [channel, json] = positionals;
-  if (channel === undefined || json === undefined) fail(USAGE);
+  if (channel === undefined || json === undefined) fail(commandHelp('publish'));
   let data: unknown;
   try {
     data = parseJson(json);
@@ -106,25 +71,39 @@ async function publish(positionals: string[], flags: Record<string, string>): Pr
   const apiKey = flags.apiKey ?? process.env.TIDINGS_API_KEY;
   if (apiKey === undefined) fail('set TIDINGS_API_KEY or pass --api-key');
   const body = { channel, data, type: flags.type, idempotencyKey: flags.idempotencyKey };
-  const res = await fetch(`${baseUrl(flags)}/api/publish`, {
-    method: 'POST',
-    headers: { 'content-type': 'application/json', authorization: `Bearer ${apiKey}` },
-    body: JSON.stringify(body),
-  });
+  const url = `${baseUrl(flags)}/api/publish`;
+  let res: Response;
+  try {
+    res = await fetch(url, {
+      method: 'POST',
+      headers: { 'content-type': 'application/json', authorization: `Bearer ${apiKey}` },
+      body: JSON.stringify(body),
+      signal: AbortSignal.timeout(10_000),
+    });
+  } catch (err) {
+    const cause = (err as { cause?: { code?: string; message?: string } }).cause;
+    fail(`cannot reach ${url}: ${cause?.code ?? cause?.message ?? (err as Error).message}`);
+  }
   const text = await res.text();
   process.stdout.write(`${text}\n`);
   if (!res.ok) process.exit(1);
 }
 
 async function subscribe(channels: Channel[], flags: Record<string, string>): Promise<void> {
-  if (channels.length === 0) fail(USAGE);
+  if (channels.length === 0) fail(commandHelp('subscribe'));
   const positions = new Map<Channel, Position>();
   const wsUrl = `${baseUrl(flags).replace(/^http/, 'ws')}/ws`;
+  const state = (text: string): void => {
+    process.stderr.write(`${text}\n`);
+  };
   let attempt = 0;
+  let lastError = '';
   const connect = (): void => {
+    state(`connecting to ${wsUrl}`);
     const ws = new WebSocket(wsUrl);
     ws.on('open', () => {
       attempt = 0;
+      state(`live: ${wsUrl} (${channels.join(', ')})`);
       channels.forEach((channel, i) => {
         const since = positions.get(channel);
         ws.send(jsonCodec.encodeClient(since ? { type: 'subscribe', id: i, channel, since } : { type: 'subscribe', id: i, channel }));
@@ -146,9 +125,12 @@ async function subscribe(channels: Channel[], flags: Record<string, string>): Pr
         process.stderr.write(`error: ${frame.error.code}: ${frame.error.reason}\n`);
       }
     });
-    ws.on('error', () => undefined);
-    ws.on('close', () => {
+    ws.on('error', (err: Error & { code?: string }) => (lastError = err.code ?? err.message));
+    ws.on('close', (code: number, reason: Buffer) => {
       const delay = Math.random() * Math.min(30_000, 500 * 2 ** attempt++);
+      const why = lastError !== '' ? lastError : `closed ${code}${reason.length > 0 ? ` (${reason.toString()})` : ''}`;
+      lastError = '';
+      state(`${wsUrl}: ${why}; retrying in ${(delay / 1000).toFixed(1)} s`);
       setTimeout(connect, delay);
     });
   };
@@ -156,9 +138,40 @@ async function subscribe(channels: Channel[], flags: Record<string, string>): Pr
   await new Promise<never>(() => undefined);
 }
 
+/** `tidings check-config FILE`: validates a config file (with the environment) without starting. */
+function checkConfig(positionals: string[]): void {
+  const [file] = positionals;
+  if (file === undefined) fail(commandHelp('check-config'));
+  try {
+    loadConfig({ file, env: process.env });
+  } catch (err) {
+    if (err instanceof ConfigError) fail(`${file}: ${err.message}`);
+    throw err;
+  }
+  say(`${file}: ok\n`);
+}
+
 async function main(argv: string[]): Promise<void> {
   const [command, ...rest] = argv;
-  const { positionals, flags } = splitArgs(rest);
+  if (command === undefined || command === 'help' || command === '--help' || command === '-h') {
+    say(`${usage()}\n`);
+    return;
+  }
+  if (COMMANDS[command] === undefined) {
+    const guess = closest(command, Object.keys(COMMANDS));
+    fail(`unknown command '${command}'${guess === undefined ? '' : `; did you mean '${guess}'?`}\n\n${usage()}`);
+  }
+  let parsed;
+  try {
+    parsed = parseArgs(command, rest);
+  } catch (err) {
+    fail((err as Error).message);
+  }
+  if (parsed.help) {
+    say(commandHelp(command));
+    return;
+  }
+  const { positionals, flags } = parsed;
   switch (command) {
     case 'serve':
       return serve(flags);
@@ -166,14 +179,8 @@ async function main(argv: string[]): Promise<void> {
       return publish(positionals, flags);
     case 'subscribe':
       return subscribe(positionals, flags);
-    case undefined:
-    case 'help':
-    case '--help':
-    case '-h':
-      process.stdout.write(`${USAGE}\n`);
-      return;
     default:
-      fail(`unknown command '${command}'\n\n${USAGE}`);
+      return checkConfig(positionals);
   }
 }
 
