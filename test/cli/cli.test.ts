@@ -4,6 +4,8 @@
  * with a clear message.
  */
 import { spawn, type ChildProcess } from 'node:child_process';
+import { readFileSync } from 'node:fs';
+import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { afterAll, describe, expect, it } from 'vitest';
 
@@ -117,7 +119,32 @@ describe('the published package', () => {
     await new Promise((resolve) => pack.on('exit', resolve));
     const [info] = JSON.parse(out) as Array<{ files: Array<{ path: string }> }>;
     const files = (info?.files ?? []).map((f) => f.path);
-    expect(files).toEqual(expect.arrayContaining(['dist/cli.js', 'dist/index.js', 'dist/gateway.js', 'public/index.html', 'package.json']));
+    expect(files).toEqual(expect.arrayContaining(['bin/tidings.js', 'dist/cli.js', 'dist/index.js', 'dist/gateway.js', 'public/index.html', 'package.json']));
     expect(files.some((f) => f.startsWith('src/'))).toBe(false);
+  });
+
+  it('links its bin at install on a fresh clone: a committed file, with the build in the install step', async () => {
+    const root = fileURLToPath(new URL('../../', import.meta.url));
+    const pkg = JSON.parse(readFileSync(join(root, 'packages/server/package.json'), 'utf8')) as { bin: Record<string, string> };
+    const bin = pkg.bin.tidings as string;
+    // npm links a bin only when its file exists at install time: it must be in the repository, not built.
+    const tracked = await new Promise<string>((resolve) => {
+      const git = spawn('git', ['ls-files', join('packages/server', bin)], { cwd: root, stdio: ['ignore', 'pipe', 'ignore'] });
+      let out = '';
+      git.stdout.on('data', (d: Buffer) => (out += d.toString()));
+      git.on('exit', () => resolve(out.trim()));
+    });
+    expect(tracked).toBe('packages/server/bin/tidings.js');
+    // `npm ci` runs the root's prepare, which builds what the bin runs; `npm start` builds only the server.
+    const scripts = (JSON.parse(readFileSync(join(root, 'package.json'), 'utf8')) as { scripts: Record<string, string> }).scripts;
+    expect(scripts.prepare).toBe('tsc -b packages/server');
+    expect(scripts.start).toMatch(/^tsc -b packages\/server && /);
+    const help = run([], {});
+    expect(await help.exited).toBe(0);
+    const shim = spawn(process.execPath, [join(root, 'packages/server', bin), '--help'], { stdio: ['ignore', 'pipe', 'ignore'] });
+    let out = '';
+    shim.stdout.on('data', (d: Buffer) => (out += d.toString()));
+    expect(await new Promise((resolve) => shim.on('exit', resolve))).toBe(0);
+    expect(out).toContain('tidings serve');
   });
 });
