@@ -1,10 +1,10 @@
 /**
- * The `tidings` command from the built package: serve prints where it listens and a generated key,
+ * The `tidings` command from the built package: serve prints where it listens and where it wrote a generated key,
  * publish prints the position, subscribe prints messages as they arrive, bad configuration exits
  * with a clear message.
  */
 import { spawn, type ChildProcess } from 'node:child_process';
-import { readFileSync } from 'node:fs';
+import { readFileSync, statSync } from 'node:fs';
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { afterAll, describe, expect, it } from 'vitest';
@@ -50,12 +50,16 @@ describe('tidings CLI', () => {
   it('serves, publishes and subscribes', async () => {
     const server = run(['serve', '--port', '0', '--host', '127.0.0.1', '--log-level', 'warn'], { TIDINGS_API_KEY: '', PORT: '' });
     const [, url] = await until(server, /listening on (http:\/\/127\.0\.0\.1:\d+)/);
-    const [, key] = await until(server, /generated one for this run: (\S+)/);
+    const [, file] = await until(server, /generated one for this run and wrote it to (\S+) \(mode 0600\)/);
+    // The key itself is never printed when stdout is not a terminal; the file is readable by its owner only.
+    expect((statSync(file as string).mode & 0o777).toString(8)).toBe('600');
+    const key = readFileSync(file as string, 'utf8').trim();
+    expect(server.out).not.toContain(key);
     const sub = run(['subscribe', 'cli-news', '--url', url as string]);
     // Wait until the subscription is in place, then publish until a message shows up.
     let published = 0;
     const pub = async (): Promise<string> => {
-      const p = run(['publish', 'cli-news', `{"n":${++published}}`, '--url', url as string, '--type', 'cli.test'], { TIDINGS_API_KEY: key as string });
+      const p = run(['publish', 'cli-news', `{"n":${++published}}`, '--url', url as string, '--type', 'cli.test'], { TIDINGS_API_KEY: key });
       expect(await p.exited).toBe(0);
       return p.out;
     };

@@ -4,6 +4,9 @@
  * @module
  */
 import { jsonCodec, parseJson, type Channel, type Position, type ServerFrame, type SubscribeResult } from '@tidings/protocol';
+import { rmSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
 import WebSocket from 'ws';
 import { createGateway } from './gateway.js';
 import { createLogger } from './log.js';
@@ -39,7 +42,15 @@ async function serve(flags: Record<string, string>): Promise<void> {
   say(`Tidings listening on ${info.url} (WebSocket ${info.url.replace(/^http/, 'ws')}/ws, SSE /sse, long polling /poll)\n`);
   if (options.demo) say(`Demo: open ${info.url}/ in two tabs\n`);
   if (gateway.apiKeyGenerated) {
-    say(`No API key configured; generated one for this run: ${gateway.apiKey}\n(set TIDINGS_API_KEY to choose your own)\n`);
+    // A secret never goes to a log: shown once on a terminal, else written to a file only the user can read.
+    if (process.stdout.isTTY) {
+      say(`No API key configured; generated one for this run (shown once): ${gateway.apiKey}\n(set TIDINGS_API_KEY to choose your own)\n`);
+    } else {
+      const file = process.env.TIDINGS_API_KEY_FILE ?? join(tmpdir(), `tidings-api-key-${info.port}`);
+      rmSync(file, { force: true });
+      writeFileSync(file, `${gateway.apiKey}\n`, { mode: 0o600, flag: 'wx' });
+      say(`No API key configured; generated one for this run and wrote it to ${file} (mode 0600)\n(set TIDINGS_API_KEY to choose your own)\n`);
+    }
   }
   const stop = (signal: string): void => {
     say(`${signal}: draining connections\n`);
