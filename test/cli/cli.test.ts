@@ -139,6 +139,9 @@ describe('the published package', () => {
       git.on('exit', () => resolve(out.trim()));
     });
     expect(tracked).toBe('packages/server/bin/tidings.js');
+    // npm ci links bins as the lockfile records them: it must name the same file.
+    const lock = JSON.parse(readFileSync(join(root, 'package-lock.json'), 'utf8')) as { packages: Record<string, { bin?: Record<string, string> }> };
+    expect(lock.packages['packages/server']?.bin).toEqual({ tidings: bin.replace(/^\.\//, '') });
     // `npm ci` runs the root's prepare, which builds what the bin runs; `npm start` builds only the server.
     const scripts = (JSON.parse(readFileSync(join(root, 'package.json'), 'utf8')) as { scripts: Record<string, string> }).scripts;
     expect(scripts.prepare).toBe('tsc -b packages/server');

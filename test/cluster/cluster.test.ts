@@ -74,6 +74,22 @@ async function publishSteadily(cluster: Cluster, channel: string, from: number, 
   }
 }
 
+/** Waits until every node answers /readyz 200 (its broker is up). */
+async function waitReady(cluster: Cluster): Promise<void> {
+  const deadline = Date.now() + 20_000;
+  for (const node of cluster.nodes) {
+    for (;;) {
+      const ok = await fetch(`${node.url}/readyz`).then(
+        (r) => r.status === 200,
+        () => false,
+      );
+      if (ok) break;
+      if (Date.now() > deadline) throw new Error(`${node.id} not ready within 20 s`);
+      await sleep(100);
+    }
+  }
+}
+
 describe.each(BROKERS)('a cluster of three nodes on %s behind nginx', (_kind, startBroker) => {
   let broker: BrokerServer;
   let cluster: Cluster;
@@ -175,6 +191,8 @@ describe.each(BROKERS)('a cluster of three nodes on %s behind nginx', (_kind, st
   }, 90_000);
 
   it('publishes once when two nodes race one idempotency key', async () => {
+    // After the broker restart above, every node is back on the broker before the race starts.
+    await waitReady(cluster);
     const c = channel('race');
     const [a, b] = cluster.nodes;
     const results = await Promise.all(
