@@ -59,6 +59,8 @@ export interface AdmissionOptions {
   readonly trustProxy: boolean;
   /** True while the gateway drains: new streams and upgrades are refused with 503. */
   readonly draining: () => boolean;
+  /** A coded refusal (bad input, auth, limits): logged at a low level with its code. */
+  readonly refused?: (code: string, context: Record<string, unknown>) => void;
   /** An error that is not a coded refusal: a bug. Log it with its context and count it. */
   readonly unexpected: (err: unknown, context: Record<string, unknown>) => void;
 }
@@ -276,6 +278,7 @@ export class Admission {
 
   #refuse(req: IncomingMessage, res: ServerResponse, err: unknown, path: string): void {
     if (!(err instanceof TidingsError)) this.opts.unexpected(err, { method: req.method, path });
+    else this.opts.refused?.(err.code, { method: req.method, path: path.slice(0, 100) });
     // A body left unread is not worth reading: close once the answer is out, instead of draining it.
     // (The response lets go of its socket when it finishes, so hold on to it here.)
     const { socket } = req;
@@ -285,6 +288,7 @@ export class Admission {
 
   #refuseSocket(socket: Duplex, err: unknown, req: IncomingMessage): void {
     if (!(err instanceof TidingsError)) this.opts.unexpected(err, { method: req.method, upgrade: true });
+    else this.opts.refused?.(err.code, { method: req.method, upgrade: true });
     refuseOnSocket(socket, err instanceof TidingsError ? err : new TidingsError('internal', 'internal error'));
   }
 }

@@ -150,6 +150,7 @@ export class Gateway {
   readonly #presence: Presence;
   readonly #control: Control;
   readonly #authorize: HooksHolder;
+  #listeningAt: number | undefined;
   /** Event-loop delay since the last `/healthz` (10 ms resolution). */
   readonly #loop: IntervalHistogram = monitorEventLoopDelay({ resolution: 10 });
   readonly #ws: WebSocketTransport;
@@ -228,6 +229,7 @@ export class Gateway {
       this.#sessions.set(session, transport);
       this.#byId.set(session.id, session);
       this.metrics.connectionOpened(transport);
+      this.log.debug({ session: session.id, transport, user: identity.user || undefined }, 'connect');
       session.watchExpiry();
       return session;
     };
@@ -328,6 +330,7 @@ export class Gateway {
       trustProxy: options.trustProxy,
       draining,
       unexpected: (err, context) => this.#unexpected(context.upgrade === true ? 'upgrade' : 'request', err, context),
+      refused: (code, context) => this.log.debug({ code, ...context }, 'refused'),
     });
 
     this.server = createServer(
@@ -385,7 +388,10 @@ export class Gateway {
     });
     const addr = this.server.address() as AddressInfo;
     const shown = host === '0.0.0.0' || host === '::' ? 'localhost' : host;
-    return { host: addr.address, port: addr.port, url: `http://${shown.includes(':') ? `[${shown}]` : shown}:${addr.port}` };
+    const url = `http://${shown.includes(':') ? `[${shown}]` : shown}:${addr.port}`;
+    this.#listeningAt = Date.now();
+    this.log.info({ url, node: this.nodeId, broker: this.options.broker.replace(/\/\/[^@/]*@/, '//***@') }, 'listening');
+    return { host: addr.address, port: addr.port, url };
   }
 
   /** Connected sessions per transport. */
@@ -408,7 +414,7 @@ export class Gateway {
   }
 
   #onBrokerStatus(status: BrokerStatus, reason: string): void {
-    if (status !== this.#brokerStatus) this.log.info({ status, reason }, 'broker status');
+    if (status !== this.#brokerStatus) this.log[status === 'down' ? 'warn' : 'info']({ status, reason }, 'broker status');
     this.#brokerStatus = status === 'reset' ? 'up' : status;
     this.#brokerReason = reason;
     this.#hub.onStatus(status);
@@ -432,7 +438,9 @@ export class Gateway {
    * broker. Calling it again returns the same promise.
    */
   close(): Promise<void> {
-    this.#closing ??= this.#close();
+    this.#closing ??= this.#close().then(() => {
+      this.log.info({ node: this.nodeId, upMs: this.#listeningAt === undefined ? 0 : Date.now() - this.#listeningAt }, 'stopped');
+    });
     return this.#closing;
   }
 
@@ -518,6 +526,12 @@ export class Gateway {
     this.#sessions.delete(session);
     this.#byId.delete(session.id);
     this.metrics.connectionClosed(transport);
+    const reason = session.closedAs ?? 'client_gone';
+    // A shed slow consumer is worth an operator's attention; ordinary comings and goings are debug.
+    this.log[reason === 'slow_consumer' ? 'info' : 'debug'](
+      { session: session.id, transport, user: session.identity.user || undefined, durationMs: Date.now() - session.openedAt, reason },
+      'disconnect',
+    );
   }
 
   /** A bug: logged with its context and counted; the client got a coded `internal` error. */

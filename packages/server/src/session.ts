@@ -129,6 +129,10 @@ export class Session implements Attachment {
   #closed = false;
   #entry: PresenceEntry | undefined;
   #identity: Identity;
+  /** Why the server closed the session; undefined while open, or when the client went away first. */
+  closedAs: CloseName | undefined;
+  /** When the session opened (ms since the epoch). */
+  readonly openedAt = Date.now();
   /** The warning before the token expires, then the close at expiry. */
   #expiryTimer: ClockTimer | undefined;
 
@@ -378,6 +382,7 @@ export class Session implements Attachment {
   close(name: CloseName, reason: string): void {
     if (this.#closed) return;
     if (name === 'slow_consumer') this.ctx.metrics.dropped('slow_consumer');
+    this.closedAs = name;
     this.detach();
     this.sink.close(name, reason);
   }
