@@ -9,7 +9,8 @@ import { spawn, type ChildProcess } from 'node:child_process';
 import { fileURLToPath } from 'node:url';
 import type { PublishRequest, PublishResult } from '@tidings/protocol';
 import { postOnce, TEST_API_KEY } from './gateway.js';
-import { freePort, startClusterNginx, type Nginx } from './nginx.js';
+import { startClusterNginx, type Nginx } from './nginx.js';
+import { freePort } from './ports.js';
 
 const CLI = fileURLToPath(new URL('../../server/dist/cli.js', import.meta.url));
 

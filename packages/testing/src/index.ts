@@ -6,6 +6,7 @@ export * from './chromium.js';
 export * from './faulty-broker.js';
 export * from './proxy.js';
 export * from './nginx.js';
+export * from './ports.js';
 export * from './wait.js';
 export * from './commands.js';
 export * from './raw-http.js';

@@ -7,9 +7,10 @@
  */
 import { spawn, type ChildProcess } from 'node:child_process';
 import { mkdtempSync, rmSync } from 'node:fs';
-import { createConnection, createServer } from 'node:net';
+import { createConnection } from 'node:net';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
+import { freePort } from './ports.js';
 
 /** The nats-server binary: `TIDINGS_NATS_SERVER` or the Debian path. */
 export const NATS_SERVER_BIN = process.env.TIDINGS_NATS_SERVER ?? '/usr/sbin/nats-server';
@@ -44,17 +45,6 @@ function track(child: ChildProcess): void {
   });
 }
 
-function freePort(): Promise<number> {
-  return new Promise((resolve, reject) => {
-    const s = createServer();
-    s.once('error', reject);
-    s.listen(0, '127.0.0.1', () => {
-      const address = s.address();
-      const port = typeof address === 'object' && address !== null ? address.port : 0;
-      s.close(() => resolve(port));
-    });
-  });
-}
 
 /** Resolves when something accepts TCP connections on the port. */
 function accepts(port: number): Promise<boolean> {

@@ -10,10 +10,10 @@
  */
 import { spawn, type ChildProcess } from 'node:child_process';
 import { mkdtempSync, rmSync, writeFileSync, mkdirSync } from 'node:fs';
-import { createServer } from 'node:net';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
+import { freePort } from './ports.js';
 
 export type NginxMode = 'strip-upgrade' | 'buffer';
 
@@ -26,18 +26,6 @@ export interface Nginx {
 /** The nginx binary: `TIDINGS_NGINX` or the Debian path. */
 export const NGINX_BIN = process.env.TIDINGS_NGINX ?? '/usr/sbin/nginx';
 
-/** A port nobody listens on right now (127.0.0.1). */
-export function freePort(): Promise<number> {
-  return new Promise((resolve, reject) => {
-    const s = createServer();
-    s.once('error', reject);
-    s.listen(0, '127.0.0.1', () => {
-      const address = s.address();
-      const port = typeof address === 'object' && address !== null ? address.port : 0;
-      s.close(() => resolve(port));
-    });
-  });
-}
 
 function config(dir: string, port: number, upstream: number, mode: NginxMode): string {
   const buffering =

@@ -10,9 +10,10 @@
  */
 import { spawn, type ChildProcess } from 'node:child_process';
 import { mkdtempSync, rmSync } from 'node:fs';
-import { connect, createServer } from 'node:net';
+import { connect } from 'node:net';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
+import { freePort } from './ports.js';
 
 /** The redis-server binary: `TIDINGS_REDIS` or the one on PATH. */
 export const REDIS_BIN = process.env.TIDINGS_REDIS ?? 'redis-server';
@@ -43,17 +44,6 @@ export interface RedisServer {
   readonly running: boolean;
 }
 
-function freePort(): Promise<number> {
-  return new Promise((resolve, reject) => {
-    const s = createServer();
-    s.once('error', reject);
-    s.listen(0, '127.0.0.1', () => {
-      const address = s.address();
-      const port = typeof address === 'object' && address !== null ? address.port : 0;
-      s.close(() => resolve(port));
-    });
-  });
-}
 
 function encode(args: ReadonlyArray<string | number>): Buffer {
   const parts: Buffer[] = [Buffer.from(`*${args.length}\r\n`)];

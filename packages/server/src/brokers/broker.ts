@@ -187,3 +187,9 @@ export interface Broker extends PresenceStore {
   tops(channels: readonly Channel[]): Promise<Map<Channel, Position>>;
   close(): Promise<void>;
 }
+
+/** The little logging a networked broker does (pino's Logger fits). */
+export interface BrokerLogger {
+  warn(obj: object, msg: string): void;
+  info(obj: object, msg: string): void;
+}

@@ -99,6 +99,7 @@ import type {
   Broker,
   BrokerCapabilities,
   BrokerHandlers,
+  BrokerLogger,
   BrokerSettings,
   EvictionReason,
   HistoryPage,
@@ -127,11 +128,8 @@ import {
 import { NatsPresence } from './nats-presence.js';
 import { readAll, type Delivered } from './nats-read.js';
 
-/** The little logging the broker does (pino's Logger fits). */
-export interface NatsBrokerLogger {
-  warn(obj: object, msg: string): void;
-  info(obj: object, msg: string): void;
-}
+/** The little logging the broker does. */
+export type NatsBrokerLogger = BrokerLogger;
 
 /** Points where tests make the broker fail the way a dying node would. */
 export interface NatsBrokerFaults {

@@ -94,6 +94,7 @@ import type {
   Broker,
   BrokerCapabilities,
   BrokerHandlers,
+  BrokerLogger,
   BrokerSettings,
   HistoryPage,
   PresenceEntry,
@@ -106,11 +107,8 @@ import { bucketOf, deriveEpoch, GENERATION_BUCKETS, newLife } from './epochs.js'
 import { RedisFeed, type FeedRoute } from './redis-feed.js';
 import { scriptSources, type ScriptSources } from './redis-scripts.js';
 
-/** The little logging the broker does (pino's Logger fits). */
-export interface RedisBrokerLogger {
-  warn(obj: object, msg: string): void;
-  info(obj: object, msg: string): void;
-}
+/** The little logging the broker does. */
+export type RedisBrokerLogger = BrokerLogger;
 
 /** Options of the Redis broker. */
 export interface RedisBrokerOptions {
