@@ -25,7 +25,7 @@ import { bothHooks, loadHooks, proxyHooks, type AuthorizeHooks, type HooksHolder
 import { systemClock, type Clock } from './clock.js';
 import { NatsBroker } from './brokers/nats.js';
 import { CommandHandler, DuplexSession, type RpcHandlers } from './commands.js';
-import { demoPage } from './http/demo.js';
+import { demoPage, publicFile } from './http/demo.js';
 import { answerAsPlain, wantsWebSocket } from './http/plain-upgrade.js';
 import { handlePresence } from './http/presence.js';
 import { handlePublish } from './http/publish.js';
@@ -319,6 +319,7 @@ export class Gateway {
     ]);
     if (options.demo) {
       for (const path of ['/', '/index.html']) routes.set(path, { access: 'public', transport: 'http', GET: (_req, res) => demoPage(res) });
+      routes.set('/tidings-client.js', { access: 'public', transport: 'http', GET: (_req, res) => publicFile(res, 'tidings-client.js') });
     }
     const admission = new Admission(routes, {
       auth,
