@@ -142,9 +142,10 @@ describe('the published package', () => {
     // npm ci links bins as the lockfile records them: it must name the same file.
     const lock = JSON.parse(readFileSync(join(root, 'package-lock.json'), 'utf8')) as { packages: Record<string, { bin?: Record<string, string> }> };
     expect(lock.packages['packages/server']?.bin).toEqual({ tidings: bin.replace(/^\.\//, '') });
-    // `npm ci` runs the root's prepare, which builds what the bin runs; `npm start` builds only the server.
+    // `npm ci` runs the root's prepare, which builds what the bin runs (the server and the client
+    // bundle it serves); `npm start` builds only those too.
     const scripts = (JSON.parse(readFileSync(join(root, 'package.json'), 'utf8')) as { scripts: Record<string, string> }).scripts;
-    expect(scripts.prepare).toBe('tsc -b packages/server');
+    expect(scripts.prepare).toBe('tsc -b packages/server && node scripts/bundle-client.mjs');
     expect(scripts.start).toMatch(/^tsc -b packages\/server && /);
     const help = run([], {});
     expect(await help.exited).toBe(0);

@@ -48,4 +48,26 @@ describe('graceful drain', () => {
       expect(s.events.find((e) => e.event === 'tidings:error')?.data).toContain('"code":"restart"');
     }
   }, 15_000);
+
+  it('with drainDelay, fails /readyz at once but keeps serving (new connections too) until the delay is over, then drains', async () => {
+    const gw = await startGateway({ drainDelay: 800, drainWindow: 0, shutdownTimeout: 3000 });
+    const early = await RawWsClient.connect(gw.wsUrl);
+    cleanup.push(() => early.terminate());
+    const started = Date.now();
+    const closing = gw.gateway.close();
+    const ready = await fetch(`${gw.url}/readyz`);
+    expect(ready.status).toBe(503);
+    expect(await ready.json()).toMatchObject({ ready: false, reason: 'draining' });
+    // Still served during the delay: the load balancer has not noticed yet, so its clients are taken.
+    expect(await attemptSubscribe(gw.url, 'websocket', 'news')).toMatchObject({ result: 'subscribed' });
+    expect(await attemptSubscribe(gw.url, 'sse', 'news')).toMatchObject({ result: 'subscribed' });
+    expect(early.closeCode).toBeUndefined();
+    expect((await postOnce(`${gw.url}/api/publish`, JSON.stringify({ channel: 'news', data: 'during the delay' }))).status).toBe(200);
+    await closing;
+    const took = Date.now() - started;
+    // The drain began only after the delay, and the client was told to come back (4000).
+    expect(took).toBeGreaterThanOrEqual(800);
+    expect(took).toBeLessThan(3800);
+    expect(early.closeCode).toBe(4000);
+  }, 15_000);
 });

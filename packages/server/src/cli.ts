@@ -35,7 +35,7 @@ async function serve(flags: Record<string, string>): Promise<void> {
     if (err instanceof ConfigError) fail(err.message);
     throw err;
   }
-  const logger = createLogger(options.logLevel);
+  const logger = createLogger(options.logLevel, options.logFormat);
   const gateway = createGateway(options, { logger });
   installProcessNet(logger, (site) => gateway.metrics.unexpectedError(site));
   const info = await gateway.listen();

@@ -226,6 +226,7 @@ export class CommandHandler {
 
   #fail(id: RequestId | undefined, err: unknown): void {
     if (!(err instanceof TidingsError)) this.onInternalError(err);
+    else this.session.ctx.metrics.refused(err.code);
     if (this.session.closed) return;
     const error = errorBody(err);
     this.send(id === undefined ? { type: 'error', error } : { type: 'error', id, error });

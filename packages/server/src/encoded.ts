@@ -17,7 +17,14 @@ export class EncodedPublication {
   #entry: string | undefined;
   #sseSingle: Buffer | undefined;
 
-  constructor(pub: Publication) {
+  /**
+   * @param arrivedAt when the publication reached this node (`performance.now()`), for the delivery
+   * latency metric; negative (the default) for one replayed from history.
+   */
+  constructor(
+    pub: Publication,
+    readonly arrivedAt = -1,
+  ) {
     this.pub = pub;
   }
 

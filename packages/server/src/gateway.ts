@@ -10,6 +10,7 @@ import { monitorEventLoopDelay, type IntervalHistogram } from 'node:perf_hooks';
 import { createServer, type IncomingMessage, type Server, type ServerResponse } from 'node:http';
 import type { AddressInfo, Socket } from 'node:net';
 import type { Duplex } from 'node:stream';
+import type { Registry } from 'prom-client';
 import { TidingsError, type Channel, type CloseName, type PresenceResult } from '@tidings/protocol';
 import { Admission, clientAddress, refuseOnSocket, type Route } from './admission.js';
 import { openAuth, type Authenticator, type Identity, type TransportName } from './auth.js';
@@ -33,8 +34,9 @@ import { handleRefresh } from './http/refresh.js';
 import { readJson, sendJson } from './http/respond.js';
 import { handleRpc } from './http/rpc.js';
 import { Hub } from './hub.js';
-import { createLogger, type Logger } from './log.js';
+import { createLogger, sampledLog, type Logger } from './log.js';
 import { CounterMetrics, type ErrorSite, type Metrics } from './metrics.js';
+import { prometheusRegistry } from './prometheus.js';
 import { ConfigError, resolveOptions, type GatewayConfig, type GatewayOptions } from './options.js';
 import { listPresence, Presence } from './presence.js';
 import { Publisher } from './publisher.js';
@@ -62,6 +64,8 @@ export interface ListenInfo {
   readonly host: string;
   readonly port: number;
   readonly url: string;
+  /** The port `/metrics` is served on, when it has one of its own (`metricsPort`). */
+  readonly metricsPort?: number;
 }
 
 /** What the gateway holds right now (for health checks, leak checks and tests). */
@@ -166,12 +170,18 @@ export class Gateway {
   #brokerStatus: BrokerStatus = 'down';
   #brokerReason = 'not started';
   #closing: Promise<void> | undefined;
+  /** Set once the drain begins (after `drainDelay`): new connections are refused from then on. */
+  #draining = false;
+  /** The Prometheus registry, made at the first scrape. */
+  #registry: Registry | undefined;
+  /** The listener of `/metrics` when it has a port of its own. */
+  #metricsServer: Server | undefined;
 
   constructor(config: GatewayConfig = {}, parts: GatewayParts = {}) {
     const options = (this.options = resolveOptions(config));
     this.apiKeyGenerated = options.apiKey === undefined;
     this.apiKey = options.apiKey ?? randomBytes(24).toString('base64url');
-    this.log = parts.logger ?? createLogger(options.logLevel);
+    this.log = parts.logger ?? createLogger(options.logLevel, options.logFormat);
     this.metrics = parts.metrics ?? new CounterMetrics();
     this.nodeId = options.nodeId ?? randomBytes(4).toString('hex');
     this.#ownsBroker = parts.broker === undefined;
@@ -191,7 +201,7 @@ export class Gateway {
     });
     const proxy = options.auth.proxy === undefined ? undefined : proxyHooks(options.auth.proxy.url, options.auth.proxy.timeout);
     const authorize: HooksHolder = (this.#authorize = { hooks: bothHooks(parts.authorize, proxy) });
-    const publisher = new Publisher(this.#broker, options, auth, this.metrics, authorize);
+    const publisher = new Publisher(this.#broker, options, auth, this.metrics, authorize, sampledLog(this.log, options.logSampleRate));
     this.#presence = new Presence(this.#broker, options.presenceTtl, (err, channel) => this.log.error({ err, channel }, 'presence error'));
     this.#control = new Control(
       this.#broker,
@@ -225,7 +235,7 @@ export class Gateway {
         listPresence(broker, options, auth, channel, identity);
 
     const open = (transport: TransportName, sink: Sink, identity: Identity): Session => {
-      const session: Session = new Session(ctx, sink, identity, () => this.#untrack(session));
+      const session: Session = new Session(ctx, sink, identity, () => this.#untrack(session), transport);
       this.#sessions.set(session, transport);
       this.#byId.set(session.id, session);
       this.metrics.connectionOpened(transport);
@@ -233,7 +243,7 @@ export class Gateway {
       session.watchExpiry();
       return session;
     };
-    const draining = (): boolean => this.#closing !== undefined;
+    const draining = (): boolean => this.#draining;
     const connector: Connector = {
       open: (transport: StreamTransport, sink: Sink, identity: Identity) => open(transport, sink, identity),
       openDuplex: (sink: DuplexSink, identity: Identity) => {
@@ -317,6 +327,7 @@ export class Gateway {
       ],
       ['/readyz', { access: 'public', transport: 'http', GET: (_req, res) => this.#readiness(res) }],
     ]);
+    if (options.metrics && options.metricsPort === 0) routes.set('/metrics', { access: 'public', transport: 'http', GET: (_req, res) => this.#scrape(res) });
     if (options.demo) {
       for (const path of ['/', '/index.html']) routes.set(path, { access: 'public', transport: 'http', GET: (_req, res) => demoPage(res) });
       routes.set('/tidings-client.js', { access: 'public', transport: 'http', GET: (_req, res) => publicFile(res, 'tidings-client.js') });
@@ -331,7 +342,10 @@ export class Gateway {
       trustProxy: options.trustProxy,
       draining,
       unexpected: (err, context) => this.#unexpected(context.upgrade === true ? 'upgrade' : 'request', err, context),
-      refused: (code, context) => this.log.debug({ code, ...context }, 'refused'),
+      refused: (code, context) => {
+        this.metrics.refused(code);
+        this.log.debug({ code, ...context }, 'refused');
+      },
     });
 
     this.server = createServer(
@@ -388,11 +402,61 @@ export class Gateway {
       });
     });
     const addr = this.server.address() as AddressInfo;
+    const metricsPort = this.options.metrics && this.options.metricsPort > 0 ? await this.#listenMetrics(this.options.metricsPort, host) : undefined;
     const shown = host === '0.0.0.0' || host === '::' ? 'localhost' : host;
     const url = `http://${shown.includes(':') ? `[${shown}]` : shown}:${addr.port}`;
     this.#listeningAt = Date.now();
     this.log.info({ url, node: this.nodeId, broker: this.options.broker.replace(/\/\/[^@/]*@/, '//***@') }, 'listening');
-    return { host: addr.address, port: addr.port, url };
+    return { host: addr.address, port: addr.port, url, ...(metricsPort === undefined ? {} : { metricsPort }) };
+  }
+
+  /** Serves `/metrics` alone on a port of its own (every other path: 404). */
+  async #listenMetrics(port: number, host: string): Promise<number> {
+    const server = (this.#metricsServer ??= createServer((req, res) => {
+      if (req.method === 'GET' && (req.url ?? '').split('?')[0] === '/metrics') this.#scrape(res);
+      else sendJson(res, 404, { error: { code: 'not_found', message: 'only GET /metrics is served on this port' } });
+    }));
+    if (!server.listening) {
+      await new Promise<void>((resolve, reject) => {
+        server.once('error', reject);
+        server.listen(port, host, () => {
+          server.off('error', reject);
+          resolve();
+        });
+      });
+    }
+    return (server.address() as AddressInfo).port;
+  }
+
+  /** Answers a Prometheus scrape; 404 when the host supplied its own {@link Metrics}, which the exporter cannot read. */
+  #scrape(res: ServerResponse): void {
+    const m = this.metrics;
+    if (!(m instanceof CounterMetrics)) {
+      sendJson(res, 404, { error: { code: 'not_found', message: 'metrics are kept by the host application' } });
+      return;
+    }
+    this.#registry ??= prometheusRegistry(m, {
+      node: this.nodeId,
+      subscriptions: () => this.#hub.stats().subscribers,
+      channels: () => this.#hub.channelCount,
+      bufferedBytes: () => {
+        let bytes = 0;
+        for (const session of this.#sessions.keys()) bytes += session.sink.bufferedBytes;
+        return bytes;
+      },
+      presenceEntries: () => this.#presence.size,
+    });
+    const registry = this.#registry;
+    registry.metrics().then(
+      (text) => {
+        res.writeHead(200, { 'content-type': registry.contentType, 'cache-control': 'no-store' });
+        res.end(text);
+      },
+      (err: unknown) => {
+        this.#unexpected('request', err, { path: '/metrics' });
+        if (!res.headersSent) sendJson(res, 500, { error: { code: 'internal', message: 'metrics failed' } });
+      },
+    );
   }
 
   /** Connected sessions per transport. */
@@ -415,6 +479,7 @@ export class Gateway {
   }
 
   #onBrokerStatus(status: BrokerStatus, reason: string): void {
+    this.metrics.brokerStatus(status);
     if (status !== this.#brokerStatus) this.log[status === 'down' ? 'warn' : 'info']({ status, reason }, 'broker status');
     this.#brokerStatus = status === 'reset' ? 'up' : status;
     this.#brokerReason = reason;
@@ -446,6 +511,9 @@ export class Gateway {
   }
 
   async #close(): Promise<void> {
+    // Not ready at once (the load balancer stops sending new clients), while everything else goes on.
+    if (this.options.drainDelay > 0) await new Promise((r) => setTimeout(r, this.options.drainDelay));
+    this.#draining = true;
     this.#loop.disable();
     for (const t of this.#timers) clearInterval(t);
     this.#timers = [];
@@ -471,6 +539,13 @@ export class Gateway {
     } finally {
       clearInterval(idle);
       clearTimeout(deadline);
+    }
+    if (this.#metricsServer !== undefined) {
+      const metricsServer = this.#metricsServer;
+      await new Promise<void>((resolve) => {
+        metricsServer.close(() => resolve());
+        metricsServer.closeAllConnections();
+      });
     }
     await this.#control.stop().catch(() => undefined);
     this.#hub.close();
@@ -526,8 +601,8 @@ export class Gateway {
     if (transport === undefined) return;
     this.#sessions.delete(session);
     this.#byId.delete(session.id);
-    this.metrics.connectionClosed(transport);
     const reason = session.closedAs ?? 'client_gone';
+    this.metrics.connectionClosed(transport, reason);
     // A shed slow consumer is worth an operator's attention; ordinary comings and goings are debug.
     this.log[reason === 'slow_consumer' ? 'info' : 'debug'](
       { session: session.id, transport, user: session.identity.user || undefined, durationMs: Date.now() - session.openedAt, reason },

@@ -233,7 +233,7 @@ export class Hub {
   #fanOut(member: Member, pub: Publication): void {
     member.last = pub.position;
     if (member.subscribers.size === 0) return;
-    const enc = new EncodedPublication(pub);
+    const enc = new EncodedPublication(pub, performance.now());
     for (const sub of member.subscribers) sub.receive(enc);
   }
 

@@ -1,12 +1,30 @@
 /**
- * The gateway's logger: pino, JSON lines on stdout.
+ * The gateway's logger: pino, JSON lines on stdout, or pretty for people on a terminal; and sampling
+ * for per-message records, which would otherwise be as many as the messages.
  * @module
  */
 import { pino, type Logger } from 'pino';
+import pretty from 'pino-pretty';
 
 export type { Logger };
 
-/** A logger at `level` (`silent` disables output). */
-export function createLogger(level: string): Logger {
-  return pino({ name: 'tidings', level });
+/** `json` lines, `pretty`, or `auto`: pretty when stdout is a terminal. */
+export type LogFormat = 'auto' | 'json' | 'pretty';
+
+/** A logger at `level` (`silent` disables output) in `format`. */
+export function createLogger(level: string, format: LogFormat = 'json'): Logger {
+  const tty = process.stdout.isTTY === true;
+  if (format === 'json' || (format === 'auto' && !tty)) return pino({ name: 'tidings', level });
+  // Synchronous: a terminal is slow anyway, and nothing is lost when the process exits.
+  return pino({ name: 'tidings', level }, pretty({ sync: true, colorize: tty, translateTime: 'SYS:HH:MM:ss.l', ignore: 'pid,hostname,name' }));
+}
+
+/** Writes a per-message record at debug for a `rate` share of calls (0: none; 1: all). */
+export type SampledLog = (record: Record<string, unknown>, msg: string) => void;
+
+/** A {@link SampledLog} on `log`: nothing at all while debug is off, so the hot path pays one check. */
+export function sampledLog(log: Logger, rate: number, random: () => number = Math.random): SampledLog {
+  return (record, msg) => {
+    if (rate > 0 && log.isLevelEnabled('debug') && random() < rate) log.debug({ ...record, sampled: rate }, msg);
+  };
 }

@@ -105,6 +105,16 @@ export interface GatewayOptions {
   readonly maxBadFrames: number;
   /** Pino log level, or `silent`. */
   readonly logLevel: string;
+  /** `json` lines, `pretty` (colored, for people), or `auto`: pretty on a terminal, JSON otherwise. */
+  readonly logFormat: 'auto' | 'json' | 'pretty';
+  /** Share of per-message records (publications, dropped messages) written at debug: 0 none, 1 every one. */
+  readonly logSampleRate: number;
+  /** Serve Prometheus metrics at `GET /metrics`. */
+  readonly metrics: boolean;
+  /** A port of its own for `/metrics` (then not served on the main port); 0: the main port. */
+  readonly metricsPort: number;
+  /** A token that opens `/admin` (the API key always does); undefined: only the API key. */
+  readonly adminToken: string | undefined;
   /** Serve the demo page and its namespaces (`demo`, `typing`), where anonymous clients may publish. */
   readonly demo: boolean;
   /** Total bytes the in-memory broker may hold in history and idempotency keys; past it, publishes are refused (`storage_full`). */
@@ -123,6 +133,11 @@ export interface GatewayOptions {
    * `shutdownTimeout` is used, so the rest finishes in time.
    */
   readonly drainWindow: number;
+  /**
+   * On SIGTERM, `/readyz` answers 503 at once and everything else is served as usual for this long (ms),
+   * so load balancers and Kubernetes take the node out of rotation before the drain begins.
+   */
+  readonly drainDelay: number;
   /**
    * Where positions, history and live traffic live: `memory` (one node, the default), `redis://host:port`
    * or `nats://host:port` (nodes sharing it form one cluster).
@@ -203,6 +218,11 @@ export const DEFAULTS: GatewayOptions = Object.freeze({
   pollTimeout: 25_000,
   maxBadFrames: 20,
   logLevel: 'info',
+  logFormat: 'auto',
+  logSampleRate: 0.01,
+  metrics: true,
+  metricsPort: 0,
+  adminToken: undefined,
   demo: false,
   maxHistoryBytes: 256 * 1024 * 1024,
   maxInflight: 64,
@@ -210,6 +230,7 @@ export const DEFAULTS: GatewayOptions = Object.freeze({
   requestTimeout: 30_000,
   shutdownTimeout: 10_000,
   drainWindow: 3000,
+  drainDelay: 0,
   broker: 'memory',
   nodeId: undefined,
   channelLinger: 10_000,
@@ -265,6 +286,8 @@ const NUMBER_LIMITS: Record<string, readonly [number, number]> = {
   requestTimeout: [100, 3_600_000],
   shutdownTimeout: [0, 600_000],
   drainWindow: [0, 600_000],
+  drainDelay: [0, 600_000],
+  metricsPort: [0, 65535],
   channelLinger: [0, 3_600_000],
   presenceTtl: [300, 3_600_000],
   maxConnections: [1, 10_000_000],
@@ -275,7 +298,8 @@ const NUMBER_LIMITS: Record<string, readonly [number, number]> = {
   maxPublishRate: [1, 10_000_000],
   maxChannelPublishRate: [0, 10_000_000],
 };
-const BOOLEANS = ['demo', 'trustProxy'];
+const BOOLEANS = ['demo', 'trustProxy', 'metrics'];
+const LOG_FORMATS = ['auto', 'json', 'pretty'];
 const BROKER_URL = /^(memory|(redis|rediss|nats|tls):\/\/\S+)$/;
 const NODE_ID = /^[A-Za-z0-9_-]{1,32}$/;
 const NS_LIMITS: Record<string, readonly [number, number]> = {
@@ -394,6 +418,14 @@ export function resolveOptions(config: GatewayConfig = {}): GatewayOptions {
   if (typeof merged.logLevel !== 'string' || !LOG_LEVELS.includes(merged.logLevel)) {
     problems.push(`logLevel must be one of ${LOG_LEVELS.join(', ')}`);
   }
+  if (typeof merged.logFormat !== 'string' || !LOG_FORMATS.includes(merged.logFormat)) problems.push(`logFormat must be one of ${LOG_FORMATS.join(', ')}`);
+  if (typeof merged.logSampleRate !== 'number' || !(merged.logSampleRate >= 0 && merged.logSampleRate <= 1)) {
+    problems.push(`logSampleRate must be a number from 0 to 1 (got ${JSON.stringify(merged.logSampleRate)})`);
+  }
+  if (merged.adminToken !== undefined && (typeof merged.adminToken !== 'string' || merged.adminToken.length < 16)) {
+    problems.push('adminToken must be a string of at least 16 characters');
+  }
+  if (merged.metricsPort !== 0 && merged.metricsPort === merged.port) problems.push('metricsPort must differ from port (0 serves /metrics on port)');
   for (const key of BOOLEANS) if (typeof merged[key] !== 'boolean') problems.push(`${key} must be true or false`);
   if (typeof merged.broker !== 'string' || !BROKER_URL.test(merged.broker)) {
     problems.push(`broker must be memory, redis://host:port or nats://host:port (got ${JSON.stringify(merged.broker)})`);
@@ -423,6 +455,8 @@ export const ENV_VARS = {
   TIDINGS_HOST: 'host',
   TIDINGS_API_KEY: 'apiKey',
   TIDINGS_LOG_LEVEL: 'logLevel',
+  TIDINGS_LOG_FORMAT: 'logFormat',
+  TIDINGS_ADMIN_TOKEN: 'adminToken',
   TIDINGS_BROKER: 'broker',
   TIDINGS_NODE_ID: 'nodeId',
   TIDINGS_ALLOWED_ORIGINS: 'allowedOrigins',
@@ -430,7 +464,7 @@ export const ENV_VARS = {
 
 function coerce(key: keyof GatewayOptions, text: string): unknown {
   const def = DEFAULTS[key];
-  if (typeof def === 'number') return /^-?\d+$/.test(text) ? Number(text) : text;
+  if (typeof def === 'number') return /^-?\d+(\.\d+)?$/.test(text) ? Number(text) : text;
   if (typeof def === 'boolean') return text === 'true' ? true : text === 'false' ? false : text;
   if (Array.isArray(def)) return text.split(',').map((s) => s.trim()).filter((s) => s !== '');
   return text;

@@ -6,7 +6,8 @@
 import { parseChannel, TidingsError, type Channel, type PublishRequest, type PublishResult } from '@tidings/protocol';
 import type { Identity, Authenticator } from './auth.js';
 import { ask, type HooksHolder } from './authorize.js';
-import type { Broker } from './brokers/broker.js';
+import type { Broker, PublishOutcome } from './brokers/broker.js';
+import type { SampledLog } from './log.js';
 import type { Metrics } from './metrics.js';
 import { KeyedBuckets, RetryLater, type TokenBucket } from './limits.js';
 import type { GatewayOptions, NamespaceOptions } from './options.js';
@@ -62,6 +63,7 @@ export class Publisher {
     private readonly auth: Authenticator,
     private readonly metrics: Metrics,
     private readonly authorize: HooksHolder = { hooks: undefined },
+    private readonly sampled: SampledLog = () => undefined,
   ) {
     this.#senders = new KeyedBuckets(options.maxPublishRate, options.maxPublishRate * 2, RATE_KEYS);
     const perChannel = options.maxChannelPublishRate;
@@ -109,13 +111,24 @@ export class Publisher {
     if (origin.kind === 'client' && publishHook !== undefined) {
       await ask(() => publishHook(origin.identity, req.channel, data), `publish to ${req.channel}`);
     }
-    const outcome = await this.broker.publish({
-      channel: req.channel,
-      data,
-      type: req.type,
-      idempotencyKey: req.idempotencyKey === undefined ? undefined : scopedKey(origin, req.idempotencyKey),
-    });
-    if (!outcome.duplicate) this.metrics.published(1);
+    const started = performance.now();
+    let outcome: PublishOutcome;
+    try {
+      outcome = await this.broker.publish({
+        channel: req.channel,
+        data,
+        type: req.type,
+        idempotencyKey: req.idempotencyKey === undefined ? undefined : scopedKey(origin, req.idempotencyKey),
+      });
+    } catch (err) {
+      this.metrics.brokerCall('publish', performance.now() - started, false);
+      throw err;
+    }
+    this.metrics.brokerCall('publish', performance.now() - started, true);
+    if (!outcome.duplicate) {
+      this.metrics.published(1);
+      this.sampled({ channel: req.channel, seq: outcome.position.seq, by: origin.kind, bytes: data.length }, 'published');
+    }
     return { channel: req.channel, position: outcome.position, duplicate: outcome.duplicate };
   }
 }

@@ -21,13 +21,13 @@ import {
   type Position,
   type RequestId,
 } from '@tidings/protocol';
-import type { Authenticator, Identity } from './auth.js';
+import type { Authenticator, Identity, TransportName } from './auth.js';
 import { ask, type HooksHolder } from './authorize.js';
 import { systemClock, type Clock, type ClockTimer } from './clock.js';
-import type { Broker, PresenceEntry, Publication } from './brokers/broker.js';
+import type { Broker, HistoryPage, PresenceEntry, Publication } from './brokers/broker.js';
 import { EncodedPublication, type EncodedPresence } from './encoded.js';
 import type { Hub, Subscriber } from './hub.js';
-import type { Metrics } from './metrics.js';
+import type { Metrics, ResumeOutcome } from './metrics.js';
 import type { Backpressure, GatewayOptions } from './options.js';
 import type { Presence } from './presence.js';
 import { namespaceOf } from './publisher.js';
@@ -137,11 +137,16 @@ export class Session implements Attachment {
   #expiryTimer: ClockTimer | undefined;
 
   /** `onDetached` runs once, when the session lets go of everything (closed by either side). */
+  /** Whether a subscription of this session resumed from a position yet (the first one counts a reconnect). */
+  #resumed = false;
+
+  /** `onDetached` runs once, when the session lets go of everything (closed by either side). */
   constructor(
     readonly ctx: SessionContext,
     readonly sink: Sink,
     identity: Identity,
     private readonly onDetached?: () => void,
+    readonly transport: TransportName = 'http',
   ) {
     this.#identity = identity;
     sessionCounter = (sessionCounter + 1) % Number.MAX_SAFE_INTEGER;
@@ -217,7 +222,7 @@ export class Session implements Attachment {
    * the start position, any gap, the missed publications and from then on live ones.
    */
   async subscribe(channel: Channel, since: Position | undefined, id?: RequestId): Promise<void> {
-    const { options, auth, hub, broker } = this.ctx;
+    const { options, auth, hub } = this.ctx;
     this.#refuseIfClosed(channel);
     const ns = namespaceOf(options, channel);
     if (!auth.canSubscribe(this.identity, channel)) throw new TidingsError('forbidden', `not allowed to subscribe to ${channel}`);
@@ -237,7 +242,7 @@ export class Session implements Attachment {
       await hub.join(channel, sub);
       this.#refuseIfClosed(channel);
       // Starting from now needs only the top position; resuming needs what history holds after `since`.
-      const page = await broker.history(channel, since, since === undefined || ns.ephemeral ? 0 : ns.historySize);
+      const page = await this.#history(channel, since, since === undefined || ns.ephemeral ? 0 : ns.historySize);
       this.#refuseIfClosed(channel);
       if (this.#subs.get(channel) !== sub) throw new TidingsError('not_subscribed', `unsubscribed from ${channel} while subscribing`);
       const buffered = sub.buffer ?? [];
@@ -245,6 +250,7 @@ export class Session implements Attachment {
       const plan = planResume(channel, since, page, buffered.map((e) => e.pub), ns.ephemeral);
       const start = since !== undefined && !ns.ephemeral ? since : page.top;
       this.sink.subscribed({ channel, position: start, recovered: plan.recovered }, id);
+      if (since !== undefined && !ns.ephemeral) this.#countResume(plan.recovered ? 'recovered' : (plan.steps.find((s) => s.gap !== undefined)?.gap?.reason ?? 'trimmed'));
       for (const step of plan.steps) {
         if (step.gap !== undefined) this.sink.gap(step.gap);
         else this.send(encOf.get(step.pub) ?? new EncodedPublication(step.pub), sub);
@@ -261,6 +267,27 @@ export class Session implements Attachment {
       hub.leave(channel, sub);
       throw err;
     }
+  }
+
+  /** A history read, timed for the broker metrics. */
+  async #history(channel: Channel, since: Position | undefined, limit: number): Promise<HistoryPage> {
+    const started = performance.now();
+    try {
+      const page = await this.ctx.broker.history(channel, since, limit);
+      this.ctx.metrics.brokerCall('history', performance.now() - started, true);
+      return page;
+    } catch (err) {
+      this.ctx.metrics.brokerCall('history', performance.now() - started, false);
+      throw err;
+    }
+  }
+
+  #countResume(outcome: ResumeOutcome): void {
+    const { metrics } = this.ctx;
+    metrics.resumed(this.transport, outcome);
+    // A poll carries its cursor every time; only a WebSocket or an SSE stream resuming is a reconnect.
+    if (!this.#resumed && (this.transport === 'websocket' || this.transport === 'sse')) metrics.reconnected(this.transport);
+    this.#resumed = true;
   }
 
   unsubscribe(channel: Channel): void {
@@ -290,7 +317,7 @@ export class Session implements Attachment {
       else this.close('slow_consumer', SLOW_CONSUMER);
       return;
     }
-    this.ctx.metrics.delivered(1);
+    this.ctx.metrics.delivered(enc.arrivedAt);
     this.sink.message(enc);
   }
 
@@ -347,7 +374,7 @@ export class Session implements Attachment {
         sent += 1;
         // The message JSON's length stands for its size on the wire (no per-session encoding).
         budget -= enc.json.length;
-        this.ctx.metrics.delivered(1);
+        this.ctx.metrics.delivered(enc.arrivedAt);
         this.sink.message(enc);
       }
       if (pending.size > 0) break;

@@ -21,3 +21,4 @@ export * from './nats.js';
 export * from './attempt.js';
 export * from './config.js';
 export * from './manual-clock.js';
+export * from './prometheus.js';

@@ -7,10 +7,10 @@
  */
 import { spawn, type ChildProcess } from 'node:child_process';
 import { mkdtempSync, rmSync } from 'node:fs';
-import { createConnection } from 'node:net';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { freePort } from './ports.js';
+import { accepts, exited, track } from './services.js';
 
 /** The nats-server binary: `TIDINGS_NATS_SERVER` or the Debian path. */
 export const NATS_SERVER_BIN = process.env.TIDINGS_NATS_SERVER ?? '/usr/sbin/nats-server';
@@ -29,38 +29,6 @@ export interface NatsServer {
   restart(opts?: { readonly keepStore?: boolean }): Promise<void>;
   /** Kills the server with SIGKILL (the store stays for a later `restart()`). */
   kill(): Promise<void>;
-}
-
-/** Servers running now: killed if the test process exits without stopping them (a crash, a failed hook). */
-const running = new Set<ChildProcess>();
-let exitHook = false;
-
-function track(child: ChildProcess): void {
-  running.add(child);
-  child.once('exit', () => running.delete(child));
-  if (exitHook) return;
-  exitHook = true;
-  process.once('exit', () => {
-    for (const c of running) c.kill('SIGKILL');
-  });
-}
-
-
-/** Resolves when something accepts TCP connections on the port. */
-function accepts(port: number): Promise<boolean> {
-  return new Promise((resolve) => {
-    const socket = createConnection({ host: '127.0.0.1', port });
-    socket.once('connect', () => {
-      socket.destroy();
-      resolve(true);
-    });
-    socket.once('error', () => resolve(false));
-  });
-}
-
-function exited(child: ChildProcess): Promise<void> {
-  if (child.exitCode !== null || child.signalCode !== null) return Promise.resolve();
-  return new Promise((resolve) => child.once('exit', () => resolve()));
 }
 
 /** Starts `nats-server -js` on a free port; resolves once it reports ready (JetStream included). */
