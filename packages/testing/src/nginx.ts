@@ -6,10 +6,14 @@
  * - `buffer`: also ignores `X-Accel-Buffering` and compresses responses, which holds a stream's
  *   small writes in the compressor, so SSE events never reach the client while long polls
  *   (complete responses) do. A compressing or buffering middlebox does exactly this in the wild.
+ *
+ * {@link startClusterNginx} runs the shipped cluster config (docs/deploy/nginx) instead, and
+ * {@link startTlsNginx} the same behind TLS with a throwaway self-signed certificate.
  * @module
  */
-import { spawn, type ChildProcess } from 'node:child_process';
-import { mkdtempSync, rmSync, writeFileSync, mkdirSync } from 'node:fs';
+import { execFileSync, spawn, type ChildProcess } from 'node:child_process';
+import { mkdtempSync, readFileSync, rmSync, writeFileSync, mkdirSync } from 'node:fs';
+import { get as httpsGet } from 'node:https';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
@@ -66,8 +70,9 @@ export const DEPLOY_NGINX_DIR = fileURLToPath(new URL('../../../docs/deploy/ngin
 /**
  * The outer config of a cluster: temp paths, the listen address and the upstream list are the test's;
  * everything else is the shipped `tidings-http.conf` and `tidings-locations.conf`, included unchanged.
+ * `listen` is the server block's head (the listen directive, and the certificate with TLS).
  */
-function clusterConfig(dir: string, port: number, upstreams: readonly number[]): string {
+function clusterConfig(dir: string, port: number, upstreams: readonly number[], listen = `listen 127.0.0.1:${port};`): string {
   return `
 daemon off;
 master_process off;
@@ -89,7 +94,7 @@ ${upstreams.map((p) => `    server 127.0.0.1:${p} max_fails=1 fail_timeout=2s;`)
     keepalive 64;
   }
   server {
-    listen 127.0.0.1:${port};
+    ${listen}
     include ${join(DEPLOY_NGINX_DIR, 'tidings-locations.conf')};
   }
 }
@@ -101,12 +106,109 @@ export function startClusterNginx(upstreamPorts: readonly number[]): Promise<Ngi
   return launch((dir, port) => clusterConfig(dir, port, upstreamPorts));
 }
 
+/** The openssl binary: `TIDINGS_OPENSSL` or the one on PATH. */
+export const OPENSSL_BIN = process.env.TIDINGS_OPENSSL ?? 'openssl';
+
+/** A self-signed certificate for `127.0.0.1` and `localhost`, valid for a day, written to a directory. */
+export interface ThrowawayCertificate {
+  /** Path of the certificate (PEM). */
+  readonly certificate: string;
+  /** Path of its private key (PEM, unencrypted). */
+  readonly key: string;
+  /** The certificate's PEM text: pass it as `ca` to trust exactly this certificate. */
+  readonly pem: string;
+}
+
+/** Writes a fresh P-256 key and a self-signed certificate for it into `dir` (the openssl command line). */
+export function throwawayCertificate(dir: string): ThrowawayCertificate {
+  const certificate = join(dir, 'cert.pem');
+  const key = join(dir, 'key.pem');
+  execFileSync(
+    OPENSSL_BIN,
+    [
+      'req', '-x509', '-newkey', 'ec', '-pkeyopt', 'ec_paramgen_curve:prime256v1', '-nodes', '-days', '1',
+      '-subj', '/CN=localhost', '-addext', 'subjectAltName=DNS:localhost,IP:127.0.0.1',
+      '-keyout', key, '-out', certificate,
+    ],
+    { stdio: ['ignore', 'ignore', 'pipe'] },
+  );
+  return { certificate, key, pem: readFileSync(certificate, 'utf8') };
+}
+
+/** nginx in front of a cluster over TLS: `url` is `https://127.0.0.1:<port>`. */
+export interface TlsNginx extends Nginx {
+  /** `wss://127.0.0.1:<port>/ws` */
+  readonly wsUrl: string;
+  /** The throwaway certificate nginx presents (PEM): pass it as `ca`. */
+  readonly ca: string;
+}
+
+/**
+ * The cluster config of {@link clusterConfig} behind TLS (HTTP/2 offered, as in the shipped
+ * nginx-tls.conf): the shipped `tidings-tls.conf` and `tidings-locations.conf`, included unchanged.
+ */
+function tlsConfig(dir: string, port: number, upstreams: readonly number[], cert: ThrowawayCertificate): string {
+  const listen = `listen 127.0.0.1:${port} ssl http2;
+    ssl_certificate ${cert.certificate};
+    ssl_certificate_key ${cert.key};
+    include ${join(DEPLOY_NGINX_DIR, 'tidings-tls.conf')};`;
+  return clusterConfig(dir, port, upstreams, listen);
+}
+
+/** Whether `/healthz` answers 200 over TLS, trusting only `ca`. */
+function tlsUp(port: number, ca: string): Promise<boolean> {
+  return new Promise((resolve) => {
+    const req = httpsGet({ host: '127.0.0.1', port, path: '/healthz', ca, agent: false }, (res) => {
+      res.resume();
+      resolve(res.statusCode === 200);
+    });
+    req.on('error', () => resolve(false));
+    req.setTimeout(1000, () => req.destroy());
+  });
+}
+
+/**
+ * Starts nginx with the shipped TLS setup in front of gateway nodes on `upstreamPorts`, presenting a
+ * throwaway self-signed certificate for 127.0.0.1 made for this run; `close()` removes it too.
+ */
+export async function startTlsNginx(upstreamPorts: readonly number[]): Promise<TlsNginx> {
+  const certDir = mkdtempSync(join(tmpdir(), 'tidings-tls-'));
+  let nginx: Nginx;
+  let cert: ThrowawayCertificate;
+  try {
+    cert = throwawayCertificate(certDir);
+    const { pem } = cert;
+    nginx = await launch((dir, port) => tlsConfig(dir, port, upstreamPorts, cert), (port) => tlsUp(port, pem));
+  } catch (err) {
+    rmSync(certDir, { recursive: true, force: true });
+    throw err;
+  }
+  return {
+    port: nginx.port,
+    url: `https://127.0.0.1:${nginx.port}`,
+    wsUrl: `wss://127.0.0.1:${nginx.port}/ws`,
+    ca: cert.pem,
+    async close() {
+      await nginx.close();
+      rmSync(certDir, { recursive: true, force: true });
+    },
+  };
+}
+
+/** Whether `/healthz` answers 200 over plain HTTP. */
+function httpUp(port: number): Promise<boolean> {
+  return fetch(`http://127.0.0.1:${port}/healthz`).then(
+    (r) => r.ok,
+    () => false,
+  );
+}
+
 /** Starts nginx proxying to `upstreamPort`; resolves once it accepts connections. */
 export function startNginx(upstreamPort: number, mode: NginxMode): Promise<Nginx> {
   return launch((dir, port) => config(dir, port, upstreamPort, mode));
 }
 
-async function launch(configFor: (dir: string, port: number) => string): Promise<Nginx> {
+async function launch(configFor: (dir: string, port: number) => string, up: (port: number) => Promise<boolean> = httpUp): Promise<Nginx> {
   const dir = mkdtempSync(join(tmpdir(), 'tidings-nginx-'));
   for (const sub of ['body', 'proxy', 'fastcgi', 'uwsgi', 'scgi']) mkdirSync(join(dir, sub));
   const port = await freePort();
@@ -117,11 +219,7 @@ async function launch(configFor: (dir: string, port: number) => string): Promise
   const exited = new Promise<void>((resolve) => child.once('exit', () => resolve()));
   const deadline = Date.now() + 5000;
   for (;;) {
-    const up = await fetch(`http://127.0.0.1:${port}/healthz`).then(
-      (r) => r.ok,
-      () => false,
-    );
-    if (up) break;
+    if (await up(port)) break;
     if (child.exitCode !== null || Date.now() > deadline) {
       child.kill('SIGKILL');
       rmSync(dir, { recursive: true, force: true });
