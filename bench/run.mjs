@@ -7,7 +7,7 @@ import { loadConfig } from './lib/config.mjs';
 import { killAll } from './lib/children.mjs';
 import { Contention } from './lib/contention.mjs';
 import { CLK_TCK } from './lib/procfs.mjs';
-import { brokerTable, table, verdicts, writeJson } from './lib/report.mjs';
+import { brokerTable, metricsLine, table, verdicts, writeJson } from './lib/report.mjs';
 import { BROKER_STEPS, runBrokers } from './lib/broker-session.mjs';
 import { BROKER_KINDS } from './lib/brokers.mjs';
 import { SERVER_KINDS, serverLabel } from './lib/servers.mjs';
@@ -23,6 +23,8 @@ const ALL_SESSIONS = [
   { id: 'ws-large', transport: 'ws', subs: cfg.largeSubs, steps: ['memory', 'max'] },
   { id: 'sse-small', transport: 'sse', subs: cfg.smallSubs, steps: ['cpu', 'max'], paired: true },
   { id: 'sse-large', transport: 'sse', subs: cfg.largeSubs, steps: ['memory'] },
+  // What metrics cost: the same gateway with and without them, side by side (ratio with / without).
+  { id: 'metrics', transport: 'ws', subs: cfg.smallSubs, steps: ['cpu'], paired: true, kinds: ['tidings', 'tidings-no-metrics'], ratio: ['tidings', 'tidings-no-metrics'] },
   { id: 'brokers', brokers: BROKER_KINDS.filter((b) => cfg.brokers === undefined || cfg.brokers.includes(b)), steps: BROKER_STEPS },
 ];
 for (const [name, given, known] of [
@@ -79,8 +81,9 @@ async function main() {
     }
     const what = `${session.subs} ${session.transport} subscribers, ${session.steps.join(' + ')}`;
     if (session.paired) {
-      log(`${elapsed()} ${session.id}: ${KINDS.map(serverLabel).join(' and ')} side by side, ${what}`);
-      results[session.id] = await attempt(session, KINDS.join('+'), () => runPaired(session, KINDS, cfg, log, contention));
+      const kinds = session.kinds ?? KINDS;
+      log(`${elapsed()} ${session.id}: ${kinds.map(serverLabel).join(' and ')} side by side, ${what}`);
+      results[session.id] = await attempt(session, kinds.join('+'), () => runPaired(session, kinds, cfg, log, contention));
       continue;
     }
     results[session.id] = {};
@@ -103,9 +106,11 @@ async function main() {
     errors,
   });
   const brokers = SESSIONS.find((s) => s.id === 'brokers');
-  const rest = SESSIONS.filter((s) => s !== brokers);
+  const metrics = SESSIONS.find((s) => s.id === 'metrics');
+  const rest = SESSIONS.filter((s) => s !== brokers && s !== metrics);
   if (rest.length > 0) process.stdout.write(`${table(rest, results, cfg)}\n\n`);
   if (brokers !== undefined) process.stdout.write(`${brokerTable(brokers, results.brokers, cfg)}\n\n`);
+  if (metrics !== undefined) process.stdout.write(`${metricsLine(results.metrics)}\n\n`);
   for (const c of rest.length > 0 ? checks : []) {
     process.stdout.write(`${c.pass === null ? 'NOT MEASURED' : c.pass ? 'PASS' : 'FAIL'}: ${c.label}: Tidings / baseline = ${c.ratio === null ? 'n/a' : c.ratio.toFixed(2)} (target <= ${c.max})\n`);
   }

@@ -92,6 +92,19 @@ export function table(sessions, results, cfg) {
   return lines.join('\n');
 }
 
+/** What metrics cost: server CPU per delivery with / without them, paired rounds (target <= 1.03). */
+export function metricsLine(res) {
+  const paired = res?.paired?.cpu;
+  const on = res?.tidings?.cpu?.serverMicrosPerDelivery;
+  const off = res?.['tidings-no-metrics']?.cpu?.serverMicrosPerDelivery;
+  if (paired === undefined) return 'Metrics cost: not measured';
+  const verdict = paired.median <= 1.03 ? 'PASS' : 'FAIL';
+  return [
+    `Metrics cost (WebSocket fan-out, server CPU per delivery): with ${fmt(on, 3)} us, without ${fmt(off, 3)} us (median rounds)`,
+    `${verdict}: with / without = ${fmt(paired.median, 3)} (paired rounds: ${paired.ratios.map((x) => fmt(x, 3)).join(', ')}; target <= 1.03)`,
+  ].join('\n');
+}
+
 /** Writes bench/results/<timestamp>.json; returns its path relative to the repository. */
 export function writeJson(body) {
   const dir = fileURLToPath(new URL('../results/', import.meta.url));

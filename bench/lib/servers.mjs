@@ -8,6 +8,8 @@ const PRELOAD = new URL('../servers/preload.mjs', import.meta.url).href;
 
 export const API_KEY = 'bench-api-key-0123456789abcdef';
 
+const TIDINGS_ARGS = ['serve', '--port', '0', '--host', '127.0.0.1', '--log-level', 'silent', '--max-connect-rate', '10000000', '--max-connections-per-ip', '0'];
+
 const KINDS = {
   baseline: { label: 'raw ws baseline', script: root('bench/servers/raw-ws.mjs'), args: ['0', '127.0.0.1'] },
   tidings: {
@@ -15,11 +17,14 @@ const KINDS = {
     script: root('packages/server/dist/cli.js'),
     // The bench measures capacity: admission control and per-address caps (which a load generator on
     // one address would hit at once) are off; their own tests exercise them.
-    args: ['serve', '--port', '0', '--host', '127.0.0.1', '--log-level', 'silent', '--max-connect-rate', '10000000', '--max-connections-per-ip', '0'],
+    args: TIDINGS_ARGS,
   },
+  // The same gateway counting nothing (`--metrics false`): what metrics cost (session `metrics`).
+  'tidings-no-metrics': { label: 'Tidings without metrics', script: root('packages/server/dist/cli.js'), args: [...TIDINGS_ARGS, '--metrics', 'false'] },
 };
 
-export const SERVER_KINDS = Object.keys(KINDS);
+/** The servers of the side-by-side sessions (`BENCH_SERVERS` picks among them). */
+export const SERVER_KINDS = ['baseline', 'tidings'];
 export const serverLabel = (kind) => KINDS[kind].label;
 
 /** Where BENCH_PROFILE=1 writes server CPU profiles. */

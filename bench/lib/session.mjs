@@ -218,8 +218,9 @@ export async function runPaired(session, kinds, cfg, log, contention) {
         out[side.kind][step] = { ...def.pick(all), rounds: all.map(def.value) };
       }
       // Ratios of windows run back to back cancel slow drift better than a ratio of medians.
-      if (rounds.has('baseline') && rounds.has('tidings')) {
-        const ratios = rounds.get('tidings').map((m, i) => def.value(m) / def.value(rounds.get('baseline')[i]));
+      const [num, den] = session.ratio ?? ['tidings', 'baseline'];
+      if (rounds.has(num) && rounds.has(den)) {
+        const ratios = rounds.get(num).map((m, i) => def.value(m) / def.value(rounds.get(den)[i]));
         (out.paired ??= {})[step] = { ratios, median: median(ratios) };
       }
     }

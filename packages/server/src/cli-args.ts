@@ -45,6 +45,7 @@ export const OPTION_HELP: Readonly<Record<Exclude<keyof GatewayOptions, 'namespa
   channelLinger: 'how long a channel stays subscribed at the broker after its last subscriber left, in ms',
   presenceTtl: "how long a dead node's presence entries live, in ms",
   authHook: 'module whose subscribe / publish exports authorize clients',
+  rpcModule: 'module whose exported functions answer client requests (RPC) by method name',
   allowedOrigins: 'comma-separated browser origins allowed with credentials',
   maxConnections: 'open client connections per node',
   maxConnectionsPerIp: 'open client connections per IP address (0: no limit)',

@@ -35,11 +35,12 @@ import { readJson, sendJson } from './http/respond.js';
 import { handleRpc } from './http/rpc.js';
 import { Hub } from './hub.js';
 import { createLogger, sampledLog, type Logger } from './log.js';
-import { CounterMetrics, type ErrorSite, type Metrics } from './metrics.js';
+import { CounterMetrics, NO_METRICS, type ErrorSite, type Metrics } from './metrics.js';
 import { prometheusRegistry } from './prometheus.js';
 import { ConfigError, resolveOptions, type GatewayConfig, type GatewayOptions } from './options.js';
 import { listPresence, Presence } from './presence.js';
 import { Publisher } from './publisher.js';
+import { loadRpcModule } from './rpc-module.js';
 import { Session, type SessionContext } from './session.js';
 import type { Connector, DuplexSink, Sink, StreamTransport } from './sink.js';
 import { PollTransport } from './transports/long-polling.js';
@@ -170,6 +171,8 @@ export class Gateway {
   #brokerStatus: BrokerStatus = 'down';
   #brokerReason = 'not started';
   #closing: Promise<void> | undefined;
+  /** RPC handlers: the host's, then those of `rpcModule`. */
+  readonly #rpc: Record<string, RpcHandlers[string]>;
   /** Set once the drain begins (after `drainDelay`): new connections are refused from then on. */
   #draining = false;
   /** The Prometheus registry, made at the first scrape. */
@@ -182,7 +185,7 @@ export class Gateway {
     this.apiKeyGenerated = options.apiKey === undefined;
     this.apiKey = options.apiKey ?? randomBytes(24).toString('base64url');
     this.log = parts.logger ?? createLogger(options.logLevel, options.logFormat);
-    this.metrics = parts.metrics ?? new CounterMetrics();
+    this.metrics = parts.metrics ?? (options.metrics ? new CounterMetrics() : NO_METRICS);
     this.nodeId = options.nodeId ?? randomBytes(4).toString('hex');
     this.#ownsBroker = parts.broker === undefined;
     this.#broker = parts.broker ?? brokerFor(options, this.log);
@@ -194,7 +197,8 @@ export class Gateway {
     const origins = originPolicy(options.allowedOrigins);
     const clock = parts.clock ?? systemClock;
     const auth = parts.auth ?? authFor(options, origins, clock);
-    const rpc = parts.rpc ?? {};
+    // Filled in at listen() from `rpcModule` as well; the handlers below read it by reference.
+    const rpc: Record<string, RpcHandlers[string]> = (this.#rpc = { ...parts.rpc });
     const repairLimit = Math.max(1000, ...Object.values(options.namespaces).map((n) => n.historySize));
     this.#hub = new Hub(this.#broker, { repairLimit, maxRepairQueue: options.maxResumeBuffer, linger: options.channelLinger }, (err, channel) => {
       this.log.error({ err, channel }, 'hub error');
@@ -377,6 +381,7 @@ export class Gateway {
   async listen(port = this.options.port, host = this.options.host): Promise<ListenInfo> {
     if (!this.#started) {
       if (this.options.authHook !== undefined) this.#authorize.hooks = bothHooks(this.#authorize.hooks, await loadHooks(this.options.authHook));
+      if (this.options.rpcModule !== undefined) Object.assign(this.#rpc, await loadRpcModule(this.options.rpcModule));
       await this.#broker.start(
         {
           publication: (pub) => (pub.channel === CONTROL_CHANNEL ? this.#control.receive(pub) : this.#hub.onPublication(pub)),

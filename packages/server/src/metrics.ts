@@ -183,3 +183,20 @@ export class CounterMetrics implements Metrics {
     return { connections: { ...this.connections }, publications: this.publications, deliveries: this.deliveries, drops: { ...this.drops }, errors: this.errors };
   }
 }
+
+const ignore = (): void => undefined;
+
+/** Counts nothing (`metrics: false`): the hot path pays a call and no more. */
+export const NO_METRICS: Metrics = Object.freeze({
+  connectionOpened: ignore,
+  connectionClosed: ignore,
+  published: ignore,
+  delivered: ignore,
+  dropped: ignore,
+  resumed: ignore,
+  reconnected: ignore,
+  refused: ignore,
+  brokerCall: ignore,
+  brokerStatus: ignore,
+  unexpectedError: ignore,
+});

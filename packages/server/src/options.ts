@@ -109,7 +109,7 @@ export interface GatewayOptions {
   readonly logFormat: 'auto' | 'json' | 'pretty';
   /** Share of per-message records (publications, dropped messages) written at debug: 0 none, 1 every one. */
   readonly logSampleRate: number;
-  /** Serve Prometheus metrics at `GET /metrics`. */
+  /** Count events and serve them as Prometheus metrics at `GET /metrics` (false: count nothing). */
   readonly metrics: boolean;
   /** A port of its own for `/metrics` (then not served on the main port); 0: the main port. */
   readonly metricsPort: number;
@@ -156,6 +156,8 @@ export interface GatewayOptions {
   readonly auth: AuthConfig;
   /** A module whose `subscribe` / `publish` exports authorize subscribes and client publishes (`--auth-hook ./authz.mjs`). */
   readonly authHook: string | undefined;
+  /** A module whose exported functions answer client requests by name (`--rpc-module ./handlers.mjs`). */
+  readonly rpcModule: string | undefined;
   /** Open client connections (WebSocket, SSE, long polls) per node; past it, 503 with Retry-After. */
   readonly maxConnections: number;
   /** Open client connections per IP address, per node (0: no limit); past it, 429 `limit_exceeded`. */
@@ -237,6 +239,7 @@ export const DEFAULTS: GatewayOptions = Object.freeze({
   presenceTtl: 30_000,
   auth: Object.freeze({ cookie: 'tidings_token' }),
   authHook: undefined,
+  rpcModule: undefined,
   allowedOrigins: Object.freeze([]),
   maxConnections: 50_000,
   maxConnectionsPerIp: 1000,
@@ -431,6 +434,7 @@ export function resolveOptions(config: GatewayConfig = {}): GatewayOptions {
     problems.push(`broker must be memory, redis://host:port or nats://host:port (got ${JSON.stringify(merged.broker)})`);
   }
   if (merged.authHook !== undefined && (typeof merged.authHook !== 'string' || merged.authHook === '')) problems.push('authHook must be a module path');
+  if (merged.rpcModule !== undefined && (typeof merged.rpcModule !== 'string' || merged.rpcModule === '')) problems.push('rpcModule must be a module path');
   if (merged.nodeId !== undefined && (typeof merged.nodeId !== 'string' || !NODE_ID.test(merged.nodeId))) {
     problems.push('nodeId must be 1-32 letters, digits, _ or -');
   }
