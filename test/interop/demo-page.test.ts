@@ -240,7 +240,7 @@ describe('demo page in headless Chromium', { timeout: 45_000 }, () => {
       undefined,
       { timeout: TIMEOUT },
     );
-    expect(await retrying.jsonValue()).toMatch(/^reconnecting \(attempt \d+\)$/);
+    expect(await retrying.jsonValue()).toMatch(/^reconnecting \(attempt \d+\): retrying in \d+\.\d s$/);
     expect(await attr(a.page, '#transport', 'data-transport')).toBe('');
     await say(a.page, 'typed while down');
     const [queued] = (await chat(a.page)).filter((e) => e.pending);

@@ -72,6 +72,8 @@ export interface StateChange {
   readonly from: ClientState;
   readonly to: ClientState;
   readonly reason: string;
+  /** Entering `waiting`: how long until the next attempt, in ms (backoff with jitter, or what the server asked). */
+  readonly retryIn?: number;
 }
 
 interface ClientEvents {
@@ -245,11 +247,12 @@ export class Client {
     const to = transition(from, event);
     if (to === undefined) return;
     this.#state = to;
-    this.#enter(to);
-    this.#events.emit('state', { from, to, reason });
+    const retryIn = this.#enter(to);
+    this.#events.emit('state', retryIn === undefined ? { from, to, reason } : { from, to, reason, retryIn });
   }
 
-  #enter(state: ClientState): void {
+  /** Carries out entering `state`; for `waiting`, returns the delay before the next attempt. */
+  #enter(state: ClientState): number | undefined {
     this.#clearTimer();
     switch (state.status) {
       case 'connecting':
@@ -275,7 +278,7 @@ export class Client {
           this.#timer = undefined;
           this.#fire({ type: 'retry' }, 'retrying');
         }, delay);
-        return;
+        return delay;
       }
       case 'failed':
         this.#dropTransport();
