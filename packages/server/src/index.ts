@@ -35,7 +35,7 @@ export { openAuth, type Authenticator, type Identity, type ConnectInfo, type Gra
 export { jwtAuth, tokenOf, type JwtAuthOptions, type JwtOptions } from './jwt.js';
 export { loadHooks, proxyHooks, type AuthorizeHooks } from './authorize.js';
 export { systemClock, type Clock, type ClockTimer } from './clock.js';
-export { CounterMetrics, type Metrics, type DropReason, type ErrorSite } from './metrics.js';
+export { Buckets, CounterMetrics, DELIVERY_BUCKETS_MS, NO_METRICS, type BrokerOp, type Metrics, type DropReason, type ErrorSite, type ResumeOutcome } from './metrics.js';
 export type { RpcHandlers } from './commands.js';
 export { planResume, type ResumePlan, type ResumeStep } from './resume.js';
 export { createLogger, type Logger } from './log.js';
