@@ -22,6 +22,7 @@ import { originPolicy, type OriginPolicy } from './origin.js';
 import { ConnectionGate } from './limits.js';
 import { CONNECTIONS_NAMESPACE, UserConnections } from './user-connections.js';
 import { Control, CONTROL_CHANNEL, CONTROL_NAMESPACE } from './control.js';
+import { Admin, ADMIN_CHANNEL, ADMIN_NAMESPACE } from './admin/admin.js';
 import { bothHooks, loadHooks, proxyHooks, type AuthorizeHooks, type HooksHolder } from './authorize.js';
 import { systemClock, type Clock } from './clock.js';
 import { NatsBroker } from './brokers/nats.js';
@@ -109,6 +110,8 @@ function brokerSettings(options: GatewayOptions): BrokerSettings {
   namespaces[CONNECTIONS_NAMESPACE] = { historySize: 0, historyTtl: 0, ephemeral: true };
   // The internal namespace of cluster control orders.
   namespaces[CONTROL_NAMESPACE] = { historySize: 0, historyTtl: 0, ephemeral: true };
+  // The internal namespace of the admin dashboard's node snapshots.
+  namespaces[ADMIN_NAMESPACE] = { historySize: 0, historyTtl: 0, ephemeral: true };
   return { namespaces, dedupWindow: options.dedupWindow };
 }
 
@@ -154,6 +157,7 @@ export class Gateway {
   readonly #hub: Hub;
   readonly #presence: Presence;
   readonly #control: Control;
+  readonly #admin: Admin;
   readonly #authorize: HooksHolder;
   #listeningAt: number | undefined;
   /** Event-loop delay since the last `/healthz` (10 ms resolution). */
@@ -336,6 +340,23 @@ export class Gateway {
       for (const path of ['/', '/index.html']) routes.set(path, { access: 'public', transport: 'http', GET: (_req, res) => demoPage(res) });
       routes.set('/tidings-client.js', { access: 'public', transport: 'http', GET: (_req, res) => publicFile(res, 'tidings-client.js') });
     }
+    this.#admin = new Admin({
+      sources: {
+        node: this.nodeId,
+        metrics: this.metrics,
+        connections: () => this.connections(),
+        broker: () => this.#brokerStatus,
+        channelCount: () => this.#hub.channelCount,
+        busiest: (n) => this.#hub.busiest(n),
+        countPresent: async (channel) => (await broker.presence(channel)).length,
+      },
+      broker,
+      publisher,
+      options,
+      apiKey: this.apiKey,
+      log: this.log,
+    });
+    for (const [path, route] of this.#admin.routes()) routes.set(path, route);
     const admission = new Admission(routes, {
       auth,
       apiKey: this.apiKey,
@@ -384,7 +405,8 @@ export class Gateway {
       if (this.options.rpcModule !== undefined) Object.assign(this.#rpc, await loadRpcModule(this.options.rpcModule));
       await this.#broker.start(
         {
-          publication: (pub) => (pub.channel === CONTROL_CHANNEL ? this.#control.receive(pub) : this.#hub.onPublication(pub)),
+          publication: (pub) =>
+            pub.channel === CONTROL_CHANNEL ? this.#control.receive(pub) : pub.channel === ADMIN_CHANNEL ? this.#admin.receive(pub) : this.#hub.onPublication(pub),
           presence: this.#hub.onPresence,
           status: (status, reason) => this.#onBrokerStatus(status, reason),
         },
@@ -393,6 +415,7 @@ export class Gateway {
       this.#started = true;
       this.#loop.enable();
       await this.#control.start();
+      await this.#admin.start();
       this.#timers.push(setInterval(() => this.#ws.heartbeat(), this.options.pingInterval).unref());
       this.#timers.push(setInterval(() => this.#sse.heartbeat(), this.options.sseHeartbeat).unref());
       this.#timers.push(setInterval(() => this.#checkPositions(), this.options.positionCheck).unref());
@@ -532,6 +555,7 @@ export class Gateway {
     await this.#drainInWaves(Math.min(this.options.drainWindow, this.options.shutdownTimeout / 2));
     const serverClosed = new Promise<void>((resolve) => this.server.close(() => resolve()));
     this.disconnectAll('restart', 'server shutting down');
+    const adminClosed = this.#admin.close();
     // Answered polls and ended streams leave keep-alive connections idle: close those as they appear.
     const closeIdle = (): void => {
       this.server.closeIdleConnections();
@@ -552,6 +576,7 @@ export class Gateway {
         metricsServer.closeAllConnections();
       });
     }
+    await adminClosed;
     await this.#control.stop().catch(() => undefined);
     this.#hub.close();
     // The goodbyes of the sessions just closed: their presence entries are removed, not left to expire.

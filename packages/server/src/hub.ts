@@ -100,6 +100,23 @@ export class Hub {
   }
 
   /**
+   * The `n` channels with the most subscribers on this node, most first (for the admin dashboard):
+   * one scan of the members when asked, nothing kept or counted per publication.
+   */
+  busiest(n: number): Array<{ channel: Channel; subscribers: number }> {
+    const top: Array<{ channel: Channel; subscribers: number }> = [];
+    for (const [channel, m] of this.#members) {
+      const subscribers = m.subscribers.size;
+      if (subscribers === 0 || (top.length >= n && subscribers <= (top[top.length - 1]?.subscribers ?? 0))) continue;
+      let i = top.length;
+      while (i > 0 && (top[i - 1]?.subscribers ?? 0) < subscribers) i--;
+      top.splice(i, 0, { channel, subscribers });
+      if (top.length > n) top.pop();
+    }
+    return top;
+  }
+
+  /**
    * Repairs lost tails: a hole is only visible on the live feed when the next publication arrives,
    * so this compares each joined channel's top position (one batched read) with the last one seen and
    * fills the difference from history. Run it on an interval.
