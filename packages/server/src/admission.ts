@@ -10,7 +10,7 @@ import type { IncomingMessage, ServerResponse } from 'node:http';
 import type { Duplex } from 'node:stream';
 import { SseEvent, TidingsError } from '@tidings/protocol';
 import type { Authenticator, Identity, TransportName } from './auth.js';
-import { checkApiKey } from './http/api-key.js';
+import { checkApiKey, hasApiKey } from './http/api-key.js';
 import { errorBody, sendError } from './http/respond.js';
 import { RetryLater, type ConnectionGate, type Slot } from './limits.js';
 import type { OriginPolicy } from './origin.js';
@@ -66,6 +66,8 @@ export interface AdmissionOptions {
 }
 
 const API: Identity = Object.freeze({ user: '', anonymous: false });
+/** A WebSocket opened with the API key: a backend's persistent connection. */
+const SERVER: Identity = Object.freeze({ user: '', anonymous: false, server: true });
 const PUBLIC: Identity = Object.freeze({ user: '', anonymous: true });
 
 /**
@@ -247,7 +249,7 @@ export class Admission {
     const admitted = async (): Promise<Identity> => {
       if (route.connection !== undefined) slots.push(this.opts.gate.admit(clientAddress(req, this.opts.trustProxy)));
       const identity = await this.#identify(route, req, url);
-      if (route.connection?.perUser === true) slots.push(await this.opts.users.acquire(identity.user, identity.anonymous));
+      if (route.connection?.perUser === true && identity.server !== true) slots.push(await this.opts.users.acquire(identity.user, identity.anonymous));
       return identity;
     };
     admitted().then(
@@ -272,6 +274,8 @@ export class Admission {
         checkApiKey(req, this.opts.apiKey);
         return API;
       case 'client':
+        // A backend's WebSocket may carry the API key instead of client credentials.
+        if (route.upgrade !== undefined && hasApiKey(req, this.opts.apiKey)) return SERVER;
         return this.opts.auth.connect({ transport: route.transport, headers: req.headers, url, remoteAddress: req.socket.remoteAddress });
     }
   }

@@ -29,6 +29,12 @@ export interface Identity {
   readonly grants?: Grants;
   /** When the client's credentials expire (ms since the epoch): the connection must refresh them before. */
   readonly expiresAt?: number;
+  /**
+   * A server connection: a WebSocket opened with the API key (`Authorization: Bearer <api key>`). It
+   * publishes as the server API does (any configured namespace, no client rate limits) and may
+   * subscribe to any channel.
+   */
+  readonly server?: true;
 }
 
 /** What the hook sees of a connection attempt. */

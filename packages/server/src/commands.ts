@@ -25,7 +25,11 @@ import {
 import type { Identity } from './auth.js';
 import { errorBody } from './errors.js';
 import { RetryLater, TokenBucket } from './limits.js';
-import type { Publisher } from './publisher.js';
+import type { Origin, Publisher } from './publisher.js';
+
+const API_ORIGIN: Origin = Object.freeze({ kind: 'api' });
+/** Requests a server connection may have running at once (a client's limit is `maxInflight`). */
+const SERVER_INFLIGHT = 1024;
 import type { Session } from './session.js';
 import type { DuplexAttachment } from './sink.js';
 
@@ -84,6 +88,9 @@ export class CommandHandler {
   readonly #subscribing = new Map<Channel, Promise<void>>();
   readonly #frames: TokenBucket;
   readonly #publishes: TokenBucket;
+  /** A server connection (the API key): no frame rate limit, and more requests in flight, for a backend's pipelined publishes. */
+  readonly #server: boolean;
+  readonly #maxInflight: number;
 
   constructor(
     private readonly session: Session,
@@ -96,6 +103,8 @@ export class CommandHandler {
     private readonly onInternalError: (err: unknown) => void,
   ) {
     this.#tolerance = limits.maxBadFrames;
+    this.#server = session.identity.server === true;
+    this.#maxInflight = this.#server ? Math.max(limits.maxInflight, SERVER_INFLIGHT) : limits.maxInflight;
     this.#frames = new TokenBucket(limits.maxFrameRate, limits.maxFrameRate * 2);
     this.#publishes = new TokenBucket(limits.maxPublishRate, limits.maxPublishRate * 2);
   }
@@ -113,10 +122,19 @@ export class CommandHandler {
       this.#badFrame();
       return;
     }
-    if (!this.#frames.take()) {
+    if (!this.#server && !this.#frames.take()) {
       this.#fail(frame.id, new RetryLater('limit_exceeded', `at most ${this.limits.maxFrameRate} frames per second`, this.#frames.wait));
       return;
     }
+    this.request(frame);
+  }
+
+  /**
+   * Carries out one request as if its frame had arrived (the subscriptions named in the connect
+   * request); its reply or error goes out like any other.
+   */
+  request(frame: ClientFrame): void {
+    if (this.session.closed) return;
     switch (frame.type) {
       case 'ping':
         this.send(frame.id === undefined ? { type: 'pong' } : { type: 'pong', id: frame.id });
@@ -149,7 +167,7 @@ export class CommandHandler {
       });
     }
     const job: Job = { frame, settle };
-    if (this.#inflight < this.limits.maxInflight && this.#waiting.length === 0) {
+    if (this.#inflight < this.#maxInflight && this.#waiting.length === 0) {
       this.#start(job);
       return;
     }
@@ -175,8 +193,13 @@ export class CommandHandler {
       for (const job of this.#waiting.splice(0)) job.settle?.();
       return;
     }
-    while (this.#inflight < this.limits.maxInflight && this.#waiting.length > 0) this.#start(this.#waiting.shift() as Job);
+    while (this.#inflight < this.#maxInflight && this.#waiting.length > 0) this.#start(this.#waiting.shift() as Job);
     if (this.#waiting.length === 0) this.flow.resume();
+  }
+
+  /** Reports a refusal that belongs to no request (an `error` frame without an id). */
+  refuse(err: unknown): void {
+    this.#fail(undefined, err);
   }
 
   /** A binary frame: this protocol is text only. */
@@ -204,7 +227,9 @@ export class CommandHandler {
         await session.subscribe(frame.channel, frame.since, frame.id);
         return;
       case 'publish': {
-        const result = await this.publisher.publish(frame.message, { kind: 'client', identity: session.identity, rate: this.#publishes });
+        // A server connection publishes as the server API does; a client under its limits.
+        const origin: Origin = session.identity.server === true ? API_ORIGIN : { kind: 'client', identity: session.identity, rate: this.#publishes };
+        const result = await this.publisher.publish(frame.message, origin);
         this.#reply(frame.id, result as unknown as Json);
         return;
       }
@@ -266,5 +291,13 @@ export class DuplexSession implements DuplexAttachment {
 
   receiveBinary(): void {
     this.commands.binary();
+  }
+
+  request(frame: ClientFrame): void {
+    this.commands.request(frame);
+  }
+
+  refuse(err: unknown): void {
+    this.commands.refuse(err);
   }
 }

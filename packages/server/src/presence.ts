@@ -137,7 +137,7 @@ export async function listPresence(
   identity: Identity | undefined,
 ): Promise<PresenceResult> {
   const ns = namespaceOf(options, channel);
-  if (identity !== undefined && !auth.canSubscribe(identity, channel)) throw new TidingsError('forbidden', `not allowed to see who is in ${channel}`);
+  if (identity !== undefined && identity.server !== true && !auth.canSubscribe(identity, channel)) throw new TidingsError('forbidden', `not allowed to see who is in ${channel}`);
   if (!ns.presence) throw new TidingsError('presence_disabled', `${channel} is in a namespace without presence (set presence: true on it)`);
   const entries = await store.presence(channel);
   return { channel, clients: entries.map(presenceClient) };

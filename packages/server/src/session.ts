@@ -225,8 +225,10 @@ export class Session implements Attachment {
     const { options, auth, hub } = this.ctx;
     this.#refuseIfClosed(channel);
     const ns = namespaceOf(options, channel);
-    if (!auth.canSubscribe(this.identity, channel)) throw new TidingsError('forbidden', `not allowed to subscribe to ${channel}`);
-    const hooks = this.ctx.authorize?.hooks;
+    const server = this.identity.server === true;
+    if (!server && !auth.canSubscribe(this.identity, channel)) throw new TidingsError('forbidden', `not allowed to subscribe to ${channel}`);
+    // A server connection (the API key) is the server API: no client's authorization applies.
+    const hooks = server ? undefined : this.ctx.authorize?.hooks;
     if (hooks?.subscribe !== undefined) {
       const { subscribe } = hooks;
       await ask(() => subscribe(this.identity, channel), `subscribe to ${channel}`);
@@ -258,7 +260,7 @@ export class Session implements Attachment {
       sub.last = plan.last;
       sub.buffer = undefined;
       // Live: a client that can hear joins and leaves is listed as present (a long poll is not).
-      if (ns.presence && this.sink.presence !== undefined) {
+      if (ns.presence && this.sink.presence !== undefined && !server) {
         this.ctx.presence.add(channel, this.#presenceEntry());
         sub.present = true;
       }

@@ -5,7 +5,7 @@
  * and a session never knows which transport carries it.
  * @module
  */
-import type { Channel, CloseName, Gap, Position, RequestId, ServerFrame, SubscribeResult } from '@tidings/protocol';
+import type { Channel, ClientFrame, CloseName, Gap, Position, RequestId, ServerFrame, SubscribeResult } from '@tidings/protocol';
 import type { Identity } from './auth.js';
 import type { EncodedPresence, EncodedPublication } from './encoded.js';
 
@@ -74,6 +74,10 @@ export interface DuplexAttachment extends Attachment {
   receive(text: string): void;
   /** A binary frame arrived: refused, and counted as a bad frame. */
   receiveBinary(): void;
+  /** Carries out a request as if its frame had arrived (subscriptions named in the connect request). */
+  request(frame: ClientFrame): void;
+  /** Reports a refusal that belongs to no request. */
+  refuse(err: unknown): void;
 }
 
 /** Downstream-only transports, by name. */

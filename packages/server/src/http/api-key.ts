@@ -2,20 +2,36 @@
  * The server API's credential: `Authorization: Bearer <api key>`.
  * @module
  */
-import { createHash, timingSafeEqual } from 'node:crypto';
+import { hash, timingSafeEqual } from 'node:crypto';
 import type { IncomingMessage } from 'node:http';
 import { TidingsError } from '@tidings/protocol';
 
+const BEARER = /^Bearer\s+(\S+)$/i;
+/** The key's digest, computed once per key. */
+const digests = new Map<string, Buffer>();
+
 function digest(text: string): Buffer {
-  return createHash('sha256').update(text).digest();
+  return hash('sha256', text, 'buffer');
+}
+
+/** Whether `presented` is `apiKey`, compared by digest so that it takes the same time whatever the lengths. */
+export function sameKey(presented: string, apiKey: string): boolean {
+  let known = digests.get(apiKey);
+  if (known === undefined) {
+    if (digests.size > 16) digests.clear();
+    known = digest(apiKey);
+    digests.set(apiKey, known);
+  }
+  return timingSafeEqual(digest(presented), known);
+}
+
+/** Whether the request carries `Authorization: Bearer <apiKey>`. */
+export function hasApiKey(req: IncomingMessage, apiKey: string): boolean {
+  const match = BEARER.exec(req.headers.authorization ?? '');
+  return match !== null && sameKey(match[1] as string, apiKey);
 }
 
 /** Throws `unauthorized` unless the request carries `Authorization: Bearer <apiKey>`. */
 export function checkApiKey(req: IncomingMessage, apiKey: string): void {
-  const header = req.headers.authorization ?? '';
-  const match = /^Bearer\s+(\S+)$/i.exec(header);
-  // Compare digests so the comparison takes the same time whatever the length.
-  if (match === null || !timingSafeEqual(digest(match[1] as string), digest(apiKey))) {
-    throw new TidingsError('unauthorized', 'send Authorization: Bearer <api key>');
-  }
+  if (!hasApiKey(req, apiKey)) throw new TidingsError('unauthorized', 'send Authorization: Bearer <api key>');
 }

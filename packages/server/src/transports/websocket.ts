@@ -24,6 +24,7 @@ import WebSocket, { WebSocketServer } from 'ws';
 import type { Admitted, Route } from '../admission.js';
 import type { EncodedPresence, EncodedPublication } from '../encoded.js';
 import { frameText } from '../framing.js';
+import { streamParams, type StreamParams } from '../http/params.js';
 import { Outbox } from '../outbox.js';
 import { RetryLater } from '../limits.js';
 import { SLOW_CONSUMER, type Attachment, type Connector, type DuplexAttachment, type DuplexSink } from '../sink.js';
@@ -174,6 +175,26 @@ export class WebSocketConnection implements DuplexSink {
   }
 }
 
+/** The id of the reply (or error) to a subscription named in the connect request. */
+export const connectSubscribeId = (channel: string): string => `subscribe:${channel}`;
+
+/**
+ * Subscriptions named in the connect request (`/ws?channel=news&channel=chat:1&cursor=...`, as on
+ * SSE and long polling), saving a round trip: each is carried out as a `subscribe` request whose
+ * reply or error has the id `subscribe:<channel>`. Malformed parameters are one `error` frame.
+ */
+function subscribeAtConnect(url: URL, session: DuplexAttachment): void {
+  if (!url.searchParams.has('channel')) return;
+  let params: StreamParams;
+  try {
+    params = streamParams(url, url.searchParams.get('cursor') ?? undefined);
+  } catch (err) {
+    session.refuse(err);
+    return;
+  }
+  for (const channel of params.channels) session.request({ type: 'subscribe', id: connectSubscribeId(channel), channel, since: params.cursor.get(channel) });
+}
+
 export class WebSocketTransport {
   readonly #wss: WebSocketServer;
   readonly #conns = new Set<WebSocketConnection>();
@@ -261,6 +282,7 @@ export class WebSocketTransport {
         if (this.#conns.size === 0) for (const w of this.#closedWaiters.splice(0)) w();
       });
       conn.frame({ type: 'welcome', version: PROTOCOL_VERSION, session: session.id, heartbeat: this.opts.pingInterval });
+      subscribeAtConnect(admitted.url, session);
     });
   }
 }
