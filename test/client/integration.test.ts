@@ -9,8 +9,8 @@ import { TidingsError, type Gap } from '@tidings/protocol';
 import { MemoryBroker, type Authenticator, type Broker, type GatewayConfig } from '@tidings/server';
 import { cleanupAfterEach, publishCommand, startGateway, startProxy, testClient, until, type TestGateway } from '@tidings/testing';
 
-/** The cluster control channel, which every gateway subscribes to at its broker. */
-const CONTROL = 1;
+/** The internal channels every gateway subscribes to at its broker: cluster control and the admin dashboard's snapshots. */
+const CONTROL = 2;
 
 const KINDS: readonly TransportName[] = ['websocket', 'sse', 'poll'];
 const range = (from: number, to: number): number[] => Array.from({ length: to - from + 1 }, (_, i) => from + i);

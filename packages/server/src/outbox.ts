@@ -1,9 +1,12 @@
 /**
- * One connection's output: write coalescing per tick and a bounded queue in front of the socket.
+ * One connection's output: write coalescing per event-loop turn and a bounded queue in front of the
+ * socket.
  *
- * Coalescing: the first write in a tick goes straight to the stream (with TCP_NODELAY a lone
- * publication leaves at once); a second write in the same tick corks it, and one `nextTick` uncorks
- * every stream corked in that tick, so a burst leaves as one `writev`.
+ * Coalescing: the first write in a turn corks the stream, and one `setImmediate` (the check phase,
+ * right after the turn's I/O callbacks) uncorks every stream written in that turn. So everything due
+ * to one connection in a turn (the publications of every request read in it, replies, heartbeats)
+ * leaves as one `write` or `writev`: the batching of Nagle's algorithm without its delay, since the
+ * socket keeps TCP_NODELAY and nothing waits past the turn.
  *
  * Queueing: once the stream refuses more (`write()` returned false, its buffer is past its high-water
  * mark) further writes wait here until `drain`. So the stream itself never holds much more than one
@@ -28,21 +31,25 @@ export interface WritableLike {
   on(event: 'drain', listener: () => void): unknown;
 }
 
-const touched: Outbox[] = [];
+let touched: Outbox[] = [];
+let spare: Outbox[] = [];
 let scheduled = false;
 
-function endTick(): void {
+function endTurn(): void {
   scheduled = false;
-  for (let i = 0; i < touched.length; i++) (touched[i] as Outbox).endTick();
-  touched.length = 0;
+  // Writes made while uncorking (a drain listener) belong to the next turn's list.
+  const list = touched;
+  touched = spare;
+  for (let i = 0; i < list.length; i++) (list[i] as Outbox).endTurn();
+  list.length = 0;
+  spare = list;
 }
 
 const sizeOf = (chunk: string | Buffer): number => (typeof chunk === 'string' ? Buffer.byteLength(chunk) : chunk.length);
 
 export class Outbox {
-  /** Bytes waiting when this tick's first write began; undefined until this connection writes in a tick. */
+  /** Bytes waiting when this turn's first write began; undefined until this connection writes in a turn. */
   #backlog: number | undefined;
-  #corked = false;
   /** Set when the stream refused more; cleared by `drain`. */
   #blocked = false;
   #queue: Array<string | Buffer> = [];
@@ -80,7 +87,7 @@ export class Outbox {
 
   /**
    * Bytes not yet taken by the kernel (queued here plus buffered in the stream), as they stood when
-   * this tick's writes began: a burst written within one tick does not count against a reader that
+   * this turn's writes began: a burst written within one turn does not count against a reader that
    * keeps up.
    */
   get backlog(): number {
@@ -106,26 +113,20 @@ export class Outbox {
     this.#onDrained = undefined;
   }
 
-  /** @internal Called once at the end of a tick in which this connection wrote. */
-  endTick(): void {
+  /** @internal Called once at the end of a turn in which this connection wrote: what it wrote leaves. */
+  endTurn(): void {
     this.#backlog = undefined;
-    if (this.#corked) {
-      this.#corked = false;
-      this.out.uncork();
-    }
+    this.out.uncork();
   }
 
   #touch(): void {
-    if (this.#backlog === undefined) {
-      this.#backlog = this.#queued + this.out.writableLength;
-      touched.push(this);
-      if (!scheduled) {
-        scheduled = true;
-        process.nextTick(endTick);
-      }
-    } else if (!this.#corked) {
-      this.#corked = true;
-      this.out.cork();
+    if (this.#backlog !== undefined) return;
+    this.#backlog = this.#queued + this.out.writableLength;
+    this.out.cork();
+    touched.push(this);
+    if (!scheduled) {
+      scheduled = true;
+      setImmediate(endTurn);
     }
   }
 
