@@ -40,6 +40,7 @@ import { CounterMetrics, NO_METRICS, type ErrorSite, type Metrics } from './metr
 import { prometheusRegistry } from './prometheus.js';
 import { ConfigError, resolveOptions, type GatewayConfig, type GatewayOptions } from './options.js';
 import { listPresence, Presence } from './presence.js';
+import { PollGroups } from './poll-groups.js';
 import { Publisher } from './publisher.js';
 import { loadRpcModule } from './rpc-module.js';
 import { Session, type SessionContext } from './session.js';
@@ -79,6 +80,8 @@ export interface GatewayStats {
   readonly hub: { readonly channels: number; readonly subscribers: number; readonly repairing: number; readonly lingering: number };
   /** Presence entries of this node's clients. */
   readonly presence: number;
+  /** Long-poll groups (each one hub subscriber of its channel) and the polls parked in them (no session of their own). */
+  readonly polls: { readonly groups: number; readonly parked: number };
 }
 
 /** The authenticator the options configure: JWT when `auth.jwt` is set, else open. */
@@ -158,6 +161,7 @@ export class Gateway {
   readonly #presence: Presence;
   readonly #control: Control;
   readonly #admin: Admin;
+  readonly #pollGroups: PollGroups;
   readonly #authorize: HooksHolder;
   #listeningAt: number | undefined;
   /** Event-loop delay since the last `/healthz` (10 ms resolution). */
@@ -252,7 +256,12 @@ export class Gateway {
       return session;
     };
     const draining = (): boolean => this.#draining;
+    const pollGroups = (this.#pollGroups = new PollGroups(ctx, auth, options, (err, channel) => {
+      if (err instanceof TidingsError) this.log.debug({ channel, code: err.code }, 'poll group not started');
+      else this.#unexpected('hub', err, { channel });
+    }));
     const connector: Connector = {
+      park: (req) => pollGroups.park(req),
       open: (transport: StreamTransport, sink: Sink, identity: Identity) => open(transport, sink, identity),
       openDuplex: (sink: DuplexSink, identity: Identity) => {
         const session = open('websocket', sink, identity);
@@ -503,6 +512,7 @@ export class Gateway {
       sessions: this.#sessions.size,
       hub: this.#hub.stats(),
       presence: this.#presence.size,
+      polls: this.#pollGroups.stats(),
     };
   }
 
@@ -555,6 +565,7 @@ export class Gateway {
     await this.#drainInWaves(Math.min(this.options.drainWindow, this.options.shutdownTimeout / 2));
     const serverClosed = new Promise<void>((resolve) => this.server.close(() => resolve()));
     this.disconnectAll('restart', 'server shutting down');
+    this.#pollGroups.close();
     const adminClosed = this.#admin.close();
     // Answered polls and ended streams leave keep-alive connections idle: close those as they appear.
     const closeIdle = (): void => {

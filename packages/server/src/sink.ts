@@ -80,6 +80,27 @@ export interface DuplexAttachment extends Attachment {
   refuse(err: unknown): void;
 }
 
+/** A held long poll, as its transport offers it to the core's poll groups. */
+export interface Poller {
+  /** Writes the answer (a whole JSON body); called at most once. */
+  answer(body: Buffer): void;
+  /** Calls `listener` once when the client goes away before the answer. */
+  onGone(listener: () => void): void;
+}
+
+/** One long poll for one channel. */
+export interface ParkRequest {
+  readonly channel: Channel;
+  readonly since: Position | undefined;
+  readonly identity: Identity;
+  /** The longest the poll may be held, in ms. */
+  readonly hold: number;
+  readonly poller: Poller;
+}
+
+/** Parked (held at the channel's latest position), answered at once, or declined (take the ordinary path). */
+export type ParkOutcome = 'parked' | 'answered' | 'declined';
+
 /** Downstream-only transports, by name. */
 export type StreamTransport = 'sse' | 'poll';
 
@@ -87,6 +108,8 @@ export type StreamTransport = 'sse' | 'poll';
 export interface Connector {
   open(transport: StreamTransport, sink: Sink, identity: Identity): Attachment;
   openDuplex(sink: DuplexSink, identity: Identity): DuplexAttachment;
+  /** The long-poll fast path: a poll for one channel, held or answered without a session of its own. */
+  park?(req: ParkRequest): ParkOutcome;
   /** Whether new connections are refused (the gateway is draining). */
   readonly draining: boolean;
 }

@@ -22,7 +22,7 @@ import {
 import type { Admitted, HttpHandler } from '../admission.js';
 import type { EncodedPublication } from '../encoded.js';
 import { streamParams, subscribeAll } from '../http/params.js';
-import type { Attachment, Connector, Sink } from '../sink.js';
+import type { Attachment, Connector, Poller, Sink } from '../sink.js';
 
 export interface PollOptions {
   /** The longest a poll is held; a `timeout` query may only shorten it. */
@@ -132,6 +132,22 @@ export class PollConnection implements Sink {
   }
 }
 
+const ANSWER_HEADERS = { 'content-type': 'application/json; charset=utf-8', 'cache-control': 'no-store' };
+
+/** A held response as a poll group sees it: the same answer bytes may go to many. */
+function pollerOf(res: ServerResponse): Poller {
+  return {
+    answer(body: Buffer): void {
+      if (res.headersSent || res.destroyed) return;
+      res.writeHead(200, { ...ANSWER_HEADERS, 'content-length': body.length });
+      res.end(body);
+    },
+    onGone(listener: () => void): void {
+      res.once('close', listener);
+    },
+  };
+}
+
 export class PollTransport {
   constructor(
     private readonly opts: PollOptions,
@@ -148,6 +164,12 @@ export class PollTransport {
       const t = Number(timeoutText);
       if (!Number.isInteger(t) || t < 0) throw new TidingsError('bad_request', 'timeout must be a non-negative integer (ms)');
       hold = Math.min(t, hold);
+    }
+    // One channel: the core's poll group may hold it, or answer it at once, with shared bytes.
+    const only = params.channels.length === 1 ? params.channels[0] : undefined;
+    if (only !== undefined && this.connector.park !== undefined) {
+      const outcome = this.connector.park({ channel: only, since: params.cursor.get(only), identity: admitted.identity, hold, poller: pollerOf(res) });
+      if (outcome !== 'declined') return;
     }
     const owner: { session?: Attachment } = {};
     const conn = new PollConnection(res, params.channels, params.cursor, this.opts.maxPollMessages, () => owner.session?.detach());

@@ -1,0 +1,328 @@
+/**
+ * Long polling at scale. A long poll is one request per message batch, so doing a session's work for
+ * each (a hub join, a broker subscribe, a history read, a leave) costs more than the delivery. Instead
+ * this node keeps one internal subscription per polled channel, a **poll group**, and a poll for one
+ * channel is answered from it:
+ *
+ * - at the group's latest position, the poll is parked; the group's next publications (those of one
+ *   event-loop turn together) are encoded into one answer, written as the same bytes to every poller
+ *   parked there;
+ * - behind it, within the recent publications the group holds, the poll is answered at once (one
+ *   encoding per starting position until the next publication);
+ * - anything else (several channels, another epoch, further behind, ephemeral namespaces, hooks to
+ *   ask, a group not ready yet) is declined and takes the ordinary path, which also creates the group
+ *   for the next poll.
+ *
+ * The group's subscription is an ordinary session, so resume, repair, gaps and epochs work as they do
+ * for any subscriber: a gap it sees is passed to its parked polls, and its recent publications start
+ * over. A group without polls for `channelLinger` is closed; there are at most {@link MAX_GROUPS}.
+ * @module
+ */
+import { encodePollResponse, formatCursorEntry, type Channel, type CloseName, type Gap, type Position, type SubscribeResult } from '@tidings/protocol';
+import type { Authenticator, Identity } from './auth.js';
+import type { EncodedPublication } from './encoded.js';
+import type { Metrics } from './metrics.js';
+import type { GatewayOptions } from './options.js';
+import { namespaceOf } from './publisher.js';
+import { Session, type SessionContext } from './session.js';
+import type { ParkOutcome, ParkRequest, Poller, Sink } from './sink.js';
+
+/** Polled channels with a group at once, per node. */
+export const MAX_GROUPS = 100_000;
+/** Recent publications a group holds for polls that are a little behind. */
+export const RECENT = 64;
+/** Held publications are let go this long before the history's TTL would (ms). */
+const EXPIRY_MARGIN = 250;
+/** How often idle groups are looked for, in ms. */
+const SWEEP = 1000;
+
+interface Parked {
+  readonly poller: Poller;
+  readonly timer: NodeJS.Timeout;
+  readonly since: Position | undefined;
+}
+
+/** The group's identity: a server-side subscription (no presence, no client permissions). */
+const GROUP: Identity = Object.freeze({ user: '', anonymous: false, server: true });
+
+const emptyAnswer = (cursor: string): Buffer => Buffer.from(encodePollResponse([], [], cursor));
+
+class PollGroup implements Sink {
+  readonly session: Session;
+  /** The latest position: undefined until the subscription started. */
+  last: Position | undefined;
+  /** Recent publications, consecutive, the newest at `last` (empty after a gap). */
+  #recent: EncodedPublication[] = [];
+  /** Polls held at `last`. */
+  readonly #parked = new Set<Parked>();
+  /** What arrived this turn, answered together at its end. */
+  #pending: EncodedPublication[] = [];
+  #gaps: Gap[] = [];
+  #flush: NodeJS.Immediate | undefined;
+  /** Answers built since the last publication, by starting seq (catch-up answers, and empty ones at a hold timeout). */
+  #answers = new Map<number, Buffer>();
+  idleSince = Date.now();
+  #closed = false;
+  readonly bufferedBytes = 0;
+
+  /**
+   * @param keep the most recent publications held: never more than the namespace's history keeps, so a
+   * poll answered here gets what the ordinary path would (never what history no longer has)
+   * @param ttl how long a publication is held (the namespace's `historyTtl`, in ms)
+   */
+  constructor(
+    readonly channel: Channel,
+    ctx: SessionContext,
+    private readonly metrics: Metrics,
+    private readonly maxMessages: number,
+    private readonly keep: number,
+    private readonly ttl: number,
+    private readonly onClosed: (group: PollGroup) => void,
+  ) {
+    this.session = new Session(ctx, this, GROUP, () => this.#end(), 'poll');
+  }
+
+  get ready(): boolean {
+    return this.last !== undefined && !this.#closed;
+  }
+
+  /** Hold `req` here, or answer it now from recent publications; declined when neither can be exact. */
+  take(req: ParkRequest): ParkOutcome {
+    const last = this.last;
+    if (last === undefined || this.#closed) return 'declined';
+    const { since } = req;
+    if (since !== undefined && since.epoch !== last.epoch) return 'declined';
+    if (since === undefined || since.seq === last.seq) {
+      if (req.hold > 0) {
+        this.#park(req);
+        return 'parked';
+      }
+      // Not to be held (`timeout=0`): the position, now.
+      this.metrics.connectionOpened('poll');
+      this.#answerEmpty(req.poller, since ?? last);
+      this.metrics.connectionClosed('poll', 'answered');
+      return 'answered';
+    }
+    if (since.seq > last.seq) return 'declined';
+    this.#expire();
+    const oldest = this.#recent[0];
+    if (oldest === undefined || oldest.pub.position.seq > since.seq + 1) return 'declined';
+    let body = this.#answers.get(since.seq);
+    const start = since.seq + 1 - oldest.pub.position.seq;
+    const due = this.#recent.slice(start, start + this.maxMessages);
+    if (body === undefined) {
+      const end = (due[due.length - 1] as EncodedPublication).pub.position;
+      body = Buffer.from(encodePollResponse(due.map((e) => e.json), [], formatCursorEntry(this.channel, end)));
+      this.#answers.set(since.seq, body);
+    }
+    this.metrics.connectionOpened('poll');
+    this.metrics.resumed('poll', 'recovered');
+    for (const enc of due) this.metrics.delivered(enc.arrivedAt);
+    req.poller.answer(body);
+    this.metrics.connectionClosed('poll', 'answered');
+    return 'answered';
+  }
+
+  #park(req: ParkRequest): void {
+    const parked: Parked = { poller: req.poller, since: req.since, timer: setTimeout(() => this.#timeout(parked), req.hold) };
+    this.#parked.add(parked);
+    this.idleSince = Date.now();
+    this.metrics.connectionOpened('poll');
+    if (req.since !== undefined) this.metrics.resumed('poll', 'recovered');
+    req.poller.onGone(() => {
+      if (this.#parked.delete(parked)) {
+        clearTimeout(parked.timer);
+        this.metrics.connectionClosed('poll', 'client_gone');
+      }
+    });
+  }
+
+  /** The hold ran out: nothing new, the same cursor back. */
+  #timeout(parked: Parked): void {
+    if (!this.#parked.delete(parked)) return;
+    this.#answerEmpty(parked.poller, parked.since ?? this.last);
+    this.metrics.connectionClosed('poll', 'timeout');
+  }
+
+  /** An answer with no messages and the cursor at `at` (one encoding per position until the next publication). */
+  #answerEmpty(poller: Poller, at: Position | undefined): void {
+    const key = -2 - (at?.seq ?? -1);
+    let body = this.#answers.get(key);
+    if (body === undefined) {
+      body = emptyAnswer(at === undefined ? '' : formatCursorEntry(this.channel, at));
+      this.#answers.set(key, body);
+    }
+    poller.answer(body);
+  }
+
+  /**
+   * Lets go of publications older than the history's TTL (with a margin: they arrived here a little
+   * after the broker stamped them), so that a catch-up poll gets the gap the ordinary path reports.
+   */
+  #expire(): void {
+    const oldest = performance.now() - this.ttl + EXPIRY_MARGIN;
+    let n = 0;
+    while (n < this.#recent.length && (this.#recent[n] as EncodedPublication).arrivedAt < oldest) n++;
+    if (n > 0) this.#recent.splice(0, n);
+  }
+
+  /** Whether no poll is held here. */
+  get idle(): boolean {
+    return this.#parked.size === 0;
+  }
+
+  get parkedCount(): number {
+    return this.#parked.size;
+  }
+
+  subscribed(result: SubscribeResult): void {
+    this.last = result.position;
+  }
+
+  /** Hot path: one publication of the channel, for every parked poll at once. */
+  message(enc: EncodedPublication): void {
+    const p = enc.pub.position;
+    if (this.last === undefined || p.epoch !== this.last.epoch) this.#recent = [];
+    this.#recent.push(enc);
+    if (this.#recent.length > this.keep) this.#recent.shift();
+    this.last = p;
+    this.#answers.clear();
+    if (this.#parked.size === 0) return;
+    this.#pending.push(enc);
+    this.#flush ??= setImmediate(this.#answerParked);
+  }
+
+  gap(gap: Gap): void {
+    this.#recent = [];
+    this.last = gap.to;
+    this.#answers.clear();
+    if (this.#parked.size === 0) return;
+    this.#gaps.push(gap);
+    this.#flush ??= setImmediate(this.#answerParked);
+  }
+
+  /** The end of the turn: one answer for every parked poll, the same bytes for all. */
+  readonly #answerParked = (): void => {
+    this.#flush = undefined;
+    const due = this.#pending.slice(0, this.maxMessages);
+    const gaps = this.#gaps;
+    this.#pending = [];
+    this.#gaps = [];
+    if (this.#parked.size === 0 || (due.length === 0 && gaps.length === 0)) return;
+    // Past the message limit, the cursor stops at the last one included: the rest is a catch-up poll away.
+    const lastGap = gaps[gaps.length - 1];
+    const lastDue = due[due.length - 1];
+    const end = lastDue !== undefined ? lastDue.pub.position : (lastGap as Gap).to;
+    const body = Buffer.from(encodePollResponse(due.map((e) => e.json), gaps, formatCursorEntry(this.channel, end)));
+    const parked = [...this.#parked];
+    this.#parked.clear();
+    for (const p of parked) {
+      clearTimeout(p.timer);
+      for (const enc of due) this.metrics.delivered(enc.arrivedAt);
+      p.poller.answer(body);
+      this.metrics.connectionClosed('poll', 'answered');
+    }
+    this.idleSince = Date.now();
+  };
+
+  /** The subscription ended (its channel failed here, or shutdown): parked polls get their cursor back and come again. */
+  close(_name: CloseName, _reason: string): void {
+    this.#end();
+  }
+
+  #end(): void {
+    if (this.#closed) return;
+    this.#closed = true;
+    if (this.#flush !== undefined) clearImmediate(this.#flush);
+    const parked = [...this.#parked];
+    this.#parked.clear();
+    for (const p of parked) {
+      clearTimeout(p.timer);
+      p.poller.answer(emptyAnswer(p.since === undefined ? '' : formatCursorEntry(this.channel, p.since)));
+      this.metrics.connectionClosed('poll', 'restart');
+    }
+    this.#recent = [];
+    this.#answers.clear();
+    this.session.detach();
+    this.onClosed(this);
+  }
+
+  /** Ends the group (idle, or shutdown). */
+  stop(): void {
+    this.#end();
+  }
+}
+
+/** This node's poll groups: the fast path of `GET /poll` for one channel. */
+export class PollGroups {
+  readonly #groups = new Map<Channel, PollGroup>();
+  readonly #sweep: NodeJS.Timeout;
+  #closed = false;
+
+  constructor(
+    private readonly ctx: SessionContext,
+    private readonly auth: Authenticator,
+    private readonly options: GatewayOptions,
+    private readonly onError: (err: unknown, channel: Channel) => void,
+  ) {
+    this.#sweep = setInterval(() => this.#release(), SWEEP).unref();
+  }
+
+  /** Groups, and the polls parked in them. */
+  stats(): { groups: number; parked: number } {
+    let parked = 0;
+    for (const g of this.#groups.values()) parked += g.parkedCount;
+    return { groups: this.#groups.size, parked };
+  }
+
+  /**
+   * Takes a poll for one channel: parked or answered by the channel's group, or declined (the
+   * caller takes the ordinary path, and the group is started for the next poll).
+   */
+  park(req: ParkRequest): ParkOutcome {
+    if (this.#closed) return 'declined';
+    const { channel, identity } = req;
+    let ns;
+    try {
+      ns = namespaceOf(this.options, channel);
+    } catch {
+      return 'declined';
+    }
+    // Decisions the ordinary path makes, with its refusals: permissions, hooks, and ephemeral channels (no resume).
+    if (ns.ephemeral || this.ctx.authorize?.hooks?.subscribe !== undefined) return 'declined';
+    if (identity.server !== true && !this.auth.canSubscribe(identity, channel)) return 'declined';
+    const group = this.#groups.get(channel);
+    if (group === undefined) {
+      this.#start(channel);
+      return 'declined';
+    }
+    return group.take(req);
+  }
+
+  #start(channel: Channel): void {
+    if (this.#groups.size >= MAX_GROUPS) return;
+    const ns = namespaceOf(this.options, channel);
+    const keep = Math.min(RECENT, ns.historySize);
+    const group = new PollGroup(channel, this.ctx, this.ctx.metrics, this.options.maxPollMessages, keep, ns.historyTtl * 1000, (g) => {
+      if (this.#groups.get(channel) === g) this.#groups.delete(channel);
+    });
+    this.#groups.set(channel, group);
+    group.session.subscribe(channel, undefined).catch((err: unknown) => {
+      group.stop();
+      this.onError(err, channel);
+    });
+  }
+
+  /** Closes groups that held no poll for `channelLinger`. */
+  #release(): void {
+    const before = Date.now() - Math.max(this.options.channelLinger, SWEEP);
+    for (const group of [...this.#groups.values()]) if (group.idle && group.idleSince < before) group.stop();
+  }
+
+  /** Answers every parked poll (they come back, elsewhere when this node drains) and ends every group. */
+  close(): void {
+    this.#closed = true;
+    clearInterval(this.#sweep);
+    for (const group of [...this.#groups.values()]) group.stop();
+  }
+}

@@ -1,0 +1,158 @@
+/**
+ * Long polling at scale: a poll for one channel is parked in the channel's poll group, with no session,
+ * broker subscribe, history read or unsubscribe of its own; every poller parked at a position gets the
+ * same bytes; a poll a little behind is answered at once from the group's recent publications (never
+ * beyond what history keeps); holds time out with the cursor unchanged; a client that goes away is let
+ * go; and closing the gateway answers every parked poll.
+ */
+import { request, type IncomingMessage } from 'node:http';
+import { afterEach, describe, expect, it } from 'vitest';
+import { formatCursorEntry, type Position } from '@tidings/protocol';
+import { MemoryBroker, type HistoryPage } from '@tidings/server';
+import { startGateway, type TestGateway } from '@tidings/testing';
+
+/** A memory broker that counts the calls a poll could cost. */
+class CountingBroker extends MemoryBroker {
+  readonly calls = { subscribe: 0, unsubscribe: 0, history: 0 };
+  override subscribe(channel: string): Promise<void> {
+    this.calls.subscribe += 1;
+    return super.subscribe(channel);
+  }
+  override unsubscribe(channel: string): Promise<void> {
+    this.calls.unsubscribe += 1;
+    return super.unsubscribe(channel);
+  }
+  override history(channel: string, since: Position | undefined, limit: number): Promise<HistoryPage> {
+    this.calls.history += 1;
+    return super.history(channel, since, limit);
+  }
+}
+
+interface Answer {
+  readonly status: number;
+  readonly raw: string;
+  readonly body: { messages: Array<{ data: unknown; position: Position }>; gaps: Array<{ reason: string }>; cursor: string };
+}
+
+/** One poll; resolves with the answer. `abort` cuts it. */
+function poll(gw: TestGateway, query: string): { answer: Promise<Answer>; abort: () => void } {
+  let cut = (): void => undefined;
+  const answer = new Promise<Answer>((resolve, reject) => {
+    const req = request(`${gw.url}/poll?${query}`, { agent: false }, (res: IncomingMessage) => {
+      let raw = '';
+      res.setEncoding('utf8');
+      res.on('data', (c: string) => (raw += c));
+      res.on('end', () => resolve({ status: res.statusCode ?? 0, raw, body: JSON.parse(raw) as Answer['body'] }));
+    });
+    req.on('error', reject);
+    req.end();
+    cut = () => req.destroy();
+  });
+  return { answer, abort: () => cut() };
+}
+
+const cursorOf = (channel: string, p: Position): string => `cursor=${encodeURIComponent(formatCursorEntry(channel, p))}`;
+
+async function until(check: () => boolean, what: string, ms = 5000): Promise<void> {
+  const deadline = Date.now() + ms;
+  while (!check()) {
+    if (Date.now() > deadline) throw new Error(`${what}: not within ${ms} ms`);
+    await new Promise((r) => setTimeout(r, 10));
+  }
+}
+
+const open: TestGateway[] = [];
+afterEach(async () => {
+  for (const gw of open.splice(0)) await gw.close();
+});
+
+async function gateway(config = {}): Promise<{ gw: TestGateway; broker: CountingBroker }> {
+  const broker = new CountingBroker({ maxChannels: 1000, dedupMaxKeys: 100 });
+  const gw = await startGateway({ channelLinger: 60_000, ...config }, { broker });
+  open.push(gw);
+  return { gw, broker };
+}
+
+/** The first poll of a channel takes the ordinary path and starts its group; waits until the group is ready. */
+async function startGroup(gw: TestGateway, channel: string): Promise<Position> {
+  const first = await gw.publish(channel, 'start');
+  await poll(gw, `channel=${channel}&timeout=0`).answer;
+  await until(() => gw.gateway.stats().polls.groups === 1, 'the poll group');
+  // Ready once a poll at the latest position parks instead of taking the ordinary path.
+  for (;;) {
+    const p = poll(gw, `channel=${channel}&${cursorOf(channel, first.position)}&timeout=50`);
+    const parked = await Promise.race([p.answer.then(() => false), until(() => gw.gateway.stats().polls.parked > 0, 'parked', 40).then(() => true, () => false)]);
+    await p.answer;
+    if (parked) return first.position;
+  }
+}
+
+describe('long polling through poll groups', () => {
+  it('parks 300 polls with no session or broker call each, and answers them all with the same bytes', async () => {
+    const { gw, broker } = await gateway();
+    const at = await startGroup(gw, 'news');
+    const before = { ...broker.calls };
+    const polls = Array.from({ length: 300 }, () => poll(gw, `channel=news&${cursorOf('news', at)}`));
+    await until(() => gw.gateway.stats().polls.parked === 300, 'all parked');
+    expect(gw.gateway.stats().sessions).toBe(0);
+    const published = await gw.publish('news', { n: 1 });
+    const answers = await Promise.all(polls.map((p) => p.answer));
+    expect(new Set(answers.map((a) => a.raw)).size).toBe(1);
+    expect(answers[0]?.status).toBe(200);
+    expect(answers[0]?.body.messages.map((m) => m.data)).toEqual([{ n: 1 }]);
+    expect(answers[0]?.body.cursor).toBe(formatCursorEntry('news', published.position));
+    // Three hundred polls and their answers cost the broker nothing.
+    expect(broker.calls).toEqual(before);
+    // The next round, from the new cursor, costs nothing either.
+    const again = Array.from({ length: 50 }, () => poll(gw, `channel=news&${cursorOf('news', published.position)}`));
+    await until(() => gw.gateway.stats().polls.parked === 50, 'parked again');
+    await gw.publish('news', { n: 2 });
+    for (const a of await Promise.all(again.map((p) => p.answer))) expect(a.body.messages.map((m) => m.data)).toEqual([{ n: 2 }]);
+    expect(broker.calls).toEqual(before);
+  }, 30_000);
+
+  it('answers a poll a little behind at once from recent publications, exactly what it missed', async () => {
+    const { gw, broker } = await gateway();
+    const at = await startGroup(gw, 'news');
+    const published = [];
+    for (let i = 1; i <= 5; i++) published.push(await gw.publish('news', i));
+    await until(() => gw.gateway.stats().hub.channels === 1, 'joined');
+    const before = { ...broker.calls };
+    const behind = published[1]?.position as Position;
+    const a = await poll(gw, `channel=news&${cursorOf('news', behind)}`).answer;
+    expect(a.body.messages.map((m) => m.data)).toEqual([3, 4, 5]);
+    expect(a.body.gaps).toEqual([]);
+    expect(a.body.cursor).toBe(formatCursorEntry('news', published[4]?.position as Position));
+    expect(broker.calls).toEqual(before);
+    // From before the group started: the ordinary path, with history.
+    const old = await poll(gw, `channel=news&${cursorOf('news', { ...at, seq: 0 })}`).answer;
+    expect(old.body.messages.map((m) => m.data)).toEqual(['start', 1, 2, 3, 4, 5]);
+    expect(broker.calls.history).toBeGreaterThan(before.history);
+  });
+
+  it('never answers from publications the history no longer keeps: a gap, as on the ordinary path', async () => {
+    const { gw } = await gateway({ namespaces: { '': { historySize: 3 } } });
+    await startGroup(gw, 'news');
+    const published = [];
+    for (let i = 1; i <= 6; i++) published.push(await gw.publish('news', i));
+    const a = await poll(gw, `channel=news&${cursorOf('news', published[0]?.position as Position)}`).answer;
+    expect(a.body.gaps.map((g) => g.reason)).toEqual(['trimmed']);
+    expect(a.body.messages.map((m) => m.data)).toEqual([4, 5, 6]);
+  });
+
+  it('times out with the cursor unchanged, lets go of a poll whose client left, and answers parked polls on close', async () => {
+    const { gw } = await gateway();
+    const at = await startGroup(gw, 'news');
+    const timed = await poll(gw, `channel=news&${cursorOf('news', at)}&timeout=200`).answer;
+    expect(timed.body).toEqual({ messages: [], gaps: [], cursor: formatCursorEntry('news', at) });
+    const left = poll(gw, `channel=news&${cursorOf('news', at)}`);
+    left.answer.catch(() => undefined);
+    await until(() => gw.gateway.stats().polls.parked === 1, 'parked');
+    left.abort();
+    await until(() => gw.gateway.stats().polls.parked === 0, 'let go');
+    const held = Array.from({ length: 5 }, () => poll(gw, `channel=news&${cursorOf('news', at)}`));
+    await until(() => gw.gateway.stats().polls.parked === 5, 'parked');
+    await gw.close();
+    for (const a of await Promise.all(held.map((p) => p.answer))) expect(a.body).toEqual({ messages: [], gaps: [], cursor: formatCursorEntry('news', at) });
+  });
+});
