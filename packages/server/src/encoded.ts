@@ -9,6 +9,8 @@ import { encodeMessage, encodeMessageFrame, formatCursorEntry, SseEvent, type Js
 import type { PresenceEntry, PresenceEvent, Publication } from './brokers/broker.js';
 import { frameText } from './framing.js';
 
+const CRLF = Buffer.from('\r\n');
+
 export class EncodedPublication {
   readonly pub: Publication;
   #json: string | undefined;
@@ -16,6 +18,7 @@ export class EncodedPublication {
   #sse: Buffer | undefined;
   #entry: string | undefined;
   #sseSingle: Buffer | undefined;
+  #sseChunk: Buffer | undefined;
 
   /**
    * @param arrivedAt when the publication reached this node (`performance.now()`), for the delivery
@@ -54,6 +57,15 @@ export class EncodedPublication {
   /** The whole SSE event for a single-channel stream, whose `id:` is just this cursor entry. */
   get sseSingle(): Buffer {
     return (this.#sseSingle ??= Buffer.from(`event: ${this.pub.type ?? 'message'}\ndata: ${this.json}\nid: ${this.cursorEntry}\n\n`));
+  }
+
+  /** {@link sseSingle} as one HTTP/1.1 chunk (`size CRLF event CRLF`): what a chunked stream writes to its socket. */
+  get sseSingleChunk(): Buffer {
+    if (this.#sseChunk === undefined) {
+      const event = this.sseSingle;
+      this.#sseChunk = Buffer.concat([Buffer.from(`${event.length.toString(16)}\r\n`), event, CRLF]);
+    }
+    return this.#sseChunk;
   }
 }
 

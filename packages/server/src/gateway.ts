@@ -262,6 +262,7 @@ export class Gateway {
     }));
     const connector: Connector = {
       park: (req) => pollGroups.park(req),
+      polled: (channel) => pollGroups.served(channel),
       open: (transport: StreamTransport, sink: Sink, identity: Identity) => open(transport, sink, identity),
       openDuplex: (sink: DuplexSink, identity: Identity) => {
         const session = open('websocket', sink, identity);

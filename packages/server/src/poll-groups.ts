@@ -277,7 +277,7 @@ export class PollGroups {
 
   /**
    * Takes a poll for one channel: parked or answered by the channel's group, or declined (the
-   * caller takes the ordinary path, and the group is started for the next poll).
+   * caller takes the ordinary path, and reports it {@link served} when it was answered).
    */
   park(req: ParkRequest): ParkOutcome {
     if (this.#closed) return 'declined';
@@ -290,18 +290,25 @@ export class PollGroups {
     }
     // Decisions the ordinary path makes, with its refusals: permissions, hooks, and ephemeral channels (no resume).
     if (ns.ephemeral || this.ctx.authorize?.hooks?.subscribe !== undefined) return 'declined';
-    if (identity.server !== true && !this.auth.canSubscribe(identity, channel)) return 'declined';
     const group = this.#groups.get(channel);
-    if (group === undefined) {
-      this.#start(channel);
-      return 'declined';
-    }
+    if (group === undefined) return 'declined';
+    if (identity.server !== true && !this.auth.canSubscribe(identity, channel)) return 'declined';
     return group.take(req);
   }
 
-  #start(channel: Channel): void {
-    if (this.#groups.size >= MAX_GROUPS) return;
-    const ns = namespaceOf(this.options, channel);
+  /**
+   * A poll for `channel` alone was answered on the ordinary path (so its client may read it): start the
+   * channel's group for the polls that follow. A refused poll starts nothing.
+   */
+  served(channel: Channel): void {
+    if (this.#closed || this.#groups.has(channel) || this.#groups.size >= MAX_GROUPS) return;
+    let ns;
+    try {
+      ns = namespaceOf(this.options, channel);
+    } catch {
+      return;
+    }
+    if (ns.ephemeral || this.ctx.authorize?.hooks?.subscribe !== undefined) return;
     const keep = Math.min(RECENT, ns.historySize);
     const group = new PollGroup(channel, this.ctx, this.ctx.metrics, this.options.maxPollMessages, keep, ns.historyTtl * 1000, (g) => {
       if (this.#groups.get(channel) === g) this.#groups.delete(channel);

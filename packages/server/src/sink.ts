@@ -110,6 +110,8 @@ export interface Connector {
   openDuplex(sink: DuplexSink, identity: Identity): DuplexAttachment;
   /** The long-poll fast path: a poll for one channel, held or answered without a session of its own. */
   park?(req: ParkRequest): ParkOutcome;
+  /** A poll for this channel alone was answered the ordinary way: the fast path may take the next ones. */
+  polled?(channel: Channel): void;
   /** Whether new connections are refused (the gateway is draining). */
   readonly draining: boolean;
 }

@@ -181,5 +181,6 @@ export class PollTransport {
       throw err;
     }
     conn.arm(hold);
+    if (only !== undefined) this.connector.polled?.(only);
   };
 }

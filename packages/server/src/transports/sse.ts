@@ -3,10 +3,16 @@
  * `id:` with the stream's position vector over all its channels, so a plain `EventSource` resumes
  * every channel through `Last-Event-ID`. The `event:`/`data:` lines are shared bytes; only the `id:`
  * line is per stream. Until `open()`, output is held so every id carries the full start vector.
- * Every write goes through the stream's one bounded {@link Outbox}.
+ *
+ * Once the headers are out, the stream writes to its socket itself, through its one bounded
+ * {@link Outbox}, not through the HTTP response: HTTP/1.1 chunks it frames on its own (a
+ * single-channel event is one shared, already framed buffer), so a turn's events leave in one write
+ * and nothing is copied per subscriber. Ending the stream goes back through the response, which
+ * writes the last chunk.
  * @module
  */
 import type { IncomingMessage, ServerResponse } from 'node:http';
+import type { Socket } from 'node:net';
 import {
   formatCursorEntry,
   SseEvent,
@@ -34,8 +40,14 @@ export interface SseOptions {
 
 type Held = { readonly enc: EncodedPublication } | { readonly gap: Gap } | { readonly presence: EncodedPresence };
 
+/** `text` as one HTTP/1.1 chunk. */
+const chunk = (text: string): string => `${Buffer.byteLength(text).toString(16)}\r\n${text}\r\n`;
+
 export class SseConnection implements Sink {
-  readonly #out: Outbox;
+  /** Set when the stream starts (its headers are out). */
+  #out: Outbox | undefined;
+  /** Whether the response is chunked (HTTP/1.1; an HTTP/1.0 stream is raw, ended by closing). */
+  #chunked = false;
   /** Cursor entry text per channel, in the request's channel order. */
   readonly #entries = new Map<Channel, string>();
   #id = '';
@@ -47,11 +59,10 @@ export class SseConnection implements Sink {
     channels: readonly Channel[],
     private readonly opts: SseOptions,
   ) {
-    this.#out = new Outbox(res);
     for (const channel of channels) this.#entries.set(channel, '');
     res.on('close', () => {
       this.#ended = true;
-      this.#out.close();
+      this.#out?.close();
     });
   }
 
@@ -60,11 +71,16 @@ export class SseConnection implements Sink {
   }
 
   get bufferedBytes(): number {
-    return this.#out.backlog;
+    return this.#out?.backlog ?? 0;
   }
 
   whenDrained(listener: () => void): void {
-    if (!this.#ended) this.#out.whenDrained(listener);
+    if (!this.#ended) this.#out?.whenDrained(listener);
+  }
+
+  /** Writes text (a control event, the id line of a multi-channel stream), framed as a chunk when chunked. */
+  #send(text: string): void {
+    this.#out?.write(this.#chunked ? chunk(text) : text);
   }
 
   owner: Attachment | undefined;
@@ -80,7 +96,7 @@ export class SseConnection implements Sink {
     this.#startStream();
     this.#refreshId();
     const welcome = JSON.stringify({ channels: [...this.#entries.keys()], cursor: this.#id, heartbeat: this.opts.sseHeartbeat, session: this.owner?.id });
-    this.#out.write(`event: ${SseEvent.welcome}\nid: ${this.#id}\ndata: ${welcome}\n\n`);
+    this.#send(`event: ${SseEvent.welcome}\nid: ${this.#id}\ndata: ${welcome}\n\n`);
     const held = this.#held ?? [];
     this.#held = undefined;
     for (const item of held) {
@@ -102,15 +118,25 @@ export class SseConnection implements Sink {
     }
     if (this.#ended) return;
     this.#entries.set(enc.pub.channel, enc.cursorEntry);
+    const out = this.#out;
+    if (out === undefined) return;
     if (this.#entries.size === 1) {
-      // One channel: the id is the publication's own entry, so the whole event is shared bytes.
+      // One channel: the id is the publication's own entry, so the whole event (chunk framing included) is shared bytes.
       this.#id = enc.cursorEntry;
-      this.#out.write(enc.sseSingle);
+      out.write(this.#chunked ? enc.sseSingleChunk : enc.sseSingle);
       return;
     }
     this.#refreshId();
-    this.#out.write(enc.sseEvent);
-    this.#out.write(`id: ${this.#id}\n\n`);
+    const event = enc.sseEvent;
+    const idLine = `id: ${this.#id}\n\n`;
+    if (this.#chunked) {
+      out.write(`${(event.length + idLine.length).toString(16)}\r\n`);
+      out.write(event);
+      out.write(`${idLine}\r\n`);
+    } else {
+      out.write(event);
+      out.write(idLine);
+    }
   }
 
   gap(gap: Gap): void {
@@ -119,13 +145,13 @@ export class SseConnection implements Sink {
       return;
     }
     if (this.#ended) return;
-    if (this.#out.backlog > this.opts.maxBufferedBytes) {
+    if (this.bufferedBytes > this.opts.maxBufferedBytes) {
       this.#shed();
       return;
     }
     this.#set(gap.channel, gap.to);
     this.#refreshId();
-    this.#out.write(`event: ${SseEvent.gap}\nid: ${this.#id}\ndata: ${JSON.stringify(gap)}\n\n`);
+    this.#send(`event: ${SseEvent.gap}\nid: ${this.#id}\ndata: ${JSON.stringify(gap)}\n\n`);
   }
 
   /**
@@ -135,7 +161,7 @@ export class SseConnection implements Sink {
   /** `tidings:expiring`: the client should `POST /refresh` a new token (a control event: no `id:`). */
   expiring(expiresAt: number): void {
     if (this.#ended || this.#held !== undefined) return;
-    this.#out.write(`event: ${SseEvent.expiring}\ndata: ${JSON.stringify({ expiresAt })}\n\n`);
+    this.#send(`event: ${SseEvent.expiring}\ndata: ${JSON.stringify({ expiresAt })}\n\n`);
   }
 
   presence(enc: EncodedPresence): void {
@@ -144,14 +170,15 @@ export class SseConnection implements Sink {
       return;
     }
     if (this.#ended) return;
-    this.#out.write(enc.sseEvent);
+    if (this.#chunked) this.#send(enc.sseEvent.toString());
+    else this.#out?.write(enc.sseEvent);
   }
 
   /** A comment line: keeps proxies from timing out the idle stream. */
   heartbeat(): void {
     if (this.#held !== undefined || this.#ended) return;
-    if (this.#out.backlog > this.opts.maxBufferedBytes) this.#shed();
-    else this.#out.write(': hb\n\n');
+    if (this.bufferedBytes > this.opts.maxBufferedBytes) this.#shed();
+    else this.#send(': hb\n\n');
   }
 
   /**
@@ -162,7 +189,7 @@ export class SseConnection implements Sink {
   close(name: CloseName, reason: string): void {
     if (this.#ended) return;
     this.#ended = true;
-    this.#out.close();
+    this.#out?.close();
     const { res } = this;
     // Closed while subscribing (shutdown, a failing channel, a resume that overflowed): a stream is
     // started only to say so, because a plain EventSource reconnects after an event but gives up on
@@ -187,10 +214,16 @@ export class SseConnection implements Sink {
       // Tells nginx not to buffer this response.
       'x-accel-buffering': 'no',
     });
-    res.socket?.setNoDelay(true);
+    // The headers go now; from here on the stream writes its own chunks to the socket.
+    res.flushHeaders();
+    const socket: Socket | null = res.socket;
+    if (socket === null) return;
+    socket.setNoDelay(true);
+    this.#chunked = (res as unknown as { chunkedEncoding?: boolean }).chunkedEncoding === true;
+    this.#out = new Outbox(socket);
     const { sseRetry } = this.opts;
     // Each stream gets up to 50% random extra, spreading reconnects.
-    res.write(`retry: ${sseRetry + Math.floor(Math.random() * (sseRetry / 2 + 1))}\n`);
+    this.#send(`retry: ${sseRetry + Math.floor(Math.random() * (sseRetry / 2 + 1))}\n`);
   }
 
   #set(channel: Channel, position: Position): void {
