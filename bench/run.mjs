@@ -1,32 +1,47 @@
-// `npm run bench`: Tidings against a raw `ws` broadcast baseline, side by side, in one run, then
-// Tidings on its memory, Redis and NATS brokers side by side (session `brokers`).
-// Servers run pinned to one core and the load generator to another; progress goes to stderr,
-// the markdown tables to stdout and every figure to bench/results/<timestamp>.json.
+// `npm run bench`: Tidings side by side with its peers (raw ws / SSE / poll, Nchan, Socket.IO 4) in
+// one run: idle memory, connect rate, fan-out at a reference rate and up an open-loop rate ladder,
+// many channels, long polling; then Tidings on its memory, Redis and NATS brokers (session
+// `brokers`). Servers run pinned to one core and the load generators to another; progress goes to
+// stderr, the markdown tables and the PASS/FAIL lines to stdout, every figure to
+// bench/results/<timestamp>.json.
 import { availableParallelism } from 'node:os';
 import { loadConfig } from './lib/config.mjs';
-import { killAll } from './lib/children.mjs';
+import { descriptorLimit, killAll } from './lib/children.mjs';
 import { Contention } from './lib/contention.mjs';
 import { CLK_TCK } from './lib/procfs.mjs';
-import { brokerTable, metricsLine, table, verdicts, writeJson } from './lib/report.mjs';
-import { BROKER_STEPS, runBrokers } from './lib/broker-session.mjs';
+import { compareTable, connectTable, idleTable, metricsLine, writeJson } from './lib/report.mjs';
+import { brokerTable } from './lib/broker-report.mjs';
+import { verdictLines, verdicts } from './lib/targets.mjs';
+import { runBrokers } from './lib/broker-session.mjs';
 import { BROKER_KINDS } from './lib/brokers.mjs';
-import { SERVER_KINDS, serverLabel } from './lib/servers.mjs';
-import { runPaired, runSession } from './lib/session.mjs';
+import { SERVER_KINDS } from './lib/servers.mjs';
+import { sessions } from './lib/sessions.mjs';
+import { runCompare } from './lib/session.mjs';
+import { runConnect, runIdle } from './lib/capacity.mjs';
 
-const cfg = loadConfig();
 const log = (line) => process.stderr.write(`${line}\n`);
+let cfg = loadConfig();
+const int = (x) => Math.round(x).toLocaleString('en-US');
 
-// A `paired` session runs both servers at once and alternates their windows; others run one server
-// at a time; `brokers` runs Tidings on each broker (lib/broker-session.mjs).
-const ALL_SESSIONS = [
-  { id: 'ws-small', transport: 'ws', subs: cfg.smallSubs, steps: ['cpu', 'max'], paired: true },
-  { id: 'ws-large', transport: 'ws', subs: cfg.largeSubs, steps: ['memory', 'max'] },
-  { id: 'sse-small', transport: 'sse', subs: cfg.smallSubs, steps: ['cpu', 'max'], paired: true },
-  { id: 'sse-large', transport: 'sse', subs: cfg.largeSubs, steps: ['memory'] },
-  // What metrics cost: the same gateway with and without them, side by side (ratio with / without).
-  { id: 'metrics', transport: 'ws', subs: cfg.smallSubs, steps: ['cpu'], paired: true, kinds: ['tidings', 'tidings-no-metrics'], ratio: ['tidings', 'tidings-no-metrics'] },
-  { id: 'brokers', brokers: BROKER_KINDS.filter((b) => cfg.brokers === undefined || cfg.brokers.includes(b)), steps: BROKER_STEPS },
-];
+// Descriptors: every connection is one in the server and one in the load generator.
+const SPARE = 200;
+const limit = descriptorLimit();
+const limitNotes = [];
+const cap = (n, what) => {
+  if (n + SPARE <= limit) return n;
+  limitNotes.push(`${what}: ${int(n)} lowered to ${int(limit - SPARE)} (descriptor hard limit ulimit -Hn = ${limit})`);
+  return limit - SPARE;
+};
+cfg = Object.freeze({
+  ...cfg,
+  idleSizes: [...new Set(cfg.idleSizes.map((n) => cap(n, 'idle connections')))],
+  connectSubs: cap(cfg.connectSubs, 'connect session'),
+  largeSubs: cap(cfg.largeSubs, 'large fan-out'),
+  channels: cap(cfg.channels, 'channels sessions'),
+});
+
+const ALL_SESSIONS = sessions(cfg);
+
 for (const [name, given, known] of [
   ['BENCH_ONLY', cfg.only, ALL_SESSIONS.map((s) => s.id)],
   ['BENCH_STEPS', cfg.steps, [...new Set(ALL_SESSIONS.flatMap((s) => s.steps))]],
@@ -47,8 +62,14 @@ for (const name of ['pubConnections', 'pubDepth']) {
 }
 const SESSIONS = ALL_SESSIONS.filter((s) => cfg.only === undefined || cfg.only.includes(s.id))
   .map((s) => ({ ...s, steps: s.steps.filter((step) => cfg.steps === undefined || cfg.steps.includes(step)) }))
-  .filter((s) => s.steps.length > 0);
-const KINDS = SERVER_KINDS.filter((k) => cfg.servers === undefined || cfg.servers.includes(k));
+  .filter((s) => s.steps.length > 0 && (s.kind === 'brokers' || s.sides.length > 0));
+
+const RUNNERS = {
+  compare: (s, contention) => runCompare(s, cfg, log, contention),
+  idle: (s) => runIdle(s, cfg, log),
+  connect: (s, contention) => runConnect(s, cfg, log, contention),
+  brokers: (s, contention) => runBrokers(s, cfg, log, contention),
+};
 
 async function main() {
   const deadline = setTimeout(() => {
@@ -58,63 +79,52 @@ async function main() {
   }, cfg.deadline * 1000);
   deadline.unref();
   if (availableParallelism() < 2) log('bench: WARNING fewer than 2 cores; server and load generator will share one');
-  log(`bench: ${cfg.quick ? 'QUICK' : 'full'} run, server on core ${cfg.serverCpu}, load generator on core ${cfg.loadCpu}`);
+  for (const note of limitNotes) log(`bench: WARNING ${note}`);
+  log(`bench: ${cfg.quick ? 'QUICK' : 'full'} run, servers on core ${cfg.serverCpu}, load generators on core ${cfg.loadCpu}; sessions ${SESSIONS.map((s) => s.id).join(', ')}`);
   const started = Date.now();
   const results = {};
   const contention = new Contention(cfg, log);
   const errors = [];
-  const attempt = async (session, kind, fn) => {
-    try {
-      return await fn();
-    } catch (err) {
-      log(`  FAILED: ${err instanceof Error ? err.message : String(err)}`);
-      errors.push({ session: session.id, kind, error: String(err) });
-      return {};
-    }
-  };
   const elapsed = () => `[${Math.round((Date.now() - started) / 1000)}s]`;
   for (const session of SESSIONS) {
-    if (session.id === 'brokers') {
-      log(`${elapsed()} brokers: Tidings on ${session.brokers.join(', ')} side by side, ${session.steps.join(' + ')}`);
-      results.brokers = await attempt(session, 'tidings', () => runBrokers(session, cfg, log, contention));
-      continue;
-    }
-    const what = `${session.subs} ${session.transport} subscribers, ${session.steps.join(' + ')}`;
-    if (session.paired) {
-      const kinds = session.kinds ?? KINDS;
-      log(`${elapsed()} ${session.id}: ${kinds.map(serverLabel).join(' and ')} side by side, ${what}`);
-      results[session.id] = await attempt(session, kinds.join('+'), () => runPaired(session, kinds, cfg, log, contention));
-      continue;
-    }
-    results[session.id] = {};
-    for (const kind of KINDS) {
-      log(`${elapsed()} ${session.id}: ${serverLabel(kind)}, ${what}`);
-      const out = await attempt(session, kind, () => runSession({ ...session, kind }, cfg, log, contention));
-      if (out.opened !== undefined) results[session.id][kind] = out;
+    const who = session.kind === 'brokers' ? `Tidings on ${session.brokers.join(', ')}` : session.sides.map((s) => s.label).join(', ');
+    log(`${elapsed()} ${session.id}: ${who}; ${session.steps.join(' + ')}`);
+    try {
+      results[session.id] = await RUNNERS[session.kind](session, contention);
+    } catch (err) {
+      log(`  FAILED: ${err instanceof Error ? err.message : String(err)}`);
+      errors.push({ session: session.id, error: String(err) });
     }
   }
-  const checks = verdicts(results);
+  const checks = verdicts(results, Object.keys(results), cfg);
   const file = writeJson({
     date: new Date().toISOString(),
     node: process.version,
     clockTicks: CLK_TCK,
+    descriptorLimit: limit,
     config: cfg,
     seconds: (Date.now() - started) / 1000,
     contentionBudgetLeft: contention.budget,
+    notes: limitNotes,
     results,
     targets: checks,
     errors,
   });
-  const brokers = SESSIONS.find((s) => s.id === 'brokers');
-  const metrics = SESSIONS.find((s) => s.id === 'metrics');
-  const rest = SESSIONS.filter((s) => s !== brokers && s !== metrics);
-  if (rest.length > 0) process.stdout.write(`${table(rest, results, cfg)}\n\n`);
-  if (brokers !== undefined) process.stdout.write(`${brokerTable(brokers, results.brokers, cfg)}\n\n`);
-  if (metrics !== undefined) process.stdout.write(`${metricsLine(results.metrics)}\n\n`);
-  for (const c of rest.length > 0 ? checks : []) {
-    process.stdout.write(`${c.pass === null ? 'NOT MEASURED' : c.pass ? 'PASS' : 'FAIL'}: ${c.label}: Tidings / baseline = ${c.ratio === null ? 'n/a' : c.ratio.toFixed(2)} (target <= ${c.max})\n`);
+  const out = [];
+  for (const session of SESSIONS) {
+    const res = results[session.id];
+    if (res === undefined) continue;
+    if (session.id === 'metrics') out.push(metricsLine(res));
+    else if (session.kind === 'compare') out.push(compareTable(session, res, cfg));
+    else if (session.kind === 'idle') out.push(idleTable(session, res));
+    else if (session.kind === 'connect') out.push(connectTable(session, res));
+    else out.push(`### Brokers\n\n${brokerTable(session, res, cfg)}`);
   }
-  process.stdout.write(`\nResults: ${file} (${Math.round((Date.now() - started) / 1000)} s)\n`);
+  const nchan = Object.values(results).find((r) => r?.versions?.nchan !== undefined);
+  if (nchan !== undefined) out.push(`Nchan peer: ${nchan.versions.nchan}`);
+  if (limitNotes.length > 0) out.push(limitNotes.map((n) => `- ${n}`).join('\n'));
+  if (checks.length > 0) out.push(`### Targets\n\n${verdictLines(checks)}`);
+  process.stdout.write(`${out.join('\n\n')}\n\nResults: ${file} (${Math.round((Date.now() - started) / 1000)} s)\n`);
   if (errors.length > 0) process.exitCode = 1;
 }
 
@@ -124,3 +134,4 @@ main()
     process.exitCode = 1;
   })
   .finally(killAll);
+

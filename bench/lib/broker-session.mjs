@@ -141,7 +141,7 @@ async function measurePublish(pubLg, side, nodes, batch, cfg, log) {
 
 /** The load generator's `run` arguments of a fan-out window: fixed rate, published on node 1 or node 2. */
 function fanoutArgs(side, nodes, duration, cfg) {
-  return { mode: 'fixed', rate: cfg.rate, window: cfg.window, duration, ...(nodes === 2 ? { publishPort: side.node2.port } : {}) };
+  return { rate: cfg.rate, duration, ...(nodes === 2 ? { publishPort: side.node2.port } : {}) };
 }
 
 /** Progress lines for one window. */
@@ -268,7 +268,7 @@ export async function runBrokers(session, cfg, log, contention) {
       for (const side of live()) {
         if (side.fan !== undefined) continue;
         await guarded(side, 'opening subscribers', async () => {
-          side.fan = await openSubscribers(side.node1, { kind: label(side.kind), transport: 'ws', subs: cfg.brokerSubs }, cfg, log);
+          side.fan = await openSubscribers(side.node1, { kind: 'tidings', label: label(side.kind), transport: 'ws', subs: cfg.brokerSubs }, cfg, log);
           out.brokers[side.kind].opened = side.fan.opened;
         });
       }

@@ -5,11 +5,11 @@
 // and nats.ts): no persistence for Redis; JetStream's file store in the directory for NATS.
 import { execFileSync } from 'node:child_process';
 import { mkdtempSync, rmSync } from 'node:fs';
-import { connect, createServer } from 'node:net';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { spawnPinnedBinary, stop } from './children.mjs';
+import { ask, freePort } from './net.mjs';
 
 /** The brokers compared, in table order. `shared`: several gateway nodes can use one. */
 export const BROKERS = {
@@ -18,33 +18,6 @@ export const BROKERS = {
   nats: { label: 'NATS JetStream', shared: true, bin: process.env.TIDINGS_NATS_SERVER ?? '/usr/sbin/nats-server' },
 };
 export const BROKER_KINDS = Object.keys(BROKERS);
-
-function freePort() {
-  return new Promise((resolve, reject) => {
-    const s = createServer();
-    s.once('error', reject);
-    s.listen(0, '127.0.0.1', () => {
-      const { port } = s.address();
-      s.close(() => resolve(port));
-    });
-  });
-}
-
-/** Resolves with the first bytes the server answers to `request` on a fresh connection, or '' on error or after `ms`. */
-function ask(port, request, ms) {
-  return new Promise((resolve) => {
-    const socket = connect({ host: '127.0.0.1', port });
-    const done = (text) => {
-      clearTimeout(timer);
-      socket.destroy();
-      resolve(text);
-    };
-    const timer = setTimeout(() => done(''), ms);
-    socket.once('error', () => done(''));
-    socket.once('connect', () => (request === '' ? done('connected') : socket.write(request)));
-    socket.once('data', (d) => done(d.toString('latin1')));
-  });
-}
 
 /** The binary's version line, or why it cannot run. */
 function version(bin) {

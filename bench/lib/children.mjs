@@ -1,7 +1,9 @@
 // Starts child processes pinned to one core with the descriptor limit raised, and kills them all on exit.
-import { spawn } from 'node:child_process';
+import { execFileSync, spawn } from 'node:child_process';
 
 const live = new Set();
+/** Processes that are not our children (an nginx worker), killed with them. */
+const adopted = new Set();
 
 /** Kills every child still running (SIGKILL, by pid). Safe to call repeatedly. */
 export function killAll() {
@@ -13,6 +15,29 @@ export function killAll() {
     }
   }
   live.clear();
+  for (const pid of adopted) {
+    try {
+      process.kill(pid, 'SIGKILL');
+    } catch {
+      // already gone
+    }
+  }
+  adopted.clear();
+}
+
+/** Has `pid` (a grandchild) killed by killAll too, until `release(pid)`. */
+export function adopt(pid) {
+  adopted.add(pid);
+}
+
+export function release(pid) {
+  adopted.delete(pid);
+}
+
+/** The descriptor hard limit children get as their soft limit (`ulimit -Hn`). */
+export function descriptorLimit() {
+  const text = execFileSync('bash', ['-c', 'ulimit -Hn'], { encoding: 'utf8' }).trim();
+  return text === 'unlimited' ? Infinity : Number(text);
 }
 
 process.on('exit', killAll);

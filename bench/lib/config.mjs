@@ -13,6 +13,13 @@ function num(name, full, small) {
   return value;
 }
 
+function nums(name, full, small) {
+  const given = list(name);
+  const values = given === undefined ? (quick ? small : full) : given.map(Number);
+  if (values.some((x) => !Number.isInteger(x) || x < 1)) throw new Error(`${name} must be whole numbers of at least 1 (got ${process.env[name]})`);
+  return values;
+}
+
 /** Every knob, with the environment variable that overrides it. */
 export function loadConfig() {
   const serverCpu = num('BENCH_SERVER_CPU', 0, 0);
@@ -20,24 +27,41 @@ export function loadConfig() {
     quick,
     serverCpu,
     loadCpu: num('BENCH_LOAD_CPU', 1, 1),
-    /** Subscribers in the *-small sessions (fixed-rate CPU and saturation). */
+    /** Subscribers of the *-small fan-out sessions (one channel). */
     smallSubs: num('BENCH_SMALL_SUBS', 1000, 200),
-    /** Subscribers in the *-large sessions (idle memory, and saturation for WebSocket). */
+    /** Subscribers of the *-large fan-out sessions (one channel). */
     largeSubs: num('BENCH_LARGE_SUBS', 10000, 1000),
-    /** Publications per second in the fixed-rate CPU run (x smallSubs deliveries per second). */
+    /** Channels of the channels-* sessions, one subscriber each. */
+    channels: num('BENCH_CHANNELS', 10000, 1000),
+    /** Idle connections at which memory is read (cumulative, one server process per transport). */
+    idleSizes: nums('BENCH_IDLE_SIZES', [1000, 10000, 19000], [200, 1000, 2000]),
+    /** WebSocket connections opened at once by the connect session. */
+    connectSubs: num('BENCH_CONNECT_SUBS', 19000, 2000),
+    /** Rounds of the connect session (a fresh server per round; the figure is the median). */
+    connectRounds: num('BENCH_CONNECT_ROUNDS', 3, 1),
+    /** Reference rate of the fan-out cpu step, in deliveries per second (publications/s x subscribers). */
+    refRate: num('BENCH_REF_RATE', 50000, 50000),
+    /** Reference rate of the long-poll fan-out, in deliveries per second. */
+    pollRefRate: num('BENCH_POLL_REF_RATE', 20000, 10000),
+    /** Reference rate of the channels-* sessions, in publications (= deliveries) per second. */
+    channelsRefRate: num('BENCH_CHANNELS_REF_RATE', 4000, 2000),
+    /** Publications/s of the fixed-rate steps of the metrics and brokers sessions (x 1,000 subscribers). */
     rate: num('BENCH_RATE', 50, 100),
-    /** Alternating rounds of the fixed-rate CPU step (odd: each server's figure is its median round). */
-    rounds: num('BENCH_ROUNDS', 5, 3),
-    /** Seconds of each measured window of the CPU step. */
-    cpuDuration: num('BENCH_CPU_DURATION', 6, 3),
-    /** Alternating rounds of the 1k saturation step; each server's figure is its best round. */
-    maxRounds: num('BENCH_MAX_ROUNDS', 2, 2),
-    /** Seconds of warm-up before each measured window. */
+    /** Alternated rounds of the cpu step (each side's figure is its median round). */
+    rounds: num('BENCH_ROUNDS', 3, 1),
+    /** Seconds of each measured window of the cpu step. */
+    cpuDuration: num('BENCH_CPU_DURATION', 4, 2),
+    /** Alternated rounds of the rate ladder where a target compares its figure (elsewhere 1). */
+    ladderRounds: num('BENCH_LADDER_ROUNDS', 3, 1),
+    /** Seconds of warm-up and of the measured window of each ladder step. */
+    ladderWarmup: num('BENCH_LADDER_WARMUP', 1, 0.5),
+    ladderDuration: num('BENCH_LADDER_DURATION', 2, 1),
+    /** Most steps of a column's first ladder (its later ones take at most 4). */
+    ladderSteps: num('BENCH_LADDER_STEPS', 10, 4),
+    /** A ladder step is sustained only with p99 at most this many ms. */
+    ladderP99: num('BENCH_LADDER_P99', 1000, 1000),
+    /** Seconds of warm-up before each cpu window. */
     warmup: num('BENCH_WARMUP', 2, 1),
-    /** Seconds of each measured window. */
-    duration: num('BENCH_DURATION', 8, 3),
-    /** Publications allowed in flight (published but not yet delivered to all) in saturation runs. */
-    window: num('BENCH_WINDOW', 4, 4),
     /** Seconds to let the server settle before and after opening idle connections. */
     settle: num('BENCH_SETTLE', 3, 1),
     /** Bytes of padding in each publication's data. */
@@ -46,12 +70,14 @@ export function loadConfig() {
     probes: num('BENCH_PROBES', 100, 50),
     /** Handshakes in flight while connecting. */
     connectConcurrency: num('BENCH_CONNECT_CONCURRENCY', 200, 200),
+    /** Keep-alive connections of the open-loop HTTP publisher (requests pipelined on each, in turn). */
+    pubSockets: num('BENCH_PUB_SOCKETS', 4, 4),
     /** Busy fraction of a core by other processes above which a measurement waits for quiet. */
     quiet: num('BENCH_QUIET', 0.1, 0.1),
     /** Seconds the whole run may spend waiting for quiet cores and re-measuring contended windows. */
-    quietBudget: num('BENCH_QUIET_BUDGET', 120, 20),
+    quietBudget: num('BENCH_QUIET_BUDGET', 180, 20),
     /** Hard cap on the whole run, in seconds; children are killed when it expires. */
-    deadline: num('BENCH_DEADLINE', 1500, 480),
+    deadline: num('BENCH_DEADLINE', 4200, 1200),
     /** Broker session: the Redis / NATS server's core and the second gateway node's (default: the server core). */
     brokerCpu: num('BENCH_BROKER_CPU', serverCpu, serverCpu),
     node2Cpu: num('BENCH_NODE2_CPU', serverCpu, serverCpu),
@@ -64,16 +90,16 @@ export function loadConfig() {
     /** Broker session: keep-alive publisher connections per node, and requests pipelined on each. */
     pubConnections: num('BENCH_PUB_CONNECTIONS', 8, 8),
     pubDepth: num('BENCH_PUB_DEPTH', 4, 4),
-    /** Broker session: publications per request of the batched variant (1 or 0: no batched variant). */
+    /** Publications per request of the batched variants (broker publish step, channels-ws); 1 or 0: none. */
     pubBatch: num('BENCH_PUB_BATCH', 10, 10),
     /** Broker session: channels the publish steps spread their requests over, in turn. */
     pubChannels: num('BENCH_PUB_CHANNELS', 1, 1),
-    /** Only these sessions (ws-small, ws-large, sse-small, sse-large, brokers), steps (memory, cpu, max; publish, fanout, publish-2, fanout-2), servers and brokers. */
+    /** Only these sessions, steps, servers and brokers (see bench/README.md). */
     only: list('BENCH_ONLY'),
     steps: list('BENCH_STEPS'),
     servers: list('BENCH_SERVERS'),
     brokers: list('BENCH_BROKERS'),
-    /** Write V8 CPU profiles of servers and load generators to bench/results/profiles/ (see bench/profile.mjs). */
+    /** Write V8 CPU profiles of Node servers and load generators to bench/results/profiles/ (see bench/profile.mjs). */
     profile: process.env.BENCH_PROFILE === '1',
     channel: 'bench',
   });

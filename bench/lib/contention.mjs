@@ -45,12 +45,13 @@ export class Contention {
   /**
    * Runs `measureOnce` until its window was quiet (every `otherLoad` figure at most `quiet`) or
    * the budget is spent; returns the least contended result, with `attempts`. `cores` are those
-   * waited on before each window (default: server and load cores).
+   * waited on before each window (default: server and load cores); with `wait: false` the first
+   * window starts at once (steps that follow one another closely, whose windows are checked anyway).
    */
-  async measure(measureOnce, cores) {
+  async measure(measureOnce, cores, { wait = true } = {}) {
     let best;
     for (let attempt = 1; ; attempt++) {
-      await this.waitForQuiet(cores);
+      if (wait || attempt > 1) await this.waitForQuiet(cores);
       const t0 = Date.now();
       const m = await measureOnce();
       m.attempts = attempt;

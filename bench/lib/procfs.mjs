@@ -61,12 +61,13 @@ export function coreBusySeconds() {
 
 /**
  * A CPU reading at one instant of named processes, each pinned to a core: `procs` maps a name to
- * { pid, core }. `usage(a, b)` turns two readings into utilisation.
+ * { pid, core }, where `pid` may be a list (one server made of several processes, summed).
+ * `usage(a, b)` turns two readings into utilisation.
  */
 export function sampleCpu(procs) {
   const at = performanceNow();
   const cpu = {};
-  for (const [name, { pid }] of Object.entries(procs)) cpu[name] = cpuSeconds(pid);
+  for (const [name, { pid }] of Object.entries(procs)) cpu[name] = [pid].flat().reduce((sum, p) => sum + cpuSeconds(p), 0);
   return { at, cpu, cores: coreBusySeconds(), procs };
 }
 

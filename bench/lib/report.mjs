@@ -1,106 +1,133 @@
-// Turns session results into the markdown table, the target verdicts and the JSON file.
+// Turns session results into markdown tables (one per session, every side in a column, then the
+// ratios against the reference peers) and writes the JSON file.
 import { mkdirSync, writeFileSync } from 'node:fs';
 import { fileURLToPath } from 'node:url';
+import { fmt, int, kibText, ok, pct, ratio } from './format.mjs';
 
-export const TARGETS = [
-  { id: 'cpu', session: 'ws-small', step: 'cpu', max: 1.25, label: 'server CPU per WebSocket delivery' },
-  { id: 'memory', session: 'ws-large', step: 'memory', max: 1.5, label: 'RSS per idle WebSocket connection' },
-];
-
-const ok = (x) => x !== null && x !== undefined && Number.isFinite(x);
-const fmt = (x, digits = 2) => (ok(x) ? x.toFixed(digits) : 'n/a');
-const int = (x) => (ok(x) ? Math.round(x).toLocaleString('en-US') : 'n/a');
-const pct = (x) => `${Math.round(x * 100)}%`;
-const ratio = (t, b) => (ok(t) && ok(b) && b !== 0 ? t / b : null);
+const line = (cells) => `| ${cells.join(' | ')} |`;
+const sideLabel = (res, id) => res.sides.find((s) => s.id === id)?.label ?? id;
+const ratioHeader = (res, [a, b]) => `${sideLabel(res, a)} / ${sideLabel(res, b)}`;
+const saturatedText = (s) => (s === undefined || s === 'neither' ? '' : ` (${s} saturated)`);
+const cpuText = (m) => `${pct(m.cpu.server)} / ${pct(m.cpu.load)}${saturatedText(m.saturated)}`;
+const otherText = (m) => `${pct(m.otherLoad.serverCore)} / ${pct(m.otherLoad.loadCore)}`;
+const latencyText = (l) => `${fmt(l?.p50)} / ${fmt(l?.p99)}`;
 
 /**
- * Table rows per step. A row with `value` gets a ratio column (with `paired`, the median of the
- * ratios of back-to-back rounds when the step ran paired); a row with `text` shows the whole step.
- * `target` names the target the row is checked against.
+ * Rows of a side-by-side table. `value` rows get a ratio per ratio pair (`paired`: the median of
+ * per-round ratios when the step has them); `text` rows show the figure only; `roundRatios` rows
+ * list the per-round ratios.
  */
-const ROWS = {
-  cpu: [
-    { name: 'server CPU per delivery (us), median round', value: (s) => s.serverMicrosPerDelivery, show: (x) => fmt(x, 3), target: 'cpu', paired: true },
-    { name: 'server CPU per delivery, every round', text: (s) => (s.rounds ?? []).map((x) => fmt(x, 2)).join(', '), roundRatios: true },
-    { name: 'latency p50 (ms)', value: (s) => s.latency.p50, show: fmt },
-    { name: 'latency p99 (ms)', value: (s) => s.latency.p99, show: fmt },
-    { name: 'CPU server / load gen', text: (s) => `${pct(s.cpu.server)} / ${pct(s.cpu.load)}` },
-  ],
-  max: [
-    { name: 'deliveries/s sustained, best round', value: (s) => s.deliveriesPerSecond, show: int },
-    { name: 'deliveries/s, every round', text: (s) => (s.rounds ?? [s.deliveriesPerSecond]).map(int).join(', ') },
-    { name: 'latency p50 (ms)', value: (s) => s.latency.p50, show: fmt },
-    { name: 'latency p99 (ms)', value: (s) => s.latency.p99, show: fmt },
-    { name: 'CPU server / load gen (saturated)', text: (s) => `${pct(s.cpu.server)} / ${pct(s.cpu.load)} (${s.saturated})` },
-  ],
-  memory: [
-    { name: 'RSS per idle connection (KiB)', value: (s) => s.bytesPerConnection / 1024, show: fmt, target: 'memory' },
-    { name: 'JS heap per idle connection (KiB)', value: (s) => s.heapBytesPerConnection / 1024, show: fmt },
-    { name: 'server RSS idle -> loaded (MiB)', text: (s) => `${fmt(s.rssBefore / 2 ** 20, 0)} -> ${fmt(s.rssAfter / 2 ** 20, 0)}` },
-    { name: 'server open fds', text: (s) => `${s.fdsBefore} -> ${s.fdsAfter}` },
-  ],
-};
-const OTHER = { name: 'other processes on server / load core', text: (s) => `${pct(s.otherLoad.serverCore)} / ${pct(s.otherLoad.loadCore)}` };
-ROWS.cpu.push(OTHER);
-ROWS.max.push(OTHER);
+const CPU_ROWS = [
+  { name: (n) => `server CPU per delivery (µs), median of ${n} rounds`, value: (m) => m.serverMicrosPerDelivery, show: (x) => fmt(x, 3), paired: true },
+  { name: () => 'every round', text: (m) => m.rounds.map((x) => fmt(x)).join(', '), roundRatios: true },
+  { name: () => 'latency p50 / p99 (ms)', text: (m) => latencyText(m.latency) },
+  { name: () => 'deliveries / expected', text: (m) => fmt(m.completeness, 4) },
+  { name: () => 'CPU server / load gen', text: cpuText },
+  { name: () => 'other processes on server / load core', text: otherText },
+];
+const END = { top: 'none failed (the ladder stops at 64 x the reference rate)', steps: 'none failed within the steps allowed (BENCH_LADDER_STEPS)' };
+const limitText = ({ limit: l, end }) => (l === null ? END[end] : `${int(l.offered)}/s: ${l.why}${saturatedText(l.saturated)}`);
+const LADDER_ROWS = [
+  { name: (n) => `max sustained deliveries/s, median of ${n} ladder${n === 1 ? '' : 's'}`, value: (l) => l.max, show: int, mark: (l) => (l.loadBound ? ' (load gen bound)' : '') },
+  { name: () => 'every ladder', text: (l) => l.rounds.map(int).join(', ') },
+  { name: () => 'latency p50 / p99 at max (ms)', text: (l) => (l.at === null ? 'n/a' : latencyText(l.at.latency)) },
+  { name: () => 'CPU server / load gen at max', text: (l) => (l.at === null ? 'n/a' : cpuText(l.at)) },
+  { name: () => 'next step up (offered): why not sustained', text: limitText },
+];
 
-/** The ratio a row reports for a session's step, or null. */
-function rowRatio(row, sessionResults, step) {
-  const paired = sessionResults?.paired?.[step];
-  if (row.paired && paired !== undefined) return paired.median;
-  const b = sessionResults?.baseline?.[step];
-  const t = sessionResults?.tidings?.[step];
-  return row.value === undefined || b === undefined || t === undefined ? null : ratio(row.value(t), row.value(b));
+function notes(res, extra = []) {
+  const out = [...extra];
+  for (const [id, why] of Object.entries(res.skipped ?? {})) out.push(`${sideLabel(res, id)}: SKIPPED: ${why}`);
+  return out.length === 0 ? '' : `\n\n${out.map((n) => `- ${n}`).join('\n')}`;
 }
 
-function title(session, step, cfg) {
-  const who = `${session.transport === 'sse' ? 'SSE' : 'WS'} ${session.subs.toLocaleString('en-US')} subs`;
-  if (step === 'cpu') return `${who}, ${cfg.rate} pub/s`;
-  if (step === 'max') return `${who}, max (${cfg.window} in flight)`;
-  return `${who}, idle`;
-}
-
-/** Verdicts for the targets: { id, label, ratio, max, pass } (pass is null when not measured). */
-export function verdicts(results) {
-  return TARGETS.map((t) => {
-    const row = ROWS[t.step].find((r) => r.target === t.id);
-    const r = rowRatio(row, results[t.session], t.step);
-    return { id: t.id, label: t.label, ratio: r, max: t.max, pass: r === null ? null : r <= t.max };
-  });
-}
-
-/** The markdown table comparing both servers, one row per figure. */
-export function table(sessions, results, cfg) {
-  const lines = ['| Scenario | Figure | raw ws baseline | Tidings | Tidings / baseline | Target |', '|---|---|---|---|---|---|'];
-  for (const session of sessions) {
-    const res = results[session.id];
-    for (const step of ['memory', 'cpu', 'max']) {
-      const b = res?.baseline?.[step];
-      const t = res?.tidings?.[step];
-      if (b === undefined && t === undefined) continue;
-      for (const row of ROWS[step]) {
-        const cell = (s) => (s === undefined ? 'failed' : row.text !== undefined ? row.text(s) : row.show(row.value(s)));
-        const r = rowRatio(row, res, step);
-        let ratioCell = r === null ? '' : fmt(r);
-        if (row.roundRatios && res?.paired?.[step] !== undefined) ratioCell = res.paired[step].ratios.map((x) => fmt(x)).join(', ');
-        const target = TARGETS.find((x) => x.id === row.target && x.session === session.id);
-        const verdict = target === undefined ? '' : `<= ${target.max} ${r === null ? 'n/a' : r <= target.max ? 'PASS' : 'FAIL'}`;
-        lines.push(`| ${title(session, step, cfg)} | ${row.name} | ${cell(b)} | ${cell(t)} | ${ratioCell} | ${verdict} |`);
-      }
+/** The table of a side-by-side session (`runCompare`'s result). */
+export function compareTable(session, res, cfg) {
+  const sides = res.sides;
+  const pairs = session.ratios.filter(([a, b]) => sides.some((s) => s.id === a) && sides.some((s) => s.id === b));
+  const header = ['Figure', ...sides.map((s) => s.label), ...pairs.map((p) => ratioHeader(res, p))];
+  const lines = [line(header), line(header.map(() => '---'))];
+  const missing = (id) => (res.skipped?.[id] !== undefined ? 'skipped' : 'failed');
+  const add = (rows, step, n) => {
+    const figures = step === 'cpu' ? res.cpu?.figures : res.ladder;
+    if (figures === undefined) return;
+    for (const row of rows) {
+      const cell = (id) => {
+        const m = figures[id];
+        if (m === undefined) return missing(id);
+        return row.text !== undefined ? row.text(m) : `${row.show(row.value(m))}${row.mark?.(m) ?? ''}`;
+      };
+      const ratioCell = ([a, b]) => {
+        const paired = res.cpu?.ratios?.[`${a}/${b}`];
+        if (row.roundRatios) return step === 'cpu' && paired !== undefined ? paired.ratios.map((x) => fmt(x)).join(', ') : '';
+        if (row.value === undefined) return '';
+        if (row.paired && paired !== undefined) return fmt(paired.median);
+        const r = ratio(figures[a] && row.value(figures[a]), figures[b] && row.value(figures[b]));
+        return r === null ? '' : fmt(r);
+      };
+      lines.push(line([row.name(n), ...sides.map((s) => cell(s.id)), ...pairs.map(ratioCell)]));
     }
-  }
-  return lines.join('\n');
+  };
+  add(CPU_ROWS, 'cpu', cfg.rounds);
+  add(LADDER_ROWS, 'ladder', session.ladderRounds);
+  return `### ${session.title}\n\n${session.about}\n\n${lines.join('\n')}${notes(res, session.notes)}`;
+}
+
+/** The table of an idle-memory session: per size, RSS and JS heap per connection. */
+export function idleTable(session, res) {
+  const sides = res.sides;
+  const raw = sides.find((s) => s.kind === 'baseline');
+  const nchan = sides.find((s) => s.kind === 'nchan');
+  const tidings = sides.find((s) => s.kind === 'tidings');
+  const extra = [];
+  if (tidings && raw) extra.push({ name: `${tidings.label} − ${raw.label} (KiB)`, of: (a) => (ok(a[tidings.id]) && ok(a[raw.id]) ? kibText(a[tidings.id] - a[raw.id]) : '') });
+  if (tidings && nchan) extra.push({ name: `${tidings.label} / ${nchan.label}`, of: (a) => (ok(ratio(a[tidings.id], a[nchan.id])) ? fmt(ratio(a[tidings.id], a[nchan.id])) : '') });
+  const header = ['Connections', 'Figure', ...sides.map((s) => s.label), ...extra.map((e) => e.name)];
+  const lines = [line(header), line(header.map(() => '---'))];
+  const rows = [
+    { name: 'RSS per idle connection (KiB)', value: (r) => r.bytesPerConnection, show: kibText, compare: true },
+    { name: 'JS heap per idle connection (KiB)', value: (r) => r.heapBytesPerConnection, show: (x) => (x === null ? 'n/a' : kibText(x)) },
+    { name: 'server RSS (MiB)', value: (r) => r.rssAfter, show: (x) => fmt(x / 2 ** 20, 0) },
+    { name: 'server open fds', value: (r) => r.fdsAfter, show: int },
+  ];
+  res.sizes.forEach((size, i) => {
+    for (const row of rows) {
+      const values = Object.fromEntries(sides.map((s) => [s.id, res.memory[s.id]?.[i] === undefined ? undefined : row.value(res.memory[s.id][i])]));
+      const cell = (s) => (res.memory[s.id]?.[i] === undefined ? (res.skipped[s.id] !== undefined ? 'skipped' : 'n/a') : row.show(values[s.id]));
+      lines.push(line([int(size), row.name, ...sides.map(cell), ...extra.map((e) => (row.compare ? e.of(values) : ''))]));
+    }
+  });
+  return `### ${session.title}\n\n${session.about}\n\n${lines.join('\n')}${notes(res)}`;
+}
+
+/** The table of the connect session. */
+export function connectTable(session, res) {
+  const sides = res.sides;
+  const raw = sides.find((s) => s.kind === 'baseline');
+  const tidings = sides.find((s) => s.kind === 'tidings');
+  const nchan = sides.find((s) => s.kind === 'nchan');
+  const pairs = [tidings && raw && [tidings, raw], tidings && nchan && [tidings, nchan]].filter(Boolean);
+  const header = ['Figure', ...sides.map((s) => s.label), ...pairs.map(([a, b]) => `${a.label} / ${b.label}`)];
+  const lines = [line(header), line(header.map(() => '---'))];
+  const get = (s) => res.connect[s.id];
+  const cell = (s, f) => (get(s) === undefined ? (res.skipped[s.id] !== undefined ? 'skipped' : 'failed') : f(get(s)));
+  const n = res.connect[sides[0]?.id]?.rounds.length ?? 0;
+  lines.push(line([`connect-to-subscribed per second, median of ${n}`, ...sides.map((s) => cell(s, (m) => `${int(m.median)}${m.loadBound ? ' (load gen bound)' : ''}`)), ...pairs.map(([a, b]) => fmt(ratio(get(a)?.median, get(b)?.median)))]));
+  lines.push(line(['every round', ...sides.map((s) => cell(s, (m) => m.rounds.map(int).join(', '))), ...pairs.map(() => '')]));
+  lines.push(line(['CPU server / load gen (median round)', ...sides.map((s) => cell(s, (m) => `${pct(m.cpu.server)} / ${pct(m.cpu.load)}`)), ...pairs.map(() => '')]));
+  lines.push(line(['other processes on server / load core', ...sides.map((s) => cell(s, otherText)), ...pairs.map(() => '')]));
+  return `### ${session.title}\n\n${session.about}\n\n${lines.join('\n')}${notes(res)}`;
 }
 
 /** What metrics cost: server CPU per delivery with / without them, paired rounds (target <= 1.03). */
 export function metricsLine(res) {
-  const paired = res?.paired?.cpu;
-  const on = res?.tidings?.cpu?.serverMicrosPerDelivery;
-  const off = res?.['tidings-no-metrics']?.cpu?.serverMicrosPerDelivery;
+  const paired = res?.cpu?.ratios?.['tidings/tidings-no-metrics'];
+  const on = res?.cpu?.figures?.tidings?.serverMicrosPerDelivery;
+  const off = res?.cpu?.figures?.['tidings-no-metrics']?.serverMicrosPerDelivery;
   if (paired === undefined) return 'Metrics cost: not measured';
   const verdict = paired.median <= 1.03 ? 'PASS' : 'FAIL';
   return [
-    `Metrics cost (WebSocket fan-out, server CPU per delivery): with ${fmt(on, 3)} us, without ${fmt(off, 3)} us (median rounds)`,
+    `Metrics cost (WebSocket fan-out, server CPU per delivery): with ${fmt(on, 3)} µs, without ${fmt(off, 3)} µs (median rounds)`,
     `${verdict}: with / without = ${fmt(paired.median, 3)} (paired rounds: ${paired.ratios.map((x) => fmt(x, 3)).join(', ')}; target <= 1.03)`,
   ].join('\n');
 }
@@ -112,110 +139,4 @@ export function writeJson(body) {
   const name = `${new Date().toISOString().replace(/[:.]/g, '-')}.json`;
   writeFileSync(`${dir}${name}`, `${JSON.stringify(body, null, 2)}\n`);
   return `bench/results/${name}`;
-}
-
-// ---- The broker comparison (session `brokers`) ----
-
-const fmt1 = (x) => fmt(x, 1);
-const fmt3 = (x) => fmt(x, 3);
-const CPU_NAMES = { server: 'gateway', gateway: 'gateway', node2: 'node 2', broker: 'broker', load: 'load gen' };
-const cpuText = (m) => {
-  const names = Object.keys(m.cpu).sort((a, b) => Object.keys(CPU_NAMES).indexOf(a) - Object.keys(CPU_NAMES).indexOf(b));
-  return `${names.map((n) => `${CPU_NAMES[n] ?? n} ${pct(m.cpu[n])}`).join(' / ')}${m.saturated === undefined ? '' : ` (${m.saturated})`}`;
-};
-const otherText = (m) => Object.values(m.otherLoad).map(pct).join(' / ');
-
-/** Rows of each broker step; `headline` rows get per-round ratios against memory, `value` rows a ratio of figures. */
-const PUBLISH_ROWS = [
-  { name: 'acknowledged publications/s, median round', value: (m) => m.publicationsPerSecond, show: int, headline: true },
-  { name: 'acknowledged publications/s, every round', text: (m) => m.rounds.map(int).join(', ') },
-  { name: 'per node (publications/s)', text: (m) => m.perNodePerSecond.map(int).join(' + '), nodes: 2 },
-  { name: '2 nodes / 1 node', scaling: true, nodes: 2 },
-  { name: 'gateway CPU per publication (us)', value: (m) => m.gatewayMicrosPerPublication, show: fmt1, nodes: 1 },
-  { name: 'both gateways\' CPU per publication (us)', value: (m) => m.gatewayMicrosPerPublication, show: fmt1, nodes: 2 },
-  { name: 'broker server CPU per publication (us)', value: (m) => m.brokerMicrosPerPublication, show: (x) => (x === null ? 'in gateway' : fmt1(x)) },
-  { name: 'ack latency p50 / p99 (ms)', text: (m) => `${fmt(m.ackLatency.p50)} / ${fmt(m.ackLatency.p99)}` },
-  { name: 'CPU (saturated)', text: cpuText },
-  { name: 'other processes on the cores', text: otherText },
-];
-const FANOUT_ROWS = [
-  { name: 'gateway CPU per delivery (us), median round', value: (m) => m.serverMicrosPerDelivery, show: fmt3, headline: true, nodes: 1 },
-  { name: 'node 1 CPU per delivery (us), median round', value: (m) => m.serverMicrosPerDelivery, show: fmt3, headline: true, nodes: 2 },
-  { name: 'every round', text: (m) => m.rounds.map(fmt3).join(', ') },
-  { name: 'gateway + broker CPU per delivery (us)', value: (m) => m.serverSideMicrosPerDelivery ?? m.serverMicrosPerDelivery, show: fmt3, nodes: 1 },
-  { name: 'both nodes + broker CPU per delivery (us)', value: (m) => m.serverSideMicrosPerDelivery, show: fmt3, nodes: 2 },
-  { name: 'latency p50 (ms)', value: (m) => m.latency.p50, show: fmt },
-  { name: 'latency p99 (ms)', value: (m) => m.latency.p99, show: fmt },
-  { name: 'deliveries / expected', value: (m) => m.completeness, show: (x) => fmt(x, 4) },
-  { name: 'CPU', text: cpuText },
-  { name: 'other processes on the cores', text: otherText },
-];
-
-/** The markdown table of the broker comparison: one column per broker, ratios against memory. */
-export function brokerTable(session, res, cfg) {
-  const kinds = session.brokers;
-  const labels = { memory: 'memory', redis: 'Redis', nats: 'NATS JetStream' };
-  const others = kinds.includes('memory') ? kinds.filter((k) => k !== 'memory') : [];
-  const line = (cells) => `| ${cells.join(' | ')} |`;
-  const header = ['Scenario', 'Figure', ...kinds.map((k) => labels[k]), ...others.map((k) => `${labels[k]} / memory`)];
-  const lines = [line(header), line(header.map(() => '---'))];
-  const flight = `${cfg.pubConnections} x ${cfg.pubDepth} in flight`;
-  const chans = cfg.pubChannels > 1 ? `, ${cfg.pubChannels} channels` : ', 1 channel';
-  const blocks = [];
-  for (const [step, nodes] of [['publish', 1], ['publish-2', 2]]) {
-    for (const variant of cfg.pubBatch > 1 ? ['single', 'batch'] : ['single']) {
-      const per = variant === 'single' ? '1 publication per request' : `batches of ${cfg.pubBatch}`;
-      const where = nodes === 1 ? '1 node' : '2 nodes';
-      blocks.push({ step, nodes, rows: PUBLISH_ROWS, title: `Publish, ${where}, ${per} (${flight}${nodes === 2 ? ' per node' : ''}${chans})`, get: (r) => r?.[step]?.[variant], single: (r) => r?.publish?.[variant] });
-    }
-    const fstep = step.replace('publish', 'fanout');
-    const title = nodes === 1 ? `Fan-out, 1 node, WS ${int(cfg.brokerSubs)} subs, ${cfg.rate} pub/s` : `Fan-out, WS ${int(cfg.brokerSubs)} subs on node 1, ${cfg.rate} pub/s published on node 2`;
-    blocks.push({ step: fstep, nodes, rows: FANOUT_ROWS, title, get: (r) => r?.[fstep] });
-  }
-  // Steps in run order: publish, fanout, publish-2, fanout-2.
-  for (const block of blocks) {
-    if (!session.steps.includes(block.step)) continue;
-    const results = Object.fromEntries(kinds.map((k) => [k, block.get(res?.brokers?.[k])]));
-    if (Object.values(results).every((m) => m === undefined) && block.nodes === 1) continue;
-    const missing = (k) => (res?.brokers?.[k]?.twoNodes !== undefined && block.nodes === 2 ? 'n/a' : res?.skipped?.[k] !== undefined ? 'skipped' : 'failed');
-    for (const row of block.rows) {
-      if (row.nodes !== undefined && row.nodes !== block.nodes) continue;
-      const cell = (k) => {
-        const m = results[k];
-        if (m === undefined) return missing(k);
-        if (row.scaling) {
-          const one = block.single(res?.brokers?.[k]);
-          return one === undefined ? 'n/a' : fmt(m.publicationsPerSecond / one.publicationsPerSecond);
-        }
-        return row.text !== undefined ? row.text(m) : row.show(row.value(m));
-      };
-      const ratioCell = (k) => {
-        if (block.nodes === 2 || row.value === undefined) return '';
-        const figures = ratio(results[k] && row.value(results[k]), results.memory && row.value(results.memory));
-        const r = row.headline ? (roundRatioOf(results[k], results.memory) ?? figures) : figures;
-        return r === null ? '' : fmt(r);
-      };
-      lines.push(line([block.title, row.name, ...kinds.map(cell), ...others.map(ratioCell)]));
-    }
-  }
-  const notes = [];
-  for (const k of kinds) {
-    if (res?.brokers?.[k]?.version !== undefined && k !== 'memory') notes.push(`${labels[k]}: ${res.brokers[k].version}`);
-    if (res?.brokers?.[k]?.twoNodes !== undefined) notes.push(`${labels[k]}, 2 nodes: n/a: ${res.brokers[k].twoNodes}`);
-    if (res?.skipped?.[k] !== undefined) notes.push(`${labels[k]}: SKIPPED: ${res.skipped[k]}`);
-  }
-  const p = res?.placement;
-  if (p !== undefined) notes.push(`Cores: gateway node 1 on ${p.gateway}, node 2 on ${p.node2}, broker servers on ${p.broker}, load generators on ${p.load}`);
-  return `${lines.join('\n')}\n\n${notes.map((n) => `- ${n}`).join('\n')}`;
-}
-
-/** Median of per-round ratios when both ran the same rounds (back to back), else the ratio of figures. */
-function roundRatioOf(a, b) {
-  if (a === undefined || b === undefined) return null;
-  if (Array.isArray(a.rounds) && Array.isArray(b.rounds) && a.rounds.length === b.rounds.length && a.rounds.length > 0) {
-    const rs = a.rounds.map((x, i) => x / b.rounds[i]).sort((x, y) => x - y);
-    const mid = Math.floor(rs.length / 2);
-    return rs.length % 2 === 1 ? rs[mid] : (rs[mid - 1] + rs[mid]) / 2;
-  }
-  return null;
 }

@@ -3,21 +3,16 @@
 // returns in order) and writing the next request the moment one is answered, so the number in
 // flight stays fixed. Requests are built once; only 200 answers count as acknowledged. Each answer
 // is timed against its request's send time (publish-to-acknowledgement latency).
-import { connect } from 'node:net';
 import { Counters, nowMicros } from './counters.mjs';
+import { Pipeline } from './pipeline.mjs';
 
-const HEADER_END = Buffer.from('\r\n\r\n');
 const RECONNECT_MS = 100;
 
-/** One pipelined keep-alive connection; `owner` gets every answer and drop. */
+/** One pipelined keep-alive connection that writes the next request the moment one is answered; reopened when the server closes it. */
 class Connection {
   #owner;
   #index;
-  #socket;
-  #buf = Buffer.alloc(0);
-  /** Send times of the requests written and not answered yet, oldest first. */
-  #sentAt = [];
-  #head = 0;
+  #pipe;
   #next = 0;
   #closed = false;
 
@@ -28,65 +23,39 @@ class Connection {
   }
 
   get inFlight() {
-    return this.#sentAt.length - this.#head;
+    return this.#pipe.inFlight;
   }
 
   #open() {
     const { host, port } = this.#owner.targetOf(this.#index);
-    const socket = connect({ host, port, noDelay: true });
-    this.#socket = socket;
-    socket.on('connect', () => {
-      for (let k = 0; k < this.#owner.depth; k++) this.#send();
+    const pipe = new Pipeline({
+      host,
+      port,
+      onConnect: () => {
+        for (let k = 0; k < this.#owner.depth; k++) this.#send();
+      },
+      onAnswer: (status, sent, closing) => {
+        this.#owner.answered(this.#index, status, sent);
+        // A server closing the connection says so; the close handler opens another.
+        if (!closing) this.#send();
+      },
+      onClose: (left) => {
+        if (pipe !== this.#pipe) return;
+        this.#owner.dropped(left.length);
+        if (this.#owner.running && !this.#closed) setTimeout(() => this.#closed || this.#open(), RECONNECT_MS);
+      },
     });
-    socket.on('data', (chunk) => this.#onData(chunk));
-    socket.on('error', () => undefined);
-    socket.on('close', () => this.#onClose(socket));
+    this.#pipe = pipe;
   }
 
   #send() {
     if (!this.#owner.running || this.#closed) return;
-    this.#socket.write(this.#owner.request(this.#next++));
-    this.#sentAt.push(nowMicros());
-  }
-
-  #onData(chunk) {
-    let buf = this.#buf.length === 0 ? chunk : Buffer.concat([this.#buf, chunk]);
-    let i = 0;
-    for (;;) {
-      const headEnd = buf.indexOf(HEADER_END, i);
-      if (headEnd === -1) break;
-      const head = buf.toString('latin1', i, headEnd).toLowerCase();
-      const at = head.indexOf('\r\ncontent-length:');
-      const length = at === -1 ? 0 : Number.parseInt(head.slice(at + 17), 10);
-      const end = headEnd + 4 + length;
-      if (buf.length < end) break;
-      const status = Number(head.slice(9, 12));
-      i = end;
-      const sent = this.#sentAt[this.#head++];
-      if (this.#head > 1024 && this.#head * 2 > this.#sentAt.length) {
-        this.#sentAt = this.#sentAt.slice(this.#head);
-        this.#head = 0;
-      }
-      this.#owner.answered(this.#index, status, sent);
-      // A server closing the connection says so; the close handler opens another.
-      if (!head.includes('\r\nconnection: close')) this.#send();
-    }
-    buf = buf.subarray(i);
-    this.#buf = buf.length === 0 ? Buffer.alloc(0) : Buffer.from(buf);
-  }
-
-  #onClose(socket) {
-    if (socket !== this.#socket) return;
-    this.#owner.dropped(this.inFlight);
-    this.#sentAt = [];
-    this.#head = 0;
-    this.#buf = Buffer.alloc(0);
-    if (this.#owner.running && !this.#closed) setTimeout(() => this.#closed || this.#open(), RECONNECT_MS);
+    this.#pipe.send(this.#owner.request(this.#next++), nowMicros());
   }
 
   close() {
     this.#closed = true;
-    this.#socket.destroy();
+    this.#pipe.close();
   }
 }
 

@@ -1,5 +1,5 @@
-// Shared state of one load generator: delivery counters, the latency reservoir and the gate hook
-// that lets a closed-loop publisher react to deliveries without polling.
+// Shared state of one load generator: delivery counters and the latency reservoir, and the stamp
+// reader every subscriber uses (each publication's data carries `"bt":<send time in us>`).
 import { performance } from 'node:perf_hooks';
 
 const MAX_SAMPLES = 200_000;
@@ -16,22 +16,18 @@ export class Counters {
   ready = 0;
   closed = 0;
   failed = 0;
-  /** When `delivered` reaches `gate`, `onGate` runs (closed-loop publishing). */
-  gate = Infinity;
-  onGate = () => undefined;
   /** Latency samples in microseconds are kept only while `sampling`. */
   sampling = false;
+  /** Samples of publications stamped at or after `from` (us): the measured window's own. */
+  from = Infinity;
+  fresh = 0;
   #samples = new Float64Array(MAX_SAMPLES);
   #seen = 0;
 
-  /** Counts one delivery and runs the gate hook when due. */
-  deliver() {
-    if (++this.delivered >= this.gate) this.onGate();
-  }
-
   /** Records the latency of a message stamped `sentMicros` (reservoir sampling past the cap). */
   sample(sentMicros) {
-    if (!this.sampling) return;
+    if (!this.sampling || sentMicros < 0) return;
+    if (sentMicros >= this.from) this.fresh++;
     const latency = nowMicros() - sentMicros;
     const i = this.#seen++;
     if (i < MAX_SAMPLES) this.#samples[i] = latency;
@@ -52,10 +48,13 @@ export class Counters {
   }
 }
 
+export const STAMP = Buffer.from('"bt":');
+
 /** Reads the unsigned integer that follows `"bt":` in `buf` between `from` and `to`; -1 if absent. */
 export function readStamp(buf, from, to) {
-  const at = buf.indexOf(STAMP, from);
-  if (at === -1 || at >= to) return -1;
+  // A view ending at `to`: `buf` may be the shared read buffer, whose bytes past `to` are stale.
+  const at = buf.subarray(0, to).indexOf(STAMP, from);
+  if (at === -1) return -1;
   let value = 0;
   for (let k = at + STAMP.length; k < to; k++) {
     const c = buf[k];
@@ -65,4 +64,14 @@ export function readStamp(buf, from, to) {
   return value;
 }
 
-export const STAMP = Buffer.from('"bt":');
+/**
+ * Counts one delivery per stamp in `buf[from..to)` (whole messages only), and times each one when
+ * the subscriber is a probe. For bodies holding any number of publications: SSE events, poll answers.
+ */
+export function deliverStamps(counters, probe, buf, from, to) {
+  const view = buf.subarray(0, to);
+  for (let at = view.indexOf(STAMP, from); at !== -1; at = view.indexOf(STAMP, at + STAMP.length)) {
+    if (probe && counters.sampling) counters.sample(readStamp(buf, at, to));
+    counters.delivered++;
+  }
+}

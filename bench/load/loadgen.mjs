@@ -1,112 +1,163 @@
-// Load generator process: on orchestrator commands (IPC) it opens subscribers, publishes at a fixed
-// rate or closed-loop (a bounded number of publications in flight), and reports what it measured.
-// Requests are { id, cmd, ... }; it answers { id, ev: 'done' | 'error', ... } and, during a run,
-// { id, ev: 'started' } and { id, ev: 'stopped' } at the edges of the measured window.
+// Load generator process: on orchestrator commands (IPC) it opens subscribers and its publisher,
+// publishes open-loop at a fixed rate, and reports what it measured. Requests are { id, cmd, ... };
+// it answers { id, ev: 'done' | 'error', ... } and, during a run, { id, ev: 'started' } and
+// { id, ev: 'stopped' } at the edges of the measured window.
 import { performance } from 'node:perf_hooks';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { Blaster } from './blaster.mjs';
-import { Counters } from './counters.mjs';
-import { Publisher } from './publisher.mjs';
+import { Counters, nowMicros } from './counters.mjs';
+import { NchanPollSubscriber, TidingsPollSubscriber } from './poll-client.mjs';
+import { channelNames, HttpPublisher } from './publisher.mjs';
 import { SseSubscriber } from './sse-client.mjs';
-import { WsSubscriber } from './ws-client.mjs';
+import { NchanWsSubscriber, SocketIoSubscriber, WsSubscriber } from './ws-client.mjs';
+import { WsPublisher } from './ws-publisher.mjs';
+
+/** Subscriber classes by transport and by the server's dialect. */
+const SUBSCRIBERS = {
+  ws: { tidings: WsSubscriber, nchan: NchanWsSubscriber, socketio: SocketIoSubscriber },
+  sse: { tidings: SseSubscriber, nchan: SseSubscriber },
+  poll: { tidings: TidingsPollSubscriber, nchan: NchanPollSubscriber },
+};
 
 const counters = new Counters();
 const subscribers = [];
 let publisher;
 /** The port `open` was given: `run` publishes there unless told `publishPort`. */
 let openPort;
+/** Channels the subscribers and publications are spread over. */
+let channelCount = 1;
 
 const alive = () => counters.ready - counters.closed;
+/** Deliveries each publication should make: the subscribers of one channel. */
+const perPublication = () => alive() / channelCount;
 
-/** Opens `count` subscribers, at most `concurrency` handshakes at a time, within `timeoutMs`. */
-async function open({ transport, host, port, channel, count, probes, concurrency, timeoutMs, apiKey, payload, window }) {
-  const Subscriber = transport === 'sse' ? SseSubscriber : WsSubscriber;
-  publisher = new Publisher({ host, port, apiKey, channel, payload, sockets: Math.max(1, window) });
-  openPort = port;
+/**
+ * The publisher of `publish.mode`: 'http' (one publication per request), 'batch' (arrays of
+ * `publish.batch`), or 'connection' (a server connection, checked with one publication first).
+ */
+async function openPublisher({ host, port, channel, channels, publish }) {
+  const common = { host, port, channel, channels, apiKey: publish.apiKey, payload: publish.payload };
+  if (publish.mode === 'connection') return WsPublisher.open({ ...common, path: publish.path });
+  const batch = publish.mode === 'batch' ? publish.batch : 1;
+  return new HttpPublisher({ ...common, format: publish.format, batch, sockets: publish.sockets });
+}
+
+/**
+ * Opens subscribers until `count` were asked for in all (a later call adds to the earlier ones), at
+ * most `concurrency` handshakes at a time, within `timeoutMs`. Subscriber i takes channel
+ * `<channel>-<i mod channels>` (just `channel` when there is one). The first call also opens the
+ * publisher (`publish`), which may reject ("not supported by this server").
+ */
+async function open({ transport, dialect, host, port, channel, channels = 1, count, probes, concurrency, timeoutMs, publish }) {
+  const Subscriber = SUBSCRIBERS[transport]?.[dialect];
+  if (Subscriber === undefined) throw new Error(`no ${transport} subscriber for ${dialect}`);
+  if (publisher === undefined) {
+    channelCount = channels;
+    publisher = await openPublisher({ host, port, channel, channels, publish });
+    openPort = port;
+  }
+  const names = channelNames(channel, channels);
   const stride = Math.max(1, Math.floor(count / Math.max(1, probes)));
+  const before = { ready: counters.ready, failed: counters.failed };
   const t0 = performance.now();
   const deadline = t0 + timeoutMs;
   while (performance.now() < deadline) {
     while (subscribers.length < count && subscribers.length - counters.ready - counters.failed < concurrency) {
       const i = subscribers.length;
-      subscribers.push(new Subscriber({ host, port, channel, probe: i % stride === 0, counters }));
+      subscribers.push(new Subscriber({ host, port, channel: names[i % names.length], probe: i % stride === 0, counters }));
     }
     if (counters.ready + counters.failed >= count) break;
     await sleep(5);
   }
-  return { requested: count, ready: counters.ready, failed: counters.failed, seconds: (performance.now() - t0) / 1000 };
+  const seconds = (performance.now() - t0) / 1000;
+  return { requested: count, ready: counters.ready, failed: counters.failed, added: counters.ready - before.ready, newlyFailed: counters.failed - before.failed, seconds };
 }
 
-/** Publishes for `seconds`: `rate` per second, or closed-loop keeping `window` publications undelivered. */
-async function drive({ mode, rate, window, seconds }) {
+/**
+ * Publishes `rate` publications per second for `seconds`, open loop: each when it is due (the
+ * first at once), whatever was delivered. When this process falls behind its schedule (it was
+ * busy), what is due goes at once, so a window always holds its publications. More than two
+ * seconds of backlog (published, not yet delivered) means the system cannot keep up: those
+ * publications are skipped rather than queued, and counted. Resolves with { skipped, lagMs }, the
+ * longest a publication waited past its time.
+ */
+async function drive(rate, seconds) {
   const start = performance.now();
   const stopAt = start + seconds * 1000;
-  const backlog = () => publisher.sent - counters.delivered / Math.max(1, alive());
+  const total = Math.ceil(seconds * rate - 1e-9);
+  const maxBacklog = Math.max(4, rate * 2);
+  const backlog = () => publisher.sent - counters.delivered / Math.max(1e-9, perPublication());
   let skipped = 0;
-  if (mode === 'closed') {
-    const pump = () => {
-      const n = alive();
-      if (n === 0 || performance.now() >= stopAt) return;
-      while (publisher.sent - counters.delivered / n < window) publisher.publish();
-      counters.gate = Math.floor((publisher.sent - window) * n) + 1;
-    };
-    counters.onGate = pump;
-    pump();
-    // The gate drives publishing; this tick only backs it up (e.g. after a subscriber is lost).
-    while (performance.now() < stopAt) {
-      await sleep(5);
-      pump();
+  let scheduled = 0;
+  let lagMs = 0;
+  const publishDue = (t, due) => {
+    if (due > scheduled) lagMs = Math.max(lagMs, t - (start + (scheduled / rate) * 1000));
+    for (; scheduled < due; scheduled++) {
+      if (backlog() > maxBacklog) skipped++;
+      else publisher.publish();
     }
-    counters.gate = Infinity;
-    counters.onGate = () => undefined;
-  } else {
-    // More than two seconds of backlog means the system cannot keep up: skip rather than queue.
-    const maxBacklog = Math.max(window, rate * 2);
-    let scheduled = 0;
-    for (let t = performance.now(); t < stopAt; t = performance.now()) {
-      const due = Math.min(1000, Math.floor(((t - start) / 1000) * rate) - scheduled);
-      for (let k = 0; k < due; k++, scheduled++) {
-        if (backlog() > maxBacklog) skipped++;
-        else publisher.publish();
-      }
-      await sleep(1);
-    }
+    publisher.flush();
+  };
+  for (let t = performance.now(); t < stopAt; t = performance.now()) {
+    publishDue(t, Math.min(total, Math.floor(((t - start) / 1000) * rate) + 1));
+    await sleep(1);
   }
-  return skipped;
+  publishDue(performance.now(), total);
+  return { skipped, lagMs };
 }
 
 /**
  * Warm-up, then the measured window, then a bounded drain; reports deliveries and latency. With
  * `publishPort`, publications go to that server (another node of the same cluster) instead.
  */
-async function run({ mode, rate, window, warmup, duration, drainMs, publishPort }, emit) {
+async function run({ rate, warmup, duration, drainMs, publishPort }, emit) {
   publisher.retarget(publishPort ?? openPort);
   counters.sampling = false;
-  await drive({ mode, rate, window, seconds: warmup });
+  await drive(rate, warmup);
   counters.takeLatency();
   const d0 = counters.delivered;
   const p0 = publisher.sent;
   const e0 = publisher.errors;
   const t0 = performance.now();
+  counters.from = nowMicros();
+  counters.fresh = 0;
   counters.sampling = true;
   emit({ ev: 'started' });
-  const skipped = await drive({ mode, rate, window, seconds: duration });
+  const { skipped, lagMs } = await drive(rate, duration);
   const t1 = performance.now();
   const d1 = counters.delivered;
   const p1 = publisher.sent;
   emit({ ev: 'stopped' });
-  const drainUntil = t1 + drainMs;
-  while (performance.now() < drainUntil && (publisher.inFlight > 0 || counters.delivered < publisher.sent * alive())) await sleep(5);
+  // Until everything published was delivered, or nothing arrives for a while (a subscriber that
+  // missed a publication would otherwise hold the drain to its end), within `drainMs`.
+  const expected = () => publisher.sent * perPublication();
+  let last = counters.delivered;
+  let lastChange = performance.now();
+  for (let now = lastChange; now < t1 + drainMs; now = performance.now()) {
+    if (publisher.inFlight <= 0 && counters.delivered >= expected()) break;
+    if (counters.delivered !== last) {
+      last = counters.delivered;
+      lastChange = now;
+    } else if (now - lastChange > 500 && publisher.inFlight <= 0) break;
+    await sleep(5);
+  }
   counters.sampling = false;
+  counters.from = Infinity;
+  const probes = subscribers.filter((sub) => sub.probe && sub.alive).length;
   return {
     seconds: (t1 - t0) / 1000,
     published: p1 - p0,
     skipped,
+    publisherLagMs: lagMs,
     deliveredAtStop: d1 - d0,
     delivered: counters.delivered - d0,
-    drained: counters.delivered >= publisher.sent * alive(),
+    drained: counters.delivered >= expected(),
     drainSeconds: (performance.now() - t1) / 1000,
     subscribers: alive(),
+    perPublication: perPublication(),
+    /** Deliveries of the window's own publications to the probes, and how many they should have had. */
+    probeDeliveries: counters.fresh,
+    probeExpected: ((p1 - p0) * probes) / channelCount,
     lost: counters.closed,
     httpErrors: publisher.errors - e0,
     latency: counters.takeLatency(),

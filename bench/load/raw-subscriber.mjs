@@ -1,7 +1,8 @@
-// The connection half of the lean load-generator subscribers: a raw node:net socket that sends one
-// HTTP request, checks the status line, then hands every later byte to the subclass's parser. It
-// reads into one buffer shared by every socket (onread callbacks run one at a time) and keeps only
-// an incomplete tail between reads.
+// The connection half of the lean load-generator clients: a raw node:net socket that sends one
+// HTTP/1.1 request, checks the response head, then hands every later byte to the subclass's
+// parser. A streaming client (WebSocket, SSE) reads one head; a long-poll client asks for the next
+// head (`nextResponse()`) after each complete answer. It reads into one buffer shared by every
+// socket (onread callbacks run one at a time) and keeps only an incomplete tail between reads.
 import { connect } from 'node:net';
 
 const SHARED = Buffer.allocUnsafe(256 * 1024);
@@ -28,13 +29,21 @@ export class RawSubscriber {
       noDelay: true,
       onread: { buffer: SHARED, callback: (n, buf) => this.#onBytes(buf, n) },
     });
-    this.#socket.on('connect', () => this.#socket.write(request));
+    this.#socket.on('connect', () => {
+      this.#socket.write(request);
+      this.sent();
+    });
     this.#socket.on('error', () => this.end());
     this.#socket.on('close', () => this.end());
   }
 
   write(bytes) {
     this.#socket.write(bytes);
+  }
+
+  /** Subscribed and not closed since. */
+  get alive() {
+    return this.ready && !this.#done;
   }
 
   markReady() {
@@ -57,12 +66,27 @@ export class RawSubscriber {
     this.#socket.destroy();
   }
 
-  /** Called once the response head arrived with the expected status. */
+  /** Called once the first request is written. */
+  sent() {}
+
+  /** Checks a response head (status line and headers, latin1); false ends the connection. */
+  head(text) {
+    if (!text.startsWith(this.#status)) return false;
+    this.opened();
+    return true;
+  }
+
+  /** Called once the first response head arrived with the expected status. */
   opened() {}
 
   /** Consumes complete units from `data[i..end)`; returns where the first incomplete one starts. */
   consume(_data, i) {
     return i;
+  }
+
+  /** The bytes after the current answer start a new response head (long polling). */
+  nextResponse() {
+    this.#headed = false;
   }
 
   #onBytes(buf, n) {
@@ -74,18 +98,18 @@ export class RawSubscriber {
       this.#pending = null;
     }
     let i = 0;
-    if (!this.#headed) {
-      const head = data.subarray(0, end).indexOf(HEADER_END);
-      if (head === -1) {
-        this.#pending = Buffer.from(data.subarray(0, end));
-        return;
+    while (!this.#done) {
+      if (!this.#headed) {
+        const at = data.subarray(0, end).indexOf(HEADER_END, i);
+        if (at === -1) break;
+        if (!this.head(data.toString('latin1', i, at))) return this.end();
+        this.#headed = true;
+        i = at + 4;
       }
-      if (data.toString('latin1', 0, this.#status.length) !== this.#status) return this.end();
-      this.#headed = true;
-      this.opened();
-      i = head + 4;
+      i = this.consume(data, i, end);
+      // Still inside this answer (a stream, or a body not complete yet): wait for more bytes.
+      if (this.#headed || i >= end) break;
     }
-    i = this.consume(data, i, end);
     if (i < end && !this.#done) this.#pending = Buffer.from(data.subarray(i, end));
   }
 }

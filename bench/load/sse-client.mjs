@@ -1,6 +1,7 @@
 // A lean SSE subscriber: one raw HTTP/1.1 GET, then a scan of complete events (up to the last
-// blank-line delimiter) that counts publications and reads probe send stamps.
-import { STAMP, readStamp } from './counters.mjs';
+// blank-line delimiter) that counts publications and reads probe send stamps. Tidings, the raw
+// baseline and Nchan (`nchan_subscriber eventsource`) all serve `GET /sse?channel=`.
+import { deliverStamps } from './counters.mjs';
 import { RawSubscriber } from './raw-subscriber.mjs';
 
 const EVENT_END = Buffer.from('\n\n');
@@ -20,11 +21,7 @@ export class SseSubscriber extends RawSubscriber {
     // Only whole events are scanned, so a stamp is never cut by a read boundary.
     const last = data.subarray(0, end).lastIndexOf(EVENT_END);
     const stop = last < i ? i : last + 2;
-    const counters = this.counters;
-    for (let at = data.indexOf(STAMP, i); at !== -1 && at < stop; at = data.indexOf(STAMP, at + STAMP.length)) {
-      if (this.probe && counters.sampling) counters.sample(readStamp(data, at, stop));
-      counters.deliver();
-    }
+    deliverStamps(this.counters, this.probe, data, i, stop);
     return stop;
   }
 }

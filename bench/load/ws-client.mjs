@@ -1,41 +1,44 @@
-// A lean WebSocket subscriber: hand-written client handshake, a frame parser that only counts
-// `message` frames and reads the send stamp of probe subscribers, and pong replies.
+// Lean WebSocket clients: a hand-written client handshake, a frame parser that hands whole text
+// frames to the dialect, and pong replies. Dialects:
+//   WsSubscriber        Tidings and the raw baseline: a `subscribe` frame, ready at its `reply`,
+//                       counts `message` frames (it looks at one byte of the payload)
+//   NchanWsSubscriber   Nchan: the channel is in the URL, every text frame is one publication's data
+//   SocketIoSubscriber  Socket.IO 4 (Engine.IO v4 over WebSocket): `40` connect, `42[...]` events,
+//                       pings `2` answered `3`; the server joins the room named in the query
 import { readStamp } from './counters.mjs';
 import { RawSubscriber } from './raw-subscriber.mjs';
 
-const CHAR_M = 0x6d; // `m` of {"type":"message"
-const CHAR_R = 0x72; // `r` of {"type":"reply"
-const CHAR_E = 0x65; // `e` of {"type":"error"
-const TYPE_AT = 9; // offset of that character in the payload
-
 /** A masked client frame (RFC 6455 5.3); a zero masking key leaves the payload as is. */
-function clientFrame(opcode, payload) {
-  if (payload.length > 125) throw new Error('client frames here are short');
-  return Buffer.concat([Buffer.from([0x80 | opcode, 0x80 | payload.length, 0, 0, 0, 0]), payload]);
+export function clientFrame(opcode, payload) {
+  const len = payload.length;
+  if (len >= 65536) throw new Error('client frames here are under 64 KiB');
+  const head = len < 126 ? Buffer.from([0x80 | opcode, 0x80 | len, 0, 0, 0, 0]) : Buffer.from([0x80 | opcode, 0x80 | 126, len >> 8, len & 0xff, 0, 0, 0, 0]);
+  return Buffer.concat([head, payload]);
 }
 
-export class WsSubscriber extends RawSubscriber {
-  #subscribe;
+const textFrame = (text) => clientFrame(1, Buffer.from(text));
 
-  /** Connects to ws://host:port/ws and subscribes to `channel`; progress goes to `counters`. */
-  constructor(options) {
-    const { host, port, channel } = options;
-    super(
-      options,
-      `GET /ws HTTP/1.1\r\nHost: ${host}:${port}\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n` +
-        'Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n',
-      'HTTP/1.1 101',
-    );
-    this.#subscribe = clientFrame(1, Buffer.from(JSON.stringify({ type: 'subscribe', id: 1, channel })));
+/** The upgrade request for `path` on host:port, with `headers` (each ending in CRLF) added. */
+function upgrade(host, port, path, headers) {
+  return (
+    `GET ${path} HTTP/1.1\r\nHost: ${host}:${port}\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n` +
+    `Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n${headers}\r\n`
+  );
+}
+
+/** A client WebSocket: whole text frames go to `text()`, pings are answered, a close frame ends it. */
+export class WsConnection extends RawSubscriber {
+  constructor(options, path, headers = '') {
+    super(options, upgrade(options.host, options.port, path, headers), 'HTTP/1.1 101');
   }
 
-  opened() {
-    this.write(this.#subscribe);
+  /** One whole text frame, payload `data[p..p+len)`; returns false when the connection ended. */
+  text(_data, _p, _len) {
+    return true;
   }
 
   /** Consumes whole frames from `data[i..end)`; returns where the first incomplete one starts. */
   consume(data, i, end) {
-    const counters = this.counters;
     while (end - i >= 2) {
       const b0 = data[i];
       let len = data[i + 1] & 0x7f;
@@ -53,16 +56,7 @@ export class WsSubscriber extends RawSubscriber {
       const p = i + head;
       const opcode = b0 & 0x0f;
       if (opcode === 1) {
-        const kind = data[p + TYPE_AT];
-        if (kind === CHAR_M) {
-          if (this.probe && counters.sampling) counters.sample(readStamp(data, p, p + len));
-          counters.deliver();
-        } else if (kind === CHAR_R) {
-          this.markReady();
-        } else if (kind === CHAR_E) {
-          this.end();
-          return end;
-        }
+        if (!this.text(data, p, len)) return end;
       } else if (opcode === 9) {
         this.write(clientFrame(10, Buffer.from(data.subarray(p, p + len))));
       } else if (opcode === 8) {
@@ -72,5 +66,96 @@ export class WsSubscriber extends RawSubscriber {
       i = p + len;
     }
     return i;
+  }
+
+  /** Counts one delivery, timed when this is a probe. */
+  deliver(data, p, len) {
+    const counters = this.counters;
+    if (this.probe && counters.sampling) counters.sample(readStamp(data, p, p + len));
+    counters.delivered++;
+  }
+}
+
+const CHAR_M = 0x6d; // `m` of {"type":"message"
+const CHAR_R = 0x72; // `r` of {"type":"reply"
+const CHAR_E = 0x65; // `e` of {"type":"error"
+const TYPE_AT = 9; // offset of that character in the payload
+
+/** Tidings (and the raw baseline): `GET /ws`, then a `subscribe` frame. */
+export class WsSubscriber extends WsConnection {
+  #subscribe;
+
+  constructor(options) {
+    super(options, '/ws');
+    this.#subscribe = textFrame(JSON.stringify({ type: 'subscribe', id: 1, channel: options.channel }));
+  }
+
+  opened() {
+    this.write(this.#subscribe);
+  }
+
+  text(data, p, len) {
+    const kind = data[p + TYPE_AT];
+    if (kind === CHAR_M) this.deliver(data, p, len);
+    else if (kind === CHAR_R) this.markReady();
+    else if (kind === CHAR_E) {
+      this.end();
+      return false;
+    }
+    return true;
+  }
+}
+
+/** Nchan: `GET /ws?channel=`; subscribed once upgraded; each text frame is the data as published. */
+export class NchanWsSubscriber extends WsConnection {
+  constructor(options) {
+    super(options, `/ws?channel=${encodeURIComponent(options.channel)}`);
+  }
+
+  opened() {
+    this.markReady();
+  }
+
+  text(data, p, len) {
+    this.deliver(data, p, len);
+    return true;
+  }
+}
+
+const EIO_OPEN = 0x30; // `0{"sid":..}`
+const EIO_PING = 0x32; // `2`
+const EIO_MESSAGE = 0x34; // `4` + a Socket.IO packet
+const EIO_CLOSE = 0x31; // `1`
+const SIO_CONNECT = 0x30; // `40{"sid":..}`
+const SIO_EVENT = 0x32; // `42["message",{..}]`
+const SIO_CONNECT_ERROR = 0x34; // `44{"message":..}`
+const CONNECT = textFrame('40');
+const PONG = textFrame('3');
+
+/** Socket.IO 4: Engine.IO v4 over WebSocket only, the room named by the `channel` query. */
+export class SocketIoSubscriber extends WsConnection {
+  constructor(options) {
+    super(options, `/socket.io/?EIO=4&transport=websocket&channel=${encodeURIComponent(options.channel)}`);
+  }
+
+  text(data, p, len) {
+    const eio = data[p];
+    if (eio === EIO_MESSAGE && len >= 2) {
+      const sio = data[p + 1];
+      if (sio === SIO_EVENT) this.deliver(data, p, len);
+      else if (sio === SIO_CONNECT) this.markReady();
+      else if (sio === SIO_CONNECT_ERROR) {
+        this.end();
+        return false;
+      }
+    } else if (eio === EIO_PING) {
+      this.write(PONG);
+    } else if (eio === EIO_OPEN) {
+      this.write(CONNECT);
+    } else if (eio === EIO_CLOSE) {
+      this.end();
+      return false;
+    }
+    return true;
   }
 }
