@@ -71,6 +71,17 @@ const SERVER: Identity = Object.freeze({ user: '', anonymous: false, server: tru
 const PUBLIC: Identity = Object.freeze({ user: '', anonymous: true });
 
 /**
+ * Releases `slots` when `target` closes. Built here, not where the request is admitted: a closure
+ * there would share that scope, and keep the request, its URL and its upgrade head alive as long as
+ * the connection lives.
+ */
+function releaseOnClose(target: { once(event: 'close', listener: () => void): unknown }, slots: readonly Slot[]): void {
+  target.once('close', () => {
+    for (const s of slots) s.release();
+  });
+}
+
+/**
  * Parses a request target. Origin-form (`/path?q`) is what clients send; absolute-form is accepted
  * when it parses. Anything else is a `bad_request`, never an exception.
  */
@@ -193,9 +204,7 @@ export class Admission {
       const slots: Slot[] = [];
       if (route.connection !== undefined && handler === route.GET) {
         // Released when the response is done, however it ends.
-        res.once('close', () => {
-          for (const s of slots) s.release();
-        });
+        releaseOnClose(res, slots);
         slots.push(this.opts.gate.admit(clientAddress(req, this.opts.trustProxy)));
       }
       const identity = await this.#identify(route, req, url);
@@ -243,9 +252,7 @@ export class Admission {
     }
     const { upgrade } = route;
     const slots: Slot[] = [];
-    socket.once('close', () => {
-      for (const s of slots) s.release();
-    });
+    releaseOnClose(socket, slots);
     const admitted = async (): Promise<Identity> => {
       if (route.connection !== undefined) slots.push(this.opts.gate.admit(clientAddress(req, this.opts.trustProxy)));
       const identity = await this.#identify(route, req, url);

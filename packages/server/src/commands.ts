@@ -40,7 +40,10 @@ export type RpcHandlers = Readonly<Record<string, (data: Json | undefined, ident
 export type PresenceLister = (channel: Channel, identity: Identity) => Promise<PresenceResult>;
 
 /** Sends a server frame on the connection. */
-export type FrameSender = (frame: ServerFrame) => void;
+/** Where replies, errors and pongs go (the connection's sink). */
+export interface FrameSender {
+  frame(frame: ServerFrame): void;
+}
 
 /** Runs an rpc handler by name; `unknown_method` when none is registered. */
 export async function callRpc(rpc: RpcHandlers, method: string, data: Json | undefined, identity: Identity): Promise<Json> {
@@ -83,11 +86,14 @@ export class CommandHandler {
   #refilledAt = Date.now();
   #inflight = 0;
   /** Requests received while `maxInflight` were running; the connection is paused while any wait. */
-  readonly #waiting: Job[] = [];
+  /** Made when a request first has to wait (absent while none does: most connections never fill their in-flight limit). */
+  #waiting: Job[] | undefined;
   /** Subscribes waiting or running, per channel: an unsubscribe of that channel is applied after them, in order. */
-  readonly #subscribing = new Map<Channel, Promise<void>>();
+  /** Made while a subscribe runs, dropped when none does. */
+  #subscribing: Map<Channel, Promise<void>> | undefined;
   readonly #frames: TokenBucket;
-  readonly #publishes: TokenBucket;
+  /** Made at the first client publish (most connections never publish). */
+  #publishes: TokenBucket | undefined;
   /** A server connection (the API key): no frame rate limit, and more requests in flight, for a backend's pipelined publishes. */
   readonly #server: boolean;
   readonly #maxInflight: number;
@@ -97,16 +103,16 @@ export class CommandHandler {
     private readonly publisher: Publisher,
     private readonly rpc: RpcHandlers,
     private readonly presence: PresenceLister,
-    private readonly send: FrameSender,
+    private readonly out: FrameSender,
     private readonly flow: Flow,
     private readonly limits: CommandLimits,
-    private readonly onInternalError: (err: unknown) => void,
+    /** Told of a bug, with the session it happened in (one function for every connection). */
+    private readonly onInternalError: (err: unknown, session: string) => void,
   ) {
     this.#tolerance = limits.maxBadFrames;
     this.#server = session.identity.server === true;
     this.#maxInflight = this.#server ? Math.max(limits.maxInflight, SERVER_INFLIGHT) : limits.maxInflight;
     this.#frames = new TokenBucket(limits.maxFrameRate, limits.maxFrameRate * 2);
-    this.#publishes = new TokenBucket(limits.maxPublishRate, limits.maxPublishRate * 2);
   }
 
   /** Handles one text frame. Closes the session when the peer sent too many bad frames. */
@@ -137,7 +143,7 @@ export class CommandHandler {
     if (this.session.closed) return;
     switch (frame.type) {
       case 'ping':
-        this.send(frame.id === undefined ? { type: 'pong' } : { type: 'pong', id: frame.id });
+        this.out.frame(frame.id === undefined ? { type: 'pong' } : { type: 'pong', id: frame.id });
         return;
       case 'unsubscribe': {
         const { channel, id } = frame;
@@ -150,7 +156,7 @@ export class CommandHandler {
             this.#fail(id, err);
           }
         };
-        const pending = this.#subscribing.get(channel);
+        const pending = this.#subscribing?.get(channel);
         if (pending === undefined) unsubscribe();
         else void pending.then(unsubscribe);
         return;
@@ -161,18 +167,25 @@ export class CommandHandler {
     if (frame.type === 'subscribe') {
       const { channel } = frame;
       const done = new Promise<void>((resolve) => (settle = resolve));
-      this.#subscribing.set(channel, done);
+      (this.#subscribing ??= new Map()).set(channel, done);
       void done.then(() => {
-        if (this.#subscribing.get(channel) === done) this.#subscribing.delete(channel);
+        const subscribing = this.#subscribing;
+        if (subscribing?.get(channel) === done) {
+          subscribing.delete(channel);
+          if (subscribing.size === 0) this.#subscribing = undefined;
+        }
       });
     }
     const job: Job = { frame, settle };
-    if (this.#inflight < this.#maxInflight && this.#waiting.length === 0) {
+    if (this.#inflight < this.#maxInflight && this.#waiting === undefined) {
       this.#start(job);
       return;
     }
     // The queue holds at most what the socket had already delivered when it was paused.
-    if (this.#waiting.length === 0) this.flow.pause();
+    if (this.#waiting === undefined) {
+      this.flow.pause();
+      this.#waiting = [];
+    }
     this.#waiting.push(job);
   }
 
@@ -188,13 +201,18 @@ export class CommandHandler {
   }
 
   #next(): void {
-    if (this.#waiting.length === 0) return;
+    const waiting = this.#waiting;
+    if (waiting === undefined) return;
     if (this.session.closed) {
-      for (const job of this.#waiting.splice(0)) job.settle?.();
+      this.#waiting = undefined;
+      for (const job of waiting) job.settle?.();
       return;
     }
-    while (this.#inflight < this.#maxInflight && this.#waiting.length > 0) this.#start(this.#waiting.shift() as Job);
-    if (this.#waiting.length === 0) this.flow.resume();
+    while (this.#inflight < this.#maxInflight && waiting.length > 0) this.#start(waiting.shift() as Job);
+    if (waiting.length === 0) {
+      this.#waiting = undefined;
+      this.flow.resume();
+    }
   }
 
   /** Reports a refusal that belongs to no request (an `error` frame without an id). */
@@ -228,7 +246,7 @@ export class CommandHandler {
         return;
       case 'publish': {
         // A server connection publishes as the server API does; a client under its limits.
-        const origin: Origin = session.identity.server === true ? API_ORIGIN : { kind: 'client', identity: session.identity, rate: this.#publishes };
+        const origin: Origin = session.identity.server === true ? API_ORIGIN : { kind: 'client', identity: session.identity, rate: (this.#publishes ??= new TokenBucket(this.limits.maxPublishRate, this.limits.maxPublishRate * 2)) };
         const result = await this.publisher.publish(frame.message, origin);
         this.#reply(frame.id, result as unknown as Json);
         return;
@@ -246,15 +264,15 @@ export class CommandHandler {
   }
 
   #reply(id: RequestId | undefined, result: Json): void {
-    if (id !== undefined && !this.session.closed) this.send({ type: 'reply', id, result });
+    if (id !== undefined && !this.session.closed) this.out.frame({ type: 'reply', id, result });
   }
 
   #fail(id: RequestId | undefined, err: unknown): void {
-    if (!(err instanceof TidingsError)) this.onInternalError(err);
+    if (!(err instanceof TidingsError)) this.onInternalError(err, this.session.id);
     else this.session.ctx.metrics.refused(err.code);
     if (this.session.closed) return;
     const error = errorBody(err);
-    this.send(id === undefined ? { type: 'error', error } : { type: 'error', id, error });
+    this.out.frame(id === undefined ? { type: 'error', error } : { type: 'error', id, error });
   }
 }
 

@@ -260,17 +260,16 @@ export class Gateway {
       if (err instanceof TidingsError) this.log.debug({ channel, code: err.code }, 'poll group not started');
       else this.#unexpected('hub', err, { channel });
     }));
+    // Shared by every WebSocket's command handler (nothing per connection).
+    const presenceLister = (channel: Channel, identity: Identity): Promise<PresenceResult> => listPresence(broker, options, auth, channel, identity);
+    const commandError = (err: unknown, session: string): void => this.#unexpected('command', err, { session });
     const connector: Connector = {
       park: (req) => pollGroups.park(req),
       polled: (channel) => pollGroups.served(channel),
       open: (transport: StreamTransport, sink: Sink, identity: Identity) => open(transport, sink, identity),
       openDuplex: (sink: DuplexSink, identity: Identity) => {
         const session = open('websocket', sink, identity);
-        const presence = (channel: Channel, identity: Identity): Promise<PresenceResult> => listPresence(broker, options, auth, channel, identity);
-        const commands = new CommandHandler(session, publisher, rpc, presence, (frame) => sink.frame(frame), sink, options, (err) =>
-          this.#unexpected('command', err, { session: session.id }),
-        );
-        return new DuplexSession(session, commands);
+        return new DuplexSession(session, new CommandHandler(session, publisher, rpc, presenceLister, sink, sink, options, commandError));
       },
       get draining() {
         return draining();
@@ -391,13 +390,17 @@ export class Gateway {
       if (wantsWebSocket(req)) admission.upgrade(req, socket, head);
       else answerAsPlain(req, socket, head, (r, s) => admission.request(r, s));
     });
+    // Listeners that use `this` (the socket) rather than closures: they stay attached to every open connection.
+    const silent = this.#silent;
+    function spoke(this: Socket): void {
+      silent.delete(this);
+      this.off('data', spoke);
+      this.off('close', spoke);
+    }
     this.server.on('connection', (socket: Socket) => {
-      this.#silent.add(socket);
-      const spoke = (): void => {
-        this.#silent.delete(socket);
-      };
-      socket.once('data', spoke);
-      socket.once('close', spoke);
+      silent.add(socket);
+      socket.on('data', spoke);
+      socket.on('close', spoke);
     });
     this.server.on('clientError', (err: NodeJS.ErrnoException, socket: Duplex) => {
       if (err.code === 'ECONNRESET' || !socket.writable) {

@@ -146,16 +146,30 @@ export class ConnectionGate {
     }
     this.#open += 1;
     this.#perIp.set(ip, fromIp + 1);
-    let released = false;
-    return {
-      release: () => {
-        if (released) return;
-        released = true;
-        this.#open -= 1;
-        const left = (this.#perIp.get(ip) ?? 1) - 1;
-        if (left <= 0) this.#perIp.delete(ip);
-        else this.#perIp.set(ip, left);
-      },
-    };
+    return new GateSlot(this, ip);
+  }
+
+  /** @internal A slot from `ip` was released. */
+  free(ip: string): void {
+    this.#open -= 1;
+    const left = (this.#perIp.get(ip) ?? 1) - 1;
+    if (left <= 0) this.#perIp.delete(ip);
+    else this.#perIp.set(ip, left);
+  }
+}
+
+/** A connection's slot: an object, not a closure, since every open connection holds one. */
+class GateSlot implements Slot {
+  #released = false;
+
+  constructor(
+    private readonly gate: ConnectionGate,
+    private readonly ip: string,
+  ) {}
+
+  release(): void {
+    if (this.#released) return;
+    this.#released = true;
+    this.gate.free(this.ip);
   }
 }

@@ -52,7 +52,8 @@ export class Outbox {
   #backlog: number | undefined;
   /** Set when the stream refused more; cleared by `drain`. */
   #blocked = false;
-  #queue: Array<string | Buffer> = [];
+  /** What waits for `drain`; made when the stream first refuses more. */
+  #queue: Array<string | Buffer> | undefined;
   #queued = 0;
   #closed = false;
   /** Who waits for the backlog to drain (one caller: the connection's session). */
@@ -65,7 +66,7 @@ export class Outbox {
 
   /** Whether nothing waits here and the stream takes writes again. */
   get drained(): boolean {
-    return !this.#blocked && this.#queue.length === 0 && this.out.writableNeedDrain !== true;
+    return !this.#blocked && this.#queue === undefined && this.out.writableNeedDrain !== true;
   }
 
   /**
@@ -98,7 +99,7 @@ export class Outbox {
     if (this.#closed) return;
     this.#touch();
     if (this.#blocked) {
-      this.#queue.push(chunk);
+      (this.#queue ??= []).push(chunk);
       this.#queued += sizeOf(chunk);
       return;
     }
@@ -108,7 +109,7 @@ export class Outbox {
   /** Drops what waits here (the stream keeps what it already took) and refuses later writes. */
   close(): void {
     this.#closed = true;
-    this.#queue = [];
+    this.#queue = undefined;
     this.#queued = 0;
     this.#onDrained = undefined;
   }
@@ -138,12 +139,12 @@ export class Outbox {
 
   #drain(): void {
     this.#blocked = false;
-    if (this.#queue.length === 0) {
+    if (this.#queue === undefined) {
       this.#notifyDrained();
       return;
     }
     const queue = this.#queue;
-    this.#queue = [];
+    this.#queue = undefined;
     this.#queued = 0;
     this.out.cork();
     let i = 0;
@@ -152,8 +153,9 @@ export class Outbox {
     // Refused again (possibly by the very last chunk): the rest waits for the next drain.
     this.#blocked = !ok;
     if (i < queue.length) {
-      this.#queue = queue.slice(i);
-      for (const chunk of this.#queue) this.#queued += sizeOf(chunk);
+      const rest = queue.slice(i);
+      this.#queue = rest;
+      for (const chunk of rest) this.#queued += sizeOf(chunk);
     }
     this.out.uncork();
     if (!this.#blocked) this.#notifyDrained();

@@ -121,7 +121,8 @@ export class Session implements Attachment {
   readonly id: string;
   readonly #subs = new Map<Channel, Subscription>();
   /** `conflate` subscriptions holding publications back, in the order they started to. */
-  readonly #behind = new Set<Outlet>();
+  /** Subscriptions holding publications back (conflate); made the first time one does. */
+  #behind: Set<Outlet> | undefined;
   /** Conflation keys held back over all subscriptions. */
   #pendingKeys = 0;
   /** Whether the sink has been asked to say when it drains. */
@@ -333,7 +334,7 @@ export class Session implements Attachment {
     let pending = sub.pending;
     if (pending === undefined) {
       pending = sub.pending = new Map();
-      this.#behind.add(sub);
+      (this.#behind ??= new Set()).add(sub);
     }
     const key = enc.pub.type;
     if (pending.delete(key)) {
@@ -349,7 +350,7 @@ export class Session implements Attachment {
     pending.set(key, enc);
     if (!this.#awaitingDrain) {
       this.#awaitingDrain = true;
-      this.sink.whenDrained(this.#drained);
+      this.sink.whenDrained((this.#onDrained ??= () => this.#drained()));
     }
   }
 
@@ -357,15 +358,18 @@ export class Session implements Attachment {
    * The sink drained: sends what was held back, in order, up to what fits under the bound (at least
    * one), and waits for the next drain for the rest.
    */
-  readonly #drained = (): void => {
+  /** The drain listener, made the first time a publication is held back (most sessions never need it). */
+  #onDrained: (() => void) | undefined;
+
+  #drained(): void {
     this.#awaitingDrain = false;
     if (this.#closed) return;
     let budget = this.ctx.options.maxBufferedBytes - this.sink.bufferedBytes;
     let sent = 0;
-    for (const sub of this.#behind) {
+    for (const sub of this.#behind ?? []) {
       const pending = sub.pending;
       if (pending === undefined) {
-        this.#behind.delete(sub);
+        this.#behind?.delete(sub);
         continue;
       }
       for (const [key, enc] of pending) {
@@ -381,20 +385,20 @@ export class Session implements Attachment {
       }
       if (pending.size > 0) break;
       sub.pending = undefined;
-      this.#behind.delete(sub);
+      this.#behind?.delete(sub);
     }
     if (this.#pendingKeys > 0 && !this.#closed && this.sink.whenDrained !== undefined) {
       this.#awaitingDrain = true;
-      this.sink.whenDrained(this.#drained);
+      this.sink.whenDrained((this.#onDrained ??= () => this.#drained()));
     }
-  };
+  }
 
   /** Drops what `sub` holds back (it left its channel). */
   #forget(sub: Outlet): void {
     if (sub.pending === undefined) return;
     this.#pendingKeys -= sub.pending.size;
     sub.pending = undefined;
-    this.#behind.delete(sub);
+    this.#behind?.delete(sub);
   }
 
   /** A join or leave: an ephemeral signal, shed (never a reason to disconnect) when the sink backs up. */
@@ -428,7 +432,7 @@ export class Session implements Attachment {
       sub.pending = undefined;
     }
     this.#subs.clear();
-    this.#behind.clear();
+    this.#behind = undefined;
     this.#pendingKeys = 0;
     this.onDetached?.();
   }

@@ -22,6 +22,7 @@ import {
 } from '@tidings/protocol';
 import WebSocket, { WebSocketServer } from 'ws';
 import type { Admitted, Route } from '../admission.js';
+import type { Identity } from '../auth.js';
 import type { EncodedPresence, EncodedPublication } from '../encoded.js';
 import { frameText } from '../framing.js';
 import { streamParams, type StreamParams } from '../http/params.js';
@@ -45,6 +46,8 @@ const HEARTBEAT = frameText('{"type":"heartbeat"}');
 function destroySocket(this: Duplex): void {
   this.destroy();
 }
+
+const ignore = (): void => undefined;
 
 export class WebSocketConnection implements DuplexSink {
   /** Set by a pong or any inbound frame; cleared by each heartbeat sweep. */
@@ -258,31 +261,40 @@ export class WebSocketTransport {
     // whole life of the connection.
     socket.on('error', destroySocket);
     this.#wss.handleUpgrade(req, socket, head, (ws: WebSocket) => {
-      const conn = new WebSocketConnection(ws, socket as Socket, this.opts);
-      let session: DuplexAttachment;
-      try {
-        session = this.connector.openDuplex(conn, admitted.identity);
-        conn.owner = session;
-      } catch (err) {
-        this.onError(err);
-        ws.terminate();
-        return;
-      }
-      this.#conns.add(conn);
-      ws.on('message', (data: Buffer, isBinary: boolean) => {
-        conn.alive = true;
-        if (isBinary) session.receiveBinary();
-        else session.receive(data.toString('utf8'));
-      });
-      ws.on('error', () => undefined);
-      ws.on('close', () => {
-        this.#conns.delete(conn);
-        conn.released();
-        session.detach();
-        if (this.#conns.size === 0) for (const w of this.#closedWaiters.splice(0)) w();
-      });
-      conn.frame({ type: 'welcome', version: PROTOCOL_VERSION, session: session.id, heartbeat: this.opts.pingInterval });
-      subscribeAtConnect(admitted.url, session);
+      const session = this.#open(ws, socket as Socket, admitted.identity);
+      if (session !== undefined) subscribeAtConnect(admitted.url, session);
     });
+  }
+
+  /**
+   * The connection's life. Its listeners are made here, in a scope that holds only what they need:
+   * made in `#accept`, they would keep the upgrade request, its head and URL alive with the connection.
+   */
+  #open(ws: WebSocket, socket: Socket, identity: Identity): DuplexAttachment | undefined {
+    const conn = new WebSocketConnection(ws, socket, this.opts);
+    let session: DuplexAttachment;
+    try {
+      session = this.connector.openDuplex(conn, identity);
+      conn.owner = session;
+    } catch (err) {
+      this.onError(err);
+      ws.terminate();
+      return undefined;
+    }
+    this.#conns.add(conn);
+    ws.on('message', (data: Buffer, isBinary: boolean) => {
+      conn.alive = true;
+      if (isBinary) session.receiveBinary();
+      else session.receive(data.toString('utf8'));
+    });
+    ws.on('error', ignore);
+    ws.on('close', () => {
+      this.#conns.delete(conn);
+      conn.released();
+      session.detach();
+      if (this.#conns.size === 0) for (const w of this.#closedWaiters.splice(0)) w();
+    });
+    conn.frame({ type: 'welcome', version: PROTOCOL_VERSION, session: session.id, heartbeat: this.opts.pingInterval });
+    return session;
   }
 }
