@@ -21,6 +21,7 @@
 import { encodePollResponse, formatCursorEntry, type Channel, type CloseName, type Gap, type Position, type SubscribeResult } from '@tidings/protocol';
 import type { Authenticator, Identity } from './auth.js';
 import type { EncodedPublication } from './encoded.js';
+import { systemClock, type Clock, type ClockTimer } from './clock.js';
 import type { Metrics } from './metrics.js';
 import type { GatewayOptions } from './options.js';
 import { namespaceOf } from './publisher.js';
@@ -39,6 +40,8 @@ const SWEEP = 1000;
 interface Parked {
   readonly poller: Poller;
   readonly timer: NodeJS.Timeout;
+  /** When the poll's credentials expire (on the gateway's clock), the poll is answered as it stands. */
+  expiry: ClockTimer | undefined;
   readonly since: Position | undefined;
 }
 
@@ -80,7 +83,11 @@ class PollGroup implements Sink {
     private readonly onClosed: (group: PollGroup) => void,
   ) {
     this.session = new Session(ctx, this, GROUP, () => this.#end(), 'poll');
+    this.clock = ctx.clock ?? systemClock;
   }
+
+  /** The clock credentials expire on. */
+  readonly clock: Clock;
 
   get ready(): boolean {
     return this.last !== undefined && !this.#closed;
@@ -124,24 +131,33 @@ class PollGroup implements Sink {
   }
 
   #park(req: ParkRequest): void {
-    const parked: Parked = { poller: req.poller, since: req.since, timer: setTimeout(() => this.#timeout(parked), req.hold) };
+    const parked: Parked = { poller: req.poller, since: req.since, timer: setTimeout(() => this.#timeout(parked), req.hold), expiry: undefined };
+    // As a poll's session closes at its token's expiry, a parked poll is answered then, with nothing more.
+    const { expiresAt } = req.identity;
+    if (expiresAt !== undefined) parked.expiry = this.clock.setTimeout(() => this.#timeout(parked, 'token_expired'), expiresAt - this.clock.now());
     this.#parked.add(parked);
     this.idleSince = Date.now();
     this.metrics.connectionOpened('poll');
     if (req.since !== undefined) this.metrics.resumed('poll', 'recovered');
     req.poller.onGone(() => {
       if (this.#parked.delete(parked)) {
-        clearTimeout(parked.timer);
+        this.#release(parked);
         this.metrics.connectionClosed('poll', 'client_gone');
       }
     });
   }
 
-  /** The hold ran out: nothing new, the same cursor back. */
-  #timeout(parked: Parked): void {
+  /** The hold ran out (or the credentials expired): nothing new, the same cursor back. */
+  #timeout(parked: Parked, reason = 'timeout'): void {
     if (!this.#parked.delete(parked)) return;
+    this.#release(parked);
     this.#answerEmpty(parked.poller, parked.since ?? this.last);
-    this.metrics.connectionClosed('poll', 'timeout');
+    this.metrics.connectionClosed('poll', reason);
+  }
+
+  #release(parked: Parked): void {
+    clearTimeout(parked.timer);
+    this.clock.clearTimeout(parked.expiry);
   }
 
   /** An answer with no messages and the cursor at `at` (one encoding per position until the next publication). */
@@ -217,7 +233,7 @@ class PollGroup implements Sink {
     const parked = [...this.#parked];
     this.#parked.clear();
     for (const p of parked) {
-      clearTimeout(p.timer);
+      this.#release(p);
       for (const enc of due) this.metrics.delivered(enc.arrivedAt);
       p.poller.answer(body);
       this.metrics.connectionClosed('poll', 'answered');
@@ -237,7 +253,7 @@ class PollGroup implements Sink {
     const parked = [...this.#parked];
     this.#parked.clear();
     for (const p of parked) {
-      clearTimeout(p.timer);
+      this.#release(p);
       p.poller.answer(emptyAnswer(p.since === undefined ? '' : formatCursorEntry(this.channel, p.since)));
       this.metrics.connectionClosed('poll', 'restart');
     }
@@ -293,6 +309,8 @@ export class PollGroups {
     const group = this.#groups.get(channel);
     if (group === undefined) return 'declined';
     if (identity.server !== true && !this.auth.canSubscribe(identity, channel)) return 'declined';
+    // Expired credentials: the ordinary path refuses them with `token_expired`.
+    if (identity.expiresAt !== undefined && identity.expiresAt <= (this.ctx.clock ?? systemClock).now()) return 'declined';
     return group.take(req);
   }
 

@@ -239,8 +239,11 @@ export function parseServerFrames(buf: Buffer): { frames: ServerWsFrame[]; rest:
   return { frames, rest: buf.subarray(at) };
 }
 
-/** Close codes the gateway (or `ws` for it) may send to a hostile peer, besides echoing the peer's own. */
-export const HOSTILE_CLOSE_CODES: ReadonlySet<number> = new Set([1000, 1002, 1007, 1009, 4001, 4002, 4003, 4401]);
+/**
+ * Close codes the gateway (or `ws` for it) may send to a hostile peer, besides echoing the peer's own:
+ * 4503 is a connection limit (attackers sharing one user's token run into its per-user cap).
+ */
+export const HOSTILE_CLOSE_CODES: ReadonlySet<number> = new Set([1000, 1002, 1007, 1009, 4001, 4002, 4003, 4401, 4503]);
 const SERVER_FRAME_TYPES = new Set(['welcome', 'reply', 'error', 'message', 'gap', 'pong', 'heartbeat', 'join', 'leave']);
 
 /** The close code of a close frame, or undefined for an empty payload. */
