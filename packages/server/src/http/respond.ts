@@ -44,43 +44,18 @@ export async function readJson(req: IncomingMessage, limit: number): Promise<unk
   }
   const declared = Number(req.headers['content-length'] ?? NaN);
   if (declared > limit) throw new TidingsError('too_large', `the body is larger than ${limit} bytes`);
-  return parseJson(await readBody(req, limit));
-}
-
-/**
- * The whole body as text, at most `limit` bytes. Listeners rather than an async iterator: a small
- * body (one publication) arrives in one chunk, and is read with no stream machinery per request.
- */
-function readBody(req: IncomingMessage, limit: number): Promise<string> {
-  return new Promise((resolve, reject) => {
-    const chunks: Buffer[] = [];
-    let size = 0;
-    const done = (err: TidingsError | undefined): void => {
-      req.off('data', onData);
-      req.off('end', onEnd);
-      req.off('error', onError);
-      req.off('close', onClose);
-      if (err !== undefined) reject(err);
-      else resolve(chunks.length === 1 ? (chunks[0] as Buffer).toString('utf8') : Buffer.concat(chunks, size).toString('utf8'));
-    };
-    const onData = (chunk: Buffer): void => {
+  const chunks: Buffer[] = [];
+  let size = 0;
+  try {
+    for await (const chunk of req as AsyncIterable<Buffer>) {
       size += chunk.length;
-      if (size > limit) {
-        req.pause();
-        done(new TidingsError('too_large', `the body is larger than ${limit} bytes`));
-        return;
-      }
+      if (size > limit) throw new TidingsError('too_large', `the body is larger than ${limit} bytes`);
       chunks.push(chunk);
-    };
-    const onEnd = (): void => done(undefined);
+    }
+  } catch (err) {
+    if (err instanceof TidingsError) throw err;
     // The connection ended (or timed out) before the whole body arrived.
-    const onError = (): void => done(new TidingsError('bad_request', 'the request body was cut off'));
-    const onClose = (): void => {
-      if (!req.complete) onError();
-    };
-    req.on('data', onData);
-    req.on('end', onEnd);
-    req.on('error', onError);
-    req.on('close', onClose);
-  });
+    throw new TidingsError('bad_request', 'the request body was cut off');
+  }
+  return parseJson(Buffer.concat(chunks).toString('utf8'));
 }
