@@ -11,6 +11,9 @@ import { frameText } from './framing.js';
 
 const CRLF = Buffer.from('\r\n');
 
+/** `body` framed as one HTTP/1.1 chunk: `size CRLF body CRLF`. */
+const asChunk = (body: Buffer): Buffer => Buffer.concat([Buffer.from(`${body.length.toString(16)}\r\n`), body, CRLF]);
+
 export class EncodedPublication {
   readonly pub: Publication;
   #json: string | undefined;
@@ -61,11 +64,7 @@ export class EncodedPublication {
 
   /** {@link sseSingle} as one HTTP/1.1 chunk (`size CRLF event CRLF`): what a chunked stream writes to its socket. */
   get sseSingleChunk(): Buffer {
-    if (this.#sseChunk === undefined) {
-      const event = this.sseSingle;
-      this.#sseChunk = Buffer.concat([Buffer.from(`${event.length.toString(16)}\r\n`), event, CRLF]);
-    }
-    return this.#sseChunk;
+    return (this.#sseChunk ??= asChunk(this.sseSingle));
   }
 }
 
@@ -95,6 +94,7 @@ export class EncodedPresence {
   #json: string | undefined;
   #ws: Buffer | undefined;
   #sse: Buffer | undefined;
+  #sseChunk: Buffer | undefined;
 
   constructor(event: PresenceEvent) {
     this.event = event;
@@ -118,5 +118,10 @@ export class EncodedPresence {
   get sseEvent(): Buffer {
     const name = this.event.kind === 'join' ? SseEvent.join : SseEvent.leave;
     return (this.#sse ??= Buffer.from(`event: ${name}\ndata: ${this.json}\n\n`));
+  }
+
+  /** {@link sseEvent} as one HTTP/1.1 chunk, shared by every chunked stream. */
+  get sseEventChunk(): Buffer {
+    return (this.#sseChunk ??= asChunk(this.sseEvent));
   }
 }

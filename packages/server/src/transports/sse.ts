@@ -170,8 +170,7 @@ export class SseConnection implements Sink {
       return;
     }
     if (this.#ended) return;
-    if (this.#chunked) this.#send(enc.sseEvent.toString());
-    else this.#out?.write(enc.sseEvent);
+    this.#out?.write(this.#chunked ? enc.sseEventChunk : enc.sseEvent);
   }
 
   /** A comment line: keeps proxies from timing out the idle stream. */
