@@ -23,6 +23,12 @@ export type Access = 'public' | 'client' | 'api';
 export interface Admitted {
   readonly url: URL;
   readonly identity: Identity;
+  /**
+   * The CORS headers of a stream route's answer, for its handler to send with its own head: set
+   * with `setHeader` they would stay in the response's header store for the life of the stream.
+   * Other routes get them set on the response before the handler runs.
+   */
+  readonly cors: Readonly<Record<string, string>>;
 }
 
 export type HttpHandler = (req: IncomingMessage, res: ServerResponse, admitted: Admitted) => void | Promise<void>;
@@ -107,6 +113,12 @@ export function refuseOnSocket(socket: Duplex, err: TidingsError): void {
   );
 }
 
+const NO_HEADERS: Readonly<Record<string, string>> = Object.freeze({});
+
+function setHeaders(res: ServerResponse, headers: Readonly<Record<string, string>>): void {
+  for (const name in headers) res.setHeader(name, headers[name] as string);
+}
+
 const isEventStream = (contentType: string): boolean => contentType.startsWith('text/event-stream');
 
 /** Whole seconds for a `Retry-After` header: the refusal's own hint, else 1. */
@@ -150,6 +162,27 @@ const LINGER_BYTES = 1024 * 1024;
  * for a short while. Cutting it at once would reset the connection with data unread, and a client
  * still writing its body could lose the answer to the reset.
  */
+/**
+ * Whether part of the request's body may still be on its way: not all of it was read, and it has
+ * one (a request without a length or chunked encoding has none, whether or not Node has marked it
+ * complete yet when it is refused).
+ */
+function bodyPending(req: IncomingMessage): boolean {
+  if (req.complete) return false;
+  const length = req.headers['content-length'];
+  return req.headers['transfer-encoding'] !== undefined || (length !== undefined && length !== '0');
+}
+
+/**
+ * Node ends a connection whose answer said `Connection: close` with `destroySoon()`: FIN, then
+ * destroy once it is flushed. Here that becomes {@link lingerAndClose}.
+ */
+function lingerWhenClosed(socket: Duplex): void {
+  (socket as Duplex & { destroySoon?: () => void }).destroySoon = function (this: Duplex): void {
+    lingerAndClose(this);
+  };
+}
+
 function lingerAndClose(socket: Duplex): void {
   if (socket.destroyed || !socket.writable) return;
   socket.end();
@@ -172,15 +205,19 @@ export class Admission {
   async request(req: IncomingMessage, res: ServerResponse): Promise<void> {
     let route: Route | undefined;
     let path = '?';
+    let cors = NO_HEADERS;
     try {
       const url = parseTarget(req.url);
       path = url.pathname;
       route = this.routes.get(path);
       if (route === undefined) throw new TidingsError('not_found', `no route ${path.slice(0, 100)}`);
-      if (route.access === 'client') for (const [k, v] of Object.entries(this.opts.origins.cors(req.headers))) res.setHeader(k, v);
-      if (req.method === 'OPTIONS' && route.access === 'client') {
-        res.writeHead(204).end();
-        return;
+      if (route.access === 'client') {
+        if (req.method === 'OPTIONS') {
+          res.writeHead(204, this.opts.origins.preflight(req.headers)).end();
+          return;
+        }
+        cors = this.opts.origins.cors(req.headers);
+        if (route.stream === undefined) setHeaders(res, cors);
       }
       const method = req.method === 'HEAD' ? 'GET' : req.method;
       const handler = method === 'GET' ? route.GET : method === 'POST' ? route.POST : undefined;
@@ -195,7 +232,7 @@ export class Admission {
       if (route.stream !== undefined) {
         if (this.opts.draining()) throw new TidingsError('unavailable', 'server shutting down');
         if (req.method === 'HEAD') {
-          res.writeHead(200, { 'content-type': route.stream.contentType, 'cache-control': 'no-store' }).end();
+          res.writeHead(200, { ...cors, 'content-type': route.stream.contentType, 'cache-control': 'no-store' }).end();
           return;
         }
       }
@@ -210,8 +247,9 @@ export class Admission {
       const identity = await this.#identify(route, req, url);
       if (route.connection?.perUser === true) slots.push(await this.opts.users.acquire(identity.user, identity.anonymous));
       if (res.destroyed) return;
-      await handler(req, res, { url, identity });
+      await handler(req, res, { url, identity, cors });
     } catch (err) {
+      if (route?.stream !== undefined && !res.headersSent) setHeaders(res, cors);
       if (route?.stream !== undefined && isEventStream(route.stream.contentType) && this.#refuseAsStream(req, res, err)) return;
       this.#refuse(req, res, err, path);
     }
@@ -262,7 +300,7 @@ export class Admission {
     admitted().then(
       (identity) => {
         if (socket.destroyed) return;
-        upgrade.accept(req, socket, head, { url, identity });
+        upgrade.accept(req, socket, head, { url, identity, cors: NO_HEADERS });
       },
       (err: unknown) => {
         // Browsers cannot read a refused upgrade's status: these are told with a close code instead.
@@ -290,11 +328,15 @@ export class Admission {
   #refuse(req: IncomingMessage, res: ServerResponse, err: unknown, path: string): void {
     if (!(err instanceof TidingsError)) this.opts.unexpected(err, { method: req.method, path });
     else this.opts.refused?.(err.code, { method: req.method, path: path.slice(0, 100) });
-    // A body left unread is not worth reading: close once the answer is out, instead of draining it.
-    // (The response lets go of its socket when it finishes, so hold on to it here.)
-    const { socket } = req;
+    // A body left unread is not worth reading: the connection ends after the answer, which says so
+    // (`Connection: close`, so no client sends its next request on it), with a lingering close.
+    // (A request whose body was being read when refused may have let go of its socket; the response has it.)
+    const socket = res.socket ?? req.socket;
+    if (bodyPending(req) && socket !== null && !res.headersSent) {
+      res.setHeader('connection', 'close');
+      lingerWhenClosed(socket);
+    }
     sendError(res, err);
-    if (!req.complete && socket !== null) res.once('finish', () => lingerAndClose(socket));
   }
 
   #refuseSocket(socket: Duplex, err: unknown, req: IncomingMessage): void {

@@ -11,18 +11,29 @@ import type { IncomingHttpHeaders } from 'node:http';
 export interface OriginPolicy {
   /** Whether a request with these headers may carry credentials a browser adds by itself (cookies) and may upgrade. */
   allows(headers: IncomingHttpHeaders): boolean;
-  /** CORS headers for a client endpoint's response to a request with these headers. */
-  cors(headers: IncomingHttpHeaders): Record<string, string>;
+  /**
+   * CORS headers for a client endpoint's response to a request with these headers: what a browser
+   * checks on the response itself (who may read it, which headers it may see). The same object for
+   * every request from a given kind of origin where it can be, as held streams keep it.
+   */
+  cors(headers: IncomingHttpHeaders): Readonly<Record<string, string>>;
+  /** CORS headers for the answer to a preflight (`OPTIONS`): the response headers plus the methods, request headers and how long to cache them. */
+  preflight(headers: IncomingHttpHeaders): Readonly<Record<string, string>>;
   /** Whether a list was configured (then foreign origins are refused, not just left without cookies). */
   readonly restricted: boolean;
 }
 
-const COMMON: Readonly<Record<string, string>> = {
+/** What a preflight answer adds to the response headers. */
+const PREFLIGHT: Readonly<Record<string, string>> = {
   'access-control-allow-methods': 'GET, POST, OPTIONS',
   'access-control-allow-headers': 'authorization, content-type, last-event-id',
-  'access-control-expose-headers': 'retry-after',
   'access-control-max-age': '600',
 };
+const EXPOSE = 'retry-after';
+/** Any origin may read (no list configured). */
+const ANY: Readonly<Record<string, string>> = Object.freeze({ 'access-control-allow-origin': '*', 'access-control-expose-headers': EXPOSE });
+/** An origin that is not listed: nothing it may read, and caches must tell origins apart. */
+const UNLISTED: Readonly<Record<string, string>> = Object.freeze({ vary: 'origin' });
 
 /** `scheme://host[:port]`, lower-cased, as browsers send it in Origin. */
 export function normalizeOrigin(origin: string): string | undefined {
@@ -58,13 +69,17 @@ export function originPolicy(allowedOrigins: readonly string[]): OriginPolicy {
       if (origin === undefined) return true;
       return sameOrigin(origin, headers) || isListed(origin);
     },
-    cors(headers): Record<string, string> {
+    cors(headers) {
       const origin = headers.origin;
-      if (!restricted) return { ...COMMON, 'access-control-allow-origin': '*' };
+      if (!restricted) return ANY;
       if (origin !== undefined && isListed(origin)) {
-        return { ...COMMON, 'access-control-allow-origin': origin, 'access-control-allow-credentials': 'true', vary: 'origin' };
+        return { 'access-control-allow-origin': origin, 'access-control-allow-credentials': 'true', 'access-control-expose-headers': EXPOSE, vary: 'origin' };
       }
-      return { vary: 'origin' };
+      return UNLISTED;
+    },
+    preflight(headers) {
+      const cors = this.cors(headers);
+      return cors === UNLISTED ? cors : { ...cors, ...PREFLIGHT };
     },
   };
 }

@@ -28,7 +28,7 @@ export interface WritableLike {
   write(chunk: string | Buffer): boolean;
   cork(): void;
   uncork(): void;
-  on(event: 'drain', listener: () => void): unknown;
+  once(event: 'drain', listener: () => void): unknown;
 }
 
 let touched: Outbox[] = [];
@@ -59,10 +59,10 @@ export class Outbox {
   /** Who waits for the backlog to drain (one caller: the connection's session). */
   #onDrained: (() => void) | undefined;
   #checkScheduled = false;
+  /** Whether a `drain` listener is on the stream: only while something waits for one, so an idle connection carries none. */
+  #listening = false;
 
-  constructor(private readonly out: WritableLike) {
-    out.on('drain', () => this.#drain());
-  }
+  constructor(private readonly out: WritableLike) {}
 
   /** Whether nothing waits here and the stream takes writes again. */
   get drained(): boolean {
@@ -77,7 +77,8 @@ export class Outbox {
   whenDrained(listener: () => void): void {
     if (this.#closed) return;
     this.#onDrained = listener;
-    if (this.drained && !this.#checkScheduled) {
+    if (!this.drained) this.#listen();
+    else if (!this.#checkScheduled) {
       this.#checkScheduled = true;
       setImmediate(() => {
         this.#checkScheduled = false;
@@ -103,7 +104,10 @@ export class Outbox {
       this.#queued += sizeOf(chunk);
       return;
     }
-    if (!this.out.write(chunk)) this.#blocked = true;
+    if (!this.out.write(chunk)) {
+      this.#blocked = true;
+      this.#listen();
+    }
   }
 
   /** Drops what waits here (the stream keeps what it already took) and refuses later writes. */
@@ -129,6 +133,15 @@ export class Outbox {
       scheduled = true;
       setImmediate(endTurn);
     }
+  }
+
+  #listen(): void {
+    if (this.#listening) return;
+    this.#listening = true;
+    this.out.once('drain', () => {
+      this.#listening = false;
+      this.#drain();
+    });
   }
 
   #notifyDrained(): void {
@@ -158,6 +171,7 @@ export class Outbox {
       for (const chunk of rest) this.#queued += sizeOf(chunk);
     }
     this.out.uncork();
-    if (!this.#blocked) this.#notifyDrained();
+    if (this.#blocked) this.#listen();
+    else this.#notifyDrained();
   }
 }

@@ -33,6 +33,7 @@ import type { Presence } from './presence.js';
 import { namespaceOf } from './publisher.js';
 import { planResume } from './resume.js';
 import { SLOW_CONSUMER, type Attachment, type Sink } from './sink.js';
+import { SmallMap } from './small-map.js';
 
 /** What every session of a gateway shares. */
 export interface SessionContext {
@@ -119,7 +120,7 @@ const EXPIRY_WARNING = 60_000;
 
 export class Session implements Attachment {
   readonly id: string;
-  readonly #subs = new Map<Channel, Subscription>();
+  readonly #subs = new SmallMap<Channel, Subscription>();
   /** `conflate` subscriptions holding publications back, in the order they started to. */
   /** Subscriptions holding publications back (conflate); made the first time one does. */
   #behind: Set<Outlet> | undefined;

@@ -30,6 +30,19 @@ export interface PollOptions {
   readonly maxPollMessages: number;
 }
 
+const ANSWER_HEADERS: Readonly<Record<string, string>> = Object.freeze({ 'content-type': 'application/json; charset=utf-8', 'cache-control': 'no-store' });
+
+/** The head of a poll's answer: its CORS headers and the JSON ones; one object per CORS header set seen last (shared by every poll from the same kind of origin). */
+let lastCors: Readonly<Record<string, string>> | undefined;
+let lastHead = ANSWER_HEADERS;
+function answerHead(cors: Readonly<Record<string, string>>): Readonly<Record<string, string>> {
+  if (cors !== lastCors) {
+    lastCors = cors;
+    lastHead = Object.freeze({ ...cors, ...ANSWER_HEADERS });
+  }
+  return lastHead;
+}
+
 export class PollConnection implements Sink {
   readonly #entries = new Map<Channel, string>();
   readonly #messages: string[] = [];
@@ -46,6 +59,7 @@ export class PollConnection implements Sink {
     start: ReadonlyMap<Channel, Position>,
     private readonly maxMessages: number,
     private readonly onDone: () => void,
+    private readonly head: Readonly<Record<string, string>> = ANSWER_HEADERS,
   ) {
     for (const channel of channels) {
       const p = start.get(channel);
@@ -121,25 +135,19 @@ export class PollConnection implements Sink {
     if (respond && !this.res.headersSent && !this.res.destroyed) {
       const cursor = [...this.#entries.values()].filter((e) => e !== '').join(',');
       const body = encodePollResponse(this.#messages, this.#gaps, cursor);
-      this.res.writeHead(200, {
-        'content-type': 'application/json; charset=utf-8',
-        'cache-control': 'no-store',
-        'content-length': Buffer.byteLength(body),
-      });
+      this.res.writeHead(200, { ...this.head, 'content-length': Buffer.byteLength(body) });
       this.res.end(body);
     }
     this.onDone();
   }
 }
 
-const ANSWER_HEADERS = { 'content-type': 'application/json; charset=utf-8', 'cache-control': 'no-store' };
-
 /** A held response as a poll group sees it: the same answer bytes may go to many. */
-function pollerOf(res: ServerResponse): Poller {
+function pollerOf(res: ServerResponse, head: Readonly<Record<string, string>>): Poller {
   return {
     answer(body: Buffer): void {
       if (res.headersSent || res.destroyed) return;
-      res.writeHead(200, { ...ANSWER_HEADERS, 'content-length': body.length });
+      res.writeHead(200, { ...head, 'content-length': body.length });
       res.end(body);
     },
     onGone(listener: () => void): void {
@@ -168,11 +176,11 @@ export class PollTransport {
     // One channel: the core's poll group may hold it, or answer it at once, with shared bytes.
     const only = params.channels.length === 1 ? params.channels[0] : undefined;
     if (only !== undefined && this.connector.park !== undefined) {
-      const outcome = this.connector.park({ channel: only, since: params.cursor.get(only), identity: admitted.identity, hold, poller: pollerOf(res) });
+      const outcome = this.connector.park({ channel: only, since: params.cursor.get(only), identity: admitted.identity, hold, poller: pollerOf(res, answerHead(admitted.cors)) });
       if (outcome !== 'declined') return;
     }
     const owner: { session?: Attachment } = {};
-    const conn = new PollConnection(res, params.channels, params.cursor, this.opts.maxPollMessages, () => owner.session?.detach());
+    const conn = new PollConnection(res, params.channels, params.cursor, this.opts.maxPollMessages, () => owner.session?.detach(), answerHead(admitted.cors));
     const session = (owner.session = this.connector.open('poll', conn, admitted.identity));
     try {
       await subscribeAll(session, params.channels, params.cursor);

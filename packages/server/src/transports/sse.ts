@@ -48,8 +48,10 @@ export class SseConnection implements Sink {
   #out: Outbox | undefined;
   /** Whether the response is chunked (HTTP/1.1; an HTTP/1.0 stream is raw, ended by closing). */
   #chunked = false;
-  /** Cursor entry text per channel, in the request's channel order. */
-  readonly #entries = new Map<Channel, string>();
+  /** The request's channels, in its order. */
+  readonly #channels: readonly Channel[];
+  /** Cursor entry text per channel, in the same order ('' until known). Arrays, not a Map: a Map's table costs about 200 bytes per stream. */
+  readonly #entries: string[];
   #id = '';
   #held: Held[] | undefined = [];
   #ended = false;
@@ -58,8 +60,11 @@ export class SseConnection implements Sink {
     private readonly res: ServerResponse,
     channels: readonly Channel[],
     private readonly opts: SseOptions,
+    /** The CORS headers of the request's origin (shared between streams). */
+    private readonly cors: Readonly<Record<string, string>> = {},
   ) {
-    for (const channel of channels) this.#entries.set(channel, '');
+    this.#channels = channels;
+    this.#entries = channels.map(() => '');
     res.on('close', () => {
       this.#ended = true;
       this.#out?.close();
@@ -95,7 +100,7 @@ export class SseConnection implements Sink {
   open(): void {
     this.#startStream();
     this.#refreshId();
-    const welcome = JSON.stringify({ channels: [...this.#entries.keys()], cursor: this.#id, heartbeat: this.opts.sseHeartbeat, session: this.owner?.id });
+    const welcome = JSON.stringify({ channels: this.#channels, cursor: this.#id, heartbeat: this.opts.sseHeartbeat, session: this.owner?.id });
     this.#send(`event: ${SseEvent.welcome}\nid: ${this.#id}\ndata: ${welcome}\n\n`);
     const held = this.#held ?? [];
     this.#held = undefined;
@@ -117,10 +122,10 @@ export class SseConnection implements Sink {
       return;
     }
     if (this.#ended) return;
-    this.#entries.set(enc.pub.channel, enc.cursorEntry);
+    this.#setEntry(enc.pub.channel, enc.cursorEntry);
     const out = this.#out;
     if (out === undefined) return;
-    if (this.#entries.size === 1) {
+    if (this.#entries.length === 1) {
       // One channel: the id is the publication's own entry, so the whole event (chunk framing included) is shared bytes.
       this.#id = enc.cursorEntry;
       out.write(this.#chunked ? enc.sseSingleChunk : enc.sseSingle);
@@ -207,6 +212,7 @@ export class SseConnection implements Sink {
   #startStream(): void {
     const { res } = this;
     res.writeHead(200, {
+      ...this.cors,
       'content-type': 'text/event-stream; charset=utf-8',
       'cache-control': 'no-cache, no-transform',
       connection: 'keep-alive',
@@ -226,12 +232,17 @@ export class SseConnection implements Sink {
   }
 
   #set(channel: Channel, position: Position): void {
-    this.#entries.set(channel, formatCursorEntry(channel, position));
+    this.#setEntry(channel, formatCursorEntry(channel, position));
+  }
+
+  #setEntry(channel: Channel, entry: string): void {
+    const i = this.#channels.length === 1 ? 0 : this.#channels.indexOf(channel);
+    if (i !== -1) this.#entries[i] = entry;
   }
 
   #refreshId(): void {
     let id = '';
-    for (const entry of this.#entries.values()) {
+    for (const entry of this.#entries) {
       if (entry === '') continue;
       id = id === '' ? entry : `${id},${entry}`;
     }
@@ -255,13 +266,7 @@ export class SseTransport {
   /** `GET /sse` */
   readonly handle: HttpHandler = async (req: IncomingMessage, res: ServerResponse, admitted: Admitted) => {
     const params = streamParams(admitted.url, sseCursorText(req, admitted.url));
-    const conn = new SseConnection(res, params.channels, this.opts);
-    const session = this.connector.open('sse', conn, admitted.identity);
-    conn.owner = session;
-    res.on('close', () => {
-      this.#streams.delete(conn);
-      session.detach();
-    });
+    const { conn, session } = this.#open(res, params.channels, admitted);
     try {
       await subscribeAll(session, params.channels, params.cursor);
     } catch (err) {
@@ -272,6 +277,21 @@ export class SseTransport {
     conn.open();
     this.#streams.add(conn);
   };
+
+  /**
+   * The stream's life. Its close listener is made here, in a scope that holds only what it needs:
+   * made in `handle`, it would keep the request, its URL and parameters alive with the stream.
+   */
+  #open(res: ServerResponse, channels: readonly Channel[], { identity, cors }: Admitted): { conn: SseConnection; session: Attachment } {
+    const conn = new SseConnection(res, channels, this.opts, cors);
+    const session = this.connector.open('sse', conn, identity);
+    conn.owner = session;
+    res.on('close', () => {
+      this.#streams.delete(conn);
+      session.detach();
+    });
+    return { conn, session };
+  }
 
   /** One heartbeat comment on every open stream. */
   heartbeat(): void {

@@ -1,0 +1,97 @@
+/**
+ * The outbox in front of every connection's socket, on a real Node stream with a small buffer: what
+ * is written arrives whole and in order however writes, turns and reads interleave; `whenDrained`
+ * fires once the reader caught up; and an idle outbox keeps no listener on its stream.
+ */
+import { PassThrough } from 'node:stream';
+import { setImmediate as turn } from 'node:timers/promises';
+import fc from 'fast-check';
+import { describe, expect, it } from 'vitest';
+import { Outbox } from '../../packages/server/src/outbox.js';
+
+type Op = { op: 'write'; size: number } | { op: 'turn' } | { op: 'read' } | { op: 'whenDrained' };
+
+const opArb: fc.Arbitrary<Op> = fc.oneof(
+  { arbitrary: fc.record({ op: fc.constant('write' as const), size: fc.integer({ min: 1, max: 300 }) }), weight: 5 },
+  { arbitrary: fc.constant({ op: 'turn' as const }), weight: 2 },
+  { arbitrary: fc.constant({ op: 'read' as const }), weight: 2 },
+  { arbitrary: fc.constant({ op: 'whenDrained' as const }), weight: 1 },
+);
+
+/** A stream that takes 256 bytes before it refuses more, read only when the test says. */
+function stream(): { s: PassThrough; read: () => Buffer[] } {
+  const s = new PassThrough({ highWaterMark: 256, readableHighWaterMark: 256 });
+  return {
+    s,
+    read: () => {
+      const got: Buffer[] = [];
+      let chunk: unknown;
+      while ((chunk = s.read()) !== null) got.push(chunk as Buffer);
+      return got;
+    },
+  };
+}
+
+describe('Outbox', () => {
+  it('delivers every byte in order, says when drained, and listens for drain only while waiting for it', async () => {
+    await fc.assert(
+      fc.asyncProperty(fc.array(opArb, { minLength: 1, maxLength: 40 }), async (ops) => {
+        const { s, read } = stream();
+        const out = new Outbox(s);
+        const written: Buffer[] = [];
+        const received: Buffer[] = [];
+        let drainedCalls = 0;
+        let n = 0;
+        for (const o of ops) {
+          if (o.op === 'write') {
+            // ASCII bytes, so a chunk written as a string is the same bytes.
+            const chunk = Buffer.alloc(o.size, 48 + (n++ % 40));
+            written.push(chunk);
+            out.write(n % 2 === 0 ? chunk : chunk.toString('latin1'));
+          } else if (o.op === 'turn') {
+            await turn();
+          } else if (o.op === 'read') {
+            received.push(...read());
+            await turn();
+          } else {
+            out.whenDrained(() => drainedCalls++);
+          }
+          expect(s.listenerCount('drain')).toBeLessThanOrEqual(1);
+        }
+        // The reader catches up: everything arrives, in order.
+        for (let i = 0; i < 200 && Buffer.concat(received).length < Buffer.concat(written).length; i++) {
+          await turn();
+          received.push(...read());
+        }
+        expect(Buffer.concat(received).equals(Buffer.concat(written))).toBe(true);
+        out.whenDrained(() => drainedCalls++);
+        await turn();
+        await turn();
+        expect(drainedCalls).toBeGreaterThanOrEqual(1);
+        expect(out.drained).toBe(true);
+        expect(out.backlog).toBe(0);
+        // Idle again: no listener left behind on the stream.
+        expect(s.listenerCount('drain')).toBe(0);
+      }),
+      { numRuns: 150 },
+    );
+  });
+
+  it('drops what waits once closed, and never calls a drained listener after', async () => {
+    const { s, read } = stream();
+    const out = new Outbox(s);
+    let called = false;
+    for (let i = 0; i < 10; i++) out.write(Buffer.alloc(200, i));
+    await turn();
+    out.whenDrained(() => (called = true));
+    out.close();
+    const got = Buffer.concat(read());
+    // The stream took up to its mark (and a little past it); the queue behind it is gone.
+    expect(got.length).toBeLessThan(2000);
+    out.write(Buffer.alloc(10));
+    await turn();
+    read();
+    await turn();
+    expect(called).toBe(false);
+  });
+});
