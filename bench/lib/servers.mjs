@@ -23,7 +23,9 @@ const TIDINGS_WIRE = {
   // skipped ("not supported by this server") unless the server answers it with a reply.
   connectionPath: '/ws',
 };
-const TIDINGS = { ...TIDINGS_WIRE, label: 'Tidings', script: root('packages/server/dist/cli.js'), args: TIDINGS_ARGS };
+// Tidings' WebSocket subscribers subscribe in the connect request (`/ws?channel=`), as its SDK does;
+// the raw baseline has only the `subscribe` frame.
+const TIDINGS = { ...TIDINGS_WIRE, label: 'Tidings', script: root('packages/server/dist/cli.js'), args: TIDINGS_ARGS, connectSubscribe: true };
 
 /**
  * Every kind: its label, the transports it serves, the load generator's `dialect` for it, how it

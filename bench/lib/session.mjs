@@ -40,6 +40,7 @@ function openArgs(server, spec, count, cfg) {
   return {
     transport: spec.transport ?? 'ws',
     dialect: info.dialect,
+    connectSubscribe: info.connectSubscribe === true,
     host: '127.0.0.1',
     port: server.port,
     channel: cfg.channel,

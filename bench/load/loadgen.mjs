@@ -48,7 +48,7 @@ async function openPublisher({ host, port, channel, channels, publish }) {
  * `<channel>-<i mod channels>` (just `channel` when there is one). The first call also opens the
  * publisher (`publish`), which may reject ("not supported by this server").
  */
-async function open({ transport, dialect, host, port, channel, channels = 1, count, probes, concurrency, timeoutMs, publish }) {
+async function open({ transport, dialect, host, port, channel, channels = 1, count, probes, concurrency, timeoutMs, publish, connectSubscribe = false }) {
   const Subscriber = SUBSCRIBERS[transport]?.[dialect];
   if (Subscriber === undefined) throw new Error(`no ${transport} subscriber for ${dialect}`);
   if (publisher === undefined) {
@@ -64,7 +64,7 @@ async function open({ transport, dialect, host, port, channel, channels = 1, cou
   while (performance.now() < deadline) {
     while (subscribers.length < count && subscribers.length - counters.ready - counters.failed < concurrency) {
       const i = subscribers.length;
-      subscribers.push(new Subscriber({ host, port, channel: names[i % names.length], probe: i % stride === 0, counters }));
+      subscribers.push(new Subscriber({ host, port, channel: names[i % names.length], probe: i % stride === 0, counters, connectSubscribe }));
     }
     if (counters.ready + counters.failed >= count) break;
     await sleep(5);

@@ -1,6 +1,7 @@
 // Lean WebSocket clients: a hand-written client handshake, a frame parser that hands whole text
 // frames to the dialect, and pong replies. Dialects:
-//   WsSubscriber        Tidings and the raw baseline: a `subscribe` frame, ready at its `reply`,
+//   WsSubscriber        Tidings and the raw baseline: a `subscribe` frame (Tidings: the channel in
+//                       the connect request instead), ready at its `reply`,
 //                       counts `message` frames (it looks at one byte of the payload)
 //   NchanWsSubscriber   Nchan: the channel is in the URL, every text frame is one publication's data
 //   SocketIoSubscriber  Socket.IO 4 (Engine.IO v4 over WebSocket): `40` connect, `42[...]` events,
@@ -81,17 +82,20 @@ const CHAR_R = 0x72; // `r` of {"type":"reply"
 const CHAR_E = 0x65; // `e` of {"type":"error"
 const TYPE_AT = 9; // offset of that character in the payload
 
-/** Tidings (and the raw baseline): `GET /ws`, then a `subscribe` frame. */
+/**
+ * Tidings (and the raw baseline): `GET /ws`, then a `subscribe` frame; or, with `connectSubscribe`,
+ * `GET /ws?channel=`, which subscribes in the connect request. Either way it is ready at the reply.
+ */
 export class WsSubscriber extends WsConnection {
   #subscribe;
 
   constructor(options) {
-    super(options, '/ws');
-    this.#subscribe = textFrame(JSON.stringify({ type: 'subscribe', id: 1, channel: options.channel }));
+    super(options, options.connectSubscribe ? `/ws?channel=${encodeURIComponent(options.channel)}` : '/ws');
+    this.#subscribe = options.connectSubscribe ? undefined : textFrame(JSON.stringify({ type: 'subscribe', id: 1, channel: options.channel }));
   }
 
   opened() {
-    this.write(this.#subscribe);
+    if (this.#subscribe !== undefined) this.write(this.#subscribe);
   }
 
   text(data, p, len) {

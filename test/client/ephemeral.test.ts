@@ -36,14 +36,15 @@ function newBroker(): MemoryBroker {
 }
 
 /**
- * Counts what the server accepted as a subscription: `subscribe` frames sent on an open WebSocket,
- * `/sse` streams it answered. One per connection is the subscription itself; any more would be a
+ * Counts what the server accepted as a subscription: WebSocket connections opened with the channel
+ * in the connect request, `subscribe` frames sent on an open WebSocket, `/sse` streams it answered. One per connection is the subscription itself; any more would be a
  * resubscribe. (Attempts while the gateway is down reach no server, so they do not count.)
  */
 function counting(): { subscribes: () => number; options: Pick<ClientOptions, 'WebSocket' | 'fetch'> } {
   let subscribes = 0;
   const Counting = function (url: string) {
     const ws = new WebSocket(url);
+    if (new URL(url).searchParams.has('channel')) ws.once('open', () => (subscribes += 1));
     const send = ws.send.bind(ws);
     ws.send = ((data: string) => {
       if (data.includes('"type":"subscribe"')) subscribes += 1;

@@ -4,8 +4,11 @@
  * @module
  */
 import {
+  channelProblem,
   CloseCode,
+  formatCursorEntry,
   jsonCodec,
+  MAX_CURSOR_CHANNELS,
   TidingsError,
   type Channel,
   type ClientFrame,
@@ -15,9 +18,11 @@ import {
   type PresenceResult,
   type PublishRequest,
   type PublishResult,
+  type RequestId,
   type ServerFrame,
   type SubscribeResult,
 } from '@tidings/protocol';
+import { knownCursor } from './cursor.js';
 import type { ClientTransport, CloseInfo, TransportContext, WebSocketLike } from './transport.js';
 
 interface Pending {
@@ -25,6 +30,37 @@ interface Pending {
   readonly reject: (err: TidingsError) => void;
   /** Set for subscribe requests, to route their errors. */
   readonly channel?: Channel;
+}
+
+/** Longest query the connect request carries subscriptions in; the rest are subscribed with frames. */
+const MAX_CONNECT_QUERY = 4096;
+
+/**
+ * The channels to subscribe in the connect request (`/ws?channel=..&cursor=..`), saving the round
+ * trip of a `subscribe` frame after `welcome`: as many wanted channels as fit the bounds, in order.
+ */
+function connectChannels(wanted: ReadonlyMap<Channel, Position | undefined>): Map<Channel, Position | undefined> {
+  const picked = new Map<Channel, Position | undefined>();
+  let length = 0;
+  for (const [channel, since] of wanted) {
+    if (picked.size === MAX_CURSOR_CHANNELS) break;
+    if (channelProblem(channel) !== undefined) continue;
+    // `channel=<name>&`, and its cursor entry with the comma before it.
+    const cost = 9 + encodeURIComponent(channel).length + (since === undefined ? 0 : 3 + encodeURIComponent(formatCursorEntry(channel, since)).length);
+    if (length + cost > MAX_CONNECT_QUERY) break;
+    length += cost;
+    picked.set(channel, since);
+  }
+  return picked;
+}
+
+function connectQuery(token: string | undefined, channels: ReadonlyMap<Channel, Position | undefined>): string {
+  const query: string[] = [];
+  if (token !== undefined) query.push(`token=${encodeURIComponent(token)}`);
+  for (const channel of channels.keys()) query.push(`channel=${encodeURIComponent(channel)}`);
+  const cursor = channels.size === 0 ? '' : knownCursor(channels);
+  if (cursor !== '') query.push(`cursor=${encodeURIComponent(cursor)}`);
+  return query.length === 0 ? '' : `?${query.join('&')}`;
 }
 
 const CLOSE_BY_CODE = new Map<number, (typeof CloseCode)[keyof typeof CloseCode]>(Object.values(CloseCode).map((c) => [c.code, c]));
@@ -41,10 +77,11 @@ function detach(ws: WebSocketLike): void {
 export function websocketTransport(ctx: TransportContext): ClientTransport {
   const { platform, handlers } = ctx;
   const Ctor = platform.WebSocket;
-  const url = `${ctx.baseUrl.replace(/^http/, 'ws')}/ws${ctx.token === undefined ? '' : `?token=${encodeURIComponent(ctx.token)}`}`;
-  const pending = new Map<number, Pending>();
-  const subscribed = new Set<Channel>();
   let wanted = new Map(ctx.subscriptions);
+  const atConnect = connectChannels(wanted);
+  const url = `${ctx.baseUrl.replace(/^http/, 'ws')}/ws${connectQuery(ctx.token, atConnect)}`;
+  const pending = new Map<RequestId, Pending>();
+  const subscribed = new Set<Channel>();
   let nextId = 1;
   let opened = false;
   let ended = false;
@@ -79,17 +116,16 @@ export function websocketTransport(ctx: TransportContext): ClientTransport {
 
   const send = (frame: ClientFrame): void => ws?.send(jsonCodec.encodeClient(frame));
 
-  const call = (frame: ClientFrame & { id: number }, channel?: Channel): Promise<unknown> =>
+  /** The reply (or error) to request `id`, sent now unless `frame` is absent (sent in the connect request). */
+  const call = (id: RequestId, frame: ClientFrame | undefined, channel?: Channel): Promise<unknown> =>
     new Promise((resolve, reject) => {
-      pending.set(frame.id, channel === undefined ? { resolve, reject } : { resolve, reject, channel });
-      send(frame);
+      pending.set(id, channel === undefined ? { resolve, reject } : { resolve, reject, channel });
+      if (frame !== undefined) send(frame);
     });
 
-  const subscribe = (channel: Channel, since: Position | undefined): void => {
+  const track = (channel: Channel, reply: Promise<unknown>): void => {
     subscribed.add(channel);
-    const id = nextId++;
-    const frame: ClientFrame = since === undefined ? { type: 'subscribe', id, channel } : { type: 'subscribe', id, channel, since };
-    call(frame as ClientFrame & { id: number }, channel).then(
+    reply.then(
       (result) => handlers.subscribed(result as SubscribeResult),
       (err: TidingsError) => {
         subscribed.delete(channel);
@@ -98,12 +134,18 @@ export function websocketTransport(ctx: TransportContext): ClientTransport {
     );
   };
 
+  const subscribe = (channel: Channel, since: Position | undefined): void => {
+    const id = nextId++;
+    track(channel, call(id, since === undefined ? { type: 'subscribe', id, channel } : { type: 'subscribe', id, channel, since }, channel));
+  };
+
   const reconcile = (): void => {
     for (const [channel, since] of wanted) if (!subscribed.has(channel)) subscribe(channel, since);
     for (const channel of [...subscribed]) {
       if (wanted.has(channel)) continue;
       subscribed.delete(channel);
-      call({ type: 'unsubscribe', id: nextId++, channel }).catch(() => undefined);
+      const id = nextId++;
+      call(id, { type: 'unsubscribe', id, channel }).catch(() => undefined);
     }
   };
 
@@ -128,7 +170,7 @@ export function websocketTransport(ctx: TransportContext): ClientTransport {
       case 'reply':
       case 'error':
       case 'pong': {
-        if (typeof frame.id !== 'number') return;
+        if (frame.id === undefined) return;
         const p = pending.get(frame.id);
         if (p === undefined) return;
         pending.delete(frame.id);
@@ -149,6 +191,8 @@ export function websocketTransport(ctx: TransportContext): ClientTransport {
     platform.setTimeout(() => finish({ retry: 'backoff', reason: 'no WebSocket implementation', fallback: true }), 0);
   } else {
     ws = new Ctor(url);
+    // Subscribed by the connect request: the server replies to each as `subscribe:<channel>`.
+    for (const channel of atConnect.keys()) track(channel, call(`subscribe:${channel}`, undefined, channel));
     arm();
     ws.onmessage = (ev) => {
       arm();
@@ -186,20 +230,23 @@ export function websocketTransport(ctx: TransportContext): ClientTransport {
     },
     async publish(req: PublishRequest): Promise<PublishResult> {
       if (!opened || ended) throw new TidingsError('unavailable', 'not connected');
-      return (await call({ type: 'publish', id: nextId++, message: req })) as PublishResult;
+      const id = nextId++;
+      return (await call(id, { type: 'publish', id, message: req })) as PublishResult;
     },
     async request(method: string, data: Json | undefined): Promise<Json> {
       if (!opened || ended) throw new TidingsError('unavailable', 'not connected');
       const id = nextId++;
-      return (await call(data === undefined ? { type: 'rpc', id, method } : { type: 'rpc', id, method, data })) as Json;
+      return (await call(id, data === undefined ? { type: 'rpc', id, method } : { type: 'rpc', id, method, data })) as Json;
     },
     async presence(channel: Channel): Promise<PresenceResult> {
       if (!opened || ended) throw new TidingsError('unavailable', 'not connected');
-      return (await call({ type: 'presence', id: nextId++, channel })) as PresenceResult;
+      const id = nextId++;
+      return (await call(id, { type: 'presence', id, channel })) as PresenceResult;
     },
     async refresh(token: string): Promise<void> {
       if (!opened || ended) throw new TidingsError('unavailable', 'not connected');
-      await call({ type: 'refresh', id: nextId++, token });
+      const id = nextId++;
+      await call(id, { type: 'refresh', id, token });
       ctx.token = token;
     },
     close() {
