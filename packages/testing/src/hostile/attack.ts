@@ -50,6 +50,10 @@ export interface WsAttack {
   readonly cls: AttackClass;
   readonly label: string;
   readonly path: string;
+  /** Header lines the upgrade request carries besides the handshake's own (credentials). */
+  readonly headers?: readonly string[];
+  /** The request itself is hostile (its query, its size): the upgrade may be refused with a coded HTTP error instead. */
+  readonly upgradeMayBeRefused?: boolean;
   readonly steps: readonly WsStep[];
   /** How the attacker leaves: drop the TCP connection, or send a close frame first. */
   readonly end: 'destroy' | 'close';

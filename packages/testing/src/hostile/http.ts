@@ -8,7 +8,7 @@ import { ALNUM, buildRequest, bytesText, latin1, LETTERS, mutationArb, NAME_CHAR
 // ---------------------------------------------------------------------------------------------
 // HTTP: request lines, headers, queries, cursors, bodies
 
-const TARGET_PATHS = ['/', '/index.html', '/ws', '/sse', '/poll', '/send', '/rpc', '/api/publish', '/healthz', '/readyz', '/nope', '/api', '/api/publish/', '/SSE', '//sse', '/sse/', '/./sse', '/../sse', '/%73se', '/sse;x', '/sse%00', '/favicon.ico'];
+const TARGET_PATHS = ['/', '/index.html', '/ws', '/sse', '/poll', '/send', '/rpc', '/api/publish', '/healthz', '/readyz', '/nope', '/api', '/api/publish/', '/SSE', '//sse', '/sse/', '/./sse', '/../sse', '/%73se', '/sse;x', '/sse%00', '/favicon.ico', '/metrics', '/metrics/', '/admin', '/admin/', '/admin/login', '/admin/logout', '/admin/events', '/admin/state', '/admin/publish', '/admin/uplot.js', '/admin/%2e%2e/metrics', '/admin/../healthz', '/ADMIN', '/tidings-client.js'];
 
 /** Request targets: origin-form, absolute-form, authority-form, asterisk, and broken ones. */
 function targetArb(ctx: HostileContext): fc.Arbitrary<string> {
@@ -115,6 +115,7 @@ export function headersArb(ctx: HostileContext): fc.Arbitrary<HttpAttack> {
     fc.constantFrom(`authorization: Bearer ${ctx.apiKey}`, 'authorization: Bearer wrong-key-0123456789', 'authorization: Bearer', 'authorization: Basic eDp5', `authorization: Bearer ${ctx.deniedToken}`, `authorization: bearer  ${ctx.apiKey}`, `authorization: Bearer ${'k'.repeat(4000)}`),
     fc.constantFrom('content-type: application/json', 'content-type: application/json; charset=utf-8', 'content-type: APPLICATION/JSON', 'content-type: text/plain', 'content-type: multipart/form-data; boundary=x', 'content-type: ', 'content-type: application/json;;;', 'content-type: application/jsonx'),
     cursor.map((c) => `last-event-id: ${c.replace(/[\r\n]/g, '')}`),
+    adminCookieArb(ctx),
     fc.constantFrom('accept: text/event-stream', 'origin: http://evil.example', 'cookie: a=b', 'x-forwarded-for: 1.2.3.4, , ::1', 'te: trailers', 'range: bytes=0-1'),
     bytesText(30).map((v) => `x-junk: ${v.replace(/[\r\n]/g, '')}`),
   );
@@ -150,7 +151,7 @@ export function headersArb(ctx: HostileContext): fc.Arbitrary<HttpAttack> {
     fc.option(injected, { nil: undefined, freq: 3 }),
   ).map(([host, rest, up, b, inj]) => [...(host ? ['host: gateway'] : []), ...rest, ...(up ?? []), ...(b ?? []), ...(inj === undefined ? [] : [inj])]);
   const open = ctx.namespaces.open;
-  const route = fc.constantFrom('GET /healthz', 'GET /ws', `GET /sse?channel=${open}:a`, `GET /poll?channel=${open}:a&timeout=50`, 'POST /api/publish', 'POST /send', 'POST /rpc', 'GET /', `HEAD /sse?channel=${open}:a`, 'OPTIONS /sse', 'POST /healthz', 'GET /nope');
+  const route = fc.constantFrom('GET /healthz', 'GET /ws', `GET /sse?channel=${open}:a`, `GET /poll?channel=${open}:a&timeout=50`, 'POST /api/publish', 'POST /send', 'POST /rpc', 'GET /', `HEAD /sse?channel=${open}:a`, 'OPTIONS /sse', 'POST /healthz', 'GET /nope', 'GET /metrics', 'GET /admin', 'POST /admin/login', 'GET /admin/events', 'GET /admin/state', 'POST /admin/publish', 'DELETE /admin/login');
   const body = fc.oneof(fc.constant(''), fc.constant(`{"channel":"${ctx.namespaces.open}:h","data":1}`), bytesText(64), fc.constant('0\r\n\r\n'), fc.constant('5\r\nhello\r\n0\r\n\r\n'));
   return fc.tuple(route, headerList, body).map(([r, headers, b]) => {
     const [method = 'GET', path = '/'] = r.split(' ');
@@ -310,8 +311,10 @@ export function bodyAttackArb(ctx: HostileContext): fc.Arbitrary<HttpAttack> {
     },
     { requiredKeys: [] },
   );
+  const login = fc.record({ key: fc.oneof(fc.constant(ctx.apiKey), fc.constantFrom('', 'wrong-key-0123456789', ctx.deniedToken, `${ctx.apiKey}x`, ctx.apiKey.slice(1), 'k'.repeat(2000), 1, null, [ctx.apiKey], { key: ctx.apiKey })) }, { requiredKeys: [] });
   const json = fc.oneof(
     { arbitrary: pub, weight: 4 },
+    { arbitrary: login, weight: 1 },
     { arbitrary: fc.array(pub, { minLength: 0, maxLength: 8 }), weight: 2 },
     { arbitrary: fc.integer({ min: ctx.maxBatch - 1, max: ctx.maxBatch + 3 }).map((n) => Array.from({ length: n }, (_, i) => ({ channel: `${ctx.namespaces.open}:batch`, data: i }))), weight: 1 },
     { arbitrary: rpcBody, weight: 2 },
@@ -322,7 +325,7 @@ export function bodyAttackArb(ctx: HostileContext): fc.Arbitrary<HttpAttack> {
     { arbitrary: mutationArb(json.map((v) => utf8AsLatin1(JSON.stringify(v) ?? ''))).map(latin1), weight: 2 },
     { arbitrary: fc.integer({ min: ctx.maxBody - 8, max: ctx.maxBody + 64 }).map((n) => latin1(`{"channel":"${ctx.namespaces.open}:big","data":"${'x'.repeat(Math.max(0, n - 40))}"}`)), weight: 1 },
   );
-  const route = fc.constantFrom('/api/publish', '/api/publish', '/send', '/send', '/rpc');
+  const route = fc.constantFrom('/api/publish', '/api/publish', '/send', '/send', '/rpc', '/admin/publish', '/admin/login');
   // The envelope (credentials, content type, framing) is right half the time, so the body itself is what gets judged.
   const auth = fc.oneof({ arbitrary: fc.constant(`Bearer ${ctx.apiKey}`), weight: 6 }, { arbitrary: fc.constantFrom(undefined, 'Bearer wrong-key-0123456789', `Bearer ${ctx.deniedToken}`, 'Basic eDp5'), weight: 1 });
   const type = fc.oneof({ arbitrary: fc.constantFrom('application/json', 'application/json; charset=utf-8'), weight: 6 }, { arbitrary: fc.constantFrom(undefined, 'text/plain', 'application/json; charset=latin1', 'Application/Json', 'application/jsonp'), weight: 1 });
@@ -357,3 +360,15 @@ export function bodyAttackArb(ctx: HostileContext): fc.Arbitrary<HttpAttack> {
   });
 }
 
+/**
+ * `/admin` cookies: malformed, forged (a MAC made up, a kind or expiry changed), expired, repeated,
+ * huge. None of them may open the dashboard's data.
+ */
+function adminCookieArb(ctx: HostileContext): fc.Arbitrary<string> {
+  const mac = fc.oneof(bytesText(20).map((t) => t.replace(/[\r\n;]/g, '')), stringOf(`${ALNUM}-_`, 43, 43));
+  const kind = fc.constantFrom('k', 't', 'x', '', 'kk');
+  const expiry = fc.constantFrom('0', 'zzzzzzzzz', (Date.now() + 3_600_000).toString(36), '-1', 'NaN', '1e9', '');
+  const forged = fc.tuple(kind, expiry, mac).map(([k, e, m]) => `${k}.${e}.${m}`);
+  const odd = fc.constantFrom('', '.', '..', '...', 'a.b.c.d', ctx.apiKey, 'k.0', '%00', 'x'.repeat(5000));
+  return fc.tuple(fc.oneof(forged, odd), fc.constantFrom('', 'a=b; ', 'tidings_admin=x; ')).map(([v, before]) => `cookie: ${before}tidings_admin=${v}`);
+}

@@ -499,6 +499,7 @@ function runWs(port: number, attack: WsAttack, options: RunOptions): Promise<Att
       const done = (): void => {
         socket.destroy();
         if (handshake === undefined) violations.push(closed ? 'closed during the handshake' : `no handshake answer: ${JSON.stringify(head.toString('latin1').slice(0, 120))}`);
+        else if (handshake.status !== 101 && attack.upgradeMayBeRefused === true) violations.push(...judgeHttpAnswer(handshake).problems);
         else if (handshake.status !== 101) violations.push(`valid upgrade answered ${handshake.statusLine}`);
         if (frameProblem !== undefined) violations.push(frameProblem);
         for (const f of frames) violations.push(...judgeServerFrame(f, echoable));
@@ -638,7 +639,7 @@ function runWs(port: number, attack: WsAttack, options: RunOptions): Promise<Att
     };
     socket.on('connect', () => {
       socket.write(
-        `GET ${attack.path} HTTP/1.1\r\nhost: gateway\r\nconnection: Upgrade\r\nupgrade: websocket\r\n` +
+        `GET ${attack.path} HTTP/1.1\r\nhost: gateway\r\nconnection: Upgrade\r\nupgrade: websocket\r\n${(attack.headers ?? []).map((h) => `${h}\r\n`).join('')}` +
           `sec-websocket-version: 13\r\nsec-websocket-key: ${randomBytes(16).toString('base64')}\r\n\r\n`,
       );
     });

@@ -6,9 +6,9 @@
 import fc from 'fast-check';
 import { parseJson, type RequestId } from '@tidings/protocol';
 import { clientFrame, Opcode } from '../raw-ws.js';
-import { channels, positions } from './values.js';
+import { channels, cursorArb, positions } from './values.js';
 import { ALNUM, mutationArb, stringOf, type HostileContext, type WsAttack, type WsStep } from './attack.js';
-import { publicationArb } from './http.js';
+import { publicationArb, queryArb } from './http.js';
 // ---------------------------------------------------------------------------------------------
 // WebSocket
 
@@ -240,8 +240,16 @@ export function wsJsonAttackArb(ctx: HostileContext): fc.Arbitrary<WsAttack> {
   );
   const junkText = fc.oneof(fc.string({ maxLength: 60 }), mutationArb(json.map((f) => JSON.stringify(f.value))), fc.constantFrom('{', '[]', 'null', '1', '""', '{"type":"subscribe","channel":"open:x","channel":"nope:x"}', `${'['.repeat(100)}${']'.repeat(100)}`, `{"type":"ping","id":${'1'.repeat(400)}}`));
   const extra = fc.array(junkText, { maxLength: 3 });
-  const path = fc.constantFrom('/ws', '/ws', '/ws', `/ws?token=${ctx.deniedToken}`, '/ws?token=x&channel=a', '/ws?%zz', '/ws?token=');
-  return fc.tuple(frames, extra, path, fc.constantFrom<'destroy' | 'close'>('destroy', 'close'), fc.boolean()).map(([fs, junk, p, end, merged]) => {
+  const path = fc.oneof(
+    { arbitrary: fc.constantFrom('/ws', '/ws', '/ws', `/ws?token=${ctx.deniedToken}`, '/ws?token=x&channel=a', '/ws?%zz', '/ws?token=').map((p) => ({ p, hostile: false })), weight: 6 },
+    { arbitrary: connectSubscribeArb(ctx), weight: 3 },
+  );
+  // Mostly an ordinary client; sometimes the backend's server connection (the API key as a bearer token), or a wrong bearer.
+  const credentials = fc.oneof(
+    { arbitrary: fc.constant<readonly string[]>([]), weight: 6 },
+    { arbitrary: fc.constantFrom<readonly string[]>([`authorization: Bearer ${ctx.apiKey}`], ['authorization: Bearer wrong-key-0123456789'], ['authorization: Basic eDp5'], [`authorization: Bearer ${ctx.apiKey}`, 'authorization: Bearer x']), weight: 2 },
+  );
+  return fc.tuple(frames, extra, path, fc.constantFrom<'destroy' | 'close'>('destroy', 'close'), fc.boolean(), credentials).map(([fs, junk, { p, hostile }, end, merged, headers]) => {
     let id = 0;
     const next = (): number => ++id;
     const steps: WsStep[] = fs.map((f) => {
@@ -252,12 +260,27 @@ export function wsJsonAttackArb(ctx: HostileContext): fc.Arbitrary<WsAttack> {
     return {
       kind: 'ws',
       cls: 'ws-json',
-      label: `${fs.length} frames (${[...new Set(fs.map((f) => String(f.value.type)))].join(',')})${junk.length > 0 ? ` + ${junk.length} junk` : ''}${merged ? ' in one write' : ''}`,
+      label: `${fs.length} frames (${[...new Set(fs.map((f) => String(f.value.type)))].join(',')})${junk.length > 0 ? ` + ${junk.length} junk` : ''}${merged ? ' in one write' : ''} on ${p.slice(0, 60)}${headers.length > 0 ? ` with ${headers.join(', ').slice(0, 30)}` : ''}`,
       path: p,
+      headers,
+      ...(hostile ? { upgradeMayBeRefused: true } : {}),
       steps: merged ? oneWrite(steps) : steps,
       end,
-      ...(p.includes(ctx.deniedToken) ? { expectClose: [4401] } : {}),
+      ...(p.includes(ctx.deniedToken) && headers.length === 0 ? { expectClose: [4401] } : {}),
     } satisfies WsAttack;
   });
 }
 
+/**
+ * Subscriptions in the connect request (`/ws?channel=..&cursor=..`): known channels with forged or
+ * real cursors, and every hostile stream query (bad names, lists over the bound, junk parameters).
+ */
+function connectSubscribeArb(ctx: HostileContext): fc.Arbitrary<{ p: string; hostile: boolean }> {
+  const known = fc.uniqueArray(fc.constantFrom(...ctx.known.map((k) => k.channel)), { minLength: 1, maxLength: 4 });
+  const good = fc.tuple(known, fc.option(cursorArb(ctx), { nil: undefined })).map(([cs, cursor]) => {
+    const q = cs.map((c) => `channel=${encodeURIComponent(c)}`).join('&');
+    // A forged cursor can be long enough (thousands of bytes) for the request head to be refused.
+    return { p: `/ws?${q}${cursor === undefined ? '' : `&cursor=${encodeURIComponent(cursor)}`}`, hostile: cursor !== undefined };
+  });
+  return fc.oneof(good, queryArb(ctx).map((q) => ({ p: `/ws?${q}`, hostile: true })));
+}
