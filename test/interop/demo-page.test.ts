@@ -204,7 +204,7 @@ describe('demo page in headless Chromium', { timeout: 45_000 }, () => {
     let blocked = true;
     const a = await visit(gw, '?upgradeAfter=1', (page) =>
       // Closed before it opens, as when a proxy refuses the upgrade.
-      page.routeWebSocket(/\/ws$/, (ws) => (blocked ? ws.close() : ws.connectToServer())),
+      page.routeWebSocket(/\/ws(\?|$)/, (ws) => (blocked ? ws.close() : ws.connectToServer())),
     );
     await waitForTransport(a.page, 'sse');
     await waitForState(a.page, 'live');

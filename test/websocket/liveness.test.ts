@@ -50,6 +50,10 @@ describe('slow consumer', () => {
         body: JSON.stringify(batch),
       });
       expect(res.status).toBe(200);
+      // A healthy reader keeps up between batches (one batch, 800 KB, fits the socket buffers and the
+      // bound counts what a turn starts with), however slowly the machine lets it read; the paused one falls
+      // further behind with every batch.
+      await healthy.until((c) => c.ofType('message').length === i + 400, 10_000);
     }
     await healthy.until((c) => c.ofType('message').length === total, 10_000);
     expect(healthy.ofType('message').map((f) => f.message.position.seq)).toEqual(Array.from({ length: total }, (_, i) => i + 1));
