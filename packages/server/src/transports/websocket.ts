@@ -40,8 +40,12 @@ export interface WebSocketOptions {
   readonly closeGrace: number;
 }
 
-/** The heartbeat frame, framed once for every connection. */
-const HEARTBEAT = frameText('{"type":"heartbeat"}');
+/**
+ * A heartbeat: a protocol ping (the peer's pong proves it alive) and a `heartbeat` frame (the liveness
+ * signal a browser can see, as browsers hide pings), framed once for every connection and written as
+ * one buffer.
+ */
+const HEARTBEAT = Buffer.concat([Buffer.from([0x89, 0x00]), frameText('{"type":"heartbeat"}')]);
 
 function destroySocket(this: Duplex): void {
   this.destroy();
@@ -125,10 +129,7 @@ export class WebSocketConnection implements DuplexSink {
       return;
     }
     this.alive = false;
-    if (this.open) {
-      this.ws.ping();
-      this.#write(HEARTBEAT);
-    }
+    if (this.open) this.#write(HEARTBEAT);
   }
 
   /**
