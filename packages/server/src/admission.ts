@@ -81,10 +81,23 @@ const PUBLIC: Identity = Object.freeze({ user: '', anonymous: true });
  * there would share that scope, and keep the request, its URL and its upgrade head alive as long as
  * the connection lives.
  */
-function releaseOnClose(target: { once(event: 'close', listener: () => void): unknown }, slots: readonly Slot[]): void {
-  target.once('close', () => {
-    for (const s of slots) s.release();
+function releaseOnClose(target: { on(event: 'close', listener: () => void): unknown }, slots: HeldSlots): void {
+  // `on`, not `once`, which wraps the listener in two more objects: 'close' comes once anyway, and
+  // releasing is idempotent.
+  target.on('close', () => {
+    slots.gate?.release();
+    slots.user?.release();
   });
+}
+
+/**
+ * The slots a client connection holds: the node's and its address's, and its user's. Two fields, not
+ * an array, which grows to room for 17 on its first push and would stay that size for as long as the
+ * connection lives.
+ */
+interface HeldSlots {
+  gate: Slot | undefined;
+  user: Slot | undefined;
 }
 
 /**
@@ -238,14 +251,15 @@ export class Admission {
       }
       const declared = Number(req.headers['content-length'] ?? 0);
       if (declared > this.opts.maxBody) throw new TidingsError('too_large', `the body is larger than ${this.opts.maxBody} bytes`);
-      const slots: Slot[] = [];
-      if (route.connection !== undefined && handler === route.GET) {
+      const slots: HeldSlots = { gate: undefined, user: undefined };
+      const connection = route.connection !== undefined && handler === route.GET;
+      if (connection) {
         // Released when the response is done, however it ends.
         releaseOnClose(res, slots);
-        slots.push(this.opts.gate.admit(clientAddress(req, this.opts.trustProxy)));
+        slots.gate = this.#admit(req);
       }
       const identity = await this.#identify(route, req, url);
-      if (route.connection?.perUser === true) slots.push(await this.opts.users.acquire(identity.user, identity.anonymous));
+      if (connection && route.connection?.perUser === true) slots.user = await this.opts.users.acquire(identity.user, identity.anonymous);
       if (res.destroyed) return;
       await handler(req, res, { url, identity, cors });
     } catch (err) {
@@ -253,6 +267,12 @@ export class Admission {
       if (route?.stream !== undefined && isEventStream(route.stream.contentType) && this.#refuseAsStream(req, res, err)) return;
       this.#refuse(req, res, err, path);
     }
+  }
+
+  /** A connection slot; the client's address is looked up only when connections are counted per address. */
+  #admit(req: IncomingMessage): Slot {
+    const { gate, trustProxy } = this.opts;
+    return gate.admit(gate.countsAddresses ? clientAddress(req, trustProxy) : undefined);
   }
 
   /**
@@ -289,12 +309,12 @@ export class Admission {
       return;
     }
     const { upgrade } = route;
-    const slots: Slot[] = [];
+    const slots: HeldSlots = { gate: undefined, user: undefined };
     releaseOnClose(socket, slots);
     const admitted = async (): Promise<Identity> => {
-      if (route.connection !== undefined) slots.push(this.opts.gate.admit(clientAddress(req, this.opts.trustProxy)));
+      if (route.connection !== undefined) slots.gate = this.#admit(req);
       const identity = await this.#identify(route, req, url);
-      if (route.connection?.perUser === true && identity.server !== true) slots.push(await this.opts.users.acquire(identity.user, identity.anonymous));
+      if (route.connection?.perUser === true && identity.server !== true) slots.user = await this.opts.users.acquire(identity.user, identity.anonymous);
       return identity;
     };
     admitted().then(

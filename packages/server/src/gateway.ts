@@ -246,8 +246,10 @@ export class Gateway {
       (channel: Channel): Promise<PresenceResult> =>
         listPresence(broker, options, auth, channel, identity);
 
+    // One listener for every session (a closure per session would cost each connection two objects).
+    const untrack = (session: Session): void => this.#untrack(session);
     const open = (transport: TransportName, sink: Sink, identity: Identity): Session => {
-      const session: Session = new Session(ctx, sink, identity, () => this.#untrack(session), transport);
+      const session: Session = new Session(ctx, sink, identity, untrack, transport);
       this.#sessions.set(session, transport);
       this.#byId.set(session.id, session);
       this.metrics.connectionOpened(transport);

@@ -130,12 +130,18 @@ export class ConnectionGate {
   }
 
   /** Takes a slot for a connection from `ip`, or throws a coded refusal saying when to retry. */
-  admit(ip: string): Slot {
+  /** Whether connections are counted per address (`admit` needs the address only then). */
+  get countsAddresses(): boolean {
+    return this.limits.maxConnectionsPerIp > 0;
+  }
+
+  /** `ip` may be undefined when no per-address cap is set ({@link countsAddresses}). */
+  admit(ip: string | undefined): Slot {
     const { maxConnections, maxConnectionsPerIp } = this.limits;
     if (this.#open >= maxConnections) {
       throw new RetryLater('unavailable', `this node holds its maximum of ${maxConnections} connections; try another node or later`, 5000);
     }
-    const fromIp = this.#perIp.get(ip) ?? 0;
+    const fromIp = ip === undefined ? 0 : (this.#perIp.get(ip) ?? 0);
     if (maxConnectionsPerIp > 0 && fromIp >= maxConnectionsPerIp) {
       throw new RetryLater('limit_exceeded', `at most ${maxConnectionsPerIp} connections per IP address`, 5000);
     }
@@ -145,13 +151,14 @@ export class ConnectionGate {
       throw new RetryLater('unavailable', `too many new connections; retry in ${wait} ms`, wait);
     }
     this.#open += 1;
-    this.#perIp.set(ip, fromIp + 1);
+    if (ip !== undefined) this.#perIp.set(ip, fromIp + 1);
     return new GateSlot(this, ip);
   }
 
   /** @internal A slot from `ip` was released. */
-  free(ip: string): void {
+  free(ip: string | undefined): void {
     this.#open -= 1;
+    if (ip === undefined) return;
     const left = (this.#perIp.get(ip) ?? 1) - 1;
     if (left <= 0) this.#perIp.delete(ip);
     else this.#perIp.set(ip, left);
@@ -164,7 +171,7 @@ class GateSlot implements Slot {
 
   constructor(
     private readonly gate: ConnectionGate,
-    private readonly ip: string,
+    private readonly ip: string | undefined,
   ) {}
 
   release(): void {

@@ -121,8 +121,7 @@ const EXPIRY_WARNING = 60_000;
 export class Session implements Attachment {
   readonly id: string;
   readonly #subs = new SmallMap<Channel, Subscription>();
-  /** `conflate` subscriptions holding publications back, in the order they started to. */
-  /** Subscriptions holding publications back (conflate); made the first time one does. */
+  /** Subscriptions holding publications back (conflate), in the order they started to; made the first time one does. */
   #behind: Set<Outlet> | undefined;
   /** Conflation keys held back over all subscriptions. */
   #pendingKeys = 0;
@@ -138,7 +137,6 @@ export class Session implements Attachment {
   /** The warning before the token expires, then the close at expiry. */
   #expiryTimer: ClockTimer | undefined;
 
-  /** `onDetached` runs once, when the session lets go of everything (closed by either side). */
   /** Whether a subscription of this session resumed from a position yet (the first one counts a reconnect). */
   #resumed = false;
 
@@ -147,7 +145,7 @@ export class Session implements Attachment {
     readonly ctx: SessionContext,
     readonly sink: Sink,
     identity: Identity,
-    private readonly onDetached?: () => void,
+    private readonly onDetached?: (session: Session) => void,
     readonly transport: TransportName = 'http',
   ) {
     this.#identity = identity;
@@ -435,7 +433,7 @@ export class Session implements Attachment {
     this.#subs.clear();
     this.#behind = undefined;
     this.#pendingKeys = 0;
-    this.onDetached?.();
+    this.onDetached?.(this);
   }
 
   /** How this session is listed in the presence of its channels. */

@@ -63,12 +63,15 @@ export class SseConnection implements Sink {
     /** The CORS headers of the request's origin (shared between streams). */
     private readonly cors: Readonly<Record<string, string>> = {},
   ) {
-    this.#channels = channels;
-    this.#entries = channels.map(() => '');
-    res.on('close', () => {
-      this.#ended = true;
-      this.#out?.close();
-    });
+    // Copies of exactly their size: the request's list was built by pushing (room for 17).
+    this.#channels = channels.slice();
+    this.#entries = new Array<string>(channels.length).fill('');
+  }
+
+  /** The response closed (the transport's one close listener calls this). */
+  closed(): void {
+    this.#ended = true;
+    this.#out?.close();
   }
 
   get ended(): boolean {
@@ -287,6 +290,7 @@ export class SseTransport {
     const session = this.connector.open('sse', conn, identity);
     conn.owner = session;
     res.on('close', () => {
+      conn.closed();
       this.#streams.delete(conn);
       session.detach();
     });
