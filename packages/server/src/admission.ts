@@ -9,7 +9,7 @@
 import type { IncomingMessage, ServerResponse } from 'node:http';
 import type { Duplex } from 'node:stream';
 import { SseEvent, TidingsError } from '@tidings/protocol';
-import type { Authenticator, Identity, TransportName } from './auth.js';
+import type { Authenticator, ConnectInfo, Identity, TransportName } from './auth.js';
 import { checkApiKey, hasApiKey } from './http/api-key.js';
 import { errorBody, sendError } from './http/respond.js';
 import { RetryLater, type ConnectionGate, type Slot } from './limits.js';
@@ -88,6 +88,22 @@ function releaseOnClose(target: { on(event: 'close', listener: () => void): unkn
     slots.gate?.release();
     slots.user?.release();
   });
+}
+
+/**
+ * What the authentication hook sees. The address is looked up only if the hook asks: Node keeps a
+ * socket's looked-up address (an object and a string) for as long as the connection lives.
+ */
+function connectInfo(transport: ConnectInfo['transport'], req: IncomingMessage, url: URL): ConnectInfo {
+  const { headers, socket } = req;
+  return {
+    transport,
+    headers,
+    url,
+    get remoteAddress(): string | undefined {
+      return socket.remoteAddress;
+    },
+  };
 }
 
 /**
@@ -341,7 +357,7 @@ export class Admission {
       case 'client':
         // A backend's WebSocket may carry the API key instead of client credentials.
         if (route.upgrade !== undefined && hasApiKey(req, this.opts.apiKey)) return SERVER;
-        return this.opts.auth.connect({ transport: route.transport, headers: req.headers, url, remoteAddress: req.socket.remoteAddress });
+        return this.opts.auth.connect(connectInfo(route.transport, req, url));
     }
   }
 
