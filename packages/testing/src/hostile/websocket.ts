@@ -266,7 +266,8 @@ export function wsJsonAttackArb(ctx: HostileContext): fc.Arbitrary<WsAttack> {
       ...(hostile ? { upgradeMayBeRefused: true } : {}),
       steps: merged ? oneWrite(steps) : steps,
       end,
-      ...(p.includes(ctx.deniedToken) && headers.length === 0 ? { expectClose: [4401] } : {}),
+      // Only the plain denied-token path must be refused: a hostile query may name another token first.
+      ...(p.includes(ctx.deniedToken) && headers.length === 0 && !hostile ? { expectClose: [4401] } : {}),
     } satisfies WsAttack;
   });
 }
