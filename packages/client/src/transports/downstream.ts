@@ -118,7 +118,3 @@ export function httpDownstream(ctx: TransportContext, name: TransportName, loop:
   };
 }
 
-/** The `channel=` query for a set of channels. */
-export function channelQuery(wanted: ReadonlyMap<Channel, unknown>): string[] {
-  return [...wanted.keys()].map((c) => `channel=${encodeURIComponent(c)}`);
-}

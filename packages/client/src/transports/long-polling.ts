@@ -5,8 +5,8 @@
  * @module
  */
 import { parseCursor, type PollResponse } from '@tidings/protocol';
-import { knownCursor } from './cursor.js';
-import { channelQuery, httpDownstream, type Downstream } from './downstream.js';
+import { channelQuery, knownCursor } from './cursor.js';
+import { httpDownstream, type Downstream } from './downstream.js';
 import { authHeaders, channelRefused, retryAfterOf } from './http.js';
 import type { ClientTransport, TransportContext } from './transport.js';
 

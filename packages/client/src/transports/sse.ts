@@ -5,8 +5,8 @@
  * @module
  */
 import { parseCursor, SseEvent as Events, type Gap, type Message, type PresenceChange } from '@tidings/protocol';
-import { knownCursor } from './cursor.js';
-import { channelQuery, httpDownstream, type Downstream } from './downstream.js';
+import { channelQuery, knownCursor } from './cursor.js';
+import { httpDownstream, type Downstream } from './downstream.js';
 import { authHeaders, channelRefused, httpRefresh, isOutage, retryAfterOf } from './http.js';
 import { SseParser } from './sse-parser.js';
 import type { ClientTransport, TransportContext } from './transport.js';

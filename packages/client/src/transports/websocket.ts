@@ -22,7 +22,7 @@ import {
   type ServerFrame,
   type SubscribeResult,
 } from '@tidings/protocol';
-import { knownCursor } from './cursor.js';
+import { channelQuery, knownCursor } from './cursor.js';
 import type { ClientTransport, CloseInfo, TransportContext, WebSocketLike } from './transport.js';
 
 interface Pending {
@@ -57,7 +57,7 @@ function connectChannels(wanted: ReadonlyMap<Channel, Position | undefined>): Ma
 function connectQuery(token: string | undefined, channels: ReadonlyMap<Channel, Position | undefined>): string {
   const query: string[] = [];
   if (token !== undefined) query.push(`token=${encodeURIComponent(token)}`);
-  for (const channel of channels.keys()) query.push(`channel=${encodeURIComponent(channel)}`);
+  query.push(...channelQuery(channels));
   const cursor = channels.size === 0 ? '' : knownCursor(channels);
   if (cursor !== '') query.push(`cursor=${encodeURIComponent(cursor)}`);
   return query.length === 0 ? '' : `?${query.join('&')}`;

@@ -32,16 +32,6 @@ export interface PollOptions {
 
 const ANSWER_HEADERS: Readonly<Record<string, string>> = Object.freeze({ 'content-type': 'application/json; charset=utf-8', 'cache-control': 'no-store' });
 
-/** The head of a poll's answer: its CORS headers and the JSON ones; one object per CORS header set seen last (shared by every poll from the same kind of origin). */
-let lastCors: Readonly<Record<string, string>> | undefined;
-let lastHead = ANSWER_HEADERS;
-function answerHead(cors: Readonly<Record<string, string>>): Readonly<Record<string, string>> {
-  if (cors !== lastCors) {
-    lastCors = cors;
-    lastHead = Object.freeze({ ...cors, ...ANSWER_HEADERS });
-  }
-  return lastHead;
-}
 
 export class PollConnection implements Sink {
   readonly #entries = new Map<Channel, string>();
@@ -59,7 +49,8 @@ export class PollConnection implements Sink {
     start: ReadonlyMap<Channel, Position>,
     private readonly maxMessages: number,
     private readonly onDone: () => void,
-    private readonly head: Readonly<Record<string, string>> = ANSWER_HEADERS,
+    /** The CORS headers of the request's origin (shared between polls). */
+    private readonly cors: Readonly<Record<string, string>> = {},
   ) {
     for (const channel of channels) {
       const p = start.get(channel);
@@ -135,7 +126,7 @@ export class PollConnection implements Sink {
     if (respond && !this.res.headersSent && !this.res.destroyed) {
       const cursor = [...this.#entries.values()].filter((e) => e !== '').join(',');
       const body = encodePollResponse(this.#messages, this.#gaps, cursor);
-      this.res.writeHead(200, { ...this.head, 'content-length': Buffer.byteLength(body) });
+      this.res.writeHead(200, { ...this.cors, ...ANSWER_HEADERS, 'content-length': Buffer.byteLength(body) });
       this.res.end(body);
     }
     this.onDone();
@@ -143,11 +134,11 @@ export class PollConnection implements Sink {
 }
 
 /** A held response as a poll group sees it: the same answer bytes may go to many. */
-function pollerOf(res: ServerResponse, head: Readonly<Record<string, string>>): Poller {
+function pollerOf(res: ServerResponse, cors: Readonly<Record<string, string>>): Poller {
   return {
     answer(body: Buffer): void {
       if (res.headersSent || res.destroyed) return;
-      res.writeHead(200, { ...head, 'content-length': body.length });
+      res.writeHead(200, { ...cors, ...ANSWER_HEADERS, 'content-length': body.length });
       res.end(body);
     },
     onGone(listener: () => void): void {
@@ -176,11 +167,11 @@ export class PollTransport {
     // One channel: the core's poll group may hold it, or answer it at once, with shared bytes.
     const only = params.channels.length === 1 ? params.channels[0] : undefined;
     if (only !== undefined && this.connector.park !== undefined) {
-      const outcome = this.connector.park({ channel: only, since: params.cursor.get(only), identity: admitted.identity, hold, poller: pollerOf(res, answerHead(admitted.cors)) });
+      const outcome = this.connector.park({ channel: only, since: params.cursor.get(only), identity: admitted.identity, hold, poller: pollerOf(res, admitted.cors) });
       if (outcome !== 'declined') return;
     }
     const owner: { session?: Attachment } = {};
-    const conn = new PollConnection(res, params.channels, params.cursor, this.opts.maxPollMessages, () => owner.session?.detach(), answerHead(admitted.cors));
+    const conn = new PollConnection(res, params.channels, params.cursor, this.opts.maxPollMessages, () => owner.session?.detach(), admitted.cors);
     const session = (owner.session = this.connector.open('poll', conn, admitted.identity));
     try {
       await subscribeAll(session, params.channels, params.cursor);
