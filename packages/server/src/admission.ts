@@ -12,6 +12,7 @@ import { SseEvent, TidingsError } from '@tidings/protocol';
 import type { Authenticator, ConnectInfo, Identity, TransportName } from './auth.js';
 import { checkApiKey, hasApiKey } from './http/api-key.js';
 import { errorBody, sendError } from './http/respond.js';
+import { lingerWhenClosed } from './http/linger.js';
 import { RetryLater, type ConnectionGate, type Slot } from './limits.js';
 import type { OriginPolicy } from './origin.js';
 import type { UserConnections } from './user-connections.js';
@@ -181,16 +182,6 @@ const STATUS_TEXT: Record<number, string> = {
   503: 'Service Unavailable',
 };
 
-/** How long, and how much of a refused body, is read after the answer before the connection is cut. */
-const LINGER_MS = 2000;
-const LINGER_BYTES = 1024 * 1024;
-
-/**
- * Closes a connection whose request body was refused unread (a lingering close, as nginx does):
- * the answer is out, so send FIN and keep reading (and dropping) what the client is still sending
- * for a short while. Cutting it at once would reset the connection with data unread, and a client
- * still writing its body could lose the answer to the reset.
- */
 /**
  * Whether part of the request's body may still be on its way: not all of it was read, and it has
  * one (a request without a length or chunked encoding has none, whether or not Node has marked it
@@ -200,28 +191,6 @@ function bodyPending(req: IncomingMessage): boolean {
   if (req.complete) return false;
   const length = req.headers['content-length'];
   return req.headers['transfer-encoding'] !== undefined || (length !== undefined && length !== '0');
-}
-
-/**
- * Node ends a connection whose answer said `Connection: close` with `destroySoon()`: FIN, then
- * destroy once it is flushed. Here that becomes {@link lingerAndClose}.
- */
-function lingerWhenClosed(socket: Duplex): void {
-  (socket as Duplex & { destroySoon?: () => void }).destroySoon = function (this: Duplex): void {
-    lingerAndClose(this);
-  };
-}
-
-function lingerAndClose(socket: Duplex): void {
-  if (socket.destroyed || !socket.writable) return;
-  socket.end();
-  let read = 0;
-  const cut = setTimeout(() => socket.destroy(), LINGER_MS).unref();
-  socket.on('data', (chunk: Buffer) => {
-    read += chunk.length;
-    if (read > LINGER_BYTES) socket.destroy();
-  });
-  socket.once('close', () => clearTimeout(cut));
 }
 
 export class Admission {

@@ -6,6 +6,7 @@
  */
 
 const OP_TEXT = 0x1;
+const OP_CLOSE = 0x8;
 const OP_PONG = 0xa;
 
 function frame(opcode: number, payload: string | Buffer): Buffer {
@@ -36,4 +37,24 @@ export function frameText(text: string): Buffer {
 /** A pong control frame echoing a ping's payload (at most 125 bytes, as RFC 6455 requires of pings). */
 export function framePong(payload: Buffer): Buffer {
   return frame(OP_PONG, payload.subarray(0, 125));
+}
+
+/** The most reason bytes a close frame holds: a control frame's 125, less the 2-byte code. */
+const MAX_REASON = 123;
+
+/**
+ * A close frame with `code` and `reason`, the reason cut to 123 bytes at a character boundary (a
+ * reason must be whole UTF-8).
+ */
+export function frameClose(code: number, reason: string): Buffer {
+  let text = Buffer.from(reason, 'utf8');
+  if (text.length > MAX_REASON) {
+    let end = MAX_REASON;
+    while (end > 0 && ((text[end] ?? 0) & 0xc0) === 0x80) end--;
+    text = text.subarray(0, end);
+  }
+  const payload = Buffer.allocUnsafe(2 + text.length);
+  payload.writeUInt16BE(code, 0);
+  text.copy(payload, 2);
+  return frame(OP_CLOSE, payload);
 }

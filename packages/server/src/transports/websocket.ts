@@ -25,9 +25,11 @@ import type { Admitted, Route } from '../admission.js';
 import type { Identity } from '../auth.js';
 import type { EncodedPresence, EncodedPublication } from '../encoded.js';
 import { frameText } from '../framing.js';
+import { lingerAndClose } from '../http/linger.js';
 import { streamParams, type StreamParams } from '../http/params.js';
 import { Outbox } from '../outbox.js';
 import { RetryLater } from '../limits.js';
+import { refusedHandshake } from '../http/ws-refusal.js';
 import { SLOW_CONSUMER, type Attachment, type Connector, type DuplexAttachment, type DuplexSink } from '../sink.js';
 
 export interface WebSocketOptions {
@@ -229,14 +231,21 @@ export class WebSocketTransport {
     // code that tells the client not to retry with the same credentials.
     refused: (req, socket, head, err: TidingsError) => {
       socket.on('error', destroySocket);
+      // Overloaded: come back after the delay the reason names (the client adds jitter).
+      const [code, reason] =
+        err instanceof RetryLater
+          ? [CloseCode.overloaded.code, `${err.message.slice(0, 80)}; retry after ${err.retryAfter} ms`]
+          : [err.code === 'token_expired' ? CloseCode.token_expired.code : CloseCode.unauthorized.code, err.message];
+      const answer = refusedHandshake(req, code, reason);
+      if (answer !== undefined) {
+        lingerAndClose(socket, answer);
+        return;
+      }
+      // Not a handshake answered here: `ws` refuses it (400), or completes what it accepts.
       this.#wss.handleUpgrade(req, socket, head, (ws: WebSocket) => {
-        ws.on('error', () => undefined);
-        if (err instanceof RetryLater) {
-          // Overloaded: come back after the delay the reason names (the client adds jitter).
-          ws.close(CloseCode.overloaded.code, `${err.message.slice(0, 80)}; retry after ${err.retryAfter} ms`);
-        } else {
-          ws.close(err.code === 'token_expired' ? CloseCode.token_expired.code : CloseCode.unauthorized.code, err.message.slice(0, 120));
-        }
+        ws.on('error', ignore);
+        // (40 characters are at most 120 bytes: `ws` throws on a reason over 123.)
+        ws.close(code, reason.slice(0, 40));
       });
     },
   };
