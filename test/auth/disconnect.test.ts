@@ -65,6 +65,19 @@ describe('POST /api/disconnect', () => {
   }, 15_000);
 });
 
+describe('a close reason', () => {
+  it('is cut to 123 bytes at a character boundary, however long and wherever it came from', async () => {
+    const [one] = await twoNodes();
+    const ws = await RawWsClient.connect(`${one.wsUrl}?token=${await token('alice')}`);
+    cleanup.push(() => ws.terminate());
+    const res = await postOnce(`${one.url}/api/disconnect`, JSON.stringify({ user: 'alice', reason: 'ü'.repeat(100) }));
+    expect(res.status).toBe(200);
+    await ws.until((c) => c.closed, 3000);
+    expect([ws.closeCode, ws.closeReason]).toEqual([4401, 'ü'.repeat(61)]);
+    expect((await fetch(`${one.url}/healthz`)).status).toBe(200);
+  });
+});
+
 describe('POST /refresh on another node', () => {
   it('is forwarded to the node holding the stream (202), which applies it', async () => {
     const [one, two] = await twoNodes();

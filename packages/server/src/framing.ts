@@ -43,16 +43,20 @@ export function framePong(payload: Buffer): Buffer {
 const MAX_REASON = 123;
 
 /**
- * A close frame with `code` and `reason`, the reason cut to 123 bytes at a character boundary (a
- * reason must be whole UTF-8).
+ * A close reason as RFC 6455 allows it: at most 123 bytes of whole UTF-8, cut at a character boundary.
+ * (`ws` throws on a longer one.)
  */
+export function closeReason(reason: string): Buffer {
+  const text = Buffer.from(reason, 'utf8');
+  if (text.length <= MAX_REASON) return text;
+  let end = MAX_REASON;
+  while (end > 0 && ((text[end] ?? 0) & 0xc0) === 0x80) end--;
+  return text.subarray(0, end);
+}
+
+/** A close frame with `code` and `reason` (cut by {@link closeReason}). */
 export function frameClose(code: number, reason: string): Buffer {
-  let text = Buffer.from(reason, 'utf8');
-  if (text.length > MAX_REASON) {
-    let end = MAX_REASON;
-    while (end > 0 && ((text[end] ?? 0) & 0xc0) === 0x80) end--;
-    text = text.subarray(0, end);
-  }
+  const text = closeReason(reason);
   const payload = Buffer.allocUnsafe(2 + text.length);
   payload.writeUInt16BE(code, 0);
   text.copy(payload, 2);

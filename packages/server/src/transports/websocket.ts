@@ -24,7 +24,7 @@ import WebSocket, { WebSocketServer } from 'ws';
 import type { Admitted, Route } from '../admission.js';
 import type { Identity } from '../auth.js';
 import type { EncodedPresence, EncodedPublication } from '../encoded.js';
-import { frameText } from '../framing.js';
+import { closeReason, frameText } from '../framing.js';
 import { lingerAndClose } from '../http/linger.js';
 import { streamParams, type StreamParams } from '../http/params.js';
 import { Outbox } from '../outbox.js';
@@ -146,8 +146,7 @@ export class WebSocketConnection implements DuplexSink {
       return;
     }
     if (this.ws.readyState === WebSocket.OPEN || this.ws.readyState === WebSocket.CONNECTING) {
-      // Close reasons are limited to 123 bytes by RFC 6455.
-      this.ws.close(CloseCode[name].code, reason.slice(0, 120));
+      this.ws.close(CloseCode[name].code, closeReason(reason));
       this.#cut ??= setTimeout(() => this.ws.terminate(), this.opts.closeGrace).unref();
     }
   }
@@ -244,8 +243,7 @@ export class WebSocketTransport {
       // Not a handshake answered here: `ws` refuses it (400), or completes what it accepts.
       this.#wss.handleUpgrade(req, socket, head, (ws: WebSocket) => {
         ws.on('error', ignore);
-        // (40 characters are at most 120 bytes: `ws` throws on a reason over 123.)
-        ws.close(code, reason.slice(0, 40));
+        ws.close(code, closeReason(reason));
       });
     },
   };
