@@ -6,7 +6,7 @@
  *
  * - at the group's latest position, the poll is parked; the group's next publications (those of one
  *   event-loop turn together) are encoded into one answer, written as the same bytes to every poller
- *   parked there;
+ *   parked there (a poll that comes during that turn, at a position it brought, waits for the next);
  * - behind it, within the recent publications the group holds, the poll is answered at once (one
  *   encoding per starting position until the next publication);
  * - anything else (several channels, another epoch, further behind, ephemeral namespaces, hooks to
@@ -42,7 +42,14 @@ interface Parked {
   readonly timer: NodeJS.Timeout;
   /** When the poll's credentials expire (on the gateway's clock), the poll is answered as it stands. */
   expiry: ClockTimer | undefined;
-  readonly since: Position | undefined;
+  /** The position the poll waits after: its cursor, or the group's latest when it had none. */
+  readonly at: Position;
+  /**
+   * How many of this turn's publications and gaps the poll is already past: it came after them,
+   * at the position they brought. Zero for a poll held over from an earlier turn.
+   */
+  pending: number;
+  gaps: number;
 }
 
 /** The group's identity: a server-side subscription (no presence, no client permissions). */
@@ -101,7 +108,7 @@ class PollGroup implements Sink {
     if (since !== undefined && since.epoch !== last.epoch) return 'declined';
     if (since === undefined || since.seq === last.seq) {
       if (req.hold > 0) {
-        this.#park(req);
+        this.#park(req, last);
         return 'parked';
       }
       // Not to be held (`timeout=0`): the position, now.
@@ -130,8 +137,15 @@ class PollGroup implements Sink {
     return 'answered';
   }
 
-  #park(req: ParkRequest): void {
-    const parked: Parked = { poller: req.poller, since: req.since, timer: setTimeout(() => this.#timeout(parked), req.hold), expiry: undefined };
+  #park(req: ParkRequest, at: Position): void {
+    const parked: Parked = {
+      poller: req.poller,
+      at,
+      pending: this.#pending.length,
+      gaps: this.#gaps.length,
+      timer: setTimeout(() => this.#timeout(parked), req.hold),
+      expiry: undefined,
+    };
     // As a poll's session closes at its token's expiry, a parked poll is answered then, with nothing more.
     const { expiresAt } = req.identity;
     if (expiresAt !== undefined) parked.expiry = this.clock.setTimeout(() => this.#timeout(parked, 'token_expired'), expiresAt - this.clock.now());
@@ -151,7 +165,7 @@ class PollGroup implements Sink {
   #timeout(parked: Parked, reason = 'timeout'): void {
     if (!this.#parked.delete(parked)) return;
     this.#release(parked);
-    this.#answerEmpty(parked.poller, parked.since ?? this.last);
+    this.#answerEmpty(parked.poller, parked.at);
     this.metrics.connectionClosed('poll', reason);
   }
 
@@ -161,11 +175,11 @@ class PollGroup implements Sink {
   }
 
   /** An answer with no messages and the cursor at `at` (one encoding per position until the next publication). */
-  #answerEmpty(poller: Poller, at: Position | undefined): void {
-    const key = -2 - (at?.seq ?? -1);
+  #answerEmpty(poller: Poller, at: Position): void {
+    const key = -2 - at.seq;
     let body = this.#answers.get(key);
     if (body === undefined) {
-      body = emptyAnswer(at === undefined ? '' : formatCursorEntry(this.channel, at));
+      body = emptyAnswer(formatCursorEntry(this.channel, at));
       this.#answers.set(key, body);
     }
     poller.answer(body);
@@ -217,22 +231,37 @@ class PollGroup implements Sink {
     this.#flush ??= setImmediate(this.#answerParked);
   }
 
-  /** The end of the turn: one answer for every parked poll, the same bytes for all. */
+  /**
+   * The end of the turn: every parked poll is answered with what arrived this turn after its position,
+   * the same bytes for all polls at one position (nearly always all of them). A poll that came at the
+   * position this turn's publications brought stays parked for the next ones.
+   */
   readonly #answerParked = (): void => {
     this.#flush = undefined;
-    const due = this.#pending.slice(0, this.maxMessages);
+    const pending = this.#pending;
     const gaps = this.#gaps;
     this.#pending = [];
     this.#gaps = [];
-    if (this.#parked.size === 0 || (due.length === 0 && gaps.length === 0)) return;
-    // Past the message limit, the cursor stops at the last one included: the rest is a catch-up poll away.
-    const lastGap = gaps[gaps.length - 1];
-    const lastDue = due[due.length - 1];
-    const end = lastDue !== undefined ? lastDue.pub.position : (lastGap as Gap).to;
-    const body = Buffer.from(encodePollResponse(due.map((e) => e.json), gaps, formatCursorEntry(this.channel, end)));
-    const parked = [...this.#parked];
-    this.#parked.clear();
-    for (const p of parked) {
+    // Polls are parked in order, so those past the same number of this turn's arrivals are adjacent:
+    // each run of them shares one encoding.
+    let from = -1;
+    let gapsFrom = -1;
+    let due: EncodedPublication[] = [];
+    let body: Buffer | undefined;
+    for (const p of this.#parked) {
+      if (p.pending !== from || p.gaps !== gapsFrom) {
+        from = p.pending;
+        gapsFrom = p.gaps;
+        due = pending.slice(from, from + this.maxMessages);
+        body = this.#encode(due, gapsFrom === 0 ? gaps : gaps.slice(gapsFrom));
+      }
+      if (body === undefined) {
+        // Already at the latest position: held for the next publication.
+        p.pending = 0;
+        p.gaps = 0;
+        continue;
+      }
+      this.#parked.delete(p);
       this.#release(p);
       for (const enc of due) this.metrics.delivered(enc.arrivedAt);
       p.poller.answer(body);
@@ -240,6 +269,16 @@ class PollGroup implements Sink {
     }
     this.idleSince = Date.now();
   };
+
+  /** One answer of `due` and `gaps`, or undefined when both are empty. */
+  #encode(due: readonly EncodedPublication[], gaps: readonly Gap[]): Buffer | undefined {
+    // Past the message limit, the cursor stops at the last one included: the rest is a catch-up poll away.
+    const lastDue = due[due.length - 1];
+    const lastGap = gaps[gaps.length - 1];
+    const end = lastDue !== undefined ? lastDue.pub.position : lastGap?.to;
+    if (end === undefined) return undefined;
+    return Buffer.from(encodePollResponse(due.map((e) => e.json), gaps, formatCursorEntry(this.channel, end)));
+  }
 
   /** The subscription ended (its channel failed here, or shutdown): parked polls get their cursor back and come again. */
   close(_name: CloseName, _reason: string): void {
@@ -254,7 +293,7 @@ class PollGroup implements Sink {
     this.#parked.clear();
     for (const p of parked) {
       this.#release(p);
-      p.poller.answer(emptyAnswer(p.since === undefined ? '' : formatCursorEntry(this.channel, p.since)));
+      p.poller.answer(emptyAnswer(formatCursorEntry(this.channel, p.at)));
       this.metrics.connectionClosed('poll', 'restart');
     }
     this.#recent = [];
