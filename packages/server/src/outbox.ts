@@ -2,11 +2,13 @@
  * One connection's output: write coalescing per event-loop turn and a bounded queue in front of the
  * socket.
  *
- * Coalescing: the first write in a turn corks the stream, and one `setImmediate` (the check phase,
- * right after the turn's I/O callbacks) uncorks every stream written in that turn. So everything due
- * to one connection in a turn (the publications of every request read in it, replies, heartbeats)
- * leaves as one `write` or `writev`: the batching of Nagle's algorithm without its delay, since the
- * socket keeps TCP_NODELAY and nothing waits past the turn.
+ * Coalescing: a turn's writes are held here, and one `setImmediate` (the check phase, right after the
+ * turn's I/O callbacks) writes out every connection written in that turn. So everything due to one
+ * connection in a turn (the publications of every request read in it, replies, heartbeats) leaves as
+ * one `write` or, corked, one `writev`: the batching of Nagle's algorithm without its delay, since
+ * the socket keeps TCP_NODELAY and nothing waits past the turn. A lone chunk (most turns of most
+ * connections) is written plainly: corking it would cost the stream a buffered request and a second
+ * pass for nothing.
  *
  * Queueing: once the stream refuses more (`write()` returned false, its buffer is past its high-water
  * mark) further writes wait here until `drain`. So the stream itself never holds much more than one
@@ -50,6 +52,9 @@ const sizeOf = (chunk: string | Buffer): number => (typeof chunk === 'string' ? 
 export class Outbox {
   /** Bytes waiting when this turn's first write began; undefined until this connection writes in a turn. */
   #backlog: number | undefined;
+  /** This turn's first write, and any after it, written out at the turn's end. */
+  #first: string | Buffer | undefined;
+  #more: Array<string | Buffer> | undefined;
   /** Set when the stream refused more; cleared by `drain`. */
   #blocked = false;
   /** What waits for `drain`; made when the stream first refuses more. */
@@ -98,20 +103,22 @@ export class Outbox {
 
   write(chunk: string | Buffer): void {
     if (this.#closed) return;
-    this.#touch();
+    if (this.#backlog === undefined) this.#touch();
     if (this.#blocked) {
-      (this.#queue ??= []).push(chunk);
-      this.#queued += sizeOf(chunk);
+      this.#enqueue(chunk);
       return;
     }
-    if (!this.out.write(chunk)) {
-      this.#blocked = true;
-      this.#listen();
-    }
+    if (this.#first === undefined) this.#first = chunk;
+    else (this.#more ??= []).push(chunk);
   }
 
-  /** Drops what waits here (the stream keeps what it already took) and refuses later writes. */
+  /**
+   * Drops what waits for `drain` and refuses later writes. This turn's writes go to the stream first,
+   * as the stream takes them: they were due before whatever closes the connection.
+   */
   close(): void {
+    if (this.#closed) return;
+    this.#flushTurn();
     this.#closed = true;
     this.#queue = undefined;
     this.#queued = 0;
@@ -121,13 +128,41 @@ export class Outbox {
   /** @internal Called once at the end of a turn in which this connection wrote: what it wrote leaves. */
   endTurn(): void {
     this.#backlog = undefined;
+    this.#flushTurn();
+  }
+
+  #flushTurn(): void {
+    const first = this.#first;
+    if (first === undefined) return;
+    const more = this.#more;
+    this.#first = undefined;
+    this.#more = undefined;
+    if (more === undefined) {
+      this.#send(first);
+      return;
+    }
+    this.out.cork();
+    this.#send(first);
+    for (let i = 0; i < more.length; i++) this.#send(more[i] as string | Buffer);
     this.out.uncork();
   }
 
+  /** To the stream, or, once it refused more, into the queue for `drain`. */
+  #send(chunk: string | Buffer): void {
+    if (this.#blocked) this.#enqueue(chunk);
+    else if (!this.out.write(chunk)) {
+      this.#blocked = true;
+      this.#listen();
+    }
+  }
+
+  #enqueue(chunk: string | Buffer): void {
+    (this.#queue ??= []).push(chunk);
+    this.#queued += sizeOf(chunk);
+  }
+
   #touch(): void {
-    if (this.#backlog !== undefined) return;
     this.#backlog = this.#queued + this.out.writableLength;
-    this.out.cork();
     touched.push(this);
     if (!scheduled) {
       scheduled = true;
