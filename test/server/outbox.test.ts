@@ -77,6 +77,19 @@ describe('Outbox', () => {
     );
   });
 
+  it('on close, writes what was written this turn before it (up to what the stream takes), then nothing more', async () => {
+    const { s, read } = stream();
+    const out = new Outbox(s);
+    out.write('one,');
+    out.write('two,');
+    out.close();
+    // What closes the connection writes its own last bytes after the outbox's.
+    s.write('bye');
+    out.write('never');
+    await turn();
+    expect(Buffer.concat(read()).toString()).toBe('one,two,bye');
+  });
+
   it('drops what waits once closed, and never calls a drained listener after', async () => {
     const { s, read } = stream();
     const out = new Outbox(s);
