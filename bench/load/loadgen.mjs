@@ -81,12 +81,12 @@ async function open({ transport, dialect, host, port, channel, channels = 1, cou
  * publications are skipped rather than queued, and counted. Resolves with { skipped, lagMs }, the
  * longest a publication waited past its time.
  */
-async function drive(rate, seconds) {
+async function drive(rate, seconds, owed) {
   const start = performance.now();
   const stopAt = start + seconds * 1000;
   const total = Math.ceil(seconds * rate - 1e-9);
   const maxBacklog = Math.max(4, rate * 2);
-  const backlog = () => publisher.sent - counters.delivered / Math.max(1e-9, perPublication());
+  const backlog = () => outstanding() - owed;
   let skipped = 0;
   let scheduled = 0;
   let lagMs = 0;
@@ -106,14 +106,38 @@ async function drive(rate, seconds) {
   return { skipped, lagMs };
 }
 
+/** Publications sent and not (yet) delivered, since the start. */
+const outstanding = () => publisher.sent - counters.delivered / Math.max(1e-9, perPublication());
+
 /**
- * Warm-up, then the measured window, then a bounded drain; reports deliveries and latency. With
- * `publishPort`, publications go to that server (another node of the same cluster) instead.
+ * Waits until what an earlier window left behind has arrived: nothing in flight and no delivery for
+ * half a second (at most `ms`). Resolves with what is still undelivered then, which never will be
+ * (refused, or lost with a subscriber): a window's backlog is counted from there, so one step that
+ * fell behind does not fail every step after it.
+ */
+async function settle(ms) {
+  const until = performance.now() + ms;
+  let last = counters.delivered;
+  let quietSince = performance.now();
+  for (let now = quietSince; now < until; now = performance.now()) {
+    if (counters.delivered !== last || publisher.inFlight > 0) {
+      last = counters.delivered;
+      quietSince = now;
+    } else if (now - quietSince >= 500) break;
+    await sleep(20);
+  }
+  return Math.max(0, outstanding());
+}
+
+/**
+ * Settles, then warm-up, the measured window and a bounded drain; reports deliveries and latency.
+ * With `publishPort`, publications go to that server (another node of the same cluster) instead.
  */
 async function run({ rate, warmup, duration, drainMs, publishPort }, emit) {
+  const owed = await settle(drainMs);
   publisher.retarget(publishPort ?? openPort);
   counters.sampling = false;
-  await drive(rate, warmup);
+  await drive(rate, warmup, owed);
   counters.takeLatency();
   const d0 = counters.delivered;
   const p0 = publisher.sent;
@@ -123,7 +147,7 @@ async function run({ rate, warmup, duration, drainMs, publishPort }, emit) {
   counters.fresh = 0;
   counters.sampling = true;
   emit({ ev: 'started' });
-  const { skipped, lagMs } = await drive(rate, duration);
+  const { skipped, lagMs } = await drive(rate, duration, owed);
   const t1 = performance.now();
   const d1 = counters.delivered;
   const p1 = publisher.sent;
