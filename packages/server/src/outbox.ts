@@ -52,9 +52,8 @@ const sizeOf = (chunk: string | Buffer): number => (typeof chunk === 'string' ? 
 export class Outbox {
   /** Bytes waiting when this turn's first write began; undefined until this connection writes in a turn. */
   #backlog: number | undefined;
-  /** This turn's first write, and any after it, written out at the turn's end. */
-  #first: string | Buffer | undefined;
-  #more: Array<string | Buffer> | undefined;
+  /** This turn's writes, written out at its end: a lone chunk as itself, several as a list. */
+  #turn: string | Buffer | Array<string | Buffer> | undefined;
   /** Set when the stream refused more; cleared by `drain`. */
   #blocked = false;
   /** What waits for `drain`; made when the stream first refuses more. */
@@ -108,8 +107,10 @@ export class Outbox {
       this.#enqueue(chunk);
       return;
     }
-    if (this.#first === undefined) this.#first = chunk;
-    else (this.#more ??= []).push(chunk);
+    const turn = this.#turn;
+    if (turn === undefined) this.#turn = chunk;
+    else if (Array.isArray(turn)) turn.push(chunk);
+    else this.#turn = [turn, chunk];
   }
 
   /**
@@ -132,18 +133,15 @@ export class Outbox {
   }
 
   #flushTurn(): void {
-    const first = this.#first;
-    if (first === undefined) return;
-    const more = this.#more;
-    this.#first = undefined;
-    this.#more = undefined;
-    if (more === undefined) {
-      this.#send(first);
+    const turn = this.#turn;
+    if (turn === undefined) return;
+    this.#turn = undefined;
+    if (!Array.isArray(turn)) {
+      this.#send(turn);
       return;
     }
     this.out.cork();
-    this.#send(first);
-    for (let i = 0; i < more.length; i++) this.#send(more[i] as string | Buffer);
+    for (let i = 0; i < turn.length; i++) this.#send(turn[i] as string | Buffer);
     this.out.uncork();
   }
 

@@ -59,3 +59,14 @@ export async function readJson(req: IncomingMessage, limit: number): Promise<unk
   }
   return parseJson(Buffer.concat(chunks).toString('utf8'));
 }
+
+/**
+ * Node keeps a response's head, the string it sent (about 300 bytes), as `_header` for the life of the
+ * response, and reads it afterwards only as "headers sent" (`headersSent`, and the guards of
+ * `setHeader`, `writeHead` and `end`). A stream lives for hours; once its head is out, a one-character
+ * stand-in keeps those answers the same and lets the string go.
+ */
+export function forgetHead(res: ServerResponse): void {
+  const head = res as unknown as { _header?: unknown; _headerSent?: unknown };
+  if (head._headerSent === true && typeof head._header === 'string') head._header = ' ';
+}

@@ -26,6 +26,7 @@ import {
 import type { Admitted, HttpHandler } from '../admission.js';
 import type { EncodedPresence, EncodedPublication } from '../encoded.js';
 import { sseCursorText, streamParams, subscribeAll } from '../http/params.js';
+import { forgetHead } from '../http/respond.js';
 import { Outbox } from '../outbox.js';
 import { SLOW_CONSUMER, type Attachment, type Connector, type Sink } from '../sink.js';
 
@@ -224,6 +225,7 @@ export class SseConnection implements Sink {
     });
     // The headers go now; from here on the stream writes its own chunks to the socket.
     res.flushHeaders();
+    forgetHead(res);
     const socket: Socket | null = res.socket;
     if (socket === null) return;
     socket.setNoDelay(true);
