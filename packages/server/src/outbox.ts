@@ -21,6 +21,7 @@
  * output (conflated publications) goes out.
  * @module
  */
+import { has, put } from './bits.js';
 
 /** A socket or an HTTP response. */
 export interface WritableLike {
@@ -32,6 +33,15 @@ export interface WritableLike {
   uncork(): void;
   once(event: 'drain', listener: () => void): unknown;
 }
+
+/** The stream refused more; cleared by `drain`. */
+const BLOCKED = 1;
+/** Closed: writes are dropped and no drained listener is called. */
+const CLOSED = 2;
+/** A check for `whenDrained` is due at the end of the turn. */
+const CHECK_SCHEDULED = 4;
+/** A `drain` listener is on the stream: only while something waits for one, so an idle connection carries none. */
+const LISTENING = 8;
 
 let touched: Outbox[] = [];
 let spare: Outbox[] = [];
@@ -54,23 +64,19 @@ export class Outbox {
   #backlog: number | undefined;
   /** This turn's writes, written out at its end: a lone chunk as itself, several as a list. */
   #turn: string | Buffer | Array<string | Buffer> | undefined;
-  /** Set when the stream refused more; cleared by `drain`. */
-  #blocked = false;
+  /** Flags: BLOCKED, CLOSED, CHECK_SCHEDULED, LISTENING (one field, see bits.ts). */
+  #flags = 0;
   /** What waits for `drain`; made when the stream first refuses more. */
   #queue: Array<string | Buffer> | undefined;
   #queued = 0;
-  #closed = false;
   /** Who waits for the backlog to drain (one caller: the connection's session). */
   #onDrained: (() => void) | undefined;
-  #checkScheduled = false;
-  /** Whether a `drain` listener is on the stream: only while something waits for one, so an idle connection carries none. */
-  #listening = false;
 
   constructor(private readonly out: WritableLike) {}
 
   /** Whether nothing waits here and the stream takes writes again. */
   get drained(): boolean {
-    return !this.#blocked && this.#queue === undefined && this.out.writableNeedDrain !== true;
+    return !has(this.#flags, BLOCKED) && this.#queue === undefined && this.out.writableNeedDrain !== true;
   }
 
   /**
@@ -79,13 +85,13 @@ export class Outbox {
    * listener that has not run; a closed outbox never calls it.
    */
   whenDrained(listener: () => void): void {
-    if (this.#closed) return;
+    if (has(this.#flags, CLOSED)) return;
     this.#onDrained = listener;
     if (!this.drained) this.#listen();
-    else if (!this.#checkScheduled) {
-      this.#checkScheduled = true;
+    else if (!has(this.#flags, CHECK_SCHEDULED)) {
+      this.#flags = put(this.#flags, CHECK_SCHEDULED, true);
       setImmediate(() => {
-        this.#checkScheduled = false;
+        this.#flags = put(this.#flags, CHECK_SCHEDULED, false);
         if (this.drained) this.#notifyDrained();
       });
     }
@@ -101,9 +107,9 @@ export class Outbox {
   }
 
   write(chunk: string | Buffer): void {
-    if (this.#closed) return;
+    if (has(this.#flags, CLOSED)) return;
     if (this.#backlog === undefined) this.#touch();
-    if (this.#blocked) {
+    if (has(this.#flags, BLOCKED)) {
       this.#enqueue(chunk);
       return;
     }
@@ -118,9 +124,9 @@ export class Outbox {
    * as the stream takes them: they were due before whatever closes the connection.
    */
   close(): void {
-    if (this.#closed) return;
+    if (has(this.#flags, CLOSED)) return;
     this.#flushTurn();
-    this.#closed = true;
+    this.#flags = put(this.#flags, CLOSED, true);
     this.#queue = undefined;
     this.#queued = 0;
     this.#onDrained = undefined;
@@ -147,9 +153,9 @@ export class Outbox {
 
   /** To the stream, or, once it refused more, into the queue for `drain`. */
   #send(chunk: string | Buffer): void {
-    if (this.#blocked) this.#enqueue(chunk);
+    if (has(this.#flags, BLOCKED)) this.#enqueue(chunk);
     else if (!this.out.write(chunk)) {
-      this.#blocked = true;
+      this.#flags = put(this.#flags, BLOCKED, true);
       this.#listen();
     }
   }
@@ -169,10 +175,10 @@ export class Outbox {
   }
 
   #listen(): void {
-    if (this.#listening) return;
-    this.#listening = true;
+    if (has(this.#flags, LISTENING)) return;
+    this.#flags = put(this.#flags, LISTENING, true);
     this.out.once('drain', () => {
-      this.#listening = false;
+      this.#flags = put(this.#flags, LISTENING, false);
       this.#drain();
     });
   }
@@ -180,11 +186,11 @@ export class Outbox {
   #notifyDrained(): void {
     const listener = this.#onDrained;
     this.#onDrained = undefined;
-    if (listener !== undefined && !this.#closed) listener();
+    if (listener !== undefined && !has(this.#flags, CLOSED)) listener();
   }
 
   #drain(): void {
-    this.#blocked = false;
+    this.#flags = put(this.#flags, BLOCKED, false);
     if (this.#queue === undefined) {
       this.#notifyDrained();
       return;
@@ -197,14 +203,14 @@ export class Outbox {
     let ok = true;
     while (ok && i < queue.length) ok = this.out.write(queue[i++] as string | Buffer);
     // Refused again (possibly by the very last chunk): the rest waits for the next drain.
-    this.#blocked = !ok;
+    this.#flags = put(this.#flags, BLOCKED, !ok);
     if (i < queue.length) {
       const rest = queue.slice(i);
       this.#queue = rest;
       for (const chunk of rest) this.#queued += sizeOf(chunk);
     }
     this.out.uncork();
-    if (this.#blocked) this.#listen();
+    if (has(this.#flags, BLOCKED)) this.#listen();
     else this.#notifyDrained();
   }
 }

@@ -23,6 +23,7 @@ import {
 } from '@tidings/protocol';
 import type { Authenticator, Identity, TransportName } from './auth.js';
 import { ask, type HooksHolder } from './authorize.js';
+import { has, put } from './bits.js';
 import { systemClock, type Clock, type ClockTimer } from './clock.js';
 import type { Broker, HistoryPage, PresenceEntry, Publication } from './brokers/broker.js';
 import { EncodedPublication, type EncodedPresence } from './encoded.js';
@@ -111,6 +112,13 @@ class Subscription implements Subscriber, Outlet {
   }
 }
 
+/** The sink has been asked to say when it drains. */
+const AWAITING_DRAIN = 1;
+/** Closed (by either side): nothing more is sent or subscribed. */
+const CLOSED = 2;
+/** A subscription resumed from a position already (the first one counts a reconnect). */
+const RESUMED = 4;
+
 let sessionCounter = 0;
 
 /** Longest a timer may wait (setTimeout's limit); a later expiry re-arms. */
@@ -125,9 +133,8 @@ export class Session implements Attachment {
   #behind: Set<Outlet> | undefined;
   /** Conflation keys held back over all subscriptions. */
   #pendingKeys = 0;
-  /** Whether the sink has been asked to say when it drains. */
-  #awaitingDrain = false;
-  #closed = false;
+  /** Flags: AWAITING_DRAIN, CLOSED, RESUMED (one field, see bits.ts). */
+  #flags = 0;
   #entry: PresenceEntry | undefined;
   #identity: Identity;
   /** Why the server closed the session; undefined while open, or when the client went away first. */
@@ -136,9 +143,6 @@ export class Session implements Attachment {
   readonly openedAt = Date.now();
   /** The warning before the token expires, then the close at expiry. */
   #expiryTimer: ClockTimer | undefined;
-
-  /** Whether a subscription of this session resumed from a position yet (the first one counts a reconnect). */
-  #resumed = false;
 
   /** `onDetached` runs once, when the session lets go of everything (closed by either side). */
   constructor(
@@ -154,7 +158,7 @@ export class Session implements Attachment {
   }
 
   get closed(): boolean {
-    return this.#closed;
+    return has(this.#flags, CLOSED);
   }
 
   /** Who the client is, as its latest token says. */
@@ -171,7 +175,7 @@ export class Session implements Attachment {
     clock.clearTimeout(this.#expiryTimer);
     this.#expiryTimer = undefined;
     const expiresAt = this.#identity.expiresAt;
-    if (expiresAt === undefined || this.#closed) return;
+    if (expiresAt === undefined || has(this.#flags, CLOSED)) return;
     const left = expiresAt - clock.now();
     if (left <= 0) {
       this.close('token_expired', 'the token expired; refresh it');
@@ -183,7 +187,7 @@ export class Session implements Attachment {
     this.#expiryTimer = clock.setTimeout(
       () => {
         this.#expiryTimer = undefined;
-        if (this.#closed) return;
+        if (has(this.#flags, CLOSED)) return;
         if (next >= MAX_TIMER) return this.watchExpiry();
         if (warned) this.close('token_expired', 'the token expired; refresh it');
         else {
@@ -203,7 +207,7 @@ export class Session implements Attachment {
     const { auth } = this.ctx;
     if (auth.refresh === undefined) throw new TidingsError('bad_request', 'this gateway has no tokens to refresh');
     const next = await auth.refresh(this.#identity, token);
-    if (this.#closed) throw new TidingsError('unavailable', 'the connection closed while refreshing');
+    if (has(this.#flags, CLOSED)) throw new TidingsError('unavailable', 'the connection closed while refreshing');
     if (next.user !== this.#identity.user || next.anonymous !== this.#identity.anonymous) {
       throw new TidingsError('forbidden', 'a refresh must carry a token for the same user');
     }
@@ -288,8 +292,8 @@ export class Session implements Attachment {
     const { metrics } = this.ctx;
     metrics.resumed(this.transport, outcome);
     // A poll carries its cursor every time; only a WebSocket or an SSE stream resuming is a reconnect.
-    if (!this.#resumed && (this.transport === 'websocket' || this.transport === 'sse')) metrics.reconnected(this.transport);
-    this.#resumed = true;
+    if (!has(this.#flags, RESUMED) && (this.transport === 'websocket' || this.transport === 'sse')) metrics.reconnected(this.transport);
+    this.#flags = put(this.#flags, RESUMED, true);
   }
 
   unsubscribe(channel: Channel): void {
@@ -307,7 +311,7 @@ export class Session implements Attachment {
    * session are held back, so nothing overtakes them.
    */
   send(enc: EncodedPublication, sub: Outlet): void {
-    if (this.#closed) return;
+    if (has(this.#flags, CLOSED)) return;
     const policy = sub.backpressure;
     if (policy === 'conflate' && this.#pendingKeys > 0) {
       this.#conflate(sub, enc);
@@ -347,8 +351,8 @@ export class Session implements Attachment {
     }
     // Re-inserted at the end: pending entries stay in position order within the channel.
     pending.set(key, enc);
-    if (!this.#awaitingDrain) {
-      this.#awaitingDrain = true;
+    if (!has(this.#flags, AWAITING_DRAIN)) {
+      this.#flags = put(this.#flags, AWAITING_DRAIN, true);
       this.sink.whenDrained((this.#onDrained ??= () => this.#drained()));
     }
   }
@@ -361,8 +365,8 @@ export class Session implements Attachment {
   #onDrained: (() => void) | undefined;
 
   #drained(): void {
-    this.#awaitingDrain = false;
-    if (this.#closed) return;
+    this.#flags = put(this.#flags, AWAITING_DRAIN, false);
+    if (has(this.#flags, CLOSED)) return;
     let budget = this.ctx.options.maxBufferedBytes - this.sink.bufferedBytes;
     let sent = 0;
     for (const sub of this.#behind ?? []) {
@@ -372,7 +376,7 @@ export class Session implements Attachment {
         continue;
       }
       for (const [key, enc] of pending) {
-        if (this.#closed) return;
+        if (has(this.#flags, CLOSED)) return;
         if (sent > 0 && budget <= 0) break;
         pending.delete(key);
         this.#pendingKeys -= 1;
@@ -386,8 +390,8 @@ export class Session implements Attachment {
       sub.pending = undefined;
       this.#behind?.delete(sub);
     }
-    if (this.#pendingKeys > 0 && !this.#closed && this.sink.whenDrained !== undefined) {
-      this.#awaitingDrain = true;
+    if (this.#pendingKeys > 0 && !has(this.#flags, CLOSED) && this.sink.whenDrained !== undefined) {
+      this.#flags = put(this.#flags, AWAITING_DRAIN, true);
       this.sink.whenDrained((this.#onDrained ??= () => this.#drained()));
     }
   }
@@ -402,7 +406,7 @@ export class Session implements Attachment {
 
   /** A join or leave: an ephemeral signal, shed (never a reason to disconnect) when the sink backs up. */
   presence(enc: EncodedPresence): void {
-    if (this.#closed || this.sink.presence === undefined) return;
+    if (has(this.#flags, CLOSED) || this.sink.presence === undefined) return;
     if (this.sink.bufferedBytes > this.ctx.options.maxBufferedBytes) {
       this.ctx.metrics.dropped('ephemeral_backpressure');
       return;
@@ -412,7 +416,7 @@ export class Session implements Attachment {
 
   /** Leaves every channel and closes the sink. Idempotent. */
   close(name: CloseName, reason: string): void {
-    if (this.#closed) return;
+    if (has(this.#flags, CLOSED)) return;
     if (name === 'slow_consumer') this.ctx.metrics.dropped('slow_consumer');
     this.closedAs = name;
     this.detach();
@@ -421,8 +425,8 @@ export class Session implements Attachment {
 
   /** Leaves every channel without touching the sink (the transport already closed). Idempotent. */
   detach(): void {
-    if (this.#closed) return;
-    this.#closed = true;
+    if (has(this.#flags, CLOSED)) return;
+    this.#flags = put(this.#flags, CLOSED, true);
     (this.ctx.clock ?? systemClock).clearTimeout(this.#expiryTimer);
     this.#expiryTimer = undefined;
     for (const [channel, sub] of this.#subs) {
@@ -443,6 +447,6 @@ export class Session implements Attachment {
   }
 
   #refuseIfClosed(channel: Channel): void {
-    if (this.#closed) throw new TidingsError('unavailable', `connection closed while subscribing to ${channel}`);
+    if (has(this.#flags, CLOSED)) throw new TidingsError('unavailable', `connection closed while subscribing to ${channel}`);
   }
 }

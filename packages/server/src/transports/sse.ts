@@ -24,6 +24,7 @@ import {
   type SubscribeResult,
 } from '@tidings/protocol';
 import type { Admitted, HttpHandler } from '../admission.js';
+import { has, put } from '../bits.js';
 import type { EncodedPresence, EncodedPublication } from '../encoded.js';
 import { sseCursorText, streamParams, subscribeAll } from '../http/params.js';
 import { forgetHead } from '../http/respond.js';
@@ -41,21 +42,25 @@ export interface SseOptions {
 
 type Held = { readonly enc: EncodedPublication } | { readonly gap: Gap } | { readonly presence: EncodedPresence };
 
+/** The response is chunked (HTTP/1.1; an HTTP/1.0 stream is raw, ended by closing). */
+const CHUNKED = 1;
+/** The stream was ended. */
+const ENDED = 2;
+
 /** `text` as one HTTP/1.1 chunk. */
 const chunk = (text: string): string => `${Buffer.byteLength(text).toString(16)}\r\n${text}\r\n`;
 
 export class SseConnection implements Sink {
   /** Set when the stream starts (its headers are out). */
   #out: Outbox | undefined;
-  /** Whether the response is chunked (HTTP/1.1; an HTTP/1.0 stream is raw, ended by closing). */
-  #chunked = false;
+  /** Flags: CHUNKED, ENDED (one field, see bits.ts). */
+  #flags = 0;
   /** The request's channels, in its order. */
   readonly #channels: readonly Channel[];
   /** Cursor entry text per channel, in the same order ('' until known). Arrays, not a Map: a Map's table costs about 200 bytes per stream. */
   readonly #entries: string[];
   #id = '';
   #held: Held[] | undefined = [];
-  #ended = false;
 
   constructor(
     private readonly res: ServerResponse,
@@ -71,12 +76,12 @@ export class SseConnection implements Sink {
 
   /** The response closed (the transport's one close listener calls this). */
   closed(): void {
-    this.#ended = true;
+    this.#flags = put(this.#flags, ENDED, true);
     this.#out?.close();
   }
 
   get ended(): boolean {
-    return this.#ended;
+    return has(this.#flags, ENDED);
   }
 
   get bufferedBytes(): number {
@@ -84,12 +89,12 @@ export class SseConnection implements Sink {
   }
 
   whenDrained(listener: () => void): void {
-    if (!this.#ended) this.#out?.whenDrained(listener);
+    if (!has(this.#flags, ENDED)) this.#out?.whenDrained(listener);
   }
 
   /** Writes text (a control event, the id line of a multi-channel stream), framed as a chunk when chunked. */
   #send(text: string): void {
-    this.#out?.write(this.#chunked ? chunk(text) : text);
+    this.#out?.write(has(this.#flags, CHUNKED) ? chunk(text) : text);
   }
 
   owner: Attachment | undefined;
@@ -125,20 +130,20 @@ export class SseConnection implements Sink {
       this.#held.push({ enc });
       return;
     }
-    if (this.#ended) return;
+    if (has(this.#flags, ENDED)) return;
     this.#setEntry(enc.pub.channel, enc.cursorEntry);
     const out = this.#out;
     if (out === undefined) return;
     if (this.#entries.length === 1) {
       // One channel: the id is the publication's own entry, so the whole event (chunk framing included) is shared bytes.
       this.#id = enc.cursorEntry;
-      out.write(this.#chunked ? enc.sseSingleChunk : enc.sseSingle);
+      out.write(has(this.#flags, CHUNKED) ? enc.sseSingleChunk : enc.sseSingle);
       return;
     }
     this.#refreshId();
     const event = enc.sseEvent;
     const idLine = `id: ${this.#id}\n\n`;
-    if (this.#chunked) {
+    if (has(this.#flags, CHUNKED)) {
       out.write(`${(event.length + idLine.length).toString(16)}\r\n`);
       out.write(event);
       out.write(`${idLine}\r\n`);
@@ -153,7 +158,7 @@ export class SseConnection implements Sink {
       this.#held.push({ gap });
       return;
     }
-    if (this.#ended) return;
+    if (has(this.#flags, ENDED)) return;
     if (this.bufferedBytes > this.opts.maxBufferedBytes) {
       this.#shed();
       return;
@@ -169,7 +174,7 @@ export class SseConnection implements Sink {
    */
   /** `tidings:expiring`: the client should `POST /refresh` a new token (a control event: no `id:`). */
   expiring(expiresAt: number): void {
-    if (this.#ended || this.#held !== undefined) return;
+    if (has(this.#flags, ENDED) || this.#held !== undefined) return;
     this.#send(`event: ${SseEvent.expiring}\ndata: ${JSON.stringify({ expiresAt })}\n\n`);
   }
 
@@ -178,13 +183,13 @@ export class SseConnection implements Sink {
       this.#held.push({ presence: enc });
       return;
     }
-    if (this.#ended) return;
-    this.#out?.write(this.#chunked ? enc.sseEventChunk : enc.sseEvent);
+    if (has(this.#flags, ENDED)) return;
+    this.#out?.write(has(this.#flags, CHUNKED) ? enc.sseEventChunk : enc.sseEvent);
   }
 
   /** A comment line: keeps proxies from timing out the idle stream. */
   heartbeat(): void {
-    if (this.#held !== undefined || this.#ended) return;
+    if (this.#held !== undefined || has(this.#flags, ENDED)) return;
     if (this.bufferedBytes > this.opts.maxBufferedBytes) this.#shed();
     else this.#send(': hb\n\n');
   }
@@ -195,8 +200,8 @@ export class SseConnection implements Sink {
    * within the grace period is cut.
    */
   close(name: CloseName, reason: string): void {
-    if (this.#ended) return;
-    this.#ended = true;
+    if (has(this.#flags, ENDED)) return;
+    this.#flags = put(this.#flags, ENDED, true);
     this.#out?.close();
     const { res } = this;
     // Closed while subscribing (shutdown, a failing channel, a resume that overflowed): a stream is
@@ -229,7 +234,7 @@ export class SseConnection implements Sink {
     const socket: Socket | null = res.socket;
     if (socket === null) return;
     socket.setNoDelay(true);
-    this.#chunked = (res as unknown as { chunkedEncoding?: boolean }).chunkedEncoding === true;
+    this.#flags = put(this.#flags, CHUNKED, (res as unknown as { chunkedEncoding?: boolean }).chunkedEncoding === true);
     this.#out = new Outbox(socket);
     const { sseRetry } = this.opts;
     // Each stream gets up to 50% random extra, spreading reconnects.
