@@ -202,12 +202,13 @@ export class SseConnection implements Sink {
   close(name: CloseName, reason: string): void {
     if (has(this.#flags, ENDED)) return;
     this.#flags = put(this.#flags, ENDED, true);
-    this.#out?.close();
     const { res } = this;
     // Closed while subscribing (shutdown, a failing channel, a resume that overflowed): a stream is
     // started only to say so, because a plain EventSource reconnects after an event but gives up on
     // an HTTP error.
     if (!res.headersSent) this.#startStream();
+    // What this turn wrote (the start's `retry:`) goes out before the event; what waits for `drain` is dropped.
+    this.#out?.close();
     res.end(`event: ${SseEvent.error}\ndata: ${JSON.stringify({ code: name, reason })}\n\n`);
     const cut = setTimeout(() => res.destroy(), this.opts.closeGrace).unref();
     res.once('close', () => clearTimeout(cut));
