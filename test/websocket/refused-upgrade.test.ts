@@ -5,14 +5,13 @@
  * the client sees the close rather than a failed handshake; and a refusal's reason, whoever wrote it,
  * can never take the node down.
  */
-import { Socket } from 'node:net';
 import fc from 'fast-check';
 import { describe, expect, it } from 'vitest';
 import WebSocket from 'ws';
 import { TidingsError } from '@tidings/protocol';
 import type { Authenticator } from '@tidings/server';
 import { frameClose } from '../../packages/server/src/framing.js';
-import { cleanupAfterEach, startGateway } from '@tidings/testing';
+import { cleanupAfterEach, rawRequest, startGateway, type TestGateway } from '@tidings/testing';
 
 const cleanup = cleanupAfterEach();
 const utf8 = new TextDecoder('utf-8', { fatal: true });
@@ -23,6 +22,19 @@ function closeOf(url: string, protocols?: string[]): Promise<{ code: number; rea
     ws.on('error', reject);
     ws.on('close', (code, reason) => resolve({ code, reason: reason.toString(), protocol: ws.protocol }));
   });
+}
+
+const HANDSHAKE = 'GET /ws HTTP/1.1\r\nHost: x\r\nConnection: Upgrade\r\nUpgrade: websocket\r\nSec-WebSocket-Version: 13\r\n';
+const KEY = 'dGhlIHNhbXBsZSBub25jZQ==';
+
+/** A gateway admitting one connection per second, whose one is taken: the next upgrade is refused 4503. */
+async function gatewayAtItsRate(): Promise<TestGateway> {
+  const gw = await startGateway({ maxConnectRate: 1 });
+  cleanup.push(() => gw.close());
+  const first = new WebSocket(gw.wsUrl);
+  cleanup.push(() => first.terminate());
+  await new Promise((resolve, reject) => first.once('open', resolve).once('error', reject));
+  return gw;
 }
 
 describe('a close frame', () => {
@@ -67,33 +79,21 @@ describe('a refused upgrade', () => {
   });
 
   it('echoes the first requested subprotocol, so the client sees the close code, not a failed handshake', async () => {
-    const gw = await startGateway({ maxConnectRate: 1 });
-    cleanup.push(() => gw.close());
-    const first = new WebSocket(gw.wsUrl);
-    cleanup.push(() => first.terminate());
-    await new Promise((resolve, reject) => first.once('open', resolve).once('error', reject));
+    const gw = await gatewayAtItsRate();
     const closed = await closeOf(gw.wsUrl, ['tidings.v1', 'other']);
     expect(closed.code).toBe(4503);
     expect(closed.reason).toMatch(/retry after \d+ ms$/);
     expect(closed.protocol).toBe('tidings.v1');
   });
 
-  it('answers a malformed handshake with 400, as before', async () => {
-    const gw = await startGateway({ maxConnectRate: 1 });
-    cleanup.push(() => gw.close());
-    const first = new WebSocket(gw.wsUrl);
-    cleanup.push(() => first.terminate());
-    await new Promise((resolve, reject) => first.once('open', resolve).once('error', reject));
-    const res = await new Promise<string>((resolve, reject) => {
-      const socket = new Socket();
-      let text = '';
-      socket.on('data', (d: Buffer) => (text += d.toString()));
-      socket.on('close', () => resolve(text));
-      socket.on('error', reject);
-      socket.connect(gw.port, '127.0.0.1', () =>
-        socket.write('GET /ws HTTP/1.1\r\nHost: x\r\nConnection: Upgrade\r\nUpgrade: websocket\r\nSec-WebSocket-Version: 13\r\nSec-WebSocket-Key: short\r\n\r\n'),
-      );
-    });
-    expect(res).toMatch(/^HTTP\/1\.1 400 /);
+  it('answers a malformed handshake with 400, as before, and reflects no hostile subprotocol', async () => {
+    const gw = await gatewayAtItsRate();
+    const res = await rawRequest(gw.port, `${HANDSHAKE}Sec-WebSocket-Key: short\r\n\r\n`);
+    expect(res.status).toBe(400);
+    for (const protocol of ['a b', '', ',x', 'x\u00ff', '"quoted"', 'x;y']) {
+      const hostile = await rawRequest(gw.port, `${HANDSHAKE}Sec-WebSocket-Key: ${KEY}\r\nSec-WebSocket-Protocol: ${protocol}\r\n\r\n`);
+      expect(hostile.status).toBe(400);
+      expect(hostile.headers['sec-websocket-protocol']).toBeUndefined();
+    }
   });
 });

@@ -32,7 +32,6 @@ export interface PollOptions {
 
 const ANSWER_HEADERS: Readonly<Record<string, string>> = Object.freeze({ 'content-type': 'application/json; charset=utf-8', 'cache-control': 'no-store' });
 
-
 export class PollConnection implements Sink {
   readonly #entries = new Map<Channel, string>();
   readonly #messages: string[] = [];
