@@ -30,6 +30,26 @@ describe('heartbeat', () => {
     expect(alive.closed).toBe(false);
     expect(gw.gateway.connections().websocket).toBe(1);
   });
+
+  it('comes one interval after each connection opened, not in one sweep over all of them', async () => {
+    // One sweep over 10,000 connections is 10,000 socket writes in one turn: a pause every delivery
+    // due in it waits for. Each connection's heartbeat comes one interval after it opened instead.
+    const gw = await gateway({ pingInterval: 1000 });
+    const firstHeartbeat = (c: RawWsClient): Promise<number> =>
+      new Promise((resolve) => c.ws.on('message', (data: Buffer) => data.toString('utf8').includes('"heartbeat"') && resolve(performance.now())));
+    const a = await connect(gw);
+    const aOpened = performance.now();
+    const aBeat = firstHeartbeat(a);
+    await new Promise((r) => setTimeout(r, 500));
+    const b = await connect(gw);
+    const bOpened = performance.now();
+    const bBeat = firstHeartbeat(b);
+    const [ta, tb] = await Promise.all([aBeat, bBeat]);
+    // Each within a tick (40 ms here) and timer slack of one interval after it opened.
+    expect(ta - aOpened).toBeGreaterThan(900);
+    expect(tb - bOpened).toBeGreaterThan(900);
+    expect(tb - ta).toBeGreaterThan(300);
+  });
 });
 
 describe('slow consumer', () => {

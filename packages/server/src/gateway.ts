@@ -431,8 +431,8 @@ export class Gateway {
       this.#loop.enable();
       await this.#control.start();
       await this.#admin.start();
-      this.#timers.push(setInterval(() => this.#ws.heartbeat(), this.options.pingInterval).unref());
-      this.#timers.push(setInterval(() => this.#sse.heartbeat(), this.options.sseHeartbeat).unref());
+      this.#timers.push(setInterval(() => this.#ws.heartbeat(), this.#ws.heartbeatTick).unref());
+      this.#timers.push(setInterval(() => this.#sse.heartbeat(), this.#sse.heartbeatTick).unref());
       this.#timers.push(setInterval(() => this.#checkPositions(), this.options.positionCheck).unref());
       // Well within the TTL: two refreshes can fail in a row before an entry of this live node expires.
       this.#timers.push(setInterval(() => this.#refreshPresence(), Math.floor(this.options.presenceTtl / 3)).unref());

@@ -24,6 +24,7 @@ import {
   type SubscribeResult,
 } from '@tidings/protocol';
 import type { Admitted, HttpHandler } from '../admission.js';
+import { Beats } from '../beats.js';
 import { has, put } from '../bits.js';
 import type { EncodedPresence, EncodedPublication } from '../encoded.js';
 import { sseCursorText, streamParams, subscribeAll } from '../http/params.js';
@@ -261,13 +262,18 @@ export class SseConnection implements Sink {
   }
 }
 
+const heartbeat = (conn: SseConnection): void => conn.heartbeat();
+
 export class SseTransport {
-  readonly #streams = new Set<SseConnection>();
+  /** Open streams, each with its heartbeat comment one `sseHeartbeat` after the last. */
+  readonly #streams: Beats<SseConnection>;
 
   constructor(
     private readonly opts: SseOptions,
     private readonly connector: Connector,
-  ) {}
+  ) {
+    this.#streams = new Beats(opts.sseHeartbeat, heartbeat);
+  }
 
   /** Open streams. */
   get size(): number {
@@ -305,9 +311,14 @@ export class SseTransport {
     return { conn, session };
   }
 
-  /** One heartbeat comment on every open stream. */
+  /** How often {@link heartbeat} must be called, in ms. */
+  get heartbeatTick(): number {
+    return this.#streams.tickMs;
+  }
+
+  /** A heartbeat comment on every stream whose turn has come (call every {@link heartbeatTick}). */
   heartbeat(): void {
-    for (const conn of this.#streams) conn.heartbeat();
+    this.#streams.tick();
   }
 
   /** Cuts every stream now. */

@@ -22,6 +22,7 @@ import {
 } from '@tidings/protocol';
 import WebSocket, { WebSocketServer } from 'ws';
 import type { Admitted, Route } from '../admission.js';
+import { Beats } from '../beats.js';
 import type { Identity } from '../auth.js';
 import type { EncodedPresence, EncodedPublication } from '../encoded.js';
 import { closeReason, frameText } from '../framing.js';
@@ -200,9 +201,12 @@ function subscribeAtConnect(url: URL, session: DuplexAttachment): void {
   for (const channel of params.channels) session.request({ type: 'subscribe', id: connectSubscribeId(channel), channel, since: params.cursor.get(channel) });
 }
 
+const heartbeat = (conn: WebSocketConnection): void => conn.heartbeat();
+
 export class WebSocketTransport {
   readonly #wss: WebSocketServer;
-  readonly #conns = new Set<WebSocketConnection>();
+  /** Open connections, each with its heartbeat one `pingInterval` after the last. */
+  readonly #conns: Beats<WebSocketConnection>;
   readonly #closedWaiters: Array<() => void> = [];
 
   constructor(
@@ -210,6 +214,7 @@ export class WebSocketTransport {
     private readonly connector: Connector,
     private readonly onError: (err: unknown) => void,
   ) {
+    this.#conns = new Beats(opts.pingInterval, heartbeat);
     this.#wss = new WebSocketServer({
       noServer: true,
       maxPayload: opts.maxPayload,
@@ -248,9 +253,14 @@ export class WebSocketTransport {
     },
   };
 
-  /** One liveness sweep over every connection. */
+  /** How often {@link heartbeat} must be called, in ms. */
+  get heartbeatTick(): number {
+    return this.#conns.tickMs;
+  }
+
+  /** Liveness: a heartbeat for every connection whose turn has come (call every {@link heartbeatTick}). */
   heartbeat(): void {
-    for (const conn of this.#conns) conn.heartbeat();
+    this.#conns.tick();
   }
 
   /** Resolves once every connection has closed. */
