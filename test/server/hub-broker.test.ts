@@ -12,14 +12,15 @@ import { cleanupAfterEach, faultyBroker, RawWsClient, startGateway, until } from
 const cleanup = cleanupAfterEach();
 
 /** A memory broker that counts calls, can swallow live publications, and lets the test report a status. */
-function observed(): { broker: Broker; calls: Record<string, number>; mute: (on: boolean) => void; report: BrokerHandlers['status'] } {
+function observed(lossless = false): { broker: Broker; calls: Record<string, number>; mute: (on: boolean) => void; report: BrokerHandlers['status'] } {
   const inner = faultyBroker(new MemoryBroker({ maxChannels: 1000, dedupMaxKeys: 10 }), {});
   const calls: Record<string, number> = { subscribe: 0, unsubscribe: 0, tops: 0, history: 0 };
   let muted = false;
   let handlers: BrokerHandlers | undefined;
   const broker: Broker = {
     ...inner,
-    capabilities: inner.capabilities,
+    // It swallows live publications when muted (unless a test says it does not).
+    capabilities: { ...inner.capabilities, lossless },
     start: (h, settings) => {
       handlers = h;
       return inner.start({ ...h, publication: (pub) => (muted ? undefined : h.publication(pub)) }, settings);
@@ -99,5 +100,18 @@ describe('the hub on a networked broker', () => {
     // About five checks of thirty channels each: one read per check, not one per channel.
     expect(checks).toBeGreaterThanOrEqual(3);
     expect(checks).toBeLessThanOrEqual(7);
+  });
+
+  it('does not check positions on a broker whose live feed cannot lose a publication', async () => {
+    const { broker, calls } = observed(true);
+    const gw = await startGateway({ positionCheck: 100 }, { broker });
+    cleanup.push(() => gw.close());
+    const client = await RawWsClient.connect(gw.wsUrl);
+    cleanup.push(() => client.terminate());
+    expect((await client.request({ type: 'subscribe', channel: 'one' })).type).toBe('reply');
+    await gw.publish('one', 1);
+    await new Promise((r) => setTimeout(r, 450));
+    expect(calls.tops).toBe(0);
+    expect(client.ofType('message').map((f) => f.message.data)).toEqual([1]);
   });
 });

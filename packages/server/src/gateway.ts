@@ -433,7 +433,8 @@ export class Gateway {
       await this.#admin.start();
       this.#timers.push(setInterval(() => this.#ws.heartbeat(), this.#ws.heartbeatTick).unref());
       this.#timers.push(setInterval(() => this.#sse.heartbeat(), this.#sse.heartbeatTick).unref());
-      this.#timers.push(setInterval(() => this.#checkPositions(), this.options.positionCheck).unref());
+      // A feed that cannot lose a publication has no lost tail to find.
+      if (this.#broker.capabilities.lossless !== true) this.#timers.push(setInterval(() => this.#checkPositions(), this.options.positionCheck).unref());
       // Well within the TTL: two refreshes can fail in a row before an entry of this live node expires.
       this.#timers.push(setInterval(() => this.#refreshPresence(), Math.floor(this.options.presenceTtl / 3)).unref());
     }

@@ -23,7 +23,8 @@ export function faultyBroker(inner: Broker, faults: Faults): Broker {
     if (faults.historyDelayMs !== undefined) await new Promise((r) => setTimeout(r, faults.historyDelayMs));
   };
   return {
-    capabilities: inner.capabilities,
+    // It loses live publications on purpose.
+    capabilities: { ...inner.capabilities, lossless: false },
     start(handlers, settings) {
       return inner.start(
         {

@@ -147,6 +147,11 @@ export interface BrokerCapabilities {
   readonly boundedStreams: boolean;
   /** Can be made to lose its connection and come back within a test (status `down`, then `reset`). */
   readonly outages: boolean;
+  /**
+   * Its live feed cannot lose a publication (it runs in this process), so the periodic position
+   * check, which repairs lost tails, is not run. Absent: false.
+   */
+  readonly lossless?: boolean;
 }
 
 /**

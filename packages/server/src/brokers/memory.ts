@@ -139,7 +139,7 @@ export class MemoryBroker implements Broker {
   /** Retention per namespace, with the idempotency window: what a publish to a channel of that namespace keeps. */
   #policies = new Map<string, Policy>();
 
-  readonly capabilities: BrokerCapabilities = { shared: false, boundedStreams: true, outages: false };
+  readonly capabilities: BrokerCapabilities = { shared: false, boundedStreams: true, outages: false, lossless: true };
   /** Channel to client to its entry and when it expires. */
   readonly #present = new Map<Channel, Map<string, { entry: PresenceEntry; expires: number }>>();
 
