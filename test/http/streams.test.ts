@@ -57,6 +57,30 @@ describe('SSE stream', () => {
     expect(JSON.parse(welcome?.data ?? '{}')).toMatchObject({ channels: ['sse-a', 'sse-b'], heartbeat: 100 });
   });
 
+  it('sends each stream its heartbeat one interval after it opened, not in one sweep over all streams', async () => {
+    const own = await startGateway({ sseHeartbeat: 1000 });
+    try {
+      const firstComment = async (c: RawSseClient): Promise<number> => {
+        await c.until((x) => x.comments >= 1, 3000);
+        return performance.now();
+      };
+      const a = await RawSseClient.open(`${own.url}/sse?channel=beat-a`);
+      const aOpened = performance.now();
+      const aBeat = firstComment(a);
+      await new Promise((r) => setTimeout(r, 500));
+      const b = await RawSseClient.open(`${own.url}/sse?channel=beat-b`);
+      const bOpened = performance.now();
+      const [ta, tb] = await Promise.all([aBeat, firstComment(b)]);
+      a.close();
+      b.close();
+      expect(ta - aOpened).toBeGreaterThan(900);
+      expect(tb - bOpened).toBeGreaterThan(900);
+      expect(tb - ta).toBeGreaterThan(300);
+    } finally {
+      await own.close();
+    }
+  });
+
   it('gives every event an id holding every channel position', async () => {
     const c = await sse('channel=sse-v1,sse-v2');
     await c.until((x) => x.named('tidings:welcome').length === 1);
