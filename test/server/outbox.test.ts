@@ -90,6 +90,27 @@ describe('Outbox', () => {
     expect(Buffer.concat(read()).toString()).toBe('one,two,bye');
   });
 
+  it('writes nothing to a stream cut within the turn', async () => {
+    const { s } = stream();
+    const writes: unknown[] = [];
+    const write = s.write.bind(s);
+    s.write = ((chunk: unknown, ...rest: never[]) => {
+      writes.push(chunk);
+      return write(chunk, ...rest);
+    }) as typeof s.write;
+    const errors: unknown[] = [];
+    s.on('error', (err) => errors.push(err));
+    const out = new Outbox(s);
+    out.write('one,');
+    out.write('two,');
+    s.destroy();
+    await turn();
+    out.close();
+    await turn();
+    expect(writes).toEqual([]);
+    expect(errors).toEqual([]);
+  });
+
   it('drops what waits once closed, and never calls a drained listener after', async () => {
     const { s, read } = stream();
     const out = new Outbox(s);

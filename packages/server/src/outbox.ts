@@ -28,6 +28,8 @@ export interface WritableLike {
   readonly writableLength: number;
   /** Whether a write was refused and `drain` has not come yet (absent: judged by this outbox's own writes). */
   readonly writableNeedDrain?: boolean;
+  /** Whether the stream is gone (a cut or reset connection): nothing more is written to it. */
+  readonly destroyed?: boolean;
   write(chunk: string | Buffer): boolean;
   cork(): void;
   uncork(): void;
@@ -142,6 +144,8 @@ export class Outbox {
     const turn = this.#turn;
     if (turn === undefined) return;
     this.#turn = undefined;
+    // Cut or reset within the turn: writing would only make an error for the stream to swallow.
+    if (this.out.destroyed === true) return;
     if (!Array.isArray(turn)) {
       this.#send(turn);
       return;
