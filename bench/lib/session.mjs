@@ -88,10 +88,12 @@ export async function measureOnce({ lg, server }, args, cfg, log, extra = {}) {
   let started;
   let stopped;
   const drainMs = 5000;
+  // What an earlier overloaded step left behind must arrive before this window starts.
+  const settleMs = 30_000;
   const duration = args.duration ?? cfg.cpuDuration;
   const warmup = args.warmup ?? cfg.warmup;
-  const r = await lg.request('run', { ...args, warmup, duration, drainMs }, {
-    timeoutMs: (warmup + duration) * 1000 + drainMs + 30_000,
+  const r = await lg.request('run', { ...args, warmup, duration, drainMs, settleMs }, {
+    timeoutMs: (warmup + duration) * 1000 + drainMs + settleMs + 30_000,
     onEvent: (ev) => {
       if (ev.ev === 'started') started = sampleCpu(pids);
       else if (ev.ev === 'stopped') stopped = sampleCpu(pids);
@@ -99,6 +101,7 @@ export async function measureOnce({ lg, server }, args, cfg, log, extra = {}) {
   });
   const end = sampleCpu(pids);
   server.check?.();
+  if (!r.settled) log(`  WARNING: the backlog of earlier windows had not arrived after ${r.settleSeconds.toFixed(1)} s; this window started anyway`);
   if (args.quiet !== true && (r.lost > 0 || !r.drained || r.httpErrors > 0)) {
     log(`  WARNING: ${r.lost} subscribers lost, ${r.httpErrors} publications refused or lost, ${r.drained ? 'drained' : 'NOT drained'}`);
   }

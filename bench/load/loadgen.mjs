@@ -111,30 +111,37 @@ const outstanding = () => publisher.sent - counters.delivered / Math.max(1e-9, p
 
 /**
  * Waits until what an earlier window left behind has arrived: nothing in flight and no delivery for
- * half a second (at most `ms`). Resolves with what is still undelivered then, which never will be
- * (refused, or lost with a subscriber): a window's backlog is counted from there, so one step that
- * fell behind does not fail every step after it.
+ * half a second (at most `ms`: a server an overloaded step left far behind may need many seconds,
+ * and a window started before it caught up measures that backlog, not its own rate). Resolves with
+ * what is still undelivered then, which never will be (refused, or lost with a subscriber): a
+ * window's backlog is counted from there, so one step that fell behind does not fail every step
+ * after it; with how long it took and whether it settled within `ms`.
  */
 async function settle(ms) {
-  const until = performance.now() + ms;
+  const from = performance.now();
+  const until = from + ms;
   let last = counters.delivered;
-  let quietSince = performance.now();
+  let quietSince = from;
+  let settled = false;
   for (let now = quietSince; now < until; now = performance.now()) {
     if (counters.delivered !== last || publisher.inFlight > 0) {
       last = counters.delivered;
       quietSince = now;
-    } else if (now - quietSince >= 500) break;
+    } else if (now - quietSince >= 500) {
+      settled = true;
+      break;
+    }
     await sleep(20);
   }
-  return Math.max(0, outstanding());
+  return { owed: Math.max(0, outstanding()), settled, settleSeconds: (performance.now() - from) / 1000 };
 }
 
 /**
  * Settles, then warm-up, the measured window and a bounded drain; reports deliveries and latency.
  * With `publishPort`, publications go to that server (another node of the same cluster) instead.
  */
-async function run({ rate, warmup, duration, drainMs, publishPort }, emit) {
-  const owed = await settle(drainMs);
+async function run({ rate, warmup, duration, drainMs, settleMs, publishPort }, emit) {
+  const { owed, settled, settleSeconds } = await settle(settleMs ?? drainMs);
   publisher.retarget(publishPort ?? openPort);
   counters.sampling = false;
   await drive(rate, warmup, owed);
@@ -177,6 +184,8 @@ async function run({ rate, warmup, duration, drainMs, publishPort }, emit) {
     delivered: counters.delivered - d0,
     drained: counters.delivered >= expected(),
     drainSeconds: (performance.now() - t1) / 1000,
+    settled,
+    settleSeconds,
     subscribers: alive(),
     perPublication: perPublication(),
     /** Deliveries of the window's own publications to the probes, and how many they should have had. */
