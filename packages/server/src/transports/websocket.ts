@@ -22,8 +22,8 @@ import {
 } from '@tidings/protocol';
 import WebSocket, { WebSocketServer } from 'ws';
 import type { Admitted, Route } from '../admission.js';
-import { Beats } from '../beats.js';
 import type { Identity } from '../auth.js';
+import { Beats } from '../beats.js';
 import type { EncodedPresence, EncodedPublication } from '../encoded.js';
 import { closeReason, frameText } from '../framing.js';
 import { lingerAndClose } from '../http/linger.js';
