@@ -28,8 +28,6 @@ export interface WritableLike {
   readonly writableLength: number;
   /** Whether a write was refused and `drain` has not come yet (absent: judged by this outbox's own writes). */
   readonly writableNeedDrain?: boolean;
-  /** Whether the stream is gone (a cut or reset connection): nothing more is written to it. */
-  readonly destroyed?: boolean;
   write(chunk: string | Buffer): boolean;
   cork(): void;
   uncork(): void;
@@ -64,6 +62,12 @@ const sizeOf = (chunk: string | Buffer): number => (typeof chunk === 'string' ? 
 export class Outbox {
   /** Bytes waiting when this turn's first write began; undefined until this connection writes in a turn. */
   #backlog: number | undefined;
+  /**
+   * What the stream held (`writableLength`) after this outbox last wrote to it. It can only shrink
+   * until the next write, so while it is 0 the stream holds none of our bytes and need not be read:
+   * the fan-out then touches no stream state, only the turn's end does.
+   */
+  #held = 0;
   /** This turn's writes, written out at its end: a lone chunk as itself, several as a list. */
   #turn: string | Buffer | Array<string | Buffer> | undefined;
   /** Flags: BLOCKED, CLOSED, CHECK_SCHEDULED, LISTENING (one field, see bits.ts). */
@@ -105,7 +109,7 @@ export class Outbox {
    * keeps up.
    */
   get backlog(): number {
-    return this.#backlog ?? this.#queued + this.out.writableLength;
+    return this.#backlog ?? this.#queued + this.#streamHeld();
   }
 
   write(chunk: string | Buffer): void {
@@ -134,6 +138,17 @@ export class Outbox {
     this.#onDrained = undefined;
   }
 
+  /**
+   * Like {@link close}, but this turn's writes are dropped too: for a stream about to be cut, which
+   * would take them only to throw them away. (A stream reset by its peer within the turn is not
+   * checked for at the turn's end: reading its state costs every turn of every connection, and the
+   * stream drops such a write itself.)
+   */
+  discard(): void {
+    this.#turn = undefined;
+    this.close();
+  }
+
   /** @internal Called once at the end of a turn in which this connection wrote: what it wrote leaves. */
   endTurn(): void {
     this.#backlog = undefined;
@@ -144,15 +159,19 @@ export class Outbox {
     const turn = this.#turn;
     if (turn === undefined) return;
     this.#turn = undefined;
-    // Cut or reset within the turn: writing would only make an error for the stream to swallow.
-    if (this.out.destroyed === true) return;
-    if (!Array.isArray(turn)) {
-      this.#send(turn);
-      return;
+    if (!Array.isArray(turn)) this.#send(turn);
+    else {
+      this.out.cork();
+      for (let i = 0; i < turn.length; i++) this.#send(turn[i] as string | Buffer);
+      this.out.uncork();
     }
-    this.out.cork();
-    for (let i = 0; i < turn.length; i++) this.#send(turn[i] as string | Buffer);
-    this.out.uncork();
+    this.#held = this.out.writableLength;
+  }
+
+  /** What the stream holds: read only while it held something after our last write (see {@link #held}). */
+  #streamHeld(): number {
+    if (this.#held !== 0) this.#held = this.out.writableLength;
+    return this.#held;
   }
 
   /** To the stream, or, once it refused more, into the queue for `drain`. */
@@ -170,7 +189,7 @@ export class Outbox {
   }
 
   #touch(): void {
-    this.#backlog = this.#queued + this.out.writableLength;
+    this.#backlog = this.#queued + this.#streamHeld();
     touched.push(this);
     if (!scheduled) {
       scheduled = true;
@@ -214,6 +233,7 @@ export class Outbox {
       for (const chunk of rest) this.#queued += sizeOf(chunk);
     }
     this.out.uncork();
+    this.#held = this.out.writableLength;
     if (has(this.#flags, BLOCKED)) this.#listen();
     else this.#notifyDrained();
   }

@@ -215,8 +215,9 @@ export class SseConnection implements Sink {
     res.once('close', () => clearTimeout(cut));
   }
 
-  /** Cuts the stream now (shutdown deadline). */
+  /** Cuts the stream now (shutdown deadline): nothing more is written to it. */
   destroy(): void {
+    this.#out?.discard();
     this.res.destroy();
   }
 

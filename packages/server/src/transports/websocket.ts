@@ -141,11 +141,11 @@ export class WebSocketConnection implements DuplexSink {
    * finish the handshake within the grace period is cut.
    */
   close(name: CloseName, reason: string): void {
-    this.#out.close();
     if (name === 'heartbeat_timeout') {
-      this.ws.terminate();
+      this.terminate();
       return;
     }
+    this.#out.close();
     if (this.ws.readyState === WebSocket.OPEN || this.ws.readyState === WebSocket.CONNECTING) {
       this.ws.close(CloseCode[name].code, closeReason(reason));
       this.#cut ??= setTimeout(() => this.ws.terminate(), this.opts.closeGrace).unref();
@@ -160,8 +160,9 @@ export class WebSocketConnection implements DuplexSink {
     if (this.open) this.ws.resume();
   }
 
-  /** Cuts the connection now (shutdown deadline). */
+  /** Cuts the connection now (shutdown deadline, a dead peer): nothing more is written to it. */
   terminate(): void {
+    this.#out.discard();
     this.ws.terminate();
   }
 
