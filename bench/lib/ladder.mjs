@@ -3,7 +3,8 @@
 // drain, nothing skipped, lost or refused) with p99 under a bound. Levels are the reference rate
 // times 2^(k/4). The first ladder of a side climbs from the reference (k = 0) in x2 steps until a
 // step fails (or comes down the same way until one holds), then bisects twice (x1.41, x1.19);
-// later ladders start at the first one's result and move in x1.19 steps. The figure is the median
+// later ladders start at the first one's result (run twice if it fails the first time: it follows
+// an idle pause) and move in x1.19 steps. The figure is the median
 // over the ladders of the highest rate sustained; the first failing step above it shows why it
 // stopped there and which side ran out of CPU.
 
@@ -63,7 +64,7 @@ function summary(k, rate, m, why) {
  * One ladder from level `start` in strides of `stride` levels, at most `most` steps; `measure(rate)`
  * runs one window. Resolves with { best (k or null), steps, limit (the first failing step above best) }.
  */
-async function climb(measure, { start, stride, most }, session, cfg, show) {
+async function climb(measure, { start, stride, most, retryFirst = false }, session, cfg, show) {
   const steps = [];
   const test = async (k) => {
     const rate = levelRate(session.rate, k);
@@ -76,7 +77,10 @@ async function climb(measure, { start, stride, most }, session, cfg, show) {
   let best = null;
   let failed = null;
   let k = start;
-  if (await test(k)) {
+  // A later ladder's first step comes straight after an idle pause, at a level the first ladder
+  // reached warm, from below: failing it once may be the pause (a heap and socket buffers shrunk
+  // while idle), so it is run again before the ladder steps down.
+  if ((await test(k)) || (retryFirst && (await test(k)))) {
     best = k;
     while (k + stride <= K_MAX && steps.length < most) {
       k += stride;
@@ -125,7 +129,7 @@ export async function runLadders(sides, session, cfg, log, rounds, measure, guar
       log(`  ladder ${round + 1}/${rounds} ${side.label}: from ${fmt(levelRate(session.rate, start) * session.perPub)} deliveries/s, x${(2 ** (stride / 4)).toFixed(2)} steps`);
       const show = (s) =>
         log(`    ${fmt(s.offered)}/s offered: ${fmt(s.deliveriesPerSecond)}/s, p50 ${s.latency.p50?.toFixed(1)} p99 ${s.latency.p99?.toFixed(1)} ms, server ${Math.round(s.cpu.server * 100)}% load ${Math.round(s.cpu.load * 100)}%: ${s.sustained ? 'sustained' : s.why}`);
-      const ladder = await guard(side, () => climb((rate) => measure(side, rate), { start, stride, most }, session, cfg, show));
+      const ladder = await guard(side, () => climb((rate) => measure(side, rate), { start, stride, most: round === 0 ? most : most + 1, retryFirst: round > 0 }, session, cfg, show));
       if (ladder !== undefined) ladders.get(side.id).push(ladder);
     }
   }
