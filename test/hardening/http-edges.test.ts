@@ -59,6 +59,30 @@ describe('JSON the parser would mangle', () => {
   });
 });
 
+describe('bodies in pieces', () => {
+  it('a body that arrives in several chunks, one cutting a character in two, is published whole', async () => {
+    const body = Buffer.from(JSON.stringify({ channel: 'pieces', data: 'café crème' }));
+    const cut = body.indexOf(Buffer.from('é')) + 1;
+    const pieces = [body.subarray(0, 10), body.subarray(10, cut), body.subarray(cut)];
+    const head = publishHead(0).replace('content-length: 0', 'transfer-encoding: chunked');
+    const res = await rawRequest(gw.port, head, {
+      then: (socket) => {
+        // Apart in time, so that the server reads each one by itself.
+        pieces.forEach((piece, i) => {
+          setTimeout(() => socket.write(Buffer.concat([Buffer.from(`${piece.length.toString(16)}\r\n`), piece, Buffer.from('\r\n')])), 50 * (i + 1));
+        });
+        setTimeout(() => socket.write('0\r\n\r\n'), 200);
+      },
+      timeoutMs: 1500,
+    });
+    expect(res.status).toBe(200);
+    const { position } = JSON.parse(res.body.slice(res.body.indexOf('{'), res.body.lastIndexOf('}') + 1)) as { position: { epoch: string } };
+    const poll = await fetch(`${gw.url}/poll?channel=pieces&timeout=0&cursor=${encodeURIComponent(`pieces=${position.epoch}.0`)}`);
+    const { messages } = (await poll.json()) as { messages: { data: unknown }[] };
+    expect(messages.map((m) => m.data)).toEqual(['café crème']);
+  });
+});
+
 describe('oversized and slow requests', () => {
   it('a 20 KB header gets 431', async () => {
     const res = await rawRequest(gw.port, `GET /healthz HTTP/1.1\r\nhost: x\r\nx-big: ${'a'.repeat(20_000)}\r\n\r\n`);

@@ -44,20 +44,47 @@ export async function readJson(req: IncomingMessage, limit: number): Promise<unk
   }
   const declared = Number(req.headers['content-length'] ?? NaN);
   if (declared > limit) throw new TidingsError('too_large', `the body is larger than ${limit} bytes`);
-  const chunks: Buffer[] = [];
-  let size = 0;
-  try {
-    for await (const chunk of req as AsyncIterable<Buffer>) {
+  return parseJson(await readBody(req, limit));
+}
+
+/**
+ * The body as UTF-8 text, at most `limit` bytes. Read with `data` and `end` listeners, not the
+ * stream's async iterator, which costs an iterator, its listeners and a promise per chunk on every
+ * request of the publish API.
+ */
+function readBody(req: IncomingMessage, limit: number): Promise<string> {
+  return new Promise((resolve, reject) => {
+    let body: Buffer | Buffer[] | undefined;
+    let size = 0;
+    let done = false;
+    const fail = (err: TidingsError): void => {
+      if (done) return;
+      done = true;
+      reject(err);
+    };
+    req.on('data', (chunk: Buffer) => {
+      if (done) return;
       size += chunk.length;
-      if (size > limit) throw new TidingsError('too_large', `the body is larger than ${limit} bytes`);
-      chunks.push(chunk);
-    }
-  } catch (err) {
-    if (err instanceof TidingsError) throw err;
-    // The connection ended (or timed out) before the whole body arrived.
-    throw new TidingsError('bad_request', 'the request body was cut off');
-  }
-  return parseJson(Buffer.concat(chunks).toString('utf8'));
+      if (size > limit) {
+        // The rest is read and dropped until the answer (which says `Connection: close`) ends the connection.
+        fail(new TidingsError('too_large', `the body is larger than ${limit} bytes`));
+        return;
+      }
+      if (body === undefined) body = chunk;
+      else if (Array.isArray(body)) body.push(chunk);
+      else body = [body, chunk];
+    });
+    req.on('end', () => {
+      if (done) return;
+      done = true;
+      resolve(body === undefined ? '' : (Array.isArray(body) ? Buffer.concat(body) : body).toString('utf8'));
+    });
+    // The connection ended, failed or timed out before the whole body arrived. The `error` listener
+    // stays for the life of the request: an unheard `error` would take the process down.
+    const cutOff = (): void => fail(new TidingsError('bad_request', 'the request body was cut off'));
+    req.on('error', cutOff);
+    req.on('close', cutOff);
+  });
 }
 
 /**
