@@ -57,17 +57,17 @@ function readBody(req: IncomingMessage, limit: number): Promise<string> {
     let body: Buffer | Buffer[] | undefined;
     let size = 0;
     let done = false;
-    const fail = (err: TidingsError): void => {
+    const fail = (code: 'too_large' | 'bad_request', reason: string): void => {
       if (done) return;
       done = true;
-      reject(err);
+      reject(new TidingsError(code, reason));
     };
     req.on('data', (chunk: Buffer) => {
       if (done) return;
       size += chunk.length;
       if (size > limit) {
         // The rest is read and dropped until the answer (which says `Connection: close`) ends the connection.
-        fail(new TidingsError('too_large', `the body is larger than ${limit} bytes`));
+        fail('too_large', `the body is larger than ${limit} bytes`);
         return;
       }
       if (body === undefined) body = chunk;
@@ -79,9 +79,10 @@ function readBody(req: IncomingMessage, limit: number): Promise<string> {
       done = true;
       resolve(body === undefined ? '' : (Array.isArray(body) ? Buffer.concat(body) : body).toString('utf8'));
     });
-    // The connection ended, failed or timed out before the whole body arrived. The `error` listener
-    // stays for the life of the request: an unheard `error` would take the process down.
-    const cutOff = (): void => fail(new TidingsError('bad_request', 'the request body was cut off'));
+    // The connection ended, failed or timed out before the whole body arrived (`close` also comes
+    // after every whole body: then nothing is made). The `error` listener stays for the life of the
+    // request: an unheard `error` would take the process down.
+    const cutOff = (): void => fail('bad_request', 'the request body was cut off');
     req.on('error', cutOff);
     req.on('close', cutOff);
   });
