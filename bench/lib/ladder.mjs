@@ -77,10 +77,15 @@ async function climb(measure, { start, stride, most, retryFirst = false }, sessi
   let best = null;
   let failed = null;
   let k = start;
+  let held = await test(k);
   // A later ladder's first step comes straight after an idle pause, at a level the first ladder
   // reached warm, from below: failing it once may be the pause (a heap and socket buffers shrunk
-  // while idle), so it is run again before the ladder steps down.
-  if ((await test(k)) || (retryFirst && (await test(k)))) {
+  // while idle), so it is run again, on top of the ladder's steps, before the ladder steps down.
+  if (!held && retryFirst) {
+    most += 1;
+    held = await test(k);
+  }
+  if (held) {
     best = k;
     while (k + stride <= K_MAX && steps.length < most) {
       k += stride;
@@ -129,7 +134,7 @@ export async function runLadders(sides, session, cfg, log, rounds, measure, guar
       log(`  ladder ${round + 1}/${rounds} ${side.label}: from ${fmt(levelRate(session.rate, start) * session.perPub)} deliveries/s, x${(2 ** (stride / 4)).toFixed(2)} steps`);
       const show = (s) =>
         log(`    ${fmt(s.offered)}/s offered: ${fmt(s.deliveriesPerSecond)}/s, p50 ${s.latency.p50?.toFixed(1)} p99 ${s.latency.p99?.toFixed(1)} ms, server ${Math.round(s.cpu.server * 100)}% load ${Math.round(s.cpu.load * 100)}%: ${s.sustained ? 'sustained' : s.why}`);
-      const ladder = await guard(side, () => climb((rate) => measure(side, rate), { start, stride, most: round === 0 ? most : most + 1, retryFirst: round > 0 }, session, cfg, show));
+      const ladder = await guard(side, () => climb((rate) => measure(side, rate), { start, stride, most, retryFirst: round > 0 }, session, cfg, show));
       if (ladder !== undefined) ladders.get(side.id).push(ladder);
     }
   }
