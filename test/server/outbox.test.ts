@@ -7,7 +7,7 @@ import { PassThrough } from 'node:stream';
 import { setImmediate as turn } from 'node:timers/promises';
 import fc from 'fast-check';
 import { describe, expect, it } from 'vitest';
-import { Outbox } from '../../packages/server/src/outbox.js';
+import { Outbox, WRITE_SLICE } from '../../packages/server/src/outbox.js';
 
 type Op = { op: 'write'; size: number } | { op: 'turn' } | { op: 'read' } | { op: 'whenDrained' };
 
@@ -81,6 +81,33 @@ describe('Outbox', () => {
       }),
       { numRuns: 150 },
     );
+  });
+
+  it('writes a large pass out in slices, and what is written meanwhile joins the connections still ahead in it', async () => {
+    const n = WRITE_SLICE * 2 + 5;
+    const log: string[] = [];
+    const outs = Array.from({ length: n }, (_, i) => {
+      const { s } = stream();
+      const write = s.write.bind(s);
+      s.write = ((chunk: unknown, ...rest: never[]) => {
+        log.push(`${i}:${String(chunk)}`);
+        return write(chunk, ...rest);
+      }) as typeof s.write;
+      return new Outbox(s);
+    });
+    for (const out of outs) out.write('a');
+    // One check phase: the first slice only.
+    await turn();
+    expect(log).toEqual(outs.slice(0, WRITE_SLICE).map((_, i) => `${i}:a`));
+    for (const out of outs) out.write('b');
+    for (let i = 0; i < 6; i++) await turn();
+    const range = (from: number, to: number) => Array.from({ length: to - from }, (_, k) => from + k);
+    expect(log).toEqual([
+      ...range(0, WRITE_SLICE).map((i) => `${i}:a`),
+      // The rest of the pass takes both in its one write, before the first slice gets its second.
+      ...range(WRITE_SLICE, n).flatMap((i) => [`${i}:a`, `${i}:b`]),
+      ...range(0, WRITE_SLICE).map((i) => `${i}:b`),
+    ]);
   });
 
   it('on close, writes what was written this turn before it (up to what the stream takes), then nothing more', async () => {

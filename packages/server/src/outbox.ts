@@ -2,11 +2,12 @@
  * One connection's output: write coalescing per event-loop turn and a bounded queue in front of the
  * socket.
  *
- * Coalescing: a turn's writes are held here, and one `setImmediate` (the check phase, right after the
+ * Coalescing: a turn's writes are held here, and a `setImmediate` (the check phase, right after the
  * turn's I/O callbacks) writes out every connection written in that turn. So everything due to one
- * connection in a turn (the publications of every request read in it, replies, heartbeats) leaves as
- * one `write` or, corked, one `writev`: the batching of Nagle's algorithm without its delay, since
- * the socket keeps TCP_NODELAY and nothing waits past the turn. A lone chunk (most turns of most
+ * connection (the publications of every request read in the turn, replies, heartbeats) leaves as one
+ * `write` or, corked, one `writev`: the batching of Nagle's algorithm without its delay, since the
+ * socket keeps TCP_NODELAY and nothing waits for a timer. A pass over many connections is written out
+ * {@link WRITE_SLICE} at a time, one slice per check phase, so I/O is read between slices. A lone chunk (most turns of most
  * connections) is written plainly: corking it would cost the stream a buffered request and a second
  * pass for nothing.
  *
@@ -43,18 +44,48 @@ const CHECK_SCHEDULED = 4;
 /** A `drain` listener is on the stream: only while something waits for one, so an idle connection carries none. */
 const LISTENING = 8;
 
+/**
+ * Connections written out at most per check phase. A pass over more of them (a publication to
+ * thousands of subscribers) yields to the event loop between slices, so requests read meanwhile
+ * (further publications) reach every connection of the pass not yet written, in that same write:
+ * under load a publication waits for the part of the pass still ahead, not for the whole pass and
+ * then its own.
+ */
+export const WRITE_SLICE = 128;
+
+/** The pass being written out, from `at`: each connection in it at most once. */
+let pass: Outbox[] = [];
+let at = 0;
+/** Connections written since they were last written out, after the pass: each at most once. */
 let touched: Outbox[] = [];
-let spare: Outbox[] = [];
 let scheduled = false;
 
-function endTurn(): void {
+function writeOut(): void {
   scheduled = false;
-  // Writes made while uncorking (a drain listener) belong to the next turn's list.
-  const list = touched;
-  touched = spare;
-  for (let i = 0; i < list.length; i++) (list[i] as Outbox).endTurn();
-  list.length = 0;
-  spare = list;
+  for (let budget = WRITE_SLICE; budget > 0; budget--) {
+    if (at === pass.length && !nextPass()) return;
+    (pass[at++] as Outbox).endTurn();
+  }
+  if (at < pass.length || nextPass()) schedule();
+}
+
+/** Starts the next pass once this one is written out (releasing it); false when none is due. */
+function nextPass(): boolean {
+  if (at < pass.length) return true;
+  pass.length = 0;
+  at = 0;
+  if (touched.length === 0) return false;
+  // Writes made while a pass is written out (a drain listener) join `touched`: the pass after.
+  const next = touched;
+  touched = pass;
+  pass = next;
+  return true;
+}
+
+function schedule(): void {
+  if (scheduled) return;
+  scheduled = true;
+  setImmediate(writeOut);
 }
 
 const sizeOf = (chunk: string | Buffer): number => (typeof chunk === 'string' ? Buffer.byteLength(chunk) : chunk.length);
@@ -191,10 +222,7 @@ export class Outbox {
   #touch(): void {
     this.#backlog = this.#queued + this.#streamHeld();
     touched.push(this);
-    if (!scheduled) {
-      scheduled = true;
-      setImmediate(endTurn);
-    }
+    schedule();
   }
 
   #listen(): void {
