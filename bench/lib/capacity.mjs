@@ -8,7 +8,7 @@
 import { setTimeout as sleep } from 'node:timers/promises';
 import { LoadGen } from './loadgen.mjs';
 import { fdCount, sampleCpu, usage } from './procfs.mjs';
-import { startServer } from './servers.mjs';
+import { PROFILE_DIR, startServer } from './servers.mjs';
 import { errText, median, subscribe } from './session.mjs';
 
 const kib = (x) => `${(x / 1024).toFixed(2)} KiB`;
@@ -64,8 +64,10 @@ export async function runIdle(session, cfg, log) {
 
 /** One round of one side: a fresh server, `count` WebSocket connections opened at once once the cores are quiet. */
 async function connectOnce(side, count, cfg, log, contention) {
-  const server = await startServer(side.kind, cfg.serverCpu, undefined, [], cfg.loadCpu);
-  const lg = new LoadGen(cfg.loadCpu);
+  const profile = cfg.profile ? `connect-${side.id}-${Date.now()}` : undefined;
+  const server = await startServer(side.kind, cfg.serverCpu, profile && `${profile}.cpuprofile`, [], cfg.loadCpu);
+  const lg = new LoadGen(cfg.loadCpu, profile && { dir: PROFILE_DIR, name: `${profile}-loadgen.cpuprofile` });
+  if (profile !== undefined) log(`  profiling to bench/results/profiles/${profile}{,-loadgen}.cpuprofile`);
   try {
     await contention.waitForQuiet();
     const procs = { server: { pid: server.cpuPids, core: cfg.serverCpu }, load: { pid: lg.pid, core: cfg.loadCpu } };

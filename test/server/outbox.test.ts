@@ -3,7 +3,7 @@
  * is written arrives whole and in order however writes, turns and reads interleave; `whenDrained`
  * fires once the reader caught up; and an idle outbox keeps no listener on its stream.
  */
-import { PassThrough } from 'node:stream';
+import { PassThrough, Writable } from 'node:stream';
 import { setImmediate as turn } from 'node:timers/promises';
 import fc from 'fast-check';
 import { describe, expect, it } from 'vitest';
@@ -108,6 +108,31 @@ describe('Outbox', () => {
       ...range(WRITE_SLICE, n).flatMap((i) => [`${i}:a`, `${i}:b`]),
       ...range(0, WRITE_SLICE).map((i) => `${i}:b`),
     ]);
+  });
+
+  it('uncorks a stream handed over corked at its first write-out, with what was written before in one writev', async () => {
+    const writes: string[][] = [];
+    const make = () => {
+      const s = new Writable({
+        writev: (chunks, cb) => (writes.push(chunks.map((c) => String(c.chunk))), cb()),
+        write: (chunk, _enc, cb) => (writes.push([String(chunk)]), cb()),
+      });
+      s.cork();
+      s.write('head,');
+      return s;
+    };
+    const out = new Outbox(make(), true);
+    out.write('one');
+    await turn();
+    expect(writes).toEqual([['head,', 'one']]);
+    out.write('two');
+    await turn();
+    expect(writes).toEqual([['head,', 'one'], ['two']]);
+    // Closed before it wrote anything: what the stream holds still leaves.
+    writes.length = 0;
+    new Outbox(make(), true).close();
+    await turn();
+    expect(writes).toEqual([['head,']]);
   });
 
   it('on close, writes what was written this turn before it (up to what the stream takes), then nothing more', async () => {

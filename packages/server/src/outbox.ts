@@ -43,6 +43,8 @@ const CLOSED = 2;
 const CHECK_SCHEDULED = 4;
 /** A `drain` listener is on the stream: only while something waits for one, so an idle connection carries none. */
 const LISTENING = 8;
+/** The stream came corked: the first write-out (or close) uncorks it. */
+const CORKED = 16;
 
 /**
  * Connections written out at most per check phase. A pass over more of them (a publication to
@@ -109,7 +111,16 @@ export class Outbox {
   /** Who waits for the backlog to drain (one caller: the connection's session). */
   #onDrained: (() => void) | undefined;
 
-  constructor(private readonly out: WritableLike) {}
+  /**
+   * With `corked`, the caller corked `out` before this outbox took it over: what was written to it
+   * until then (a handshake's answer) leaves with this outbox's first write-out, in one `writev`.
+   */
+  constructor(
+    private readonly out: WritableLike,
+    corked = false,
+  ) {
+    if (corked) this.#flags = CORKED;
+  }
 
   /** Whether nothing waits here and the stream takes writes again. */
   get drained(): boolean {
@@ -188,7 +199,10 @@ export class Outbox {
 
   #flushTurn(): void {
     const turn = this.#turn;
-    if (turn === undefined) return;
+    if (turn === undefined) {
+      if (has(this.#flags, CORKED)) this.#uncork();
+      return;
+    }
     this.#turn = undefined;
     if (!Array.isArray(turn)) this.#send(turn);
     else {
@@ -196,7 +210,13 @@ export class Outbox {
       for (let i = 0; i < turn.length; i++) this.#send(turn[i] as string | Buffer);
       this.out.uncork();
     }
+    if (has(this.#flags, CORKED)) this.#uncork();
     this.#held = this.out.writableLength;
+  }
+
+  #uncork(): void {
+    this.#flags = put(this.#flags, CORKED, false);
+    this.out.uncork();
   }
 
   /** What the stream holds: read only while it held something after our last write (see {@link #held}). */

@@ -67,7 +67,7 @@ export class WebSocketConnection implements DuplexSink {
     socket: Socket,
     private readonly opts: WebSocketOptions,
   ) {
-    this.#out = new Outbox(socket);
+    this.#out = new Outbox(socket, true);
     ws.on('pong', this.#markAlive);
   }
 
@@ -279,6 +279,10 @@ export class WebSocketTransport {
     // A module-level listener: a closure here would keep this request and its head alive for the
     // whole life of the connection.
     socket.on('error', destroySocket);
+    // Corked until the connection's outbox first writes out: the handshake's answer, the welcome and
+    // the replies to the subscriptions in the connect request leave in one write. (A handshake `ws`
+    // refuses ends the socket, which uncorks it.)
+    socket.cork();
     this.#wss.handleUpgrade(req, socket, head, (ws: WebSocket) => {
       const session = this.#open(ws, socket as Socket, admitted.identity);
       if (session !== undefined) subscribeAtConnect(admitted.url, session);
