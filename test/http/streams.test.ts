@@ -4,7 +4,7 @@
  */
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { formatCursor, parseCursor, type PollResponse, type Position } from '@tidings/protocol';
-import { RawSseClient, startGateway, type TestGateway } from '@tidings/testing';
+import { RawSseClient, startGateway, type TestGateway, watchNextConnectionWrites } from '@tidings/testing';
 
 let gw: TestGateway;
 const open: RawSseClient[] = [];
@@ -55,6 +55,13 @@ describe('SSE stream', () => {
     expect(cursor.get('sse-a')).toEqual(p.position);
     expect(cursor.get('sse-b')?.seq).toBe(0);
     expect(JSON.parse(welcome?.data ?? '{}')).toMatchObject({ channels: ['sse-a', 'sse-b'], heartbeat: 100 });
+  });
+
+  it('sends the head, the retry hint and the welcome in one write', async () => {
+    const writes = watchNextConnectionWrites(gw.gateway.server);
+    const c = await sse('channel=sse-one-write');
+    await c.until((x) => x.named('tidings:welcome').length === 1);
+    expect(writes).toEqual([3]);
   });
 
   it('sends each stream its heartbeat one interval after it opened, not in one sweep over all streams', async () => {

@@ -3,10 +3,9 @@
  * with a reply (or error) whose id is `subscribe:<channel>`, resumes from the cursor like SSE and
  * long polling, and a refusal of one channel leaves the others and the connection alone.
  */
-import type { Socket } from 'node:net';
 import { formatCursorEntry } from '@tidings/protocol';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { RawWsClient, startGateway, type TestGateway } from '@tidings/testing';
+import { RawWsClient, startGateway, type TestGateway, watchNextConnectionWrites } from '@tidings/testing';
 
 let gw: TestGateway;
 beforeAll(async () => {
@@ -31,15 +30,7 @@ describe('/ws?channel=', () => {
   });
 
   it('answers the handshake, the welcome and the subscriptions of the connect request in one write', async () => {
-    const writes: number[] = [];
-    const watch = (socket: Socket): void => {
-      const count = (n: number) => writes.push(n);
-      const write = socket._write.bind(socket);
-      const writev = socket._writev?.bind(socket);
-      socket._write = (chunk, encoding, cb) => (count(1), write(chunk, encoding, cb));
-      if (writev !== undefined) socket._writev = (chunks, cb) => (count(chunks.length), writev(chunks, cb));
-    };
-    gw.gateway.server.once('connection', watch);
+    const writes = watchNextConnectionWrites(gw.gateway.server);
     const ws = await RawWsClient.connect(`${gw.wsUrl}?channel=news&channel=chat:one`);
     try {
       await ws.until((c) => c.ofType('reply').length === 2);

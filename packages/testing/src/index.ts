@@ -22,3 +22,4 @@ export * from './attempt.js';
 export * from './config.js';
 export * from './manual-clock.js';
 export * from './prometheus.js';
+export * from './socket-writes.js';

@@ -231,14 +231,17 @@ export class SseConnection implements Sink {
       // Tells nginx not to buffer this response.
       'x-accel-buffering': 'no',
     });
+    const socket: Socket | null = res.socket;
+    if (socket === null) return;
+    // Corked until the outbox first writes out: the head, the retry line and what the subscriptions
+    // send at once (a replay, their positions) leave in one write.
+    socket.cork();
     // The headers go now; from here on the stream writes its own chunks to the socket.
     res.flushHeaders();
     forgetHead(res);
-    const socket: Socket | null = res.socket;
-    if (socket === null) return;
     socket.setNoDelay(true);
     this.#flags = put(this.#flags, CHUNKED, (res as unknown as { chunkedEncoding?: boolean }).chunkedEncoding === true);
-    this.#out = new Outbox(socket);
+    this.#out = new Outbox(socket, true);
     const { sseRetry } = this.opts;
     // Each stream gets up to 50% random extra, spreading reconnects.
     this.#send(`retry: ${sseRetry + Math.floor(Math.random() * (sseRetry / 2 + 1))}\n`);
