@@ -19,6 +19,15 @@ const SUBSCRIBERS = {
   poll: { tidings: TidingsPollSubscriber, nchan: NchanPollSubscriber },
 };
 
+/**
+ * Loopback source addresses the subscribers are spread over (to a server on 127.0.0.1). Each has its
+ * own ephemeral ports: tens of thousands of connections from one address, plus what an earlier round
+ * left in TIME_WAIT, would make the kernel search a nearly full port range on every connect, a cost
+ * of the load generator that varies from round to round.
+ */
+const SOURCES = 16;
+const sourceOf = (host, i) => (host === '127.0.0.1' ? `127.0.0.${2 + (i % SOURCES)}` : undefined);
+
 const counters = new Counters();
 const subscribers = [];
 let publisher;
@@ -64,7 +73,7 @@ async function open({ transport, dialect, host, port, channel, channels = 1, cou
   while (performance.now() < deadline) {
     while (subscribers.length < count && subscribers.length - counters.ready - counters.failed < concurrency) {
       const i = subscribers.length;
-      subscribers.push(new Subscriber({ host, port, channel: names[i % names.length], probe: i % stride === 0, counters, connectSubscribe }));
+      subscribers.push(new Subscriber({ host, port, channel: names[i % names.length], probe: i % stride === 0, counters, connectSubscribe, localAddress: sourceOf(host, i) }));
     }
     if (counters.ready + counters.failed >= count) break;
     await sleep(5);
