@@ -14,7 +14,11 @@ import { refuseOnSocket } from '../admission.js';
 
 /** True when the request asks for a WebSocket (and not some other protocol). */
 export function wantsWebSocket(req: IncomingMessage): boolean {
-  return (req.headers.upgrade ?? '').split(',').some((p) => p.trim().toLowerCase() === 'websocket');
+  const upgrade = req.headers.upgrade;
+  if (upgrade === undefined) return false;
+  // What clients send, before the general form (a comma-separated list, in any case).
+  if (upgrade === 'websocket') return true;
+  return upgrade.split(',').some((p) => p.trim().toLowerCase() === 'websocket');
 }
 
 /** Answers `req` as a plain request through `handle`, then closes the connection. */
