@@ -7,9 +7,9 @@
  * connection (the publications of every request read in the turn, replies, heartbeats) leaves as one
  * `write` or, corked, one `writev`: the batching of Nagle's algorithm without its delay, since the
  * socket keeps TCP_NODELAY and nothing waits for a timer. A pass over many connections is written out
- * {@link WRITE_SLICE} at a time, one slice per check phase, so I/O is read between slices. A lone chunk (most turns of most
- * connections) is written plainly: corking it would cost the stream a buffered request and a second
- * pass for nothing.
+ * {@link WRITE_SLICE} at a time, one slice per check phase, so I/O is read between slices. A lone
+ * chunk (most turns of most connections) is written plainly: corking it would cost the stream a
+ * buffered request and a second pass for nothing.
  *
  * Queueing: once the stream refuses more (`write()` returned false, its buffer is past its high-water
  * mark) further writes wait here until `drain`. So the stream itself never holds much more than one
