@@ -21,9 +21,9 @@ const SUBSCRIBERS = {
 
 /**
  * Loopback source addresses the subscribers are spread over (to a server on 127.0.0.1). Each has its
- * own ephemeral ports: tens of thousands of connections from one address, plus what an earlier round
- * left in TIME_WAIT, would make the kernel search a nearly full port range on every connect, a cost
- * of the load generator that varies from round to round.
+ * own ephemeral ports. From one address, tens of thousands of connections plus what an earlier round
+ * left in TIME_WAIT fill most of its port range, and the load generator's kernel time per connect
+ * then grew and varied from round to round (see bench/README.md).
  */
 const SOURCES = 16;
 const sourceOf = (host, i) => (host === '127.0.0.1' ? `127.0.0.${2 + (i % SOURCES)}` : undefined);
