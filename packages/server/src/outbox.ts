@@ -68,10 +68,10 @@ function writeOut(): void {
     if (at === pass.length && !nextPass()) return;
     (pass[at++] as Outbox).endTurn();
   }
-  if (at < pass.length || nextPass()) schedule();
+  if (nextPass()) schedule();
 }
 
-/** Starts the next pass once this one is written out (releasing it); false when none is due. */
+/** Whether a pass is due: the rest of this one, or else the next (this one released). */
 function nextPass(): boolean {
   if (at < pass.length) return true;
   pass.length = 0;
