@@ -9,7 +9,7 @@ import { describe, expect, it } from 'vitest';
 import WebSocket from 'ws';
 import { createClient, type Client, type ClientOptions, type ClientState, type TransportMemory, type TransportName, type WebSocketConstructor } from '@tidings/client';
 import { MemoryBroker, type Broker, type GatewayConfig } from '@tidings/server';
-import { cleanupAfterEach, publishCommand, startGateway, startNginx, until, type TestGateway } from '@tidings/testing';
+import { cleanupAfterEach, publishCommand, startGateway, startNginx, startProxy, until, type TestGateway } from '@tidings/testing';
 
 const cleanup = cleanupAfterEach();
 
@@ -126,6 +126,78 @@ describe('an outage is retried on the best transport', () => {
     expect(w.connectedOn).toEqual(['websocket']);
     expect(w.httpStreams).toEqual([]);
     expect([...storage.items.values()].filter((t) => t !== 'websocket')).toEqual([]);
+  });
+});
+
+/** The `ws` WebSocket, counting the attempts the client makes. */
+function countingWebSocket(): { readonly attempts: string[]; readonly WebSocket: WebSocketConstructor } {
+  const attempts: string[] = [];
+  class Counting extends WebSocket {
+    constructor(url: string | URL, protocols?: string | string[]) {
+      super(url, protocols);
+      attempts.push(String(url));
+    }
+  }
+  return { attempts, WebSocket: Counting as unknown as WebSocketConstructor };
+}
+
+describe('telling a blocked transport from an outage', () => {
+  it('a server that comes up between a failed WebSocket attempt and the reachability check: still WebSocket, nothing remembered', async () => {
+    const port = await deadPort();
+    const storage = memory();
+    const ws = countingWebSocket();
+    const streams: string[] = [];
+    let up: Promise<TestGateway> | undefined;
+    const w = watched(`http://127.0.0.1:${port}`, {
+      storage,
+      WebSocket: ws.WebSocket,
+      // The gateway starts exactly when the client checks whether the server answers plain HTTP,
+      // after its first WebSocket attempt was refused: the outage ends at the worst moment.
+      fetch: async (input, init) => {
+        const text = urlOf(input);
+        if (/\/(sse|poll)\?/.test(text)) streams.push(text);
+        else if (text.endsWith('/poll')) await (up ??= gateway(new MemoryBroker({ maxChannels: 100, dedupMaxKeys: 100 }), port));
+        return fetch(input, init);
+      },
+    });
+    const sub = w.client.subscribe('live:window');
+    await until(() => w.client.state.status === 'connected' && sub.position !== undefined, 8000, 'connected');
+    expect(up).toBeDefined();
+    expect(w.client.transport).toBe('websocket');
+    expect(ws.attempts).toHaveLength(2);
+    expect(streams).toEqual([]);
+    expect(storage.items.size).toBe(0);
+  });
+
+  it('a WebSocket refused while the server answers is tried once more, then the client falls back and remembers', async () => {
+    const gw = await gateway(new MemoryBroker({ maxChannels: 100, dedupMaxKeys: 100 }));
+    const proxy = await startProxy(gw.port);
+    cleanup.push(() => proxy.close());
+    proxy.blockUpgrades = true;
+    const storage = memory();
+    const ws = countingWebSocket();
+    const w = watched(proxy.url, { storage, WebSocket: ws.WebSocket });
+    const sub = w.client.subscribe('live:reset');
+    await until(() => w.client.state.status === 'connected' && sub.position !== undefined, 8000, 'connected');
+    expect(w.client.transport).toBe('sse');
+    expect(ws.attempts).toHaveLength(2);
+    expect([...storage.items.values()]).toEqual(['sse']);
+  });
+
+  it('a WebSocket that gets no answer in time while the server answers is not tried again: the client falls back at once', async () => {
+    const gw = await gateway(new MemoryBroker({ maxChannels: 100, dedupMaxKeys: 100 }));
+    const proxy = await startProxy(gw.port);
+    cleanup.push(() => proxy.close());
+    proxy.holdUpgrades = true;
+    const storage = memory();
+    const ws = countingWebSocket();
+    const w = watched(proxy.url, { storage, WebSocket: ws.WebSocket, openTimeout: 1000 });
+    const sub = w.client.subscribe('live:held');
+    await until(() => w.client.state.status === 'connected' && sub.position !== undefined, 8000, 'connected');
+    expect(w.client.transport).toBe('sse');
+    // One open timeout spent on WebSocket, not two.
+    expect(ws.attempts).toHaveLength(1);
+    expect([...storage.items.values()]).toEqual(['sse']);
   });
 });
 

@@ -125,6 +125,8 @@ export class Client {
   #retryAfter: number | undefined;
   /** An in-flight reachability check (a transport failed before proving itself). */
   #reach: AbortController | undefined;
+  /** The transport (index) tried a second time in this connecting state, after the server answered; -1 for none. */
+  #rechecked = -1;
   /** When the current connection opened, and whether it has carried anything since. */
   #connectedAt = 0;
   #carried = false;
@@ -256,6 +258,7 @@ export class Client {
     this.#clearTimer();
     switch (state.status) {
       case 'connecting':
+        this.#rechecked = -1;
         this.#open();
         return;
       case 'connected':
@@ -440,6 +443,11 @@ export class Client {
    * A transport failed before proving itself, in a way that looks the same whether it is blocked
    * here or the server is down. If the server answers plain HTTP, the transport is what fails: fall
    * back. Otherwise it is an outage: retry the same transport with backoff, and remember nothing.
+   *
+   * A server that comes up between the failed attempt and the check answers it too, though the
+   * transport was never at fault. So an attempt that failed fast (refused, reset, closed: not a
+   * timeout) is made once more first, and the client falls back only if it fails again while the
+   * server answers. An outage that ends at the wrong moment then never pins clients to a fallback.
    */
   #fallBackIfReachable(info: CloseInfo): void {
     const started = this.#state;
@@ -449,7 +457,8 @@ export class Client {
       if (this.#reach === ctrl) this.#reach = undefined;
       if (this.#state !== started) return;
       if (up) {
-        this.#index += 1;
+        if (info.timedOut !== true && this.#rechecked !== this.#index) this.#rechecked = this.#index;
+        else this.#index += 1;
         this.#open();
       } else {
         this.#drop({ ...info, reason: `${info.reason}; server unreachable` });

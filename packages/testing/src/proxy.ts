@@ -13,6 +13,8 @@ export interface TcpProxy {
   readonly accepted: number;
   /** While true, connections that ask for a WebSocket upgrade are reset (a proxy that blocks WebSocket). */
   blockUpgrades: boolean;
+  /** While true, connections that ask for a WebSocket upgrade are held open and never answered (a proxy that swallows them). */
+  holdUpgrades: boolean;
   blackhole(): void;
   resume(): void;
   cut(): void;
@@ -29,17 +31,25 @@ export async function startProxy(targetPort: number): Promise<TcpProxy> {
     const pair: [Socket, Socket] = [client, upstream];
     pairs.add(pair);
     let first = true;
+    let held = false;
     const forward = (from: Socket, to: Socket): void => {
       from.on('data', (chunk: Buffer) => {
         if (from === client && first) {
           first = false;
-          if (proxy.blockUpgrades && /\r\nupgrade:\s*websocket/i.test(chunk.toString('latin1'))) {
+          const upgrade = /\r\nupgrade:\s*websocket/i.test(chunk.toString('latin1'));
+          if (upgrade && proxy.blockUpgrades) {
             client.resetAndDestroy();
             upstream.destroy();
             return;
           }
+          held = upgrade && proxy.holdUpgrades;
+          if (held) {
+            // The gateway never hears of it (so cannot time it out); the client waits for an answer.
+            upstream.removeAllListeners().on('error', () => undefined).destroy();
+            return;
+          }
         }
-        if (!holes) to.write(chunk);
+        if (!holes && !held) to.write(chunk);
       });
     };
     forward(client, upstream);
@@ -64,6 +74,7 @@ export async function startProxy(targetPort: number): Promise<TcpProxy> {
   };
   const proxy: TcpProxy = {
     blockUpgrades: false,
+    holdUpgrades: false,
     port,
     url: `http://127.0.0.1:${port}`,
     get accepted() {

@@ -23,7 +23,7 @@ export function sseTransport(ctx: TransportContext): ClientTransport {
     const headers: Record<string, string> = { accept: 'text/event-stream', ...authHeaders(ctx) };
     if (cursor !== '') headers['last-event-id'] = cursor;
     // No answer in time: a server that is down and a proxy that holds the stream look alike.
-    d.arm(ctx.openTimeout, { retry: 'backoff', reason: 'no answer in time', fallback: false, unproven: !proven });
+    d.arm(ctx.openTimeout, { retry: 'backoff', reason: 'no answer in time', fallback: false, unproven: !proven, timedOut: true });
     const res = await platform.fetch(`${ctx.baseUrl}/sse?${channelQuery(d.wanted).join('&')}`, { headers, signal: d.signal, cache: 'no-store' });
     if (!res.ok || res.body === null) {
       const body = (await res.json().catch(() => undefined)) as { error?: { code?: string; reason?: string; channel?: string } } | undefined;

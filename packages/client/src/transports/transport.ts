@@ -32,6 +32,8 @@ export interface CloseInfo {
    * falls back only if the server answers plain HTTP; otherwise it is an outage, retried with backoff.
    */
   readonly unproven?: boolean;
+  /** It ended because no answer came in time (not refused, reset or closed). */
+  readonly timedOut?: boolean;
   /** A retry delay the server suggested, in ms (SSE `retry:`, HTTP `Retry-After`). */
   readonly retryAfter?: number | undefined;
 }

@@ -109,7 +109,7 @@ export function websocketTransport(ctx: TransportContext): ClientTransport {
   const arm = (): void => {
     platform.clearTimeout(watchdog);
     watchdog = platform.setTimeout(
-      () => finish({ retry: 'backoff', reason: opened ? 'heartbeat timeout' : 'no welcome in time', fallback: false, unproven: !opened }),
+      () => finish({ retry: 'backoff', reason: opened ? 'heartbeat timeout' : 'no welcome in time', fallback: false, unproven: !opened, timedOut: true }),
       silence,
     );
   };
