@@ -76,8 +76,10 @@ async function connectOnce(side, count, cfg, log, contention) {
     const u = usage(a, sampleCpu(procs));
     const rate = opened.ready / opened.seconds;
     const cpu = { server: u.server.util, load: u.load.util };
-    log(`  ${Math.round(rate)} connections/s subscribed (server ${Math.round(cpu.server * 100)}%, load ${Math.round(cpu.load * 100)}%)`);
-    return { rate, seconds: opened.seconds, ready: opened.ready, failed: opened.failed, cpu, otherLoad: { serverCore: u.server.other, loadCore: u.load.other }, loadBound: cpu.load >= SATURATED && cpu.server < SATURATED };
+    // What a connection costs the server, whether or not the server was the bottleneck.
+    const micros = (u.server.seconds * 1e6) / Math.max(1, opened.ready);
+    log(`  ${Math.round(rate)} connections/s subscribed (server ${Math.round(cpu.server * 100)}%, load ${Math.round(cpu.load * 100)}%; server ${Math.round(micros)} µs CPU per connection)`);
+    return { rate, micros, seconds: opened.seconds, ready: opened.ready, failed: opened.failed, cpu, otherLoad: { serverCore: u.server.other, loadCore: u.load.other }, loadBound: cpu.load >= SATURATED && cpu.server < SATURATED };
   } finally {
     await lg.close();
     await server.stop();
@@ -103,7 +105,7 @@ export async function runConnect(session, cfg, log, contention) {
   for (const [id, all] of rounds) {
     if (all.length === 0) continue;
     const mid = [...all].sort((a, b) => a.rate - b.rate)[Math.floor((all.length - 1) / 2)];
-    out.connect[id] = { ...mid, median: median(all.map((m) => m.rate)), rounds: all.map((m) => m.rate) };
+    out.connect[id] = { ...mid, median: median(all.map((m) => m.rate)), rounds: all.map((m) => m.rate), medianMicros: median(all.map((m) => m.micros)), microsRounds: all.map((m) => m.micros) };
   }
   return out;
 }

@@ -1,4 +1,5 @@
 // The servers compared, and how to start each on a free loopback port, pinned to the server core.
+import { resolve } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { rssBytes } from './procfs.mjs';
 import { spawnPinned, stop, waitForOutput } from './children.mjs';
@@ -28,6 +29,13 @@ const TIDINGS_WIRE = {
 const TIDINGS = { ...TIDINGS_WIRE, label: 'Tidings', script: root('packages/server/dist/cli.js'), args: TIDINGS_ARGS, connectSubscribe: true };
 
 /**
+ * `BENCH_REF=<checkout>`: another build of Tidings (a checkout of an earlier commit, with
+ * `npm ci` and `npx tsc -b packages/server` run in it) as a side of its own, "Tidings ref", beside
+ * this one: two builds compared in the same run, round by round (`tidings / tidings-ref`).
+ */
+const REF = process.env.BENCH_REF;
+
+/**
  * Every kind: its label, the transports it serves, the load generator's `dialect` for it, how it
  * is published to (`publish` modes, request `format`, `connectionPath`), and how it starts: a Node
  * `script` with `args` (run with the memory preload), or `start` for anything else.
@@ -36,6 +44,7 @@ const KINDS = {
   // Raw ws, raw SSE and raw poll: one process (servers/raw-ws.mjs) serves all three.
   baseline: { ...TIDINGS_WIRE, label: 'raw', script: root('bench/servers/raw-ws.mjs'), args: ['0', '127.0.0.1'] },
   tidings: TIDINGS,
+  ...(REF === undefined || REF === '' ? {} : { 'tidings-ref': { ...TIDINGS, label: 'Tidings ref', script: resolve(REF, 'packages/server/dist/cli.js') } }),
   // The same gateway counting nothing (`--metrics false`): what metrics cost (session `metrics`).
   'tidings-no-metrics': { ...TIDINGS, label: 'Tidings without metrics', args: [...TIDINGS_ARGS, '--metrics', 'false'] },
   nchan: { label: 'Nchan', transports: ['ws', 'sse', 'poll'], dialect: 'nchan', publish: ['http'], format: 'nchan', start: startNchan },
@@ -51,7 +60,7 @@ const KINDS = {
 };
 
 /** The servers of the side-by-side sessions (`BENCH_SERVERS` picks among them). */
-export const SERVER_KINDS = ['baseline', 'tidings', 'nchan', 'socketio'];
+export const SERVER_KINDS = ['baseline', 'tidings', ...(KINDS['tidings-ref'] === undefined ? [] : ['tidings-ref']), 'nchan', 'socketio'];
 export const serverInfo = (kind) => KINDS[kind];
 
 const RAW = { ws: 'raw ws', sse: 'raw SSE', poll: 'raw poll' };

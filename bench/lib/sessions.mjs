@@ -39,6 +39,7 @@ export function sessions(cfg) {
       ratios: [
         ['tidings', 'baseline'],
         ['tidings', 'nchan'],
+        ['tidings', 'tidings-ref'],
       ],
       ladderRounds,
     };

@@ -10,7 +10,10 @@ import {
   encodeMessage,
   encodeMessageFrame,
   encodePollResponse,
+  encodeSubscribeReply,
+  encodeWelcome,
   isErrorCode,
+  PROTOCOL_VERSION,
   jsonCodec,
   messageTypeProblem,
   positionProblem,
@@ -144,6 +147,20 @@ describe('encodeMessage / encodeMessageFrame / encodePollResponse', () => {
         const ordered = type === undefined ? { channel, position: { epoch: position.epoch, seq: position.seq }, data } : { channel, position: { epoch: position.epoch, seq: position.seq }, type, data };
         expect(text).toBe(JSON.stringify(ordered));
         expect(encodeMessageFrame(text)).toBe(jsonCodec.encodeServer({ type: 'message', message: JSON.parse(text) as Message }));
+      }),
+      RUNS,
+    );
+  });
+});
+
+describe('encodeSubscribeReply / encodeWelcome', () => {
+  it('write exactly what JSON.stringify of the frame writes, for any id, channel, position, session and heartbeat', () => {
+    const id = fc.oneof(fc.integer(), fc.string({ maxLength: 64 }), fc.string({ unit: 'binary', maxLength: 16 }));
+    fc.assert(
+      fc.property(id, channelArb, positionArb, fc.boolean(), fc.string({ unit: 'binary', maxLength: 40 }), fc.nat(), (id, channel, position, recovered, session, heartbeat) => {
+        const result = { channel, position: { epoch: position.epoch, seq: position.seq }, recovered };
+        expect(encodeSubscribeReply(id, result)).toBe(jsonCodec.encodeServer({ type: 'reply', id, result }));
+        expect(encodeWelcome(session, heartbeat)).toBe(jsonCodec.encodeServer({ type: 'welcome', version: PROTOCOL_VERSION, session, heartbeat }));
       }),
       RUNS,
     );

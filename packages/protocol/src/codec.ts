@@ -5,7 +5,7 @@
  * @module
  */
 import { TidingsError } from './codes.js';
-import type { ClientFrame, Gap, Message, ServerFrame } from './frames.js';
+import { PROTOCOL_VERSION, type ClientFrame, type Gap, type Message, type RequestId, type ServerFrame, type SubscribeResult } from './frames.js';
 import { scanJson } from './json.js';
 import type { Position } from './position.js';
 import { toClientFrame } from './validate.js';
@@ -70,6 +70,21 @@ export function encodeMessage(channel: string, position: Position, type: string 
   const head = `{"channel":"${channel}","position":{"epoch":"${position.epoch}","seq":${position.seq}}`;
   const flag = ephemeral ? ',"ephemeral":true' : '';
   return type === undefined ? `${head}${flag},"data":${dataJson}}` : `${head},"type":"${type}"${flag},"data":${dataJson}}`;
+}
+
+/**
+ * The JSON text of the `reply` to a subscribe, as `JSON.stringify` would write it. Its channel and
+ * epoch are validated names that need no escaping, so they are spliced in as-is: a connection's
+ * first frames are built without walking an object.
+ */
+export function encodeSubscribeReply(id: RequestId, result: SubscribeResult): string {
+  const { channel, position, recovered } = result;
+  return `{"type":"reply","id":${JSON.stringify(id)},"result":{"channel":"${channel}","position":{"epoch":"${position.epoch}","seq":${position.seq}},"recovered":${recovered}}}`;
+}
+
+/** The JSON text of a `welcome` frame, as `JSON.stringify` would write it. */
+export function encodeWelcome(session: string, heartbeat: number): string {
+  return `{"type":"welcome","version":${PROTOCOL_VERSION},"session":${JSON.stringify(session)},"heartbeat":${heartbeat}}`;
 }
 
 /** A `message` frame around an encoded message. */

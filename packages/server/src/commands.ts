@@ -72,10 +72,10 @@ export interface Flow {
 
 type Request = Exclude<ClientFrame, { type: 'ping' } | { type: 'unsubscribe' }>;
 
-/** A request and, for a subscribe, what tells waiting unsubscribes it is done. */
+/** A request and, for a subscribe, the unsubscribes of its channel that arrived while it ran (run when it is done). */
 interface Job {
   readonly frame: Request;
-  readonly settle: (() => void) | undefined;
+  after: Array<() => void> | undefined;
 }
 
 const MINUTE = 60_000;
@@ -88,9 +88,11 @@ export class CommandHandler {
   /** Requests received while `maxInflight` were running; the connection is paused while any wait. */
   /** Made when a request first has to wait (absent while none does: most connections never fill their in-flight limit). */
   #waiting: Job[] | undefined;
-  /** Subscribes waiting or running, per channel: an unsubscribe of that channel is applied after them, in order. */
-  /** Made while a subscribe runs, dropped when none does. */
-  #subscribing: Map<Channel, Promise<void>> | undefined;
+  /**
+   * The latest subscribe waiting or running, per channel: an unsubscribe of that channel is applied
+   * after it, in order. Made while a subscribe runs, dropped when none does.
+   */
+  #subscribing: Map<Channel, Job> | undefined;
   readonly #frames: TokenBucket;
   /** Made at the first client publish (most connections never publish). */
   #publishes: TokenBucket | undefined;
@@ -158,25 +160,13 @@ export class CommandHandler {
         };
         const pending = this.#subscribing?.get(channel);
         if (pending === undefined) unsubscribe();
-        else void pending.then(unsubscribe);
+        else (pending.after ??= []).push(unsubscribe);
         return;
       }
     }
+    const job: Job = { frame, after: undefined };
     // A subscribe is tracked from the moment it arrives, so an unsubscribe behind it waits for it.
-    let settle: (() => void) | undefined;
-    if (frame.type === 'subscribe') {
-      const { channel } = frame;
-      const done = new Promise<void>((resolve) => (settle = resolve));
-      (this.#subscribing ??= new Map()).set(channel, done);
-      void done.then(() => {
-        const subscribing = this.#subscribing;
-        if (subscribing?.get(channel) === done) {
-          subscribing.delete(channel);
-          if (subscribing.size === 0) this.#subscribing = undefined;
-        }
-      });
-    }
-    const job: Job = { frame, settle };
+    if (frame.type === 'subscribe') (this.#subscribing ??= new Map()).set(frame.channel, job);
     if (this.#inflight < this.#maxInflight && this.#waiting === undefined) {
       this.#start(job);
       return;
@@ -191,13 +181,33 @@ export class CommandHandler {
 
   #start(job: Job): void {
     this.#inflight += 1;
-    this.#run(job.frame)
-      .catch((err: unknown) => this.#fail(job.frame.id, err))
-      .finally(() => {
-        this.#inflight -= 1;
-        job.settle?.();
-        this.#next();
-      });
+    this.#run(job.frame).then(
+      () => this.#done(job),
+      (err: unknown) => {
+        this.#fail(job.frame.id, err);
+        this.#done(job);
+      },
+    );
+  }
+
+  #done(job: Job): void {
+    this.#inflight -= 1;
+    this.#settle(job);
+    this.#next();
+  }
+
+  /** A subscribe is over (done, or dropped with its connection): the unsubscribes behind it run. */
+  #settle(job: Job): void {
+    const { frame } = job;
+    if (frame.type !== 'subscribe') return;
+    const subscribing = this.#subscribing;
+    if (subscribing?.get(frame.channel) === job) {
+      subscribing.delete(frame.channel);
+      if (subscribing.size === 0) this.#subscribing = undefined;
+    }
+    const after = job.after;
+    job.after = undefined;
+    if (after !== undefined) for (const run of after) run();
   }
 
   #next(): void {
@@ -205,7 +215,7 @@ export class CommandHandler {
     if (waiting === undefined) return;
     if (this.session.closed) {
       this.#waiting = undefined;
-      for (const job of waiting) job.settle?.();
+      for (const job of waiting) this.#settle(job);
       return;
     }
     while (this.#inflight < this.#maxInflight && waiting.length > 0) this.#start(waiting.shift() as Job);

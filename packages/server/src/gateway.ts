@@ -168,10 +168,11 @@ export class Gateway {
   readonly #loop: IntervalHistogram = monitorEventLoopDelay({ resolution: 10 });
   readonly #ws: WebSocketTransport;
   readonly #sse: SseTransport;
-  /** Every live session with its transport, so close() and disconnectAll() reach them all. */
-  readonly #sessions = new Map<Session, TransportName>();
-  /** The same sessions by id (token refresh of an SSE stream names its session). */
-  readonly #byId = new Map<string, Session>();
+  /**
+   * Every live session by id, so close() and disconnectAll() reach them all, and a token refresh of
+   * an SSE stream finds the session it names. (One map: each entry costs every connection.)
+   */
+  readonly #sessions = new Map<string, Session>();
   /** Connections that have not sent a byte yet: Node does not count them idle, so shutdown closes them itself. */
   readonly #silent = new Set<Socket>();
   #timers: NodeJS.Timeout[] = [];
@@ -220,7 +221,7 @@ export class Gateway {
       {
         disconnectUser: (user, reason) => this.#disconnectUser(user, reason),
         refreshSession: (id, token) => {
-          this.#byId
+          this.#sessions
             .get(id)
             ?.refresh(token)
             .catch(() => undefined);
@@ -250,10 +251,10 @@ export class Gateway {
     const untrack = (session: Session): void => this.#untrack(session);
     const open = (transport: TransportName, sink: Sink, identity: Identity): Session => {
       const session: Session = new Session(ctx, sink, identity, untrack, transport);
-      this.#sessions.set(session, transport);
-      this.#byId.set(session.id, session);
+      this.#sessions.set(session.id, session);
       this.metrics.connectionOpened(transport);
-      this.log.debug({ session: session.id, transport, user: identity.user || undefined }, 'connect');
+      // Asked first: the fields would be an object per connection even when debug is off.
+      if (this.log.isLevelEnabled('debug')) this.log.debug({ session: session.id, transport, user: identity.user || undefined }, 'connect');
       session.watchExpiry();
       return session;
     };
@@ -310,7 +311,7 @@ export class Gateway {
         {
           access: 'public',
           transport: 'http',
-          POST: (req, res) => handleRefresh(req, res, (id) => this.#byId.get(id), (id, token) => this.#forwardRefresh(id, token, auth), options.maxBody),
+          POST: (req, res) => handleRefresh(req, res, (id) => this.#sessions.get(id), (id, token) => this.#forwardRefresh(id, token, auth), options.maxBody),
         },
       ],
       [
@@ -485,7 +486,7 @@ export class Gateway {
       channels: () => this.#hub.channelCount,
       bufferedBytes: () => {
         let bytes = 0;
-        for (const session of this.#sessions.keys()) bytes += session.sink.bufferedBytes;
+        for (const session of this.#sessions.values()) bytes += session.sink.bufferedBytes;
         return bytes;
       },
       presenceEntries: () => this.#presence.size,
@@ -506,7 +507,7 @@ export class Gateway {
   /** Connected sessions per transport. */
   connections(): Record<TransportName, number> {
     const counts: Record<TransportName, number> = { websocket: 0, sse: 0, poll: 0, http: 0 };
-    for (const t of this.#sessions.values()) counts[t] += 1;
+    for (const session of this.#sessions.values()) counts[session.transport] += 1;
     return counts;
   }
 
@@ -540,7 +541,7 @@ export class Gateway {
 
   /** Closes every client connection with `name` (default: restart, "come back now"). */
   disconnectAll(name: CloseName = 'restart', reason = 'server restarting'): void {
-    for (const session of [...this.#sessions.keys()]) session.close(name, reason);
+    for (const session of [...this.#sessions.values()]) session.close(name, reason);
   }
 
   /**
@@ -613,7 +614,7 @@ export class Gateway {
   /** Closes every connection of `user` on this node (a `disconnect` order); resolves with how many. */
   #disconnectUser(user: string, reason: string): number {
     let n = 0;
-    for (const session of [...this.#sessions.keys()]) {
+    for (const session of [...this.#sessions.values()]) {
       if (session.identity.anonymous || session.identity.user !== user) continue;
       session.close('unauthorized', reason);
       n += 1;
@@ -634,7 +635,7 @@ export class Gateway {
 
   /** Closes the sessions open now with `restart` in `WAVES` waves spread evenly over `window` ms. */
   async #drainInWaves(window: number): Promise<void> {
-    const sessions = [...this.#sessions.keys()];
+    const sessions = [...this.#sessions.values()];
     if (window <= 0 || sessions.length === 0) return;
     const waves = Math.min(DRAIN_WAVES, sessions.length);
     const per = Math.ceil(sessions.length / waves);
@@ -645,17 +646,15 @@ export class Gateway {
   }
 
   #untrack(session: Session): void {
-    const transport = this.#sessions.get(session);
-    if (transport === undefined) return;
-    this.#sessions.delete(session);
-    this.#byId.delete(session.id);
+    if (this.#sessions.get(session.id) !== session) return;
+    this.#sessions.delete(session.id);
+    const { transport } = session;
     const reason = session.closedAs ?? 'client_gone';
     this.metrics.connectionClosed(transport, reason);
     // A shed slow consumer is worth an operator's attention; ordinary comings and goings are debug.
-    this.log[reason === 'slow_consumer' ? 'info' : 'debug'](
-      { session: session.id, transport, user: session.identity.user || undefined, durationMs: Date.now() - session.openedAt, reason },
-      'disconnect',
-    );
+    const level = reason === 'slow_consumer' ? 'info' : 'debug';
+    if (!this.log.isLevelEnabled(level)) return;
+    this.log[level]({ session: session.id, transport, user: session.identity.user || undefined, durationMs: Date.now() - session.openedAt, reason }, 'disconnect');
   }
 
   /** A bug: logged with its context and counted; the client got a coded `internal` error. */

@@ -11,8 +11,9 @@ import type { Socket } from 'node:net';
 import type { Duplex } from 'node:stream';
 import {
   CloseCode,
+  encodeSubscribeReply,
+  encodeWelcome,
   jsonCodec,
-  PROTOCOL_VERSION,
   type CloseName,
   type Gap,
   type RequestId,
@@ -101,7 +102,12 @@ export class WebSocketConnection implements DuplexSink {
   }
 
   subscribed(result: SubscribeResult, id: RequestId | undefined): void {
-    if (id !== undefined) this.frame({ type: 'reply', id, result });
+    if (id !== undefined) this.#write(frameText(encodeSubscribeReply(id, result)));
+  }
+
+  /** The connection's first frame: its session id and the heartbeat interval. */
+  welcome(session: string): void {
+    this.#write(frameText(encodeWelcome(session, this.opts.pingInterval)));
   }
 
   /** Hot path: the session checked the bound (and applied the namespace's backpressure policy). */
@@ -317,7 +323,7 @@ export class WebSocketTransport {
       session.detach();
       if (this.#conns.size === 0) for (const w of this.#closedWaiters.splice(0)) w();
     });
-    conn.frame({ type: 'welcome', version: PROTOCOL_VERSION, session: session.id, heartbeat: this.opts.pingInterval });
+    conn.welcome(session.id);
     return session;
   }
 }
