@@ -32,7 +32,7 @@ import { streamParams, type StreamParams } from '../http/params.js';
 import { Outbox } from '../outbox.js';
 import { RetryLater } from '../limits.js';
 import { refusedHandshake } from '../http/ws-refusal.js';
-import { SLOW_CONSUMER, type Attachment, type Connector, type DuplexAttachment, type DuplexSink } from '../sink.js';
+import { SLOW_CONSUMER, type Connector, type DuplexAttachment, type DuplexSink } from '../sink.js';
 
 export interface WebSocketOptions {
   readonly maxPayload: number;
@@ -57,6 +57,30 @@ function destroySocket(this: Duplex): void {
 
 const ignore = (): void => undefined;
 
+/**
+ * The `ws` socket of a gateway connection. It holds its connection, so the listeners every
+ * connection shares (module-level functions that take the socket as `this`) find what they need:
+ * listeners made per connection would cost each one a function and a scope for as long as it lives.
+ */
+class GatewaySocket extends WebSocket {
+  conn: WebSocketConnection | undefined = undefined;
+}
+
+/** A pong (or any inbound frame) proves the peer alive. */
+function onPong(this: WebSocket): void {
+  const conn = (this as GatewaySocket).conn;
+  if (conn !== undefined) conn.alive = true;
+}
+
+function onMessage(this: WebSocket, data: Buffer, isBinary: boolean): void {
+  const conn = (this as GatewaySocket).conn;
+  const session = conn?.owner;
+  if (conn === undefined || session === undefined) return;
+  conn.alive = true;
+  if (isBinary) session.receiveBinary();
+  else session.receive(data.toString('utf8'));
+}
+
 export class WebSocketConnection implements DuplexSink {
   /** Set by a pong or any inbound frame; cleared by each heartbeat sweep. */
   alive = true;
@@ -69,12 +93,7 @@ export class WebSocketConnection implements DuplexSink {
     private readonly opts: WebSocketOptions,
   ) {
     this.#out = new Outbox(socket, true);
-    ws.on('pong', this.#markAlive);
   }
-
-  readonly #markAlive = (): void => {
-    this.alive = true;
-  };
 
   get open(): boolean {
     return this.ws.readyState === WebSocket.OPEN;
@@ -88,7 +107,8 @@ export class WebSocketConnection implements DuplexSink {
     if (this.open) this.#out.whenDrained(listener);
   }
 
-  owner: Attachment | undefined;
+  /** The session this connection carries (set once it is open). */
+  owner: DuplexAttachment | undefined;
 
   /** Over the bound outside the publication path: the session closes, leaving its channels at once. */
   #shed(): void {
@@ -227,7 +247,23 @@ export class WebSocketTransport {
       maxPayload: opts.maxPayload,
       perMessageDeflate: false,
       clientTracking: false,
+      WebSocket: GatewaySocket,
     });
+    // One close listener for every connection of this transport.
+    const closed = (conn: WebSocketConnection): void => this.#closed(conn);
+    this.#onClose = function (this: WebSocket): void {
+      const conn = (this as GatewaySocket).conn;
+      if (conn !== undefined) closed(conn);
+    };
+  }
+
+  readonly #onClose: (this: WebSocket) => void;
+
+  #closed(conn: WebSocketConnection): void {
+    this.#conns.delete(conn);
+    conn.released();
+    conn.owner?.detach();
+    if (this.#conns.size === 0) for (const w of this.#closedWaiters.splice(0)) w();
   }
 
   /** Open connections. */
@@ -290,16 +326,13 @@ export class WebSocketTransport {
     // refuses ends the socket, which uncorks it.)
     socket.cork();
     this.#wss.handleUpgrade(req, socket, head, (ws: WebSocket) => {
-      const session = this.#open(ws, socket as Socket, admitted.identity);
+      const session = this.#open(ws as GatewaySocket, socket as Socket, admitted.identity);
       if (session !== undefined) subscribeAtConnect(admitted.url, session);
     });
   }
 
-  /**
-   * The connection's life. Its listeners are made here, in a scope that holds only what they need:
-   * made in `#accept`, they would keep the upgrade request, its head and URL alive with the connection.
-   */
-  #open(ws: WebSocket, socket: Socket, identity: Identity): DuplexAttachment | undefined {
+  /** The connection's life: its listeners are shared by every connection and find it through the socket. */
+  #open(ws: GatewaySocket, socket: Socket, identity: Identity): DuplexAttachment | undefined {
     const conn = new WebSocketConnection(ws, socket, this.opts);
     let session: DuplexAttachment;
     try {
@@ -310,19 +343,12 @@ export class WebSocketTransport {
       ws.terminate();
       return undefined;
     }
+    ws.conn = conn;
     this.#conns.add(conn);
-    ws.on('message', (data: Buffer, isBinary: boolean) => {
-      conn.alive = true;
-      if (isBinary) session.receiveBinary();
-      else session.receive(data.toString('utf8'));
-    });
+    ws.on('message', onMessage);
+    ws.on('pong', onPong);
     ws.on('error', ignore);
-    ws.on('close', () => {
-      this.#conns.delete(conn);
-      conn.released();
-      session.detach();
-      if (this.#conns.size === 0) for (const w of this.#closedWaiters.splice(0)) w();
-    });
+    ws.on('close', this.#onClose);
     conn.welcome(session.id);
     return session;
   }
