@@ -132,18 +132,27 @@ export class PollConnection implements Sink {
   }
 }
 
-/** A held response as a poll group sees it: the same answer bytes may go to many. */
-function pollerOf(res: ServerResponse, cors: Readonly<Record<string, string>>): Poller {
-  return {
-    answer(body: Buffer): void {
-      if (res.headersSent || res.destroyed) return;
-      res.writeHead(200, { ...cors, ...ANSWER_HEADERS, 'content-length': body.length });
-      res.end(body);
-    },
-    onGone(listener: () => void): void {
-      res.once('close', listener);
-    },
-  };
+/**
+ * A held response as a poll group sees it: the same answer bytes may go to many. A class, not an
+ * object of closures: a held poll costs one small object here.
+ */
+class HeldResponse implements Poller {
+  constructor(
+    private readonly res: ServerResponse,
+    private readonly cors: Readonly<Record<string, string>>,
+  ) {}
+
+  answer(body: Buffer): void {
+    const { res } = this;
+    if (res.headersSent || res.destroyed) return;
+    res.writeHead(200, { ...this.cors, ...ANSWER_HEADERS, 'content-length': body.length });
+    res.end(body);
+  }
+
+  onGone(listener: () => void): void {
+    // `on`, not `once`, which wraps the listener in two more objects: 'close' comes once anyway.
+    this.res.on('close', listener);
+  }
 }
 
 export class PollTransport {
@@ -166,7 +175,7 @@ export class PollTransport {
     // One channel: the core's poll group may hold it, or answer it at once, with shared bytes.
     const only = params.channels.length === 1 ? params.channels[0] : undefined;
     if (only !== undefined && this.connector.park !== undefined) {
-      const outcome = this.connector.park({ channel: only, since: params.cursor.get(only), identity: admitted.identity, hold, poller: pollerOf(res, admitted.cors) });
+      const outcome = this.connector.park({ channel: only, since: params.cursor.get(only), identity: admitted.identity, hold, poller: new HeldResponse(res, admitted.cors) });
       if (outcome !== 'declined') return;
     }
     const owner: { session?: Attachment } = {};
