@@ -173,7 +173,7 @@ export class Gateway {
    * an SSE stream finds the session it names. (One map: each entry costs every connection.)
    */
   readonly #sessions = new Map<string, Session>();
-  /** Connections that have not sent a byte yet: Node does not count them idle, so shutdown closes them itself. */
+  /** Connections that have not sent a request yet: Node does not count them idle, so shutdown closes them itself. */
   readonly #silent = new Set<Socket>();
   #timers: NodeJS.Timeout[] = [];
   #started = false;
@@ -385,25 +385,32 @@ export class Gateway {
       },
     });
 
+    // A connection is silent until its first request (or upgrade) arrives. That is learned from the
+    // request, not from a 'data' listener: one on an HTTP server's socket takes the socket off Node's
+    // native read path (its parser reading the socket directly) for the rest of its life. The close
+    // listener uses `this` (the socket) rather than a closure, and goes with the first request.
+    const silent = this.#silent;
+    function gone(this: Socket): void {
+      silent.delete(this);
+    }
+    const spoke = (socket: Socket): void => {
+      if (silent.delete(socket)) socket.off('close', gone);
+    };
     this.server = createServer(
       { headersTimeout: options.headersTimeout, requestTimeout: options.requestTimeout, connectionsCheckingInterval: Math.min(1000, options.headersTimeout) },
-      (req, res) => void admission.request(req, res),
+      (req, res) => {
+        spoke(req.socket);
+        void admission.request(req, res);
+      },
     );
     this.server.on('upgrade', (req: IncomingMessage, socket: Duplex, head: Buffer) => {
+      spoke(req.socket);
       if (wantsWebSocket(req)) admission.upgrade(req, socket, head);
       else answerAsPlain(req, socket, head, (r, s) => admission.request(r, s));
     });
-    // Listeners that use `this` (the socket) rather than closures: they stay attached to every open connection.
-    const silent = this.#silent;
-    function spoke(this: Socket): void {
-      silent.delete(this);
-      this.off('data', spoke);
-      this.off('close', spoke);
-    }
     this.server.on('connection', (socket: Socket) => {
       silent.add(socket);
-      socket.on('data', spoke);
-      socket.on('close', spoke);
+      socket.on('close', gone);
     });
     this.server.on('clientError', (err: NodeJS.ErrnoException, socket: Duplex) => {
       if (err.code === 'ECONNRESET' || !socket.writable) {
