@@ -46,7 +46,7 @@ import { loadRpcModule } from './rpc-module.js';
 import { Session, type SessionContext } from './session.js';
 import type { Connector, DuplexSink, Sink, StreamTransport } from './sink.js';
 import { PollTransport } from './transports/long-polling.js';
-import { SseTransport } from './transports/sse.js';
+import { GatewayResponse, SseTransport } from './transports/sse.js';
 import { WebSocketTransport } from './transports/websocket.js';
 
 /** Pieces a host application may supply; the defaults run one node in memory. */
@@ -397,7 +397,12 @@ export class Gateway {
       if (silent.delete(socket)) socket.off('close', gone);
     };
     this.server = createServer(
-      { headersTimeout: options.headersTimeout, requestTimeout: options.requestTimeout, connectionsCheckingInterval: Math.min(1000, options.headersTimeout) },
+      {
+        headersTimeout: options.headersTimeout,
+        requestTimeout: options.requestTimeout,
+        connectionsCheckingInterval: Math.min(1000, options.headersTimeout),
+        ServerResponse: GatewayResponse,
+      },
       (req, res) => {
         spoke(req.socket);
         void admission.request(req, res);

@@ -11,7 +11,7 @@
  * writes the last chunk.
  * @module
  */
-import type { IncomingMessage, ServerResponse } from 'node:http';
+import { ServerResponse, type IncomingMessage } from 'node:http';
 import type { Socket } from 'node:net';
 import {
   formatCursorEntry,
@@ -268,6 +268,15 @@ export class SseConnection implements Sink {
 
 const heartbeat = (conn: SseConnection): void => conn.heartbeat();
 
+/**
+ * The gateway's HTTP responses (its server's `ServerResponse` class). One that carries an SSE stream
+ * holds it, so the one close listener every stream shares finds it: a listener made per stream would
+ * cost each one a function and a scope for as long as it lives.
+ */
+export class GatewayResponse<Request extends IncomingMessage = IncomingMessage> extends ServerResponse<Request> {
+  stream: SseConnection | undefined = undefined;
+}
+
 export class SseTransport {
   /** Open streams, each with its heartbeat comment one `sseHeartbeat` after the last. */
   readonly #streams: Beats<SseConnection>;
@@ -277,7 +286,18 @@ export class SseTransport {
     private readonly connector: Connector,
   ) {
     this.#streams = new Beats(opts.sseHeartbeat, heartbeat);
+    const streams = this.#streams;
+    this.#onClose = function (this: ServerResponse): void {
+      const conn = (this as GatewayResponse).stream;
+      if (conn === undefined) return;
+      conn.closed();
+      streams.delete(conn);
+      conn.owner?.detach();
+    };
   }
+
+  /** The close listener of every stream's response. */
+  readonly #onClose: (this: ServerResponse) => void;
 
   /** Open streams. */
   get size(): number {
@@ -299,19 +319,13 @@ export class SseTransport {
     this.#streams.add(conn);
   };
 
-  /**
-   * The stream's life. Its close listener is made here, in a scope that holds only what it needs:
-   * made in `handle`, it would keep the request, its URL and parameters alive with the stream.
-   */
+  /** The stream's life: its close listener is shared by every stream and finds it through the response. */
   #open(res: ServerResponse, channels: readonly Channel[], { identity, cors }: Admitted): { conn: SseConnection; session: Attachment } {
     const conn = new SseConnection(res, channels, this.opts, cors);
     const session = this.connector.open('sse', conn, identity);
     conn.owner = session;
-    res.on('close', () => {
-      conn.closed();
-      this.#streams.delete(conn);
-      session.detach();
-    });
+    (res as GatewayResponse).stream = conn;
+    res.on('close', this.#onClose);
     return { conn, session };
   }
 
