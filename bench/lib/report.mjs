@@ -114,13 +114,16 @@ export function connectTable(session, res) {
   const cell = (s, f) => (get(s) === undefined ? (res.skipped[s.id] !== undefined ? 'skipped' : 'failed') : f(get(s)));
   const n = res.connect[sides[0]?.id]?.rounds.length ?? 0;
   lines.push(line([`connect-to-subscribed per second, median of ${n}`, ...sides.map((s) => cell(s, (m) => `${int(m.median)}${m.loadBound ? ' (load gen bound)' : ''}`)), ...pairs.map(([a, b]) => fmt(ratio(get(a)?.median, get(b)?.median)))]));
-  // Round by round: the sides of one round ran back to back.
-  const perRound = (a, b) => (get(a) === undefined || get(b) === undefined ? '' : get(a).rounds.map((r, i) => fmt(ratio(r, get(b).rounds[i]))).join(', '));
-  lines.push(line(['every round', ...sides.map((s) => cell(s, (m) => m.rounds.map(int).join(', '))), ...pairs.map(([a, b]) => perRound(a, b))]));
-  const perRoundMicros = (a, b) =>
-    get(a)?.microsRounds === undefined || get(b)?.microsRounds === undefined ? '' : get(a).microsRounds.map((r, i) => fmt(ratio(r, get(b).microsRounds[i]))).join(', ');
+  // Round by round (`key`: rounds or microsRounds): the sides of one round ran back to back.
+  const perRound = (a, b, key) => {
+    const x = get(a)?.[key];
+    const y = get(b)?.[key];
+    return x === undefined || y === undefined ? '' : x.map((r, i) => fmt(ratio(r, y[i]))).join(', ');
+  };
+  const rounds = (key) => line(['every round', ...sides.map((s) => cell(s, (m) => (m[key] ?? []).map(int).join(', '))), ...pairs.map(([a, b]) => perRound(a, b, key))]);
+  lines.push(rounds('rounds'));
   lines.push(line([`server CPU µs per connection, median of ${n}`, ...sides.map((s) => cell(s, (m) => (m.medianMicros === undefined ? 'n/a' : int(m.medianMicros)))), ...pairs.map(([a, b]) => fmt(ratio(get(a)?.medianMicros, get(b)?.medianMicros)))]));
-  lines.push(line(['every round', ...sides.map((s) => cell(s, (m) => (m.microsRounds ?? []).map(int).join(', '))), ...pairs.map(([a, b]) => perRoundMicros(a, b))]));
+  lines.push(rounds('microsRounds'));
   lines.push(line(['CPU server / load gen (median round)', ...sides.map((s) => cell(s, (m) => `${pct(m.cpu.server)} / ${pct(m.cpu.load)}`)), ...pairs.map(() => '')]));
   lines.push(line(['other processes on server / load core', ...sides.map((s) => cell(s, otherText)), ...pairs.map(() => '')]));
   return `### ${session.title}\n\n${session.about}\n\n${lines.join('\n')}${notes(res)}`;

@@ -169,34 +169,23 @@ describe('telling a blocked transport from an outage', () => {
     expect(storage.items.size).toBe(0);
   });
 
-  it('a WebSocket refused while the server answers is tried once more, then the client falls back and remembers', async () => {
+  // A proxy in front of a live gateway that resets upgrades (refused fast: tried once more) or
+  // holds them unanswered (no answer in time: one open timeout spent on WebSocket, not two).
+  it.each([
+    ['a WebSocket refused while the server answers is tried once more, then the client falls back and remembers', 'blockUpgrades', 2],
+    ['a WebSocket that gets no answer in time while the server answers is not tried again: the client falls back at once', 'holdUpgrades', 1],
+  ] as const)('%s', async (_title, fault, attempts) => {
     const gw = await gateway(new MemoryBroker({ maxChannels: 100, dedupMaxKeys: 100 }));
     const proxy = await startProxy(gw.port);
     cleanup.push(() => proxy.close());
-    proxy.blockUpgrades = true;
-    const storage = memory();
-    const ws = countingWebSocket();
-    const w = watched(proxy.url, { storage, WebSocket: ws.WebSocket });
-    const sub = w.client.subscribe('live:reset');
-    await until(() => w.client.state.status === 'connected' && sub.position !== undefined, 8000, 'connected');
-    expect(w.client.transport).toBe('sse');
-    expect(ws.attempts).toHaveLength(2);
-    expect([...storage.items.values()]).toEqual(['sse']);
-  });
-
-  it('a WebSocket that gets no answer in time while the server answers is not tried again: the client falls back at once', async () => {
-    const gw = await gateway(new MemoryBroker({ maxChannels: 100, dedupMaxKeys: 100 }));
-    const proxy = await startProxy(gw.port);
-    cleanup.push(() => proxy.close());
-    proxy.holdUpgrades = true;
+    proxy[fault] = true;
     const storage = memory();
     const ws = countingWebSocket();
     const w = watched(proxy.url, { storage, WebSocket: ws.WebSocket, openTimeout: 1000 });
-    const sub = w.client.subscribe('live:held');
+    const sub = w.client.subscribe('live:proxied-upgrade');
     await until(() => w.client.state.status === 'connected' && sub.position !== undefined, 8000, 'connected');
     expect(w.client.transport).toBe('sse');
-    // One open timeout spent on WebSocket, not two.
-    expect(ws.attempts).toHaveLength(1);
+    expect(ws.attempts).toHaveLength(attempts);
     expect([...storage.items.values()]).toEqual(['sse']);
   });
 });
