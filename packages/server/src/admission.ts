@@ -6,7 +6,8 @@
  * only for admitted requests and get what admission learned.
  * @module
  */
-import type { IncomingMessage, ServerResponse } from 'node:http';
+import type { IncomingHttpHeaders, IncomingMessage, OutgoingHttpHeaders, ServerResponse } from 'node:http';
+import type { Socket } from 'node:net';
 import type { Duplex } from 'node:stream';
 import { SseEvent, TidingsError } from '@tidings/protocol';
 import type { Authenticator, ConnectInfo, Identity, TransportName } from './auth.js';
@@ -32,7 +33,32 @@ export interface Admitted {
   readonly cors: Readonly<Record<string, string>>;
 }
 
-export type HttpHandler = (req: IncomingMessage, res: ServerResponse, admitted: Admitted) => void | Promise<void>;
+/** What admission reads of a request: Node's `IncomingMessage` has it, and so has a fast-lane request. */
+export interface HttpRequest {
+  readonly method?: string | undefined;
+  readonly url?: string | undefined;
+  readonly headers: IncomingHttpHeaders;
+  readonly socket: Socket;
+  readonly complete: boolean;
+}
+
+/** What admission, the error replies and the poll route do with a response: Node's `ServerResponse`, or a fast-lane one. */
+export interface HttpResponse {
+  readonly headersSent: boolean;
+  readonly destroyed: boolean;
+  readonly writableEnded: boolean;
+  readonly socket: Socket | null;
+  setHeader(name: string, value: string | number): unknown;
+  writeHead(status: number, headers?: OutgoingHttpHeaders): this;
+  end(body?: string | Buffer): this;
+  on(event: 'close', listener: () => void): this;
+  destroy(): this;
+}
+
+type Handler<Q, S> = (req: Q, res: S, admitted: Admitted) => void | Promise<void>;
+export type HttpHandler = Handler<IncomingMessage, ServerResponse>;
+/** A route's GET when the fast lane may serve it too: it sees only what both kinds of request have. */
+export type LaneHandler = Handler<HttpRequest, HttpResponse>;
 export type UpgradeHandler = (req: IncomingMessage, socket: Duplex, head: Buffer, admitted: Admitted) => void;
 
 export interface Route {
@@ -41,6 +67,8 @@ export interface Route {
   readonly transport: TransportName;
   readonly GET?: HttpHandler;
   readonly POST?: HttpHandler;
+  /** The GET, served on the fast lane too (plain requests straight from the socket, see `http/lane.ts`). */
+  readonly lane?: LaneHandler;
   /** A client connection (WebSocket, SSE, long poll): it takes a connection slot (per node, per IP, and per user when `perUser`). */
   readonly connection?: { readonly perUser: boolean };
   /** A GET that opens a stream (SSE, a held poll): HEAD answers its headers without opening one, and it is refused while draining. */
@@ -95,7 +123,7 @@ function releaseOnClose(target: { on(event: 'close', listener: () => void): unkn
  * What the authentication hook sees. The address is looked up only if the hook asks: Node keeps a
  * socket's looked-up address (an object and a string) for as long as the connection lives.
  */
-function connectInfo(transport: ConnectInfo['transport'], req: IncomingMessage, url: URL): ConnectInfo {
+function connectInfo(transport: ConnectInfo['transport'], req: HttpRequest, url: URL): ConnectInfo {
   const { headers, socket } = req;
   return {
     transport,
@@ -145,7 +173,7 @@ export function refuseOnSocket(socket: Duplex, err: TidingsError): void {
 
 const NO_HEADERS: Readonly<Record<string, string>> = Object.freeze({});
 
-function setHeaders(res: ServerResponse, headers: Readonly<Record<string, string>>): void {
+function setHeaders(res: HttpResponse, headers: Readonly<Record<string, string>>): void {
   for (const name in headers) res.setHeader(name, headers[name] as string);
 }
 
@@ -157,7 +185,7 @@ export function retryAfterSeconds(err: TidingsError): number {
 }
 
 /** The client's address: the socket's, or behind a trusted proxy the last `X-Forwarded-For` entry. */
-export function clientAddress(req: IncomingMessage, trustProxy: boolean): string {
+export function clientAddress(req: HttpRequest, trustProxy: boolean): string {
   if (trustProxy) {
     const header = req.headers['x-forwarded-for'];
     const list = (Array.isArray(header) ? header.join(',') : (header ?? '')).split(',');
@@ -187,7 +215,7 @@ const STATUS_TEXT: Record<number, string> = {
  * one (a request without a length or chunked encoding has none, whether or not Node has marked it
  * complete yet when it is refused).
  */
-function bodyPending(req: IncomingMessage): boolean {
+function bodyPending(req: HttpRequest): boolean {
   if (req.complete) return false;
   const length = req.headers['content-length'];
   return req.headers['transfer-encoding'] !== undefined || (length !== undefined && length !== '0');
@@ -200,7 +228,16 @@ export class Admission {
   ) {}
 
   /** Admits a plain HTTP request and runs its handler; every refusal is a coded JSON error. */
-  async request(req: IncomingMessage, res: ServerResponse): Promise<void> {
+  request(req: IncomingMessage, res: ServerResponse): Promise<void> {
+    return this.#request(req, res, (route, method) => (method === 'GET' ? route.GET : method === 'POST' ? route.POST : undefined));
+  }
+
+  /** Admits a GET the fast lane read, for a route with a lane handler, as {@link request} does. */
+  lane(req: HttpRequest, res: HttpResponse): Promise<void> {
+    return this.#request(req, res, (route, method) => (method === 'GET' ? route.lane : undefined));
+  }
+
+  async #request<Q extends HttpRequest, S extends HttpResponse>(req: Q, res: S, handlerOf: (route: Route, method: string | undefined) => Handler<Q, S> | undefined): Promise<void> {
     let route: Route | undefined;
     let path = '?';
     let cors = NO_HEADERS;
@@ -218,7 +255,7 @@ export class Admission {
         if (route.stream === undefined) setHeaders(res, cors);
       }
       const method = req.method === 'HEAD' ? 'GET' : req.method;
-      const handler = method === 'GET' ? route.GET : method === 'POST' ? route.POST : undefined;
+      const handler = handlerOf(route, method);
       if (handler === undefined) {
         const allow = [route.GET && 'GET, HEAD', route.POST && 'POST', route.upgrade && 'GET (WebSocket upgrade)'].filter(Boolean).join(', ');
         if (route.upgrade !== undefined && method === 'GET') {
@@ -237,7 +274,7 @@ export class Admission {
       const declared = Number(req.headers['content-length'] ?? 0);
       if (declared > this.opts.maxBody) throw new TidingsError('too_large', `the body is larger than ${this.opts.maxBody} bytes`);
       const slots: HeldSlots = { gate: undefined, user: undefined };
-      const connection = route.connection !== undefined && handler === route.GET;
+      const connection = route.connection !== undefined && method === 'GET';
       if (connection) {
         // Released when the response is done, however it ends.
         releaseOnClose(res, slots);
@@ -255,7 +292,7 @@ export class Admission {
   }
 
   /** A connection slot; the client's address is looked up only when connections are counted per address. */
-  #admit(req: IncomingMessage): Slot {
+  #admit(req: HttpRequest): Slot {
     const { gate, trustProxy } = this.opts;
     return gate.admit(gate.countsAddresses ? clientAddress(req, trustProxy) : undefined);
   }
@@ -266,7 +303,7 @@ export class Admission {
    * cap) is a stream that says why (`tidings:error`) and when to come back (`retry:`). Returns false for
    * other refusals, which stay HTTP errors.
    */
-  #refuseAsStream(req: IncomingMessage, res: ServerResponse, err: unknown): boolean {
+  #refuseAsStream(req: HttpRequest, res: HttpResponse, err: unknown): boolean {
     const draining = this.opts.draining();
     if (!(err instanceof TidingsError) || !(draining || err instanceof RetryLater) || res.headersSent || req.method !== 'GET') return false;
     // Draining: come back at once (another node will answer); otherwise when the refusal says.
@@ -316,7 +353,7 @@ export class Admission {
     );
   }
 
-  async #identify(route: Route, req: IncomingMessage, url: URL): Promise<Identity> {
+  async #identify(route: Route, req: HttpRequest, url: URL): Promise<Identity> {
     switch (route.access) {
       case 'public':
         return PUBLIC;
@@ -330,7 +367,7 @@ export class Admission {
     }
   }
 
-  #refuse(req: IncomingMessage, res: ServerResponse, err: unknown, path: string): void {
+  #refuse(req: HttpRequest, res: HttpResponse, err: unknown, path: string): void {
     if (!(err instanceof TidingsError)) this.opts.unexpected(err, { method: req.method, path });
     else this.opts.refused?.(err.code, { method: req.method, path: path.slice(0, 100) });
     // A body left unread is not worth reading: the connection ends after the answer, which says so

@@ -29,6 +29,7 @@ import { NatsBroker } from './brokers/nats.js';
 import { CommandHandler, DuplexSession, type RpcHandlers } from './commands.js';
 import { demoPage, publicFile } from './http/demo.js';
 import { answerAsPlain, wantsWebSocket } from './http/plain-upgrade.js';
+import { FastLane } from './http/lane.js';
 import { handlePresence } from './http/presence.js';
 import { handlePublish } from './http/publish.js';
 import { handleRefresh } from './http/refresh.js';
@@ -175,6 +176,7 @@ export class Gateway {
   readonly #sessions = new Map<string, Session>();
   /** Connections that have not sent a request yet: Node does not count them idle, so shutdown closes them itself. */
   readonly #silent = new Set<Socket>();
+  readonly #lane: FastLane;
   #timers: NodeJS.Timeout[] = [];
   #started = false;
   #brokerStatus: BrokerStatus = 'down';
@@ -291,7 +293,7 @@ export class Gateway {
       ],
       [
         '/poll',
-        { access: 'client', transport: 'poll', GET: poll.handle, stream: { contentType: 'application/json; charset=utf-8' }, connection: { perUser: false } },
+        { access: 'client', transport: 'poll', GET: poll.handle, lane: poll.handle, stream: { contentType: 'application/json; charset=utf-8' }, connection: { perUser: false } },
       ],
       ['/ws', { access: 'client', transport: 'websocket', upgrade: this.#ws.route, connection: { perUser: true } }],
       [
@@ -408,6 +410,15 @@ export class Gateway {
         void admission.request(req, res);
       },
     );
+    // Plain polls are read and answered on the socket, without Node's request and response objects.
+    const lanePaths = new Set([...routes].filter(([, route]) => route.lane !== undefined).map(([path]) => path));
+    this.#lane = new FastLane(this.server, {
+      paths: lanePaths,
+      serve: (req, res) => {
+        spoke(req.socket);
+        void admission.lane(req, res);
+      },
+    });
     this.server.on('upgrade', (req: IncomingMessage, socket: Duplex, head: Buffer) => {
       spoke(req.socket);
       if (wantsWebSocket(req)) admission.upgrade(req, socket, head);
@@ -577,6 +588,7 @@ export class Gateway {
     this.#timers = [];
     const deadline = setTimeout(() => {
       this.server.closeAllConnections();
+      this.#lane.destroyAll();
       this.#ws.terminateAll();
       this.#sse.destroyAll();
     }, this.options.shutdownTimeout);
@@ -590,6 +602,7 @@ export class Gateway {
     // Answered polls and ended streams leave keep-alive connections idle: close those as they appear.
     const closeIdle = (): void => {
       this.server.closeIdleConnections();
+      this.#lane.closeIdle();
       for (const socket of this.#silent) socket.destroy();
     };
     const idle = setInterval(closeIdle, 50);

@@ -3,7 +3,7 @@
  * @module
  */
 import { hash, timingSafeEqual } from 'node:crypto';
-import type { IncomingMessage } from 'node:http';
+import type { IncomingHttpHeaders } from 'node:http';
 import { TidingsError } from '@tidings/protocol';
 
 const BEARER = /^Bearer\s+(\S+)$/i;
@@ -26,12 +26,12 @@ export function sameKey(presented: string, apiKey: string): boolean {
 }
 
 /** Whether the request carries `Authorization: Bearer <apiKey>`. */
-export function hasApiKey(req: IncomingMessage, apiKey: string): boolean {
+export function hasApiKey(req: { readonly headers: IncomingHttpHeaders }, apiKey: string): boolean {
   const match = BEARER.exec(req.headers.authorization ?? '');
   return match !== null && sameKey(match[1] as string, apiKey);
 }
 
 /** Throws `unauthorized` unless the request carries `Authorization: Bearer <apiKey>`. */
-export function checkApiKey(req: IncomingMessage, apiKey: string): void {
+export function checkApiKey(req: { readonly headers: IncomingHttpHeaders }, apiKey: string): void {
   if (!hasApiKey(req, apiKey)) throw new TidingsError('unauthorized', 'send Authorization: Bearer <api key>');
 }

@@ -3,6 +3,7 @@
  * @module
  */
 import type { IncomingMessage, ServerResponse } from 'node:http';
+import type { HttpResponse } from '../admission.js';
 import { parseJson, TidingsError, type ErrorBody } from '@tidings/protocol';
 import { errorBody } from '../errors.js';
 import { RetryLater } from '../limits.js';
@@ -10,7 +11,7 @@ import { RetryLater } from '../limits.js';
 export { errorBody };
 
 /** Writes a JSON reply. */
-export function sendJson(res: ServerResponse, status: number, body: unknown, headers: Record<string, string> = {}): void {
+export function sendJson(res: HttpResponse, status: number, body: unknown, headers: Record<string, string> = {}): void {
   const text = JSON.stringify(body);
   res.writeHead(status, {
     'content-type': 'application/json; charset=utf-8',
@@ -22,7 +23,7 @@ export function sendJson(res: ServerResponse, status: number, body: unknown, hea
 }
 
 /** Writes `{ error: { code, reason } }` with the code's status; internal errors are not detailed. */
-export function sendError(res: ServerResponse, err: unknown, headers: Record<string, string> = {}): void {
+export function sendError(res: HttpResponse, err: unknown, headers: Record<string, string> = {}): void {
   if (res.destroyed) return;
   if (res.headersSent) {
     // A stream broke after it started: all that can be said is to end it. A finished answer stays.

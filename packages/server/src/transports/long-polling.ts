@@ -7,7 +7,6 @@
  * there. The server keeps no state between polls.
  * @module
  */
-import type { ServerResponse } from 'node:http';
 import {
   encodePollResponse,
   formatCursorEntry,
@@ -19,7 +18,7 @@ import {
   type RequestId,
   type SubscribeResult,
 } from '@tidings/protocol';
-import type { Admitted, HttpHandler } from '../admission.js';
+import type { Admitted, HttpRequest, HttpResponse, LaneHandler } from '../admission.js';
 import type { EncodedPublication } from '../encoded.js';
 import { streamParams, subscribeAll } from '../http/params.js';
 import type { Attachment, Connector, Poller, Sink } from '../sink.js';
@@ -43,7 +42,7 @@ export class PollConnection implements Sink {
 
   /** `start` holds the positions the client sent: until a channel is subscribed, its cursor entry stays there. */
   constructor(
-    private readonly res: ServerResponse,
+    private readonly res: HttpResponse,
     channels: readonly Channel[],
     start: ReadonlyMap<Channel, Position>,
     private readonly maxMessages: number,
@@ -138,7 +137,7 @@ export class PollConnection implements Sink {
  */
 class HeldResponse implements Poller {
   constructor(
-    private readonly res: ServerResponse,
+    private readonly res: HttpResponse,
     private readonly cors: Readonly<Record<string, string>>,
   ) {}
 
@@ -162,7 +161,7 @@ export class PollTransport {
   ) {}
 
   /** `GET /poll` */
-  readonly handle: HttpHandler = async (_req, res: ServerResponse, admitted: Admitted) => {
+  readonly handle: LaneHandler = async (_req: HttpRequest, res: HttpResponse, admitted: Admitted) => {
     const { url } = admitted;
     const params = streamParams(url, url.searchParams.get('cursor') ?? undefined);
     const timeoutText = url.searchParams.get('timeout');
