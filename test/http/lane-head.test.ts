@@ -52,7 +52,7 @@ const mostly = <T,>(plain: fc.Arbitrary<T>, fault: fc.Arbitrary<T>): fc.Arbitrar
   fc.oneof({ arbitrary: plain, weight: 6 }, { arbitrary: fault, weight: 1 });
 const headerName = mostly(
   fc.constantFrom('X-A', 'x-b', 'Origin', 'Cookie', 'Authorization', 'Connection', 'User-Agent', 'Accept', 'If-None-Match'),
-  fc.constantFrom('Host', 'Content-Length', 'Transfer-Encoding', 'Upgrade', 'Expect', 'Bad Name', 'X\u0000B', 'Ü', '', ' folded'),
+  fc.constantFrom('Host', 'Content-Length', 'Transfer-Encoding', 'Upgrade', 'Expect', 'Bad Name', 'X\u0000B', 'Ü', '', '', ' folded'),
 );
 const valueChar = mostly(fc.constantFrom('a', 'Z', '0', ' ', '\t', ',', ';', '=', '"', '/', ':'), fc.constantFrom('\r', '\n', '\u0000', '\u007f', 'é', 'ÿ'));
 const headerValue = fc.oneof(fc.constantFrom('keep-alive', 'close', 'upgrade', '0', '5', 'chunked', 'x', ''), fc.array(valueChar, { maxLength: 12 }).map((cs) => cs.join('')));
@@ -109,7 +109,7 @@ describe('lane heads', () => {
         expect(node?.url).toBe(lane.url);
         expect(node?.headers).toEqual({ ...lane.headers });
       }),
-      { numRuns: 400 },
+      { numRuns: 1500 },
     );
     // The generator reaches the subset often enough for the comparison to mean something.
     expect(read).toBeGreaterThan(20);

@@ -26,21 +26,20 @@ export interface LaneHead {
 export const MAX_LANE_HEADERS = 64;
 
 const HEAD_END = Buffer.from('\r\n\r\n');
-/** Lane paths are short: a request whose path runs longer is not the lane's. */
-const MAX_PATH = 64;
 const REQUEST_LINE = /^GET (\/[\x21-\x7e]*) HTTP\/1\.1$/;
-const TOKEN = /^[!#$%&'*+\-.^_`|~0-9A-Za-z]+$/;
-/** A field value before trimming: visible ASCII, spaces and tabs (no obs-text, no controls). */
-const FIELD_VALUE = /^[\t\x20-\x7e]*$/;
+/** `tchar` of RFC 9110 (the characters of a header name), by character code. */
+const TCHAR = new Uint8Array(128);
+for (const c of "!#$%&'*+-.^_`|~0123456789ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz") TCHAR[c.charCodeAt(0)] = 1;
+const isOws = (c: number): boolean => c === 0x20 || c === 0x09;
 /** Headers that put a request outside the subset: a body, a protocol switch, an interim answer. */
 const OUTSIDE = new Set(['transfer-encoding', 'upgrade', 'expect', 'http2-settings']);
 
-/** `value` without the spaces and tabs around it (linear: no regular expression that could backtrack). */
+/** `value` without the spaces and tabs around it. */
 function trimOws(value: string): string {
   let from = 0;
   let to = value.length;
-  while (from < to && (value.charCodeAt(from) === 0x20 || value.charCodeAt(from) === 0x09)) from++;
-  while (to > from && (value.charCodeAt(to - 1) === 0x20 || value.charCodeAt(to - 1) === 0x09)) to--;
+  while (from < to && isOws(value.charCodeAt(from))) from++;
+  while (to > from && isOws(value.charCodeAt(to - 1))) to--;
   return value.slice(from, to);
 }
 
@@ -60,30 +59,41 @@ function connectionClose(value: string): boolean | undefined {
  * and for one of `paths`; undefined for anything else.
  */
 export function readLaneHead(buf: Buffer, paths: ReadonlySet<string>, maxSize: number): LaneHead | undefined {
-  // The method and path first: most connections that are not the lane's (WebSocket upgrades, SSE,
+  // The method first: most connections that are not the lane's (WebSocket upgrades, SSE,
   // publishing) are told by their first bytes, before the head is looked at.
   if (buf.length < 5 || buf[0] !== 0x47 || buf[1] !== 0x45 || buf[2] !== 0x54 || buf[3] !== 0x20) return undefined;
-  let stop = 4;
-  while (stop < buf.length && stop < MAX_PATH && buf[stop] !== 0x3f && buf[stop] !== 0x20) stop++;
-  if (!paths.has(buf.toString('latin1', 4, stop))) return undefined;
   const end = buf.indexOf(HEAD_END);
   if (end === -1 || end + HEAD_END.length > maxSize) return undefined;
-  const lines = buf.toString('latin1', 0, end).split('\r\n');
-  if (lines.length - 1 > MAX_LANE_HEADERS) return undefined;
-  const target = REQUEST_LINE.exec(lines[0] as string)?.[1];
+  const text = buf.toString('latin1', 0, end);
+  let eol = text.indexOf('\r\n');
+  const target = REQUEST_LINE.exec(eol === -1 ? text : text.slice(0, eol))?.[1];
   if (target === undefined) return undefined;
-  const headers: Record<string, string> = Object.create(null) as Record<string, string>;
+  const query = target.indexOf('?');
+  if (!paths.has(query === -1 ? target : target.slice(0, query))) return undefined;
+  // A plain object, as Node's: a header named like an Object.prototype member is found as present and left to Node.
+  const headers: Record<string, string> = {};
   let close = false;
-  for (let i = 1; i < lines.length; i++) {
-    const line = lines[i] as string;
-    const colon = line.indexOf(':');
-    if (colon <= 0) return undefined;
-    const name = line.slice(0, colon);
-    const raw = line.slice(colon + 1);
-    if (!TOKEN.test(name) || !FIELD_VALUE.test(raw)) return undefined;
-    const key = name.toLowerCase();
+  let count = 0;
+  while (eol !== -1) {
+    if (++count > MAX_LANE_HEADERS) return undefined;
+    const from = eol + 2;
+    eol = text.indexOf('\r\n', from);
+    const to = eol === -1 ? text.length : eol;
+    // One pass over the line: a token, a colon, then a value of visible ASCII, spaces and tabs.
+    let colon = from;
+    while (colon < to && TCHAR[text.charCodeAt(colon)] === 1) colon++;
+    if (colon === from || colon === to || text.charCodeAt(colon) !== 0x3a) return undefined;
+    let start = colon + 1;
+    let stop = to;
+    for (let i = start; i < to; i++) {
+      const c = text.charCodeAt(i);
+      if (c !== 0x09 && (c < 0x20 || c > 0x7e)) return undefined;
+    }
+    while (start < stop && isOws(text.charCodeAt(start))) start++;
+    while (stop > start && isOws(text.charCodeAt(stop - 1))) stop--;
+    const key = text.slice(from, colon).toLowerCase();
     if (key in headers || OUTSIDE.has(key)) return undefined;
-    const value = trimOws(raw);
+    const value = text.slice(start, stop);
     if (key === 'content-length' && value !== '0') return undefined;
     if (key === 'connection') {
       const asked = connectionClose(value);

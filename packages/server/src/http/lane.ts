@@ -85,6 +85,9 @@ function dateHeader(): string {
 /** Node's answer to a connection that sent no whole request head in time. */
 const REQUEST_TIMEOUT = 'HTTP/1.1 408 Request Timeout\r\nConnection: close\r\n\r\n';
 
+/** The last frozen header set written, and what it was written as. */
+let written: { status: number; headers: OutgoingHttpHeaders; head: string; sized: boolean; close: boolean } | undefined;
+
 /** One header line, checked as Node checks what `setHeader` is given. */
 function headerLine(name: string, value: string | number | readonly string[]): string {
   if (!TOKEN.test(name)) throw new TypeError(`invalid header name ${JSON.stringify(name)}`);
@@ -144,6 +147,15 @@ export class LaneResponse {
 
   writeHead(status: number, headers?: OutgoingHttpHeaders): this {
     if (this.headersSent) throw new Error('the head was already written');
+    // A frozen header set cannot change: what it was written as is kept (answers to many parked polls share one).
+    const kept = this.#stored === undefined && headers !== undefined && headers === written?.headers && status === written.status ? written : undefined;
+    if (kept !== undefined) {
+      if (kept.close) this.conn.last = true;
+      this.#sized = kept.sized;
+      this.#head = kept.head;
+      this.headersSent = true;
+      return this;
+    }
     let head = `HTTP/1.1 ${status} ${STATUS[status] ?? 'Unknown'}\r\n`;
     // Names in lower case: set ones first, then these (which win).
     const all: Record<string, string | number | readonly string[]> = Object.create(null) as Record<string, string | number>;
@@ -156,9 +168,11 @@ export class LaneResponse {
       if (name === 'connection' || name === 'keep-alive' || name === 'date') continue;
       head += headerLine(name, all[name] as string);
     }
-    if (all.connection === 'close') this.conn.last = true;
+    const close = all.connection === 'close';
+    if (close) this.conn.last = true;
     this.#sized = all['content-length'] !== undefined;
     this.#head = head;
+    if (this.#stored === undefined && headers !== undefined && Object.isFrozen(headers)) written = { status, headers, head, sized: this.#sized, close };
     this.headersSent = true;
     return this;
   }

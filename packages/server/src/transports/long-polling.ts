@@ -132,6 +132,19 @@ export class PollConnection implements Sink {
 }
 
 /**
+ * The head of an answer for an origin's CORS headers and a body length. Every poller parked at a
+ * position gets the same body, so the last head made is asked for again and again: it is kept, frozen
+ * (a response may then keep what it made of it, see `http/lane.ts`).
+ */
+let lastHead: { cors: Readonly<Record<string, string>>; length: number; headers: Readonly<Record<string, string | number>> } | undefined;
+function answerHead(cors: Readonly<Record<string, string>>, length: number): Readonly<Record<string, string | number>> {
+  if (lastHead?.cors !== cors || lastHead.length !== length) {
+    lastHead = { cors, length, headers: Object.freeze({ ...cors, ...ANSWER_HEADERS, 'content-length': length }) };
+  }
+  return lastHead.headers;
+}
+
+/**
  * A held response as a poll group sees it: the same answer bytes may go to many. A class, not an
  * object of closures: a held poll costs one small object here.
  */
@@ -144,7 +157,7 @@ class HeldResponse implements Poller {
   answer(body: Buffer): void {
     const { res } = this;
     if (res.headersSent || res.destroyed) return;
-    res.writeHead(200, { ...this.cors, ...ANSWER_HEADERS, 'content-length': body.length });
+    res.writeHead(200, answerHead(this.cors, body.length));
     res.end(body);
   }
 
