@@ -208,6 +208,24 @@ export class LaneResponse {
   }
 }
 
+const CLOSE_LINES = 'connection: close\r\n\r\n';
+
+/** The last answer made whole: every poll parked at a position is answered with the same head and body. */
+let frame: { head: string; date: string; tail: string; body: Buffer; bytes: Buffer } | undefined;
+
+/** Head and body as one buffer, made once for the many connections answered with them. */
+function frameOf(head: string, tail: string, body: Buffer): Buffer {
+  const date = dateHeader();
+  if (frame?.body !== body || frame.head !== head || frame.date !== date || frame.tail !== tail) {
+    const text = head + date + tail;
+    const bytes = Buffer.allocUnsafe(text.length + body.length);
+    bytes.write(text, 0, 'latin1');
+    body.copy(bytes, text.length);
+    frame = { head, date, tail, body, bytes };
+  }
+  return frame.bytes;
+}
+
 function emitClosed(res: LaneResponse): void {
   res.closed();
 }
@@ -264,17 +282,10 @@ class LaneConnection {
     if (res !== this.#current) return;
     this.#current = undefined;
     const { socket } = this;
-    const tail = this.last ? 'connection: close\r\n\r\n' : this.lane.keepAliveLines;
+    const tail = this.last ? CLOSE_LINES : this.lane.keepAliveLines;
     if (socket.writable) {
-      const text = head + dateHeader() + tail;
-      if (typeof body === 'string') socket.write(text + body);
-      else if (body === undefined || body.length === 0) socket.write(text);
-      else {
-        socket.cork();
-        socket.write(text);
-        socket.write(body);
-        socket.uncork();
-      }
+      if (body === undefined || typeof body === 'string') socket.write(head + dateHeader() + tail + (body ?? ''));
+      else socket.write(frameOf(head, tail, body));
     }
     process.nextTick(emitClosed, res);
     if (this.last) {
@@ -371,10 +382,17 @@ export class FastLane {
     return this.#server.keepAliveTimeout + KEEP_ALIVE_BUFFER;
   }
 
+  #keepAliveFor = -1;
+  #keepAliveLines = '';
+
   /** The head's last lines for a connection kept open, as Node writes them. */
   get keepAliveLines(): string {
     const timeout = this.#server.keepAliveTimeout;
-    return timeout > 0 ? `connection: keep-alive\r\nkeep-alive: timeout=${Math.floor(timeout / 1000)}\r\n\r\n` : 'connection: keep-alive\r\n\r\n';
+    if (timeout !== this.#keepAliveFor) {
+      this.#keepAliveFor = timeout;
+      this.#keepAliveLines = timeout > 0 ? `connection: keep-alive\r\nkeep-alive: timeout=${Math.floor(timeout / 1000)}\r\n\r\n` : 'connection: keep-alive\r\n\r\n';
+    }
+    return this.#keepAliveLines;
   }
 
   /** Connections the lane holds now. */
