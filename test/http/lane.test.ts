@@ -2,8 +2,9 @@
  * The fast lane: plain polls are read and answered on the socket, without Node's request and
  * response objects; everything else on the same port is still Node's. A connection goes to Node at
  * its first request the lane does not take, with the bytes already read, and answers stay in order.
- * The lane keeps Node's timeouts (an idle keep-alive connection, a connection that sends nothing) and
- * is part of the gateway's shutdown.
+ * SSE streams go on the lane too (the head, then chunks the stream writes itself). The lane keeps
+ * Node's timeouts (an idle keep-alive connection, a connection that sends nothing) and is part of
+ * the gateway's shutdown.
  */
 import type { IncomingMessage } from 'node:http';
 import { connect, type Socket } from 'node:net';
@@ -197,4 +198,44 @@ it('lets a client that leaves a held poll go, and ends idle lane connections whe
   await gw.close();
   expect(Date.now() - started).toBeLessThan(3000);
   await expect.poll(() => idle.closed, { timeout: 2000 }).toBe(true);
+});
+
+it('streams SSE on the lane: chunked events, a last chunk when the stream ends, and the connection goes on', async () => {
+  const gw = await gateway();
+  const parsed = nodeRequests(gw);
+  const socket = connect(gw.port, '127.0.0.1');
+  cleanup.push(() => socket.destroy());
+  let received = '';
+  socket.setEncoding('latin1');
+  socket.on('data', (chunk: string) => (received += chunk));
+  socket.write('GET /sse?channel=news HTTP/1.1\r\nHost: gw\r\nAccept: text/event-stream\r\n\r\n');
+  await expect.poll(() => received, { timeout: 5000 }).toContain('event: tidings:welcome');
+  const head = parseHead(received);
+  expect(head?.status).toBe(200);
+  expect(head?.headers['transfer-encoding']).toBe('chunked');
+  expect(head?.headers['content-type']).toBe('text/event-stream; charset=utf-8');
+  expect(head?.headers['content-length']).toBeUndefined();
+  await gw.publish('news', { n: 1 });
+  await expect.poll(() => received, { timeout: 5000 }).toContain('{"n":1}');
+  gw.gateway.disconnectAll();
+  await expect.poll(() => received, { timeout: 5000 }).toContain('\r\n0\r\n\r\n');
+  // Every chunk is framed exactly: the body, unchunked, is a well-formed event stream.
+  const body = received.slice(received.indexOf('\r\n\r\n') + 4);
+  let events = '';
+  for (let at = 0; ; ) {
+    const eol = body.indexOf('\r\n', at);
+    const size = parseInt(body.slice(at, eol), 16);
+    if (size === 0) break;
+    events += body.slice(eol + 2, eol + 2 + size);
+    expect(body.slice(eol + 2 + size, eol + 4 + size)).toBe('\r\n');
+    at = eol + 4 + size;
+  }
+  expect(events).toContain('event: tidings:error');
+  expect(events.split('\n\n').every((e) => e === '' || /^(retry|event|id|data|:)/m.test(e))).toBe(true);
+  // The same connection serves the next request.
+  const before = received.length;
+  socket.write(poll('channel=news&timeout=0'));
+  await expect.poll(() => received.slice(before), { timeout: 5000 }).toContain('"cursor":"news=');
+  expect(parsed.get('/sse')).toBeUndefined();
+  expect(parsed.get('/poll')).toBeUndefined();
 });

@@ -2,8 +2,10 @@
  * Shared helpers of the interoperability tests: what reached the gateway's `/sse` endpoint (with
  * the `Last-Event-ID` each request carried), cursor text as the server writes it, and polling.
  */
-import type { IncomingMessage } from 'node:http';
+import { subscribe, unsubscribe } from 'node:diagnostics_channel';
+import type { IncomingHttpHeaders } from 'node:http';
 import type { Position } from '@tidings/protocol';
+import { LANE_REQUESTS } from '@tidings/server';
 import type { TestGateway } from '@tidings/testing';
 
 /** One request to `/sse`, as the gateway received it. */
@@ -16,19 +18,28 @@ export interface SseRequest {
 }
 
 /**
- * Records every `/sse` request the gateway receives. It only observes: the gateway's own
- * request handler still serves the request. Returns the live list and a function that stops recording.
+ * Records every `/sse` request the gateway receives: those Node's server parses (its `request`
+ * event) and those its fast lane serves (published on a diagnostics channel). It only observes: the
+ * gateway still serves the request. Returns the live list and a function that stops recording.
  */
 export function recordSseRequests(gw: TestGateway): { readonly requests: SseRequest[]; stop(): void } {
   const requests: SseRequest[] = [];
-  const listener = (req: IncomingMessage): void => {
+  const record = (req: { readonly url?: string | undefined; readonly headers: IncomingHttpHeaders }): void => {
     const url = req.url ?? '';
     if (!url.startsWith('/sse')) return;
     const header = req.headers['last-event-id'];
     requests.push({ url, lastEventId: typeof header === 'string' ? header : undefined, at: Date.now() });
   };
-  gw.gateway.server.on('request', listener);
-  return { requests, stop: () => gw.gateway.server.off('request', listener) };
+  const onLane = (message: unknown): void => record((message as { request: { url: string; headers: IncomingHttpHeaders } }).request);
+  gw.gateway.server.on('request', record);
+  subscribe(LANE_REQUESTS, onLane);
+  return {
+    requests,
+    stop: () => {
+      gw.gateway.server.off('request', record);
+      unsubscribe(LANE_REQUESTS, onLane);
+    },
+  };
 }
 
 /** One cursor entry as the SSE `id:` carries it: `channel=epoch.seq36`. */

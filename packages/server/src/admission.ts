@@ -51,7 +51,10 @@ export interface HttpResponse {
   setHeader(name: string, value: string | number): unknown;
   writeHead(status: number, headers?: OutgoingHttpHeaders): this;
   end(body?: string | Buffer): this;
-  on(event: 'close', listener: () => void): this;
+  /** Sends the head now; the body follows (a stream). */
+  flushHeaders(): void;
+  /** Listeners are called on the response. */
+  on(event: 'close', listener: (this: HttpResponse) => void): this;
   destroy(): this;
 }
 

@@ -289,7 +289,7 @@ export class Gateway {
     const routes = new Map<string, Route>([
       [
         '/sse',
-        { access: 'client', transport: 'sse', GET: this.#sse.handle, stream: { contentType: 'text/event-stream; charset=utf-8' }, connection: { perUser: true } },
+        { access: 'client', transport: 'sse', GET: this.#sse.handle, lane: this.#sse.handle, stream: { contentType: 'text/event-stream; charset=utf-8' }, connection: { perUser: true } },
       ],
       [
         '/poll',

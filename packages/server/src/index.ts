@@ -1,4 +1,5 @@
 export { createGateway, Gateway, type GatewayParts, type GatewayStats, type ListenInfo } from './gateway.js';
+export { LANE_REQUESTS, type LaneRequest } from './http/lane.js';
 export {
   DEFAULTS,
   DEMO_NAMESPACES,

@@ -19,6 +19,7 @@
  * paused) until it is answered.
  * @module
  */
+import { channel } from 'node:diagnostics_channel';
 import type { IncomingHttpHeaders, OutgoingHttpHeaders, Server } from 'node:http';
 import type { Socket } from 'node:net';
 import { readLaneHead } from './lane-head.js';
@@ -41,6 +42,13 @@ export interface LaneOptions {
   readonly paths: ReadonlySet<string>;
   readonly serve: LaneServe;
 }
+
+/**
+ * Every request the lane serves is published here as `{ request, response }` (when anyone listens),
+ * as Node publishes the requests its server parses on `http.server.request.start`.
+ */
+export const LANE_REQUESTS = 'tidings.lane.request';
+const requests = channel(LANE_REQUESTS);
 
 const LANE = Symbol('tidings.lane');
 type LaneSocket = Socket & { [LANE]?: LaneConnection };
@@ -115,6 +123,8 @@ function onError(): void {
   // 'close' follows.
 }
 
+type CloseListener = (this: LaneResponse) => void;
+
 /**
  * A lane request's answer: the part of Node's `ServerResponse` that admission, the error replies and
  * the poll route use. The head is kept until `end`, which writes head and body at once.
@@ -126,8 +136,12 @@ export class LaneResponse {
   #head = '';
   /** The head says how long the body is. */
   #sized = false;
-  #onClose: (() => void) | (() => void)[] | undefined;
+  /** The head went out alone (`flushHeaders`): the body follows in HTTP/1.1 chunks, written by the route. */
+  #streaming = false;
+  #onClose: CloseListener | CloseListener[] | undefined;
   #closed = false;
+  /** What the response carries (an SSE stream), for listeners shared by every response to find it, as on the gateway's `ServerResponse`. */
+  stream: unknown = undefined;
 
   constructor(private readonly conn: LaneConnection) {}
 
@@ -177,16 +191,37 @@ export class LaneResponse {
     return this;
   }
 
+  /** Whether the body goes in chunks (after `flushHeaders`), as Node's `chunkedEncoding`. */
+  get chunkedEncoding(): boolean {
+    return this.#streaming;
+  }
+
+  /**
+   * Sends the head now: the body follows in HTTP/1.1 chunks that the route writes to the socket
+   * itself (an SSE stream), and `end` writes the last ones.
+   */
+  flushHeaders(): void {
+    if (this.#streaming || this.writableEnded) return;
+    if (!this.headersSent) this.writeHead(200);
+    this.#streaming = true;
+    this.conn.stream(this, this.#sized ? this.#head : `${this.#head}transfer-encoding: chunked\r\n`);
+  }
+
   end(body?: string | Buffer): this {
     if (this.writableEnded) return this;
     if (!this.headersSent) this.writeHead(200);
     this.writableEnded = true;
-    this.conn.answer(this, this.#sized ? this.#head : `${this.#head}content-length: ${body === undefined ? 0 : Buffer.byteLength(body)}\r\n`, body);
+    if (this.#streaming) {
+      const size = body === undefined ? 0 : Buffer.byteLength(body);
+      this.conn.finish(this, size === 0 ? LAST_CHUNK : `${size.toString(16)}\r\n${body as string}\r\n${LAST_CHUNK}`);
+    } else {
+      this.conn.answer(this, this.#sized ? this.#head : `${this.#head}content-length: ${body === undefined ? 0 : Buffer.byteLength(body)}\r\n`, body);
+    }
     return this;
   }
 
-  /** Only `close`: when the answer is out, or the connection went before it. */
-  on(_event: 'close', listener: () => void): this {
+  /** Only `close`: when the answer is out, or the connection went before it. Listeners are called on the response, as Node's are. */
+  on(_event: 'close', listener: CloseListener): this {
     const list = this.#onClose;
     this.#onClose = list === undefined ? listener : Array.isArray(list) ? [...list, listener] : [list, listener];
     return this;
@@ -203,12 +238,13 @@ export class LaneResponse {
     this.#closed = true;
     const list = this.#onClose;
     this.#onClose = undefined;
-    if (typeof list === 'function') list();
-    else if (list !== undefined) for (const listener of list) listener();
+    if (typeof list === 'function') list.call(this);
+    else if (list !== undefined) for (const listener of list) listener.call(this);
   }
 }
 
 const CLOSE_LINES = 'connection: close\r\n\r\n';
+const LAST_CHUNK = '0\r\n\r\n';
 
 /** The last answer made whole: every poll parked at a position is answered with the same head and body. */
 let frame: { head: string; date: string; tail: string; body: Buffer; bytes: Buffer } | undefined;
@@ -274,19 +310,39 @@ class LaneConnection {
     this.#current = res;
     this.#served = true;
     this.socket.setTimeout(0);
-    this.lane.serve({ method: 'GET', url: head.url, headers: head.headers, socket: this.socket, complete: true }, res);
+    const req: LaneRequest = { method: 'GET', url: head.url, headers: head.headers, socket: this.socket, complete: true };
+    if (requests.hasSubscribers) requests.publish({ request: req, response: res });
+    this.lane.serve(req, res);
+  }
+
+  /** Writes the head of a response whose body the route streams; the response stays in flight until it ends. */
+  stream(res: LaneResponse, head: string): void {
+    if (res === this.#current && this.socket.writable) this.socket.write(head + dateHeader() + (this.last ? CLOSE_LINES : this.lane.keepAliveLines));
   }
 
   /** Writes an answer (head and body together) and goes on with the connection. */
   answer(res: LaneResponse, head: string, body: string | Buffer | undefined): void {
     if (res !== this.#current) return;
-    this.#current = undefined;
     const { socket } = this;
     const tail = this.last ? CLOSE_LINES : this.lane.keepAliveLines;
     if (socket.writable) {
       if (body === undefined || typeof body === 'string') socket.write(head + dateHeader() + tail + (body ?? ''));
       else socket.write(frameOf(head, tail, body));
     }
+    this.#done(res);
+  }
+
+  /** Writes the last bytes of a streamed response and goes on with the connection. */
+  finish(res: LaneResponse, last: string): void {
+    if (res !== this.#current) return;
+    if (this.socket.writable) this.socket.write(last);
+    this.#done(res);
+  }
+
+  /** The response in flight is written: its close listeners run next, and the connection goes on (or ends). */
+  #done(res: LaneResponse): void {
+    this.#current = undefined;
+    const { socket } = this;
     process.nextTick(emitClosed, res);
     if (this.last) {
       this.#end();

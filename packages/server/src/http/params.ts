@@ -3,7 +3,7 @@
  * comma-separated) and a cursor (`Last-Event-ID` header, `lastEventId` or `cursor` query).
  * @module
  */
-import type { IncomingMessage } from 'node:http';
+import type { IncomingHttpHeaders } from 'node:http';
 import type { Attachment } from '../sink.js';
 import {
   channelProblem,
@@ -55,7 +55,7 @@ export async function subscribeAll(session: Attachment, channels: readonly Chann
 }
 
 /** The SSE resume cursor: the browser's `Last-Event-ID` wins over the `lastEventId` query. */
-export function sseCursorText(req: IncomingMessage, url: URL): string | undefined {
+export function sseCursorText(req: { readonly headers: IncomingHttpHeaders }, url: URL): string | undefined {
   const header = req.headers['last-event-id'];
   if (typeof header === 'string' && header !== '') return header;
   return url.searchParams.get('lastEventId') ?? undefined;

@@ -2,7 +2,7 @@
  * HTTP plumbing shared by the routes: JSON replies, coded errors, bounded JSON bodies.
  * @module
  */
-import type { IncomingMessage, ServerResponse } from 'node:http';
+import type { IncomingMessage } from 'node:http';
 import type { HttpResponse } from '../admission.js';
 import { parseJson, TidingsError, type ErrorBody } from '@tidings/protocol';
 import { errorBody } from '../errors.js';
@@ -95,7 +95,7 @@ function readBody(req: IncomingMessage, limit: number): Promise<string> {
  * `setHeader`, `writeHead` and `end`). A stream lives for hours; once its head is out, a one-character
  * stand-in keeps those answers the same and lets the string go.
  */
-export function forgetHead(res: ServerResponse): void {
+export function forgetHead(res: HttpResponse): void {
   const head = res as unknown as { _header?: unknown; _headerSent?: unknown };
   if (head._headerSent === true && typeof head._header === 'string') head._header = ' ';
 }

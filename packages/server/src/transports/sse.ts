@@ -23,7 +23,7 @@ import {
   type RequestId,
   type SubscribeResult,
 } from '@tidings/protocol';
-import type { Admitted, HttpHandler } from '../admission.js';
+import type { Admitted, HttpRequest, HttpResponse, LaneHandler } from '../admission.js';
 import { Beats } from '../beats.js';
 import { has, put } from '../bits.js';
 import type { EncodedPresence, EncodedPublication } from '../encoded.js';
@@ -64,7 +64,7 @@ export class SseConnection implements Sink {
   #held: Held[] | undefined = [];
 
   constructor(
-    private readonly res: ServerResponse,
+    private readonly res: HttpResponse,
     channels: readonly Channel[],
     private readonly opts: SseOptions,
     /** The CORS headers of the request's origin (shared between streams). */
@@ -212,7 +212,7 @@ export class SseConnection implements Sink {
     this.#out?.close();
     res.end(`event: ${SseEvent.error}\ndata: ${JSON.stringify({ code: name, reason })}\n\n`);
     const cut = setTimeout(() => res.destroy(), this.opts.closeGrace).unref();
-    res.once('close', () => clearTimeout(cut));
+    res.on('close', () => clearTimeout(cut));
   }
 
   /** Cuts the stream now (shutdown deadline): nothing more is written to it. */
@@ -271,11 +271,14 @@ const heartbeat = (conn: SseConnection): void => conn.heartbeat();
 /**
  * The gateway's HTTP responses (its server's `ServerResponse` class). One that carries an SSE stream
  * holds it, so the one close listener every stream shares finds it: a listener made per stream would
- * cost each one a function and a scope for as long as it lives.
+ * cost each one a function and a scope for as long as it lives. (A fast-lane response has the same field.)
  */
 export class GatewayResponse<Request extends IncomingMessage = IncomingMessage> extends ServerResponse<Request> {
-  stream: SseConnection | undefined = undefined;
+  stream: unknown = undefined;
 }
+
+/** A response that can carry its stream: the gateway's `ServerResponse`, or a fast-lane one. */
+type Carrier = HttpResponse & { stream: unknown };
 
 export class SseTransport {
   /** Open streams, each with its heartbeat comment one `sseHeartbeat` after the last. */
@@ -287,9 +290,9 @@ export class SseTransport {
   ) {
     this.#streams = new Beats(opts.sseHeartbeat, heartbeat);
     const streams = this.#streams;
-    this.#onClose = function (this: ServerResponse): void {
-      const conn = (this as GatewayResponse).stream;
-      if (conn === undefined) return;
+    this.#onClose = function (this: HttpResponse): void {
+      const conn = (this as Carrier).stream;
+      if (!(conn instanceof SseConnection)) return;
       conn.closed();
       streams.delete(conn);
       conn.owner?.detach();
@@ -297,7 +300,7 @@ export class SseTransport {
   }
 
   /** The close listener of every stream's response. */
-  readonly #onClose: (this: ServerResponse) => void;
+  readonly #onClose: (this: HttpResponse) => void;
 
   /** Open streams. */
   get size(): number {
@@ -305,7 +308,7 @@ export class SseTransport {
   }
 
   /** `GET /sse` */
-  readonly handle: HttpHandler = async (req: IncomingMessage, res: ServerResponse, admitted: Admitted) => {
+  readonly handle: LaneHandler = async (req: HttpRequest, res: HttpResponse, admitted: Admitted) => {
     const params = streamParams(admitted.url, sseCursorText(req, admitted.url));
     const { conn, session } = this.#open(res, params.channels, admitted);
     try {
@@ -320,11 +323,11 @@ export class SseTransport {
   };
 
   /** The stream's life: its close listener is shared by every stream and finds it through the response. */
-  #open(res: ServerResponse, channels: readonly Channel[], { identity, cors }: Admitted): { conn: SseConnection; session: Attachment } {
+  #open(res: HttpResponse, channels: readonly Channel[], { identity, cors }: Admitted): { conn: SseConnection; session: Attachment } {
     const conn = new SseConnection(res, channels, this.opts, cors);
     const session = this.connector.open('sse', conn, identity);
     conn.owner = session;
-    (res as GatewayResponse).stream = conn;
+    (res as Carrier).stream = conn;
     res.on('close', this.#onClose);
     return { conn, session };
   }
