@@ -53,8 +53,11 @@ export interface LaneOptions {
 export const LANE_REQUESTS = 'tidings.lane.request';
 const requests = channel(LANE_REQUESTS);
 
-const LANE = Symbol('tidings.lane');
-type LaneSocket = Socket & { [LANE]?: LaneConnection };
+/**
+ * The lane's connections by socket, for the listeners every connection shares. Not a property of the
+ * socket: one added there stays on it (grown property storage) after the socket goes to Node.
+ */
+const lanes = new WeakMap<Socket, LaneConnection>();
 
 /** Node's limit on a request head (its `--max-http-header-size` default). */
 const MAX_HEAD = 16 * 1024;
@@ -108,19 +111,14 @@ function headerLine(name: string, value: string | number | readonly string[]): s
 }
 
 // Listeners shared by every lane connection; each finds its connection through the socket.
-function onData(this: LaneSocket, chunk: Buffer): void {
-  this[LANE]?.read(chunk);
+function onData(this: Socket, chunk: Buffer): void {
+  lanes.get(this)?.read(chunk);
 }
-function onEnd(this: LaneSocket): void {
-  this[LANE]?.ended();
+function onEnd(this: Socket): void {
+  lanes.get(this)?.ended();
 }
-function onClose(this: LaneSocket): void {
-  this[LANE]?.closed();
-}
-function onTimeout(this: LaneSocket): void {
-  const conn = this[LANE];
-  if (conn === undefined) this.destroy();
-  else conn.timedOut();
+function onClose(this: Socket): void {
+  lanes.get(this)?.closed();
 }
 function onError(): void {
   // 'close' follows.
@@ -272,6 +270,8 @@ function emitClosed(res: LaneResponse): void {
 
 /** One connection the lane serves. */
 class LaneConnection {
+  /** Until when the connection may wait for its next request (ms, `Date.now()`), while it waits. */
+  waitUntil = 0;
   /** Bytes read and not yet served: at most one read's worth while a request is in flight (reading is paused). */
   #pending: Buffer | undefined;
   /** The answer in flight. */
@@ -283,7 +283,7 @@ class LaneConnection {
   #ending = false;
 
   constructor(
-    readonly socket: LaneSocket,
+    readonly socket: Socket,
     private readonly lane: FastLane,
   ) {}
 
@@ -309,7 +309,7 @@ class LaneConnection {
     const res = new LaneResponse(this);
     this.#current = res;
     this.#served = true;
-    this.socket.setTimeout(0);
+    this.lane.busy(this);
     const req: LaneRequest = { method: 'GET', url: head.url, headers: head.headers, socket: this.socket, complete: true };
     if (requests.hasSubscribers) requests.publish({ request: req, response: res });
     this.lane.serve(req, res);
@@ -348,14 +348,15 @@ class LaneConnection {
       this.#end();
       return;
     }
-    socket.setTimeout(this.lane.keepAlive);
+    this.lane.wait(this, this.lane.keepAlive);
     this.#next();
     // Reading goes on once nothing waits (a connection handed over is resumed by the hand-over).
-    if (this.#pending === undefined && socket[LANE] === this && socket.isPaused()) socket.resume();
+    if (this.#pending === undefined && lanes.get(socket) === this && socket.isPaused()) socket.resume();
   }
 
   /** No whole request in time: Node's 408 when none came yet, else (idle keep-alive) just the end. */
   timedOut(): void {
+    this.lane.busy(this);
     if (!this.#served && this.socket.writable) this.socket.end(REQUEST_TIMEOUT);
     this.socket.destroy();
   }
@@ -393,19 +394,19 @@ class LaneConnection {
   /** Node's HTTP server takes the connection, and the bytes read, from here on. */
   #handOver(): void {
     const { socket } = this;
-    socket.off('data', onData);
-    socket.off('end', onEnd);
-    socket.off('close', onClose);
-    socket.off('timeout', onTimeout);
-    socket.off('error', onError);
-    socket.setTimeout(0);
-    socket[LANE] = undefined;
     this.lane.release(this);
     const pending = this.#pending;
     this.#pending = undefined;
-    if (pending !== undefined) socket.unshift(pending);
     this.lane.handOver(socket);
-    // Paused here for pipelined bytes: Node's `data` listener is on now, so reading may go on.
+    // Node's `data` listener is on now, beside the lane's (which does nothing from here on).
+    if (pending !== undefined) socket.unshift(pending);
+    // The lane's listeners go after Node's came for the same events, so that no key of the socket's
+    // listener table is deleted (which would turn it into a larger dictionary for the socket's life).
+    socket.off('data', onData);
+    socket.off('end', onEnd);
+    socket.off('close', onClose);
+    socket.off('error', onError);
+    // Paused here for pipelined bytes: Node reads on.
     if (socket.isPaused()) socket.resume();
   }
 }
@@ -415,6 +416,9 @@ export class FastLane {
   readonly paths: ReadonlySet<string>;
   readonly serve: LaneServe;
   readonly #connections = new Set<LaneConnection>();
+  /** Connections waiting for a request (none in flight), each until its `waitUntil`. */
+  readonly #waiting = new Set<LaneConnection>();
+  #sweeper: NodeJS.Timeout | undefined;
   readonly #node: (socket: Socket) => void;
   readonly #server: Server;
 
@@ -456,18 +460,43 @@ export class FastLane {
     return this.#connections.size;
   }
 
-  #accept(socket: LaneSocket): void {
+  #accept(socket: Socket): void {
     const conn = new LaneConnection(socket, this);
-    socket[LANE] = conn;
+    lanes.set(socket, conn);
     this.#connections.add(conn);
     socket.on('data', onData);
     socket.on('end', onEnd);
     socket.on('close', onClose);
-    socket.on('timeout', onTimeout);
     socket.on('error', onError);
     // A connection that sends part of a head is handed over at its first bytes, and Node times it
     // out; one that sends nothing gets Node's answer after the same time.
-    socket.setTimeout(this.#server.headersTimeout);
+    this.wait(conn, this.#server.headersTimeout);
+  }
+
+  /** `conn` waits for a request, at most `ms`. */
+  wait(conn: LaneConnection, ms: number): void {
+    conn.waitUntil = Date.now() + ms;
+    this.#waiting.add(conn);
+    this.#sweeper ??= setInterval(() => this.#sweep(), Math.max(10, Math.min(1000, this.#server.headersTimeout))).unref();
+  }
+
+  /** `conn` has a request in flight: no time limit (a held poll ends at its hold, a stream lives on). */
+  busy(conn: LaneConnection): void {
+    this.#waiting.delete(conn);
+  }
+
+  /**
+   * Ends the connections that waited too long. One timer for all, as Node checks its own connections
+   * (a socket timeout would leave a timer object and a bound function on every socket for its life,
+   * after the socket went to Node too). It stops when nothing waits.
+   */
+  #sweep(): void {
+    const now = Date.now();
+    for (const conn of this.#waiting) if (conn.waitUntil <= now) conn.timedOut();
+    if (this.#waiting.size === 0 && this.#sweeper !== undefined) {
+      clearInterval(this.#sweeper);
+      this.#sweeper = undefined;
+    }
   }
 
   handOver(socket: Socket): void {
@@ -476,6 +505,8 @@ export class FastLane {
 
   release(conn: LaneConnection): void {
     this.#connections.delete(conn);
+    this.#waiting.delete(conn);
+    lanes.delete(conn.socket);
   }
 
   /** Stopping: idle connections end now, busy ones after their answer. */
