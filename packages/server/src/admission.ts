@@ -42,7 +42,7 @@ export interface HttpRequest {
   readonly complete: boolean;
 }
 
-/** What admission, the error replies and the poll route do with a response: Node's `ServerResponse`, or a fast-lane one. */
+/** What admission, the error replies and the poll and SSE routes do with a response: Node's `ServerResponse`, or a fast-lane one. */
 export interface HttpResponse {
   readonly headersSent: boolean;
   readonly destroyed: boolean;
@@ -224,6 +224,11 @@ function bodyPending(req: HttpRequest): boolean {
   return req.headers['transfer-encoding'] !== undefined || (length !== undefined && length !== '0');
 }
 
+/** The handler of a request Node's server parsed. */
+const nodeHandler = (route: Route, method: string | undefined): HttpHandler | undefined => (method === 'GET' ? route.GET : method === 'POST' ? route.POST : undefined);
+/** The handler of a request the fast lane read (always a GET). */
+const laneHandler = (route: Route, method: string | undefined): LaneHandler | undefined => (method === 'GET' ? route.lane : undefined);
+
 export class Admission {
   constructor(
     private readonly routes: RouteTable,
@@ -232,12 +237,12 @@ export class Admission {
 
   /** Admits a plain HTTP request and runs its handler; every refusal is a coded JSON error. */
   request(req: IncomingMessage, res: ServerResponse): Promise<void> {
-    return this.#request(req, res, (route, method) => (method === 'GET' ? route.GET : method === 'POST' ? route.POST : undefined));
+    return this.#request(req, res, nodeHandler);
   }
 
   /** Admits a GET the fast lane read, for a route with a lane handler, as {@link request} does. */
   lane(req: HttpRequest, res: HttpResponse): Promise<void> {
-    return this.#request(req, res, (route, method) => (method === 'GET' ? route.lane : undefined));
+    return this.#request(req, res, laneHandler);
   }
 
   async #request<Q extends HttpRequest, S extends HttpResponse>(req: Q, res: S, handlerOf: (route: Route, method: string | undefined) => Handler<Q, S> | undefined): Promise<void> {
