@@ -12,7 +12,7 @@ import type { Duplex } from 'node:stream';
 import { SseEvent, TidingsError } from '@tidings/protocol';
 import type { Authenticator, ConnectInfo, Identity, TransportName } from './auth.js';
 import { checkApiKey, hasApiKey } from './http/api-key.js';
-import { errorBody, sendError } from './http/respond.js';
+import { errorBody, sendError, STATUS_TEXT } from './http/respond.js';
 import { lingerWhenClosed } from './http/linger.js';
 import { RetryLater, type ConnectionGate, type Slot } from './limits.js';
 import type { OriginPolicy } from './origin.js';
@@ -197,21 +197,6 @@ export function clientAddress(req: HttpRequest, trustProxy: boolean): string {
   }
   return req.socket.remoteAddress ?? '';
 }
-
-const STATUS_TEXT: Record<number, string> = {
-  400: 'Bad Request',
-  401: 'Unauthorized',
-  403: 'Forbidden',
-  404: 'Not Found',
-  405: 'Method Not Allowed',
-  408: 'Request Timeout',
-  413: 'Content Too Large',
-  426: 'Upgrade Required',
-  429: 'Too Many Requests',
-  431: 'Request Header Fields Too Large',
-  500: 'Internal Server Error',
-  503: 'Service Unavailable',
-};
 
 /**
  * Whether part of the request's body may still be on its way: not all of it was read, and it has

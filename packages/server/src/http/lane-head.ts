@@ -31,6 +31,13 @@ const REQUEST_LINE = /^GET (\/[\x21-\x7e]*) HTTP\/1\.1$/;
 const TCHAR = new Uint8Array(128);
 for (const c of "!#$%&'*+-.^_`|~0123456789ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz") TCHAR[c.charCodeAt(0)] = 1;
 const isOws = (c: number): boolean => c === 0x20 || c === 0x09;
+
+/** Whether `name` is a token (RFC 9110): what a header name may be. */
+export function isToken(name: string): boolean {
+  if (name.length === 0) return false;
+  for (let i = 0; i < name.length; i++) if (TCHAR[name.charCodeAt(i)] !== 1) return false;
+  return true;
+}
 /** Headers that put a request outside the subset: a body, a protocol switch, an interim answer. */
 const OUTSIDE = new Set(['transfer-encoding', 'upgrade', 'expect', 'http2-settings']);
 

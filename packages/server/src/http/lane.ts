@@ -25,7 +25,8 @@
 import { channel } from 'node:diagnostics_channel';
 import type { IncomingHttpHeaders, OutgoingHttpHeaders, Server } from 'node:http';
 import type { Socket } from 'node:net';
-import { readLaneHead } from './lane-head.js';
+import { isToken, readLaneHead } from './lane-head.js';
+import { STATUS_TEXT } from './respond.js';
 
 /** The request a lane route sees: what admission and the poll route read of Node's `IncomingMessage`. */
 export interface LaneRequest {
@@ -63,25 +64,8 @@ const lanes = new WeakMap<Socket, LaneConnection>();
 const MAX_HEAD = 16 * 1024;
 /** Node keeps an idle keep-alive connection this much longer than it announces. */
 const KEEP_ALIVE_BUFFER = 1000;
-const TOKEN = /^[!#$%&'*+\-.^_`|~0-9A-Za-z]+$/;
 /** What Node lets into a header value, but obs-text: the head is written as ASCII. */
 const INVALID_VALUE = /[^\t\x20-\x7e]/;
-
-const STATUS: Readonly<Record<number, string>> = {
-  200: 'OK',
-  204: 'No Content',
-  304: 'Not Modified',
-  400: 'Bad Request',
-  401: 'Unauthorized',
-  403: 'Forbidden',
-  404: 'Not Found',
-  405: 'Method Not Allowed',
-  408: 'Request Timeout',
-  413: 'Content Too Large',
-  429: 'Too Many Requests',
-  500: 'Internal Server Error',
-  503: 'Service Unavailable',
-};
 
 /** `Date:` as Node writes it, made at most once a second. */
 let dateSecond = -1;
@@ -104,7 +88,7 @@ let written: { status: number; headers: OutgoingHttpHeaders; head: string; sized
 
 /** One header line, checked as Node checks what `setHeader` is given. */
 function headerLine(name: string, value: string | number | readonly string[]): string {
-  if (!TOKEN.test(name)) throw new TypeError(`invalid header name ${JSON.stringify(name)}`);
+  if (!isToken(name)) throw new TypeError(`invalid header name ${JSON.stringify(name)}`);
   const text = Array.isArray(value) ? value.join(', ') : String(value);
   if (INVALID_VALUE.test(text)) throw new TypeError(`invalid character in header ${name}`);
   return `${name}: ${text}\r\n`;
@@ -172,7 +156,7 @@ export class LaneResponse {
       this.headersSent = true;
       return this;
     }
-    let head = `HTTP/1.1 ${status} ${STATUS[status] ?? 'Unknown'}\r\n`;
+    let head = `HTTP/1.1 ${status} ${STATUS_TEXT[status] ?? 'Unknown'}\r\n`;
     // Names in lower case: set ones first, then these (which win).
     const all: Record<string, string | number | readonly string[]> = Object.create(null) as Record<string, string | number>;
     if (this.#stored !== undefined) Object.assign(all, this.#stored);
