@@ -8,8 +8,10 @@
  */
 import type { IncomingMessage } from 'node:http';
 import { connect, type Socket } from 'node:net';
+import fc from 'fast-check';
 import { expect, it } from 'vitest';
-import { cleanupAfterEach, parseHead, rawRequest, startGateway, type TestGateway } from '@tidings/testing';
+import { MAX_LANE_BODY } from '../../packages/server/src/http/lane.js';
+import { cleanupAfterEach, parseHead, rawRequest, startGateway, TEST_API_KEY, type TestGateway } from '@tidings/testing';
 
 const cleanup = cleanupAfterEach();
 
@@ -139,14 +141,22 @@ it('answers a held poll before the request pipelined behind it', async () => {
   expect(answers[1]?.body).toContain('"status":"ok"');
 });
 
-it('leaves a head cut over two writes, and malformed input, to Node', async () => {
+it('reads a head cut over two writes itself, and leaves malformed input to Node', async () => {
   const gw = await gateway();
+  const parsed = nodeRequests(gw);
   const talk = new Conversation(gw.port);
   talk.send('GET /poll?channel=a&timeout=0 HTTP/1.1\r\nHo');
   await new Promise((r) => setTimeout(r, 50));
   talk.send('st: gw\r\n\r\n');
   const [cut] = await talk.next(1);
   expect(cut?.body).toContain('"cursor":"a=');
+  expect(parsed.get('/poll')).toBeUndefined();
+  // A cut head that turns out to be another route's goes to Node whole.
+  talk.send('GET /heal');
+  await new Promise((r) => setTimeout(r, 50));
+  talk.send('thz HTTP/1.1\r\nHost: gw\r\n\r\n');
+  const [, other] = await talk.next(2);
+  expect(other?.body).toContain('"status":"ok"');
 
   const bad = await rawRequest(gw.port, 'GET /poll?channel=a HTTP/1.1\r\nHost: gw\r\nBad Header: x\r\n\r\n');
   expect(bad.status).toBe(400);
@@ -238,4 +248,139 @@ it('streams SSE on the lane: chunked events, a last chunk when the stream ends, 
   await expect.poll(() => received.slice(before), { timeout: 5000 }).toContain('"cursor":"news=');
   expect(parsed.get('/sse')).toBeUndefined();
   expect(parsed.get('/poll')).toBeUndefined();
+});
+
+/** A plain publish: one request, its body sized (as bytes in a latin1 string, as {@link Conversation} sends them). */
+const publish = (body: string, extra = '', key = TEST_API_KEY): string => {
+  const bytes = Buffer.from(body).toString('latin1');
+  return `POST /api/publish HTTP/1.1\r\nHost: gw\r\nAuthorization: Bearer ${key}\r\nContent-Type: application/json\r\nContent-Length: ${bytes.length}\r\n${extra}\r\n${bytes}`;
+};
+
+/** The messages of `channel` after `cursor`, by a poll. */
+async function after(talk: Conversation, seen: number, cursor: string, channel = 'news'): Promise<unknown[]> {
+  talk.send(poll(`channel=${channel}&timeout=0&cursor=${encodeURIComponent(cursor)}`));
+  const answer = (await talk.next(seen + 1))[seen];
+  return (JSON.parse(Buffer.from(answer?.body ?? '', 'latin1').toString()) as { messages: { data: unknown }[] }).messages.map((m) => m.data);
+}
+
+it('publishes on the lane, as Node would answer the same publish', async () => {
+  const gw = await gateway();
+  const parsed = nodeRequests(gw);
+  const talk = new Conversation(gw.port);
+  talk.send(poll('channel=news&timeout=0'));
+  const [start] = await talk.next(1);
+  const cursor = (JSON.parse(start?.body ?? '') as { cursor: string }).cursor;
+  talk.send(publish('{"channel":"news","data":1}'));
+  const [, lane] = await talk.next(2);
+  // The same publish with a header outside the lane's subset (twice): Node's server answers it.
+  const other = new Conversation(gw.port);
+  other.send(publish('{"channel":"news","data":2}', 'X-Twice: 1\r\nX-Twice: 2\r\n'));
+  const [node] = await other.next(1);
+  expect(parsed.get('/api/publish')).toBe(1);
+  expect(lane?.status).toBe(200);
+  const positions = [lane, node].map((a) => (JSON.parse(a?.body ?? '') as { position: { seq: number } }).position.seq);
+  expect(positions[1]).toBe((positions[0] ?? 0) + 1);
+  const names = (a: Answer | undefined): string[] => Object.keys(a?.headers ?? {}).sort();
+  expect(names(lane)).toEqual(names(node));
+  for (const name of ['content-type', 'cache-control', 'connection', 'keep-alive']) expect(lane?.headers[name]).toBe(node?.headers[name]);
+  // Coded errors on the lane too, and the connection goes on after them (the whole body was read).
+  talk.send(publish('{"channel":"news","data":', ''));
+  talk.send(publish('{"channel":"news","data":3}', '', 'wrong-key'));
+  const [bad, refused] = (await talk.next(4)).slice(2);
+  expect(bad?.status).toBe(400);
+  expect(JSON.parse(bad?.body ?? '')).toMatchObject({ error: { code: 'bad_json' } });
+  expect(refused?.status).toBe(401);
+  expect(await after(talk, 4, cursor)).toEqual([1, 2]);
+  expect(parsed.get('/api/publish')).toBe(1);
+  expect(talk.closed).toBe(false);
+});
+
+it('reads a body that comes after its head, in pieces, and answers pipelined publishes in order', async () => {
+  const gw = await gateway();
+  const parsed = nodeRequests(gw);
+  const talk = new Conversation(gw.port);
+  talk.send(poll('channel=news&timeout=0'));
+  const [start] = await talk.next(1);
+  const cursor = (JSON.parse(start?.body ?? '') as { cursor: string }).cursor;
+  const whole = publish('{"channel":"news","data":"é1"}');
+  const cut = whole.indexOf('\r\n\r\n') + 4;
+  talk.send(whole.slice(0, cut));
+  await new Promise((r) => setTimeout(r, 50));
+  talk.send(whole.slice(cut, cut + 10));
+  await new Promise((r) => setTimeout(r, 50));
+  talk.send(whole.slice(cut + 10));
+  const [, first] = await talk.next(2);
+  expect(first?.status).toBe(200);
+  // Pipelined in one write, the last one's body cut off and sent later.
+  const batch = [2, 3, 4].map((n) => publish(`{"channel":"news","data":${n}}`)).join('');
+  talk.send(batch.slice(0, -5));
+  await new Promise((r) => setTimeout(r, 50));
+  talk.send(batch.slice(-5));
+  const answers = (await talk.next(5)).slice(1);
+  expect(answers.map((a) => a.status)).toEqual([200, 200, 200, 200]);
+  const seqs = answers.map((a) => (JSON.parse(a.body) as { position: { seq: number } }).position.seq);
+  expect(seqs).toEqual([...seqs].sort((a, b) => a - b));
+  expect(await after(talk, 5, cursor)).toEqual(['é1', 2, 3, 4]);
+  expect(parsed.get('/api/publish')).toBeUndefined();
+});
+
+it('answers a body that does not come in time with 408, and leaves a body over the limit to Node, whose refusal ends the connection', async () => {
+  const gw = await gateway({ headersTimeout: 300, requestTimeout: 400, maxBody: 1024 });
+  const slow = await rawRequest(gw.port, publish('{"channel":"news","data":1}').slice(0, -3), { timeoutMs: 5000 });
+  expect(slow.status).toBe(408);
+  expect(slow.closed).toBe(true);
+
+  const parsed = nodeRequests(gw);
+  const big = await rawRequest(gw.port, publish(`{"channel":"news","data":"${'x'.repeat(2000)}"}`), { timeoutMs: 5000 });
+  expect(big.status).toBe(413);
+  expect(big.closed).toBe(true);
+  expect(parsed.get('/api/publish')).toBe(1);
+});
+
+it('leaves a body larger than the lane reads to Node, which admits the request before it reads the body', async () => {
+  const gw = await gateway();
+  const parsed = nodeRequests(gw);
+  const data = 'x'.repeat(MAX_LANE_BODY);
+  const talk = new Conversation(gw.port);
+  talk.send(publish(`{"channel":"news","data":"${data}"}`));
+  const [answer] = await talk.next(1);
+  expect(answer?.status).toBe(200);
+  expect(parsed.get('/api/publish')).toBe(1);
+  // Without the API key: refused at once, the body unread, and the connection ends.
+  const refused = await rawRequest(gw.port, publish(`{"channel":"news","data":"${data}"}`, '', 'wrong-key').slice(0, 2000), { timeoutMs: 5000 });
+  expect(refused.status).toBe(401);
+  expect(refused.closed).toBe(true);
+});
+
+it('serves pipelined polls and publishes itself, in order, wherever the reads cut them', async () => {
+  const gw = await gateway();
+  const parsed = nodeRequests(gw);
+  let round = 0;
+  await fc.assert(
+    fc.asyncProperty(fc.array(fc.boolean(), { minLength: 1, maxLength: 6 }), fc.array(fc.nat(), { maxLength: 4 }), async (kinds, cuts) => {
+      round += 1;
+      const channel = `p${round}`;
+      const talk = new Conversation(gw.port);
+      talk.send(poll(`channel=${channel}&timeout=0`));
+      const [start] = await talk.next(1);
+      const cursor = (JSON.parse(start?.body ?? '') as { cursor: string }).cursor;
+      // Publishes, and polls of another channel between them; one write, cut at the given places.
+      const requests = kinds.map((publishing, i) => (publishing ? publish(`{"channel":"${channel}","data":${i}}`) : poll(`channel=q${round}&timeout=0`)));
+      const stream = requests.join('');
+      const at = [...new Set(cuts.map((c) => c % stream.length))].sort((a, b) => a - b);
+      let from = 0;
+      for (const to of [...at, stream.length]) {
+        talk.send(stream.slice(from, to));
+        from = to;
+        await new Promise((r) => setTimeout(r, 5));
+      }
+      const answers = (await talk.next(1 + kinds.length)).slice(1);
+      expect(answers.map((a) => a.status)).toEqual(kinds.map(() => 200));
+      kinds.forEach((publishing, i) => expect(answers[i]?.body).toContain(publishing ? '"position"' : `"cursor":"q${round}=`));
+      expect(await after(talk, 1 + kinds.length, cursor, channel)).toEqual(kinds.flatMap((publishing, i) => (publishing ? [i] : [])));
+      talk.socket.destroy();
+    }),
+    { numRuns: 40 },
+  );
+  expect(parsed.size).toBe(0);
 });

@@ -40,6 +40,8 @@ export interface HttpRequest {
   readonly headers: IncomingHttpHeaders;
   readonly socket: Socket;
   readonly complete: boolean;
+  /** The whole body, when it was read before the request was admitted (a fast-lane POST); Node's requests stream theirs. */
+  readonly body?: Buffer | undefined;
 }
 
 /** What admission, the error replies and the poll and SSE routes do with a response: Node's `ServerResponse`, or a fast-lane one. */
@@ -60,7 +62,7 @@ export interface HttpResponse {
 
 type Handler<Q, S> = (req: Q, res: S, admitted: Admitted) => void | Promise<void>;
 export type HttpHandler = Handler<IncomingMessage, ServerResponse>;
-/** A route's GET when the fast lane may serve it too: it sees only what both kinds of request have. */
+/** A route's GET or POST when the fast lane may serve it too: it sees only what both kinds of request have. */
 export type LaneHandler = Handler<HttpRequest, HttpResponse>;
 export type UpgradeHandler = (req: IncomingMessage, socket: Duplex, head: Buffer, admitted: Admitted) => void;
 
@@ -70,8 +72,8 @@ export interface Route {
   readonly transport: TransportName;
   readonly GET?: HttpHandler;
   readonly POST?: HttpHandler;
-  /** The GET, served on the fast lane too (plain requests straight from the socket, see `http/lane.ts`). */
-  readonly lane?: LaneHandler;
+  /** The GET and POST served on the fast lane too (plain requests straight from the socket, see `http/lane.ts`). */
+  readonly lane?: { readonly GET?: LaneHandler; readonly POST?: LaneHandler };
   /** A client connection (WebSocket, SSE, long poll): it takes a connection slot (per node, per IP, and per user when `perUser`). */
   readonly connection?: { readonly perUser: boolean };
   /** A GET that opens a stream (SSE, a held poll): HEAD answers its headers without opening one, and it is refused while draining. */
@@ -211,8 +213,8 @@ function bodyPending(req: HttpRequest): boolean {
 
 /** The handler of a request Node's server parsed. */
 const nodeHandler = (route: Route, method: string | undefined): HttpHandler | undefined => (method === 'GET' ? route.GET : method === 'POST' ? route.POST : undefined);
-/** The handler of a request the fast lane read (always a GET). */
-const laneHandler = (route: Route, method: string | undefined): LaneHandler | undefined => (method === 'GET' ? route.lane : undefined);
+/** The handler of a request the fast lane read (a GET or a POST). */
+const laneHandler = (route: Route, method: string | undefined): LaneHandler | undefined => (method === 'GET' ? route.lane?.GET : method === 'POST' ? route.lane?.POST : undefined);
 
 export class Admission {
   constructor(
@@ -225,7 +227,7 @@ export class Admission {
     return this.#request(req, res, nodeHandler);
   }
 
-  /** Admits a GET the fast lane read, for a route with a lane handler, as {@link request} does. */
+  /** Admits a request the fast lane read, for a route with a lane handler, as {@link request} does. */
   lane(req: HttpRequest, res: HttpResponse): Promise<void> {
     return this.#request(req, res, laneHandler);
   }

@@ -12,7 +12,7 @@ import type { AddressInfo, Socket } from 'node:net';
 import type { Duplex } from 'node:stream';
 import type { Registry } from 'prom-client';
 import { TidingsError, type Channel, type CloseName, type PresenceResult } from '@tidings/protocol';
-import { Admission, clientAddress, refuseOnSocket, type Route } from './admission.js';
+import { Admission, clientAddress, refuseOnSocket, type LaneHandler, type Route } from './admission.js';
 import { openAuth, type Authenticator, type Identity, type TransportName } from './auth.js';
 import type { Broker, BrokerSettings, BrokerStatus } from './brokers/broker.js';
 import { MemoryBroker } from './brokers/memory.js';
@@ -285,29 +285,25 @@ export class Gateway {
     this.#sse = new SseTransport({ ...options, closeGrace: CLOSE_GRACE }, connector);
     const poll = new PollTransport(options, connector);
     const limits = { maxBody: options.maxBody, maxBatch: options.maxBatch };
+    // Publishing is served on the fast lane too: one request per publication is what backends send.
+    const send: LaneHandler = (req, res, a) => {
+      // One-off publishes are rate-limited per user, or per address for anonymous clients.
+      const sender = a.identity.anonymous ? `ip:${clientAddress(req, options.trustProxy)}` : `user:${a.identity.user}`;
+      return handlePublish(req, res, publisher, { kind: 'client', identity: a.identity, sender }, limits);
+    };
+    const publish: LaneHandler = (req, res) => handlePublish(req, res, publisher, { kind: 'api' }, limits);
 
     const routes = new Map<string, Route>([
       [
         '/sse',
-        { access: 'client', transport: 'sse', GET: this.#sse.handle, lane: this.#sse.handle, stream: { contentType: 'text/event-stream; charset=utf-8' }, connection: { perUser: true } },
+        { access: 'client', transport: 'sse', GET: this.#sse.handle, lane: { GET: this.#sse.handle }, stream: { contentType: 'text/event-stream; charset=utf-8' }, connection: { perUser: true } },
       ],
       [
         '/poll',
-        { access: 'client', transport: 'poll', GET: poll.handle, lane: poll.handle, stream: { contentType: 'application/json; charset=utf-8' }, connection: { perUser: false } },
+        { access: 'client', transport: 'poll', GET: poll.handle, lane: { GET: poll.handle }, stream: { contentType: 'application/json; charset=utf-8' }, connection: { perUser: false } },
       ],
       ['/ws', { access: 'client', transport: 'websocket', upgrade: this.#ws.route, connection: { perUser: true } }],
-      [
-        '/send',
-        {
-          access: 'client',
-          transport: 'http',
-          POST: (req, res, a) => {
-            // One-off publishes are rate-limited per user, or per address for anonymous clients.
-            const sender = a.identity.anonymous ? `ip:${clientAddress(req, options.trustProxy)}` : `user:${a.identity.user}`;
-            return handlePublish(req, res, publisher, { kind: 'client', identity: a.identity, sender }, limits);
-          },
-        },
-      ],
+      ['/send', { access: 'client', transport: 'http', POST: send, lane: { POST: send } }],
       [
         '/refresh',
         {
@@ -329,7 +325,7 @@ export class Gateway {
         },
       ],
       ['/rpc', { access: 'client', transport: 'http', POST: (req, res, a) => handleRpc(req, res, rpc, a.identity, options.maxBody) }],
-      ['/api/publish', { access: 'api', transport: 'http', POST: (req, res) => handlePublish(req, res, publisher, { kind: 'api' }, limits) }],
+      ['/api/publish', { access: 'api', transport: 'http', POST: publish, lane: { POST: publish } }],
       ['/presence', { access: 'client', transport: 'http', GET: (_req, res, a) => handlePresence(res, a.url, presenceFor(a.identity)) }],
       ['/api/presence', { access: 'api', transport: 'http', GET: (_req, res, a) => handlePresence(res, a.url, presenceFor(undefined)) }],
       [
@@ -410,10 +406,11 @@ export class Gateway {
         void admission.request(req, res);
       },
     );
-    // Plain polls are read and answered on the socket, without Node's request and response objects.
-    const lanePaths = new Set([...routes].filter(([, route]) => route.lane !== undefined).map(([path]) => path));
+    // Plain polls, streams and publishes are read and answered on the socket, without Node's request and response objects.
+    const laneRoutes = (method: 'GET' | 'POST'): Set<string> => new Set([...routes].filter(([, route]) => route.lane?.[method] !== undefined).map(([path]) => path));
     this.#lane = new FastLane(this.server, {
-      paths: lanePaths,
+      routes: { GET: laneRoutes('GET'), POST: laneRoutes('POST') },
+      maxBody: options.maxBody,
       serve: (req, res) => {
         spoke(req.socket);
         void admission.lane(req, res);

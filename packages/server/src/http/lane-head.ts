@@ -3,15 +3,24 @@
  * from one buffer. A head outside it is not refused here: the lane hands the connection to Node's
  * HTTP server, whose parser answers it, so nothing malformed is ever judged by this code.
  *
- * In the subset: `GET <path>[?query] HTTP/1.1` for a path the lane serves; header lines `name: value`
- * with a token name and a value of visible ASCII, spaces and tabs; a `Host`; no header twice; no
- * body (`Content-Length` other than 0, `Transfer-Encoding`), no `Upgrade` or `Expect`, and a
- * `Connection` of `keep-alive` or `close` only. Lines end with CRLF; the head with an empty line.
+ * In the subset: `GET <path>[?query] HTTP/1.1` or `POST <path>[?query] HTTP/1.1` for a path whose
+ * method the lane serves; header lines `name: value` with a token name and a value of visible ASCII,
+ * spaces and tabs; a `Host`; no header twice; no `Upgrade` or `Expect`, and a `Connection` of
+ * `keep-alive` or `close` only. A GET has no body; a POST's is sized by `Content-Length` (digits
+ * only, at most the lane's body limit), never chunked (`Transfer-Encoding`). Lines end with CRLF;
+ * the head with an empty line.
  * @module
  */
 
+/** The paths whose requests the lane reads, by method. */
+export interface LaneRoutes {
+  readonly GET: ReadonlySet<string>;
+  readonly POST: ReadonlySet<string>;
+}
+
 /** What the lane learned of a request head in the subset. */
 export interface LaneHead {
+  readonly method: 'GET' | 'POST';
   /** The request target as sent (origin-form). */
   readonly url: string;
   /** Header names in lower case; every value trimmed, none repeated. */
@@ -20,13 +29,17 @@ export interface LaneHead {
   readonly close: boolean;
   /** The head's length in bytes, its empty line included. */
   readonly length: number;
+  /** The body's length in bytes (`Content-Length`; 0 without one). */
+  readonly bodyLength: number;
 }
 
 /** Headers read at most; a head with more is Node's to judge. */
 export const MAX_LANE_HEADERS = 64;
 
 const HEAD_END = Buffer.from('\r\n\r\n');
-const REQUEST_LINE = /^GET (\/[\x21-\x7e]*) HTTP\/1\.1$/;
+const REQUEST_LINE = /^(GET|POST) (\/[\x21-\x7e]*) HTTP\/1\.1$/;
+/** A `Content-Length` the lane reads: digits, no sign, no list. */
+const LENGTH = /^[0-9]{1,15}$/;
 /** `tchar` of RFC 9110 (the characters of a header name), by character code. */
 const TCHAR = new Uint8Array(128);
 for (const c of "!#$%&'*+-.^_`|~0123456789ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz") TCHAR[c.charCodeAt(0)] = 1;
@@ -61,22 +74,52 @@ function connectionClose(value: string): boolean | undefined {
   return close;
 }
 
+/** Whether `buf` starts with `GET ` or `POST `: most connections that are not the lane's (WebSocket upgrades) are told by their first bytes. */
+function laneMethod(buf: Buffer): boolean {
+  if (buf.length < 5) return false;
+  if (buf[0] === 0x47) return buf[1] === 0x45 && buf[2] === 0x54 && buf[3] === 0x20;
+  return buf[0] === 0x50 && buf[1] === 0x4f && buf[2] === 0x53 && buf[3] === 0x54 && buf[4] === 0x20;
+}
+
+/** The method and target of a request line in the subset, for a path of `routes` under its method. */
+function requestLine(text: string, routes: LaneRoutes): { method: 'GET' | 'POST'; target: string } | undefined {
+  const line = REQUEST_LINE.exec(text);
+  if (line === null) return undefined;
+  const method = line[1] as 'GET' | 'POST';
+  const target = line[2] as string;
+  const query = target.indexOf('?');
+  return routes[method].has(query === -1 ? target : target.slice(0, query)) ? { method, target } : undefined;
+}
+
+const PREFIXES = [Buffer.from('GET '), Buffer.from('POST ')];
+
 /**
- * The request head at the start of `buf`, when it is whole, at most `maxSize` bytes, in the subset
- * and for one of `paths`; undefined for anything else.
+ * Whether `buf` is the start of a head the lane may read once the rest comes: no head end yet, less
+ * than `maxSize` bytes, and the request line (as far as it came) one the lane reads. Pipelined
+ * requests are cut anywhere by the reads they arrive in.
  */
-export function readLaneHead(buf: Buffer, paths: ReadonlySet<string>, maxSize: number): LaneHead | undefined {
-  // The method first: most connections that are not the lane's (WebSocket upgrades, SSE,
-  // publishing) are told by their first bytes, before the head is looked at.
-  if (buf.length < 5 || buf[0] !== 0x47 || buf[1] !== 0x45 || buf[2] !== 0x54 || buf[3] !== 0x20) return undefined;
+export function headMayFollow(buf: Buffer, routes: LaneRoutes, maxSize: number): boolean {
+  if (buf.length >= maxSize || buf.indexOf(HEAD_END) !== -1) return false;
+  if (!PREFIXES.some((prefix) => prefix.subarray(0, Math.min(prefix.length, buf.length)).equals(buf.subarray(0, prefix.length)))) return false;
+  const eol = buf.indexOf('\r\n');
+  return eol === -1 ? buf.indexOf(0x0a) === -1 : requestLine(buf.toString('latin1', 0, eol), routes) !== undefined;
+}
+
+/**
+ * The request head at the start of `buf`, when it is whole, at most `maxSize` bytes, in the subset,
+ * for a path of `routes` under its method, and (a POST) with a body of at most `maxBody` bytes;
+ * undefined for anything else. The body need not be in `buf` yet.
+ */
+export function readLaneHead(buf: Buffer, routes: LaneRoutes, maxSize: number, maxBody: number): LaneHead | undefined {
+  if (!laneMethod(buf)) return undefined;
   const end = buf.indexOf(HEAD_END);
   if (end === -1 || end + HEAD_END.length > maxSize) return undefined;
   const text = buf.toString('latin1', 0, end);
   let eol = text.indexOf('\r\n');
-  const target = REQUEST_LINE.exec(eol === -1 ? text : text.slice(0, eol))?.[1];
-  if (target === undefined) return undefined;
-  const query = target.indexOf('?');
-  if (!paths.has(query === -1 ? target : target.slice(0, query))) return undefined;
+  const line = requestLine(eol === -1 ? text : text.slice(0, eol), routes);
+  if (line === undefined) return undefined;
+  const { method, target } = line;
+  let bodyLength = 0;
   // A plain object, as Node's: a header named like an Object.prototype member is found as present and left to Node.
   const headers: Record<string, string> = {};
   let close = false;
@@ -101,7 +144,11 @@ export function readLaneHead(buf: Buffer, paths: ReadonlySet<string>, maxSize: n
     const key = text.slice(from, colon).toLowerCase();
     if (key in headers || OUTSIDE.has(key)) return undefined;
     const value = text.slice(start, stop);
-    if (key === 'content-length' && value !== '0') return undefined;
+    if (key === 'content-length') {
+      if (!LENGTH.test(value)) return undefined;
+      bodyLength = Number(value);
+      if (bodyLength > (method === 'GET' ? 0 : maxBody)) return undefined;
+    }
     if (key === 'connection') {
       const asked = connectionClose(value);
       if (asked === undefined) return undefined;
@@ -110,5 +157,5 @@ export function readLaneHead(buf: Buffer, paths: ReadonlySet<string>, maxSize: n
     headers[key] = value;
   }
   if (headers.host === undefined) return undefined;
-  return { url: target, headers, close, length: end + HEAD_END.length };
+  return { method, url: target, headers, close, length: end + HEAD_END.length, bodyLength };
 }

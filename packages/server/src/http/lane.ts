@@ -1,17 +1,18 @@
 /**
- * The fast lane: long polls and SSE streams served straight from the socket, without Node's HTTP
- * objects.
+ * The fast lane: long polls, SSE streams and publishing served straight from the socket, without
+ * Node's HTTP objects.
  *
  * A long poll is one request per answer, so at scale a delivery costs what a request costs; an SSE
- * stream or a held poll lives for a long time. Node's HTTP server gives each request a request
- * stream, a response stream, their listeners and header stores and the parser's state: about
- * 5.7 KiB for every held poll or open stream, and work on every request that a plain poll does not
- * need.
+ * stream or a held poll lives for a long time; a backend publishing over HTTP pays a request per
+ * publication. Node's HTTP server gives each request a request stream, a response stream, their
+ * listeners and header stores and the parser's state: about 5.7 KiB for every held poll or open
+ * stream, and work on every request that a plain poll or publish does not need.
  *
  * The lane is the gateway server's `connection` listener, in front of Node's own. It reads a
  * connection's first bytes; a whole request head in the subset of `lane-head.ts`, for a route the
- * lane serves, it serves itself: admission and the route get a {@link LaneRequest} and a
- * {@link LaneResponse}, and the answer is one write (a stream's head is one, and the stream writes
+ * lane serves, it serves itself once its body (a POST's, sized and at most the body limit) is read
+ * whole: admission and the route get a {@link LaneRequest} and a {@link LaneResponse}, and the
+ * answer is one write (a stream's head is one, and the stream writes
  * its own chunks). It goes on so for the connection's next
  * requests. Anything else (another route, another method, a head cut over two reads, a header
  * outside the subset) and the connection goes to Node's HTTP server, with the bytes already read,
@@ -25,25 +26,29 @@
 import { channel } from 'node:diagnostics_channel';
 import type { IncomingHttpHeaders, OutgoingHttpHeaders, Server } from 'node:http';
 import type { Socket } from 'node:net';
-import { isToken, readLaneHead } from './lane-head.js';
+import { headMayFollow, isToken, readLaneHead, type LaneRoutes } from './lane-head.js';
 import { STATUS_TEXT } from './respond.js';
 
-/** The request a lane route sees: what admission and the poll route read of Node's `IncomingMessage`. */
+/** The request a lane route sees: what admission and the routes read of Node's `IncomingMessage`. */
 export interface LaneRequest {
   readonly method: string;
   readonly url: string;
   readonly headers: IncomingHttpHeaders;
   readonly socket: Socket;
-  /** Always true: a lane request has no body. */
+  /** Always true: a lane request is read whole before it is served. */
   readonly complete: boolean;
+  /** A POST's body, whole; undefined for a GET. */
+  readonly body: Buffer | undefined;
 }
 
 /** Serves one request the lane read (admission first, then the route). */
 export type LaneServe = (req: LaneRequest, res: LaneResponse) => void;
 
 export interface LaneOptions {
-  /** The paths whose GET the lane serves. */
-  readonly paths: ReadonlySet<string>;
+  /** The paths whose GET or POST the lane serves. */
+  readonly routes: LaneRoutes;
+  /** The gateway's body limit: the lane reads bodies up to it, and at most {@link MAX_LANE_BODY}. */
+  readonly maxBody: number;
   readonly serve: LaneServe;
 }
 
@@ -62,6 +67,13 @@ const lanes = new WeakMap<Socket, LaneConnection>();
 
 /** Node's limit on a request head (its `--max-http-header-size` default). */
 const MAX_HEAD = 16 * 1024;
+/**
+ * The largest body the lane reads. A body is read before its request is admitted (its credentials
+ * checked), so a client that never authenticates makes the lane hold at most this much beside the
+ * head, as Node holds a head. A larger body goes to Node's server, where admission comes first and
+ * the body is streamed (a refusal is answered without reading it).
+ */
+export const MAX_LANE_BODY = 16 * 1024;
 /** Node keeps an idle keep-alive connection this much longer than it announces. */
 const KEEP_ALIVE_BUFFER = 1000;
 /** What Node lets into a header value, but obs-text: the head is written as ASCII. */
@@ -230,6 +242,7 @@ export class LaneResponse {
 }
 
 const CLOSE_LINES = 'connection: close\r\n\r\n';
+const EMPTY = Buffer.alloc(0);
 const LAST_CHUNK = '0\r\n\r\n';
 
 /** The last answer made whole: every poll parked at a position is answered with the same head and body. */
@@ -256,8 +269,17 @@ function emitClosed(res: LaneResponse): void {
 class LaneConnection {
   /** Until when the connection may wait for its next request (ms, `Date.now()`), while it waits. */
   waitUntil = 0;
-  /** Bytes read and not yet served: at most one read's worth while a request is in flight (reading is paused). */
+  /**
+   * Bytes read and not yet served: at most one read's worth while a request is in flight (reading is
+   * paused), or a request whose body is still on its way (at most the body limit).
+   */
   #pending: Buffer | undefined;
+  /** While a request's body is on its way: the reads after `#pending`, and how many bytes the request needs in all. */
+  #more: Buffer[] | undefined;
+  #have = 0;
+  #need = 0;
+  /** A head is on its way (its time counts from its start): from the connection's start, and from a read that cut a head. */
+  #headStarted = true;
   /** The answer in flight. */
   #current: LaneResponse | undefined;
   /** Close after the answer in flight: the request asked, the client ended, or the server is stopping. */
@@ -272,6 +294,17 @@ class LaneConnection {
   ) {}
 
   read(chunk: Buffer): void {
+    if (this.#need > 0) {
+      // A body on its way: its reads are joined once, when it is whole.
+      (this.#more ??= []).push(chunk);
+      this.#have += chunk.length;
+      if (this.#have < this.#need) return;
+      this.#pending = Buffer.concat([this.#pending as Buffer, ...this.#more]);
+      this.#more = undefined;
+      this.#need = 0;
+      this.#next();
+      return;
+    }
     this.#pending = this.#pending === undefined ? chunk : Buffer.concat([this.#pending, chunk]);
     if (this.#current !== undefined) this.socket.pause();
     else this.#next();
@@ -281,12 +314,28 @@ class LaneConnection {
   #next(): void {
     const buf = this.#pending;
     if (buf === undefined) return;
-    const head = readLaneHead(buf, this.lane.paths, MAX_HEAD);
+    const head = readLaneHead(buf, this.lane.routes, MAX_HEAD, this.lane.maxBody);
     if (head === undefined) {
-      this.#handOver();
+      if (!headMayFollow(buf, this.lane.routes, MAX_HEAD)) {
+        this.#handOver();
+        return;
+      }
+      // The rest of the head is on its way (a read cut it): for as long as Node waits for a head.
+      if (!this.#headStarted) this.lane.wait(this, this.lane.headersTimeout);
+      this.#headStarted = true;
       return;
     }
-    this.#pending = head.length < buf.length ? buf.subarray(head.length) : undefined;
+    this.#headStarted = false;
+    const end = head.length + head.bodyLength;
+    if (buf.length < end) {
+      // The body is on its way: read on (for as long as Node gives a whole request).
+      this.#have = buf.length;
+      this.#need = end;
+      this.lane.wait(this, this.lane.requestTimeout);
+      return;
+    }
+    const body = head.bodyLength === 0 ? (head.method === 'POST' ? EMPTY : undefined) : buf.subarray(head.length, end);
+    this.#pending = end < buf.length ? buf.subarray(end) : undefined;
     // Pipelined bytes wait for this answer; reading stops so that no more pile up.
     if (this.#pending !== undefined) this.socket.pause();
     if (head.close) this.last = true;
@@ -294,7 +343,7 @@ class LaneConnection {
     this.#current = res;
     this.#served = true;
     this.lane.busy(this);
-    const req: LaneRequest = { method: 'GET', url: head.url, headers: head.headers, socket: this.socket, complete: true };
+    const req: LaneRequest = { method: head.method, url: head.url, headers: head.headers, socket: this.socket, complete: true, body };
     if (requests.hasSubscribers) requests.publish({ request: req, response: res });
     this.lane.serve(req, res);
   }
@@ -334,14 +383,15 @@ class LaneConnection {
     }
     this.lane.wait(this, this.lane.keepAlive);
     this.#next();
-    // Reading goes on once nothing waits (a connection handed over is resumed by the hand-over).
-    if (this.#pending === undefined && lanes.get(socket) === this && socket.isPaused()) socket.resume();
+    // Reading goes on unless a request is in flight with bytes waiting behind it (a connection handed
+    // over is resumed by the hand-over).
+    if ((this.#current === undefined || this.#pending === undefined) && lanes.get(socket) === this && socket.isPaused()) socket.resume();
   }
 
-  /** No whole request in time: Node's 408 when none came yet, else (idle keep-alive) just the end. */
+  /** No whole request in time: Node's 408 when none came yet or one is cut short, else (idle keep-alive) just the end. */
   timedOut(): void {
     this.lane.busy(this);
-    if (!this.#served && this.socket.writable) this.socket.end(REQUEST_TIMEOUT);
+    if ((!this.#served || this.#pending !== undefined) && this.socket.writable) this.socket.end(REQUEST_TIMEOUT);
     this.socket.destroy();
   }
 
@@ -397,7 +447,8 @@ class LaneConnection {
 
 /** The lane in front of `server`: installed once, for the server's life. */
 export class FastLane {
-  readonly paths: ReadonlySet<string>;
+  readonly routes: LaneRoutes;
+  readonly maxBody: number;
   readonly serve: LaneServe;
   readonly #connections = new Set<LaneConnection>();
   /** Connections waiting for a request (none in flight), each until its `waitUntil`. */
@@ -415,7 +466,8 @@ export class FastLane {
     if (typeof node !== 'function') throw new Error('the HTTP server has no connection listener');
     this.#node = node as (socket: Socket) => void;
     this.#server = server;
-    this.paths = options.paths;
+    this.routes = options.routes;
+    this.maxBody = Math.min(options.maxBody, MAX_LANE_BODY);
     this.serve = options.serve;
     server.off('connection', this.#node);
     server.prependListener('connection', (socket: Socket) => this.#accept(socket));
@@ -424,6 +476,17 @@ export class FastLane {
   /** How long an idle connection is kept (as Node keeps its own). */
   get keepAlive(): number {
     return this.#server.keepAliveTimeout + KEEP_ALIVE_BUFFER;
+  }
+
+  /** How long a request's head may take to arrive, as Node's `headersTimeout`. */
+  get headersTimeout(): number {
+    return this.#server.headersTimeout;
+  }
+
+  /** How long a request's body may take to arrive, as Node's `requestTimeout` (its head's time is not counted). */
+  get requestTimeout(): number {
+    const { requestTimeout, headersTimeout } = this.#server;
+    return requestTimeout > 0 ? requestTimeout : headersTimeout;
   }
 
   #keepAliveFor = -1;
@@ -452,8 +515,7 @@ export class FastLane {
     socket.on('end', onEnd);
     socket.on('close', onClose);
     socket.on('error', onError);
-    // A connection that sends part of a head is handed over at its first bytes, and Node times it
-    // out; one that sends nothing gets Node's answer after the same time.
+    // A connection that sends nothing, or part of a head, gets Node's answer after Node's time.
     this.wait(conn, this.#server.headersTimeout);
   }
 

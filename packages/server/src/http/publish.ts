@@ -4,7 +4,7 @@
  * A batch is validated whole before anything is published, then published in order.
  * @module
  */
-import type { IncomingMessage, ServerResponse } from 'node:http';
+import type { HttpRequest, HttpResponse } from '../admission.js';
 import { TidingsError, toPublishRequest, type PublishRequest, type PublishResult } from '@tidings/protocol';
 import type { Origin, Publisher } from '../publisher.js';
 import { readJson, sendJson } from './respond.js';
@@ -26,8 +26,8 @@ function toRequests(body: unknown, maxBatch: number): { requests: PublishRequest
 
 /** Reads, validates and publishes a body; replies with the position(s). */
 export async function handlePublish(
-  req: IncomingMessage,
-  res: ServerResponse,
+  req: HttpRequest,
+  res: HttpResponse,
   publisher: Publisher,
   origin: Origin,
   limits: { maxBody: number; maxBatch: number },
