@@ -95,8 +95,19 @@ function dateHeader(): string {
 /** Node's answer to a connection that sent no whole request head in time. */
 const REQUEST_TIMEOUT = 'HTTP/1.1 408 Request Timeout\r\nConnection: close\r\n\r\n';
 
-/** The last frozen header set written, and what it was written as. */
-let written: { status: number; headers: OutgoingHttpHeaders; head: string; sized: boolean; close: boolean } | undefined;
+/** What a frozen header set was written as, with one status. */
+interface Written {
+  readonly status: number;
+  readonly head: string;
+  readonly sized: boolean;
+  readonly close: boolean;
+}
+/**
+ * Frozen header sets, and what each was last written as: the heads of answers to many parked polls,
+ * and of every JSON answer (`sendJson`), are made once, not once per answer. Held weakly: a set
+ * goes when its owner lets it go.
+ */
+const written = new WeakMap<OutgoingHttpHeaders, Written>();
 
 /** One header line, checked as Node checks what `setHeader` is given. */
 function headerLine(name: string, value: string | number | readonly string[]): string {
@@ -160,8 +171,8 @@ export class LaneResponse {
   writeHead(status: number, headers?: OutgoingHttpHeaders): this {
     if (this.headersSent) throw new Error('the head was already written');
     // A frozen header set cannot change: what it was written as is kept (answers to many parked polls share one).
-    const kept = this.#stored === undefined && headers !== undefined && headers === written?.headers && status === written.status ? written : undefined;
-    if (kept !== undefined) {
+    const kept = this.#stored === undefined && headers !== undefined ? written.get(headers) : undefined;
+    if (kept?.status === status) {
       if (kept.close) this.conn.last = true;
       this.#sized = kept.sized;
       this.#head = kept.head;
@@ -184,7 +195,7 @@ export class LaneResponse {
     if (close) this.conn.last = true;
     this.#sized = all['content-length'] !== undefined;
     this.#head = head;
-    if (this.#stored === undefined && headers !== undefined && Object.isFrozen(headers)) written = { status, headers, head, sized: this.#sized, close };
+    if (this.#stored === undefined && headers !== undefined && Object.isFrozen(headers)) written.set(headers, { status, head, sized: this.#sized, close });
     this.headersSent = true;
     return this;
   }
