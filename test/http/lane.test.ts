@@ -192,6 +192,25 @@ it('ends an idle keep-alive connection after Node keep-alive time, and answers a
   expect(silent.closed).toBe(true);
 });
 
+it('lets a held poll outlive the keep-alive and head timeouts: only a connection waiting for a request is timed', async () => {
+  const gw = await gateway({ headersTimeout: 300, requestTimeout: 300 });
+  gw.gateway.server.keepAliveTimeout = 100;
+  const parsed = nodeRequests(gw);
+  const talk = new Conversation(gw.port);
+  talk.send(poll('channel=a&timeout=0'));
+  const [first] = await talk.next(1);
+  const { cursor } = JSON.parse(first?.body ?? '') as { cursor: string };
+  // Held 2.5 s, past the idle deadline (1.1 s) the answer before it set.
+  const asked = Date.now();
+  talk.send(poll(`channel=a&timeout=2500&cursor=${encodeURIComponent(cursor)}`));
+  const [, held] = await talk.next(2);
+  expect(held?.status).toBe(200);
+  expect(Date.now() - asked).toBeGreaterThanOrEqual(2400);
+  expect(JSON.parse(held?.body ?? '')).toMatchObject({ messages: [] });
+  expect(talk.closed).toBe(false);
+  expect(parsed.size).toBe(0);
+});
+
 it('lets a client that leaves a held poll go, and ends idle lane connections when the gateway closes', async () => {
   const gw = await startGateway();
   const idle = new Conversation(gw.port);

@@ -278,7 +278,7 @@ function emitClosed(res: LaneResponse): void {
 
 /** One connection the lane serves. */
 class LaneConnection {
-  /** Until when the connection may wait for its next request (ms, `Date.now()`), while it waits. */
+  /** Until when the connection may wait for its next request (ms, `Date.now()`); 0 while a request is in flight (no limit). */
   waitUntil = 0;
   /**
    * Bytes read and not yet served: at most one read's worth while a request is in flight (reading is
@@ -462,8 +462,6 @@ export class FastLane {
   readonly maxBody: number;
   readonly serve: LaneServe;
   readonly #connections = new Set<LaneConnection>();
-  /** Connections waiting for a request (none in flight), each until its `waitUntil`. */
-  readonly #waiting = new Set<LaneConnection>();
   #sweeper: NodeJS.Timeout | undefined;
   readonly #node: (socket: Socket) => void;
   readonly #server: Server;
@@ -528,29 +526,28 @@ export class FastLane {
     socket.on('error', onError);
     // A connection that sends nothing, or part of a head, gets Node's answer after Node's time.
     this.wait(conn, this.#server.headersTimeout);
+    this.#sweeper ??= setInterval(() => this.#sweep(), Math.max(10, Math.min(1000, this.#server.headersTimeout))).unref();
   }
 
-  /** `conn` waits for a request, at most `ms`. */
+  /** `conn` waits for a request, at most `ms` (a field, not a set of waiting connections: a poll answered and asked again every few milliseconds would move in and out of one). */
   wait(conn: LaneConnection, ms: number): void {
     conn.waitUntil = Date.now() + ms;
-    this.#waiting.add(conn);
-    this.#sweeper ??= setInterval(() => this.#sweep(), Math.max(10, Math.min(1000, this.#server.headersTimeout))).unref();
   }
 
   /** `conn` has a request in flight: no time limit (a held poll ends at its hold, a stream lives on). */
   busy(conn: LaneConnection): void {
-    this.#waiting.delete(conn);
+    conn.waitUntil = 0;
   }
 
   /**
    * Ends the connections that waited too long. One timer for all, as Node checks its own connections
    * (a socket timeout would leave a timer object and a bound function on every socket for its life,
-   * after the socket went to Node too). It stops when nothing waits.
+   * after the socket went to Node too), running while the lane holds any connection.
    */
   #sweep(): void {
     const now = Date.now();
-    for (const conn of this.#waiting) if (conn.waitUntil <= now) conn.timedOut();
-    if (this.#waiting.size === 0 && this.#sweeper !== undefined) {
+    for (const conn of this.#connections) if (conn.waitUntil !== 0 && conn.waitUntil <= now) conn.timedOut();
+    if (this.#connections.size === 0 && this.#sweeper !== undefined) {
       clearInterval(this.#sweeper);
       this.#sweeper = undefined;
     }
@@ -562,7 +559,6 @@ export class FastLane {
 
   release(conn: LaneConnection): void {
     this.#connections.delete(conn);
-    this.#waiting.delete(conn);
     lanes.delete(conn.socket);
   }
 
