@@ -47,6 +47,13 @@ class Conversation {
     this.socket.write(Buffer.from(text, 'latin1'));
   }
 
+  /** Polls `channel` once, not held: the cursor of its answer (the conversation's first). */
+  async startAt(channel: string): Promise<string> {
+    this.send(poll(`channel=${channel}&timeout=0`));
+    const [start] = await this.next(1);
+    return (JSON.parse(start?.body ?? '') as { cursor: string }).cursor;
+  }
+
   async next(count: number): Promise<Answer[]> {
     await expect.poll(() => this.answers.length, { timeout: 5000 }).toBeGreaterThanOrEqual(count);
     return this.answers.slice(0, count);
@@ -102,9 +109,7 @@ it('holds a poll and answers it with what is published, on the same connection a
   const gw = await gateway();
   const parsed = nodeRequests(gw);
   const talk = new Conversation(gw.port);
-  talk.send(poll('channel=news&timeout=0'));
-  const [first] = await talk.next(1);
-  let cursor = (JSON.parse(first?.body ?? '') as { cursor: string }).cursor;
+  let cursor = await talk.startAt('news');
   for (let i = 1; i <= 3; i++) {
     talk.send(poll(`channel=news&cursor=${encodeURIComponent(cursor)}`));
     await expect.poll(() => gw.gateway.stats().polls.parked, { timeout: 5000 }).toBe(1);
@@ -197,9 +202,7 @@ it('lets a held poll outlive the keep-alive and head timeouts: only a connection
   gw.gateway.server.keepAliveTimeout = 100;
   const parsed = nodeRequests(gw);
   const talk = new Conversation(gw.port);
-  talk.send(poll('channel=a&timeout=0'));
-  const [first] = await talk.next(1);
-  const { cursor } = JSON.parse(first?.body ?? '') as { cursor: string };
+  const cursor = await talk.startAt('a');
   // Held 2.5 s, past the idle deadline (1.1 s) the answer before it set.
   const asked = Date.now();
   talk.send(poll(`channel=a&timeout=2500&cursor=${encodeURIComponent(cursor)}`));
@@ -217,9 +220,7 @@ it('lets a client that leaves a held poll go, and ends idle lane connections whe
   idle.send(poll('channel=a&timeout=0'));
   await idle.next(1);
   const gone = new Conversation(gw.port);
-  gone.send(poll('channel=a&timeout=0'));
-  const [first] = await gone.next(1);
-  gone.send(poll(`channel=a&cursor=${encodeURIComponent((JSON.parse(first?.body ?? '') as { cursor: string }).cursor)}`));
+  gone.send(poll(`channel=a&cursor=${encodeURIComponent(await gone.startAt('a'))}`));
   await expect.poll(() => gw.gateway.stats().polls.parked, { timeout: 5000 }).toBe(1);
   gone.socket.end();
   await expect.poll(() => gw.gateway.stats().polls.parked, { timeout: 5000 }).toBe(0);
@@ -286,9 +287,7 @@ it('publishes on the lane, as Node would answer the same publish', async () => {
   const gw = await gateway();
   const parsed = nodeRequests(gw);
   const talk = new Conversation(gw.port);
-  talk.send(poll('channel=news&timeout=0'));
-  const [start] = await talk.next(1);
-  const cursor = (JSON.parse(start?.body ?? '') as { cursor: string }).cursor;
+  const cursor = await talk.startAt('news');
   talk.send(publish('{"channel":"news","data":1}'));
   const [, lane] = await talk.next(2);
   // The same publish with a header outside the lane's subset (twice): Node's server answers it.
@@ -318,9 +317,7 @@ it('reads a body that comes after its head, in pieces, and answers pipelined pub
   const gw = await gateway();
   const parsed = nodeRequests(gw);
   const talk = new Conversation(gw.port);
-  talk.send(poll('channel=news&timeout=0'));
-  const [start] = await talk.next(1);
-  const cursor = (JSON.parse(start?.body ?? '') as { cursor: string }).cursor;
+  const cursor = await talk.startAt('news');
   const whole = publish('{"channel":"news","data":"é1"}');
   const cut = whole.indexOf('\r\n\r\n') + 4;
   talk.send(whole.slice(0, cut));
@@ -380,9 +377,7 @@ it('serves pipelined polls and publishes itself, in order, wherever the reads cu
       round += 1;
       const channel = `p${round}`;
       const talk = new Conversation(gw.port);
-      talk.send(poll(`channel=${channel}&timeout=0`));
-      const [start] = await talk.next(1);
-      const cursor = (JSON.parse(start?.body ?? '') as { cursor: string }).cursor;
+      const cursor = await talk.startAt(channel);
       // Publishes, and polls of another channel between them; one write, cut at the given places.
       const requests = kinds.map((publishing, i) => (publishing ? publish(`{"channel":"${channel}","data":${i}}`) : poll(`channel=q${round}&timeout=0`)));
       const stream = requests.join('');

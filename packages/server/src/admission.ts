@@ -12,7 +12,7 @@ import type { Duplex } from 'node:stream';
 import { SseEvent, TidingsError } from '@tidings/protocol';
 import type { Authenticator, ConnectInfo, Identity, TransportName } from './auth.js';
 import { checkApiKey, hasApiKey } from './http/api-key.js';
-import { errorBody, sendError, STATUS_TEXT } from './http/respond.js';
+import { errorBody, NO_HEADERS, sendError, STATUS_TEXT } from './http/respond.js';
 import { lingerWhenClosed } from './http/linger.js';
 import { RetryLater, type ConnectionGate, type Slot } from './limits.js';
 import type { OriginPolicy } from './origin.js';
@@ -175,8 +175,6 @@ export function refuseOnSocket(socket: Duplex, err: TidingsError): void {
       `content-length: ${Buffer.byteLength(body)}\r\n${retry}connection: close\r\n\r\n${body}`,
   );
 }
-
-const NO_HEADERS: Readonly<Record<string, string>> = Object.freeze({});
 
 function setHeaders(res: HttpResponse, headers: Readonly<Record<string, string>>): void {
   for (const name in headers) res.setHeader(name, headers[name] as string);

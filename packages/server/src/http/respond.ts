@@ -31,7 +31,8 @@ export const STATUS_TEXT: Readonly<Record<number, string>> = {
 
 /** The headers of a JSON reply but its length. Frozen: the fast lane makes their lines once. */
 const JSON_HEADERS = Object.freeze({ 'content-type': 'application/json; charset=utf-8', 'cache-control': 'no-store' });
-const NO_HEADERS: Readonly<Record<string, string>> = Object.freeze({});
+/** No extra headers: one frozen empty set, which callers pass on as it is. */
+export const NO_HEADERS: Readonly<Record<string, string>> = Object.freeze({});
 
 /** Writes a JSON reply. */
 export function sendJson(res: HttpResponse, status: number, body: unknown, headers: Readonly<Record<string, string>> = NO_HEADERS): void {
@@ -42,12 +43,7 @@ export function sendJson(res: HttpResponse, status: number, body: unknown, heade
     res.end(text);
     return;
   }
-  res.writeHead(status, {
-    'content-type': 'application/json; charset=utf-8',
-    'cache-control': 'no-store',
-    'content-length': Buffer.byteLength(text),
-    ...headers,
-  });
+  res.writeHead(status, { ...JSON_HEADERS, 'content-length': Buffer.byteLength(text), ...headers });
   res.end(text);
 }
 
@@ -62,8 +58,8 @@ export function sendError(res: HttpResponse, err: unknown, headers: Readonly<Rec
   const error: ErrorBody = errorBody(err);
   const status = err instanceof TidingsError ? err.status : 500;
   // Tell clients when to come back from a temporary refusal.
-  const retry = status === 503 || status === 429 ? { 'retry-after': String(err instanceof RetryLater ? Math.max(1, Math.ceil(err.retryAfter / 1000)) : 1), ...headers } : headers;
-  sendJson(res, status, { error }, retry);
+  const extra = status === 503 || status === 429 ? { 'retry-after': String(err instanceof RetryLater ? Math.max(1, Math.ceil(err.retryAfter / 1000)) : 1), ...headers } : headers;
+  sendJson(res, status, { error }, extra);
 }
 
 /** Reads a JSON body of at most `limit` bytes (read already on the fast lane, streamed from Node's requests); `application/json` only. */
