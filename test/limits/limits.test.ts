@@ -8,7 +8,8 @@
 import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
 import { SignJWT } from 'jose';
 import WebSocket from 'ws';
-import type { GatewayConfig } from '@tidings/server';
+import { connect } from 'node:net';
+import type { Authenticator, GatewayConfig } from '@tidings/server';
 import { attemptSubscribe, RawWsClient, startGateway, startRedis, testClient, until, type AttemptOutcome, type RedisServer, type TestGateway } from '@tidings/testing';
 
 const SECRET = 'a-test-secret-of-at-least-32-bytes!!';
@@ -96,6 +97,34 @@ describe('connection caps', () => {
     expect(await attemptSubscribe(gw.url, 'sse', 'user:bob', { token: await tokenFor('bob') })).toEqual({ result: 'subscribed' });
     first.terminate();
     await expect.poll(() => attemptSubscribe(gw.url, 'sse', 'user:alice', { token: alice }), { timeout: 3000 }).toEqual({ result: 'subscribed' });
+  });
+});
+
+describe('a client that leaves while its credentials are checked', () => {
+  it('holds no slot afterwards, per node or per user (WebSocket and SSE)', async () => {
+    // A slow hook: each client below is gone before it answers.
+    const auth: Authenticator = {
+      connect: () => new Promise((resolve) => setTimeout(() => resolve({ user: 'alice', anonymous: false }), 300)),
+      canSubscribe: () => true,
+      canPublish: () => true,
+    };
+    const gw = await startGateway({ channelLinger: 0, maxConnections: 1, maxConnectionsPerUser: 1 }, { auth });
+    cleanup.push(() => gw.close());
+    const opening = {
+      websocket: 'GET /ws HTTP/1.1\r\nHost: gw\r\nConnection: Upgrade\r\nUpgrade: websocket\r\nSec-WebSocket-Version: 13\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n\r\n',
+      sse: 'GET /sse?channel=news HTTP/1.1\r\nHost: gw\r\n\r\n',
+    };
+    for (const transport of ['websocket', 'sse'] as const) {
+      const socket = connect(gw.port, '127.0.0.1');
+      socket.on('error', () => undefined);
+      socket.write(opening[transport]);
+      await new Promise((resolve) => setTimeout(resolve, 100));
+      socket.resetAndDestroy();
+      // The hook answers for the client that left.
+      await new Promise((resolve) => setTimeout(resolve, 400));
+      expect(await attemptSubscribe(gw.url, transport, 'news'), transport).toEqual({ result: 'subscribed' });
+      expect(await attemptSubscribe(gw.url, transport === 'sse' ? 'websocket' : 'sse', 'news'), transport).toEqual({ result: 'subscribed' });
+    }
   });
 });
 

@@ -119,9 +119,24 @@ function releaseOnClose(target: { on(event: 'close', listener: () => void): unkn
   // `on`, not `once`, which wraps the listener in two more objects: 'close' comes once anyway, and
   // releasing is idempotent.
   target.on('close', () => {
+    slots.closed = true;
     slots.gate?.release();
     slots.user?.release();
   });
+}
+
+/** An error on a socket: its 'close' follows, and whoever owns the socket cleans up there. */
+function closeFollows(): void {
+  // Nothing to do.
+}
+
+/**
+ * Holds the user's slot, taken after the authentication hook answered: a client may have left while
+ * it was being asked, and then the slot goes at once (its close came before there was one to release).
+ */
+function holdUserSlot(slots: HeldSlots, slot: Slot): void {
+  if (slots.closed) slot.release();
+  else slots.user = slot;
 }
 
 /**
@@ -148,6 +163,8 @@ function connectInfo(transport: ConnectInfo['transport'], req: HttpRequest, url:
 interface HeldSlots {
   gate: Slot | undefined;
   user: Slot | undefined;
+  /** The connection closed: a slot taken from now on is released at once. */
+  closed: boolean;
 }
 
 /**
@@ -266,7 +283,7 @@ export class Admission {
       }
       const declared = Number(req.headers['content-length'] ?? 0);
       if (declared > this.opts.maxBody) throw new TidingsError('too_large', `the body is larger than ${this.opts.maxBody} bytes`);
-      const slots: HeldSlots = { gate: undefined, user: undefined };
+      const slots: HeldSlots = { gate: undefined, user: undefined, closed: false };
       const connection = route.connection !== undefined && method === 'GET';
       if (connection) {
         // Released when the response is done, however it ends.
@@ -274,7 +291,7 @@ export class Admission {
         slots.gate = this.#admit(req);
       }
       const identity = await this.#identify(route, req, url);
-      if (connection && route.connection?.perUser === true) slots.user = await this.opts.users.acquire(identity.user, identity.anonymous);
+      if (connection && route.connection?.perUser === true) holdUserSlot(slots, await this.opts.users.acquire(identity.user, identity.anonymous));
       if (res.destroyed) return;
       await handler(req, res, { url, identity, cors });
     } catch (err) {
@@ -309,6 +326,9 @@ export class Admission {
 
   /** Admits a WebSocket upgrade; refusals are HTTP responses on the socket, or (bad credentials) a close after the handshake. */
   upgrade(req: IncomingMessage, socket: Duplex, head: Buffer): void {
+    // Nothing else listens to the socket's errors until the upgrade is accepted, after the
+    // authentication hook: a client that resets meanwhile must not raise an uncaught error.
+    socket.on('error', closeFollows);
     let url: URL;
     let route: Route | undefined;
     try {
@@ -324,12 +344,12 @@ export class Admission {
       return;
     }
     const { upgrade } = route;
-    const slots: HeldSlots = { gate: undefined, user: undefined };
+    const slots: HeldSlots = { gate: undefined, user: undefined, closed: false };
     releaseOnClose(socket, slots);
     const admitted = async (): Promise<Identity> => {
       if (route.connection !== undefined) slots.gate = this.#admit(req);
       const identity = await this.#identify(route, req, url);
-      if (route.connection?.perUser === true && identity.server !== true) slots.user = await this.opts.users.acquire(identity.user, identity.anonymous);
+      if (route.connection?.perUser === true && identity.server !== true) holdUserSlot(slots, await this.opts.users.acquire(identity.user, identity.anonymous));
       return identity;
     };
     admitted().then(
