@@ -64,7 +64,8 @@ type Handler<Q, S> = (req: Q, res: S, admitted: Admitted) => void | Promise<void
 export type HttpHandler = Handler<IncomingMessage, ServerResponse>;
 /** A route's GET or POST when the fast lane may serve it too: it sees only what both kinds of request have. */
 export type LaneHandler = Handler<HttpRequest, HttpResponse>;
-export type UpgradeHandler = (req: IncomingMessage, socket: Duplex, head: Buffer, admitted: Admitted) => void;
+/** A WebSocket upgrade's handler: the request is Node's, or one the fast lane read. */
+export type UpgradeHandler = (req: HttpRequest, socket: Duplex, head: Buffer, admitted: Admitted) => void;
 
 export interface Route {
   readonly access: Access;
@@ -79,7 +80,7 @@ export interface Route {
   /** A GET that opens a stream (SSE, a held poll): HEAD answers its headers without opening one, and it is refused while draining. */
   readonly stream?: { readonly contentType: string };
   /** WebSocket upgrades; `refused` answers an upgrade whose credentials were refused. */
-  readonly upgrade?: { readonly accept: UpgradeHandler; readonly refused: (req: IncomingMessage, socket: Duplex, head: Buffer, err: TidingsError) => void };
+  readonly upgrade?: { readonly accept: UpgradeHandler; readonly refused: (req: HttpRequest, socket: Duplex, head: Buffer, err: TidingsError) => void };
 }
 
 /** Path to route. */
@@ -325,7 +326,7 @@ export class Admission {
   }
 
   /** Admits a WebSocket upgrade; refusals are HTTP responses on the socket, or (bad credentials) a close after the handshake. */
-  upgrade(req: IncomingMessage, socket: Duplex, head: Buffer): void {
+  upgrade(req: HttpRequest, socket: Duplex, head: Buffer): void {
     // Nothing else listens to the socket's errors until the upgrade is accepted, after the
     // authentication hook: a client that resets meanwhile must not raise an uncaught error.
     socket.on('error', closeFollows);
@@ -394,7 +395,7 @@ export class Admission {
     sendError(res, err);
   }
 
-  #refuseSocket(socket: Duplex, err: unknown, req: IncomingMessage): void {
+  #refuseSocket(socket: Duplex, err: unknown, req: HttpRequest): void {
     if (!(err instanceof TidingsError)) this.opts.unexpected(err, { method: req.method, upgrade: true });
     else this.opts.refused?.(err.code, { method: req.method, upgrade: true });
     refuseOnSocket(socket, err instanceof TidingsError ? err : new TidingsError('internal', 'internal error'));

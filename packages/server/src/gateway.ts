@@ -406,14 +406,19 @@ export class Gateway {
         void admission.request(req, res);
       },
     );
-    // Plain polls, streams and publishes are read and answered on the socket, without Node's request and response objects.
-    const laneRoutes = (method: 'GET' | 'POST'): Set<string> => new Set([...routes].filter(([, route]) => route.lane?.[method] !== undefined).map(([path]) => path));
+    // Plain polls, streams and publishes are read and answered on the socket, without Node's request
+    // and response objects; WebSocket upgrades are read there too, without Node's parser.
+    const pathsWhere = (has: (route: Route) => boolean): Set<string> => new Set([...routes].filter(([, route]) => has(route)).map(([path]) => path));
     this.#lane = new FastLane(this.server, {
-      routes: { GET: laneRoutes('GET'), POST: laneRoutes('POST') },
+      routes: { GET: pathsWhere((r) => r.lane?.GET !== undefined), POST: pathsWhere((r) => r.lane?.POST !== undefined), UPGRADE: pathsWhere((r) => r.upgrade !== undefined) },
       maxBody: options.maxBody,
       serve: (req, res) => {
         spoke(req.socket);
         void admission.lane(req, res);
+      },
+      upgrade: (req, socket, head) => {
+        spoke(socket);
+        admission.upgrade(req, socket, head);
       },
     });
     this.server.on('upgrade', (req: IncomingMessage, socket: Duplex, head: Buffer) => {

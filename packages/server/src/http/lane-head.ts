@@ -5,10 +5,16 @@
  *
  * In the subset: `GET <path>[?query] HTTP/1.1` or `POST <path>[?query] HTTP/1.1` for a path whose
  * method the lane serves; header lines `name: value` with a token name and a value of visible ASCII,
- * spaces and tabs; a `Host`; no header twice; no `Upgrade` or `Expect`, and a `Connection` of
- * `keep-alive` or `close` only. A GET has no body; a POST's is sized by `Content-Length` (digits
- * only, at most the lane's body limit), never chunked (`Transfer-Encoding`). Lines end with CRLF;
- * the head with an empty line.
+ * spaces and tabs; a `Host`; no header twice; no `Expect`, and a `Connection` of `keep-alive` or
+ * `close` only. A GET has no body; a POST's is sized by `Content-Length` (digits only, at most the
+ * lane's body limit), never chunked (`Transfer-Encoding`). Lines end with CRLF; the head with an
+ * empty line.
+ *
+ * A WebSocket upgrade is in the subset too, for a path where the lane reads upgrades: a GET with
+ * `Upgrade: websocket` (that one protocol, in any case), a `Connection` whose options include
+ * `upgrade` (besides `keep-alive` and `close`), and no body. Node's parser hands such a head to its
+ * `upgrade` listeners; a head with only one of the two headers is a plain request to Node, and
+ * outside the subset here.
  * @module
  */
 
@@ -16,6 +22,8 @@
 export interface LaneRoutes {
   readonly GET: ReadonlySet<string>;
   readonly POST: ReadonlySet<string>;
+  /** The paths whose WebSocket upgrades the lane reads. */
+  readonly UPGRADE: ReadonlySet<string>;
 }
 
 /** What the lane learned of a request head in the subset. */
@@ -27,6 +35,8 @@ export interface LaneHead {
   readonly headers: Record<string, string>;
   /** The client asked to close the connection after the answer. */
   readonly close: boolean;
+  /** A WebSocket upgrade (a GET). */
+  readonly upgrade: boolean;
   /** The head's length in bytes, its empty line included. */
   readonly length: number;
   /** The body's length in bytes (`Content-Length`; 0 without one). */
@@ -51,8 +61,8 @@ export function isToken(name: string): boolean {
   for (let i = 0; i < name.length; i++) if (TCHAR[name.charCodeAt(i)] !== 1) return false;
   return true;
 }
-/** Headers that put a request outside the subset: a body, a protocol switch, an interim answer. */
-const OUTSIDE = new Set(['transfer-encoding', 'upgrade', 'expect', 'http2-settings']);
+/** Headers that put a request outside the subset: a body, an HTTP/2 switch, an interim answer. */
+const OUTSIDE = new Set(['transfer-encoding', 'expect', 'http2-settings']);
 
 /** `value` without the spaces and tabs around it. */
 function trimOws(value: string): string {
@@ -63,32 +73,51 @@ function trimOws(value: string): string {
   return value.slice(from, to);
 }
 
-/** Whether `Connection: value` asks to close; undefined when it names anything but keep-alive and close. */
-function connectionClose(value: string): boolean | undefined {
-  let close = false;
+/** What `Connection` asks for: bits. */
+const CLOSE = 1;
+const UPGRADE = 2;
+/** The options of `Connection: value`; undefined when it names anything but keep-alive, close and upgrade. */
+function connectionOptions(value: string): number | undefined {
+  // What clients send, before the general form (a comma-separated list, in any case).
+  if (value === 'Upgrade' || value === 'upgrade') return UPGRADE;
+  let asked = 0;
   for (const part of value.toLowerCase().split(',')) {
     const option = trimOws(part);
-    if (option === 'close') close = true;
+    if (option === 'close') asked |= CLOSE;
+    else if (option === 'upgrade') asked |= UPGRADE;
     else if (option !== 'keep-alive') return undefined;
   }
-  return close;
+  return asked;
 }
 
-/** Whether `buf` starts with `GET ` or `POST `: most connections that are not the lane's (WebSocket upgrades) are told by their first bytes. */
+/** Whether `buf` starts with `GET ` or `POST `: a connection that is not the lane's is mostly told by its first bytes. */
 function laneMethod(buf: Buffer): boolean {
   if (buf.length < 5) return false;
   if (buf[0] === 0x47) return buf[1] === 0x45 && buf[2] === 0x54 && buf[3] === 0x20;
   return buf[0] === 0x50 && buf[1] === 0x4f && buf[2] === 0x53 && buf[3] === 0x54 && buf[4] === 0x20;
 }
 
-/** The method and target of a request line in the subset, for a path of `routes` under its method. */
-function requestLine(text: string, routes: LaneRoutes): { method: 'GET' | 'POST'; target: string } | undefined {
+/** A request line in the subset: its method, its target, and what the lane serves at its path. */
+interface RequestLine {
+  readonly method: 'GET' | 'POST';
+  readonly target: string;
+  /** The lane serves the method at the path. */
+  readonly plain: boolean;
+  /** The lane reads WebSocket upgrades at the path (a GET). */
+  readonly upgrade: boolean;
+}
+
+/** The request line `text`, when it is in the subset and the lane serves its path under its method (or reads upgrades there). */
+function requestLine(text: string, routes: LaneRoutes): RequestLine | undefined {
   const line = REQUEST_LINE.exec(text);
   if (line === null) return undefined;
   const method = line[1] as 'GET' | 'POST';
   const target = line[2] as string;
   const query = target.indexOf('?');
-  return routes[method].has(query === -1 ? target : target.slice(0, query)) ? { method, target } : undefined;
+  const path = query === -1 ? target : target.slice(0, query);
+  const plain = routes[method].has(path);
+  const upgrade = method === 'GET' && routes.UPGRADE.has(path);
+  return plain || upgrade ? { method, target, plain, upgrade } : undefined;
 }
 
 const PREFIXES = [Buffer.from('GET '), Buffer.from('POST ')];
@@ -107,8 +136,8 @@ export function headMayFollow(buf: Buffer, routes: LaneRoutes, maxSize: number):
 
 /**
  * The request head at the start of `buf`, when it is whole, at most `maxSize` bytes, in the subset,
- * for a path of `routes` under its method, and (a POST) with a body of at most `maxBody` bytes;
- * undefined for anything else. The body need not be in `buf` yet.
+ * for a path of `routes` under its method (or, an upgrade, of `routes.UPGRADE`), and (a POST) with a
+ * body of at most `maxBody` bytes; undefined for anything else. The body need not be in `buf` yet.
  */
 export function readLaneHead(buf: Buffer, routes: LaneRoutes, maxSize: number, maxBody: number): LaneHead | undefined {
   if (!laneMethod(buf)) return undefined;
@@ -122,7 +151,7 @@ export function readLaneHead(buf: Buffer, routes: LaneRoutes, maxSize: number, m
   let bodyLength = 0;
   // A plain object, as Node's: a header named like an Object.prototype member is found as present and left to Node.
   const headers: Record<string, string> = {};
-  let close = false;
+  let asked = 0;
   let count = 0;
   while (eol !== -1) {
     if (++count > MAX_LANE_HEADERS) return undefined;
@@ -150,12 +179,19 @@ export function readLaneHead(buf: Buffer, routes: LaneRoutes, maxSize: number, m
       if (bodyLength > (method === 'GET' ? 0 : maxBody)) return undefined;
     }
     if (key === 'connection') {
-      const asked = connectionClose(value);
-      if (asked === undefined) return undefined;
-      close = asked;
+      const options = connectionOptions(value);
+      if (options === undefined) return undefined;
+      asked = options;
     }
     headers[key] = value;
   }
   if (headers.host === undefined) return undefined;
-  return { method, url: target, headers, close, length: end + HEAD_END.length, bodyLength };
+  // Node's parser takes a head as an upgrade when it has both headers; one without the other is a plain request.
+  const { upgrade: protocol } = headers;
+  const upgrade = protocol !== undefined && (asked & UPGRADE) !== 0;
+  if (upgrade) {
+    // A WebSocket handshake, without a body (what follows its head is the client's first frames).
+    if (!line.upgrade || protocol.toLowerCase() !== 'websocket' || headers['content-length'] !== undefined) return undefined;
+  } else if (!line.plain || protocol !== undefined || (asked & UPGRADE) !== 0) return undefined;
+  return { method, url: target, headers, close: (asked & CLOSE) !== 0, upgrade, length: end + HEAD_END.length, bodyLength };
 }

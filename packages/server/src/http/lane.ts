@@ -26,7 +26,7 @@
 import { channel } from 'node:diagnostics_channel';
 import type { IncomingHttpHeaders, OutgoingHttpHeaders, Server } from 'node:http';
 import type { Socket } from 'node:net';
-import { headMayFollow, isToken, readLaneHead, type LaneRoutes } from './lane-head.js';
+import { headMayFollow, isToken, readLaneHead, type LaneHead, type LaneRoutes } from './lane-head.js';
 import { STATUS_TEXT } from './respond.js';
 
 /** The request a lane route sees: what admission and the routes read of Node's `IncomingMessage`. */
@@ -44,12 +44,21 @@ export interface LaneRequest {
 /** Serves one request the lane read (admission first, then the route). */
 export type LaneServe = (req: LaneRequest, res: LaneResponse) => void;
 
+/**
+ * Takes a WebSocket upgrade the lane read, as Node's server `upgrade` listeners take theirs: the
+ * socket is no longer the lane's (nor Node's server's), and `head` holds the bytes read after the
+ * request's head.
+ */
+export type LaneUpgrade = (req: LaneRequest, socket: Socket, head: Buffer) => void;
+
 export interface LaneOptions {
   /** The paths whose GET or POST the lane serves. */
   readonly routes: LaneRoutes;
   /** The gateway's body limit: the lane reads bodies up to it, and at most {@link MAX_LANE_BODY}. */
   readonly maxBody: number;
   readonly serve: LaneServe;
+  /** Where WebSocket upgrades at `routes.UPGRADE` go. */
+  readonly upgrade: LaneUpgrade;
 }
 
 /**
@@ -337,6 +346,10 @@ class LaneConnection {
       return;
     }
     this.#headStarted = false;
+    if (head.upgrade) {
+      this.#upgrade(head, buf);
+      return;
+    }
     const end = head.length + head.bodyLength;
     if (buf.length < end) {
       // The body is on its way: read on (for as long as Node gives a whole request).
@@ -436,6 +449,26 @@ class LaneConnection {
     socket.end(() => socket.destroy());
   }
 
+  /**
+   * The connection leaves the lane for the gateway's WebSocket upgrade, which gets what came after
+   * the head. As Node's server leaves an upgraded socket: no `data` listener and not flowing (the
+   * next one to listen starts the flow, and bytes that come before it wait in the socket), nothing of
+   * the server's on it, no error listener either: the upgrade puts its own on at once.
+   */
+  #upgrade(head: LaneHead, buf: Buffer): void {
+    const { socket } = this;
+    this.lane.release(this);
+    this.#pending = undefined;
+    socket.off('data', onData);
+    socket.off('end', onEnd);
+    socket.off('close', onClose);
+    socket.off('error', onError);
+    // Node's setter (the type has none): what its server does at an upgrade.
+    (socket as { readableFlowing: boolean | null }).readableFlowing = null;
+    const req: LaneRequest = { method: head.method, url: head.url, headers: head.headers, socket, complete: true, body: undefined };
+    this.lane.upgrade(req, socket, head.length < buf.length ? buf.subarray(head.length) : EMPTY);
+  }
+
   /** Node's HTTP server takes the connection, and the bytes read, from here on. */
   #handOver(): void {
     const { socket } = this;
@@ -461,6 +494,7 @@ export class FastLane {
   readonly routes: LaneRoutes;
   readonly maxBody: number;
   readonly serve: LaneServe;
+  readonly upgrade: LaneUpgrade;
   readonly #connections = new Set<LaneConnection>();
   #sweeper: NodeJS.Timeout | undefined;
   readonly #node: (socket: Socket) => void;
@@ -478,6 +512,7 @@ export class FastLane {
     this.routes = options.routes;
     this.maxBody = Math.min(options.maxBody, MAX_LANE_BODY);
     this.serve = options.serve;
+    this.upgrade = options.upgrade;
     server.off('connection', this.#node);
     server.prependListener('connection', (socket: Socket) => this.#accept(socket));
   }

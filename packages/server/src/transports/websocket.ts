@@ -22,7 +22,7 @@ import {
   type TidingsError,
 } from '@tidings/protocol';
 import WebSocket, { WebSocketServer } from 'ws';
-import type { Admitted, Route } from '../admission.js';
+import type { Admitted, HttpRequest, Route } from '../admission.js';
 import type { Identity } from '../auth.js';
 import { Beats } from '../beats.js';
 import type { EncodedPresence, EncodedPublication } from '../encoded.js';
@@ -56,6 +56,13 @@ function destroySocket(this: Duplex): void {
 }
 
 const ignore = (): void => undefined;
+
+/**
+ * An upgrade request as `ws` takes it. It reads the method, the headers and the socket (and the URL
+ * for a server with a path, which this one is not), which a request the fast lane read has as
+ * Node's has.
+ */
+const forWs = (req: HttpRequest): IncomingMessage => req as IncomingMessage;
 
 /**
  * The `ws` socket of a gateway connection. It holds its connection, so the listeners every
@@ -289,7 +296,7 @@ export class WebSocketTransport {
         return;
       }
       // Not a handshake answered here: `ws` refuses it (400), or completes what it accepts.
-      this.#wss.handleUpgrade(req, socket, head, (ws: WebSocket) => {
+      this.#wss.handleUpgrade(forWs(req), socket, head, (ws: WebSocket) => {
         ws.on('error', ignore);
         ws.close(code, closeReason(reason));
       });
@@ -317,7 +324,7 @@ export class WebSocketTransport {
     for (const conn of this.#conns) conn.terminate();
   }
 
-  #accept(req: IncomingMessage, socket: Duplex, head: Buffer, admitted: Admitted): void {
+  #accept(req: HttpRequest, socket: Duplex, head: Buffer, admitted: Admitted): void {
     // A module-level listener: a closure here would keep this request and its head alive for the
     // whole life of the connection.
     socket.on('error', destroySocket);
@@ -325,7 +332,7 @@ export class WebSocketTransport {
     // the replies to the subscriptions in the connect request leave in one write. (A handshake `ws`
     // refuses ends the socket, which uncorks it.)
     socket.cork();
-    this.#wss.handleUpgrade(req, socket, head, (ws: WebSocket) => {
+    this.#wss.handleUpgrade(forWs(req), socket, head, (ws: WebSocket) => {
       const session = this.#open(ws as GatewaySocket, socket as Socket, admitted.identity);
       if (session !== undefined) subscribeAtConnect(admitted.url, session);
     });
