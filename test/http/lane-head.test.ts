@@ -66,7 +66,13 @@ function sendToNode(bytes: Buffer): Promise<void> {
 const mostly = <T,>(plain: fc.Arbitrary<T>, fault: fc.Arbitrary<T>): fc.Arbitrary<T> =>
   fc.oneof({ arbitrary: plain, weight: 6 }, { arbitrary: fault, weight: 1 });
 const headerName = mostly(
-  fc.constantFrom('X-A', 'x-b', 'Origin', 'Cookie', 'Authorization', 'Connection', 'User-Agent', 'Accept', 'If-None-Match', 'Upgrade', 'Sec-WebSocket-Key'),
+  fc
+    .tuple(
+      // Names the lane knows, and others (some a character away from one it knows), in any case.
+      fc.constantFrom('X-A', 'x-b', 'Origin', 'Cookie', 'Authorization', 'Connection', 'User-Agent', 'Accept', 'If-None-Match', 'Upgrade', 'Sec-WebSocket-Key', 'Hosu', 'Cookie2', 'X-Forwarded-Fox', 'Accept-Encodinf'),
+      fc.constantFrom('as is', 'upper', 'lower'),
+    )
+    .map(([name, as]) => (as === 'upper' ? name.toUpperCase() : as === 'lower' ? name.toLowerCase() : name)),
   fc.constantFrom('Host', 'Content-Length', 'Content-Length', 'Transfer-Encoding', 'Upgrade', 'Expect', 'Bad Name', 'X\u0000B', 'Ü', '', '', ' folded'),
 );
 const valueChar = mostly(fc.constantFrom('a', 'Z', '0', ' ', '\t', ',', ';', '=', '"', '/', ':'), fc.constantFrom('\r', '\n', '\u0000', '\u007f', 'é', 'ÿ'));

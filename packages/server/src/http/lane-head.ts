@@ -61,6 +61,34 @@ export function isToken(name: string): boolean {
   for (let i = 0; i < name.length; i++) if (TCHAR[name.charCodeAt(i)] !== 1) return false;
   return true;
 }
+/**
+ * Header names clients send, by length: a name read from a head is one of these constants when it
+ * is one, in any case, rather than a new lower-cased string. (A header's name is a key of the
+ * headers object, and a string made at run time must first be looked up among V8's internalized
+ * strings to be one; Node's parser does the same with its known fields.)
+ */
+const KNOWN_NAMES = new Map<number, readonly string[]>();
+for (const name of [
+  'host', 'connection', 'upgrade', 'origin', 'cookie', 'authorization', 'user-agent', 'accept', 'accept-encoding', 'accept-language',
+  'cache-control', 'pragma', 'content-type', 'content-length', 'last-event-id', 'referer', 'x-forwarded-for', 'x-real-ip',
+  'sec-websocket-key', 'sec-websocket-version', 'sec-websocket-extensions', 'sec-websocket-protocol', 'sec-fetch-mode', 'sec-fetch-site', 'sec-fetch-dest',
+]) {
+  KNOWN_NAMES.set(name.length, [...(KNOWN_NAMES.get(name.length) ?? []), name]);
+}
+
+/** The name `text[from, to)` in lower case: a constant when it is a known one. */
+function headerName(text: string, from: number, to: number): string {
+  const known = KNOWN_NAMES.get(to - from);
+  if (known !== undefined) {
+    next: for (const name of known) {
+      // Lower case by the 0x20 bit: the names are letters, digits and '-', which a token's other characters never become.
+      for (let i = 0; i < name.length; i++) if ((text.charCodeAt(from + i) | 0x20) !== name.charCodeAt(i)) continue next;
+      return name;
+    }
+  }
+  return text.slice(from, to).toLowerCase();
+}
+
 /** Headers that put a request outside the subset: a body, an HTTP/2 switch, an interim answer. */
 const OUTSIDE = new Set(['transfer-encoding', 'expect', 'http2-settings']);
 
@@ -170,7 +198,7 @@ export function readLaneHead(buf: Buffer, routes: LaneRoutes, maxSize: number, m
     }
     while (start < stop && isOws(text.charCodeAt(start))) start++;
     while (stop > start && isOws(text.charCodeAt(stop - 1))) stop--;
-    const key = text.slice(from, colon).toLowerCase();
+    const key = headerName(text, from, colon);
     if (key in headers || OUTSIDE.has(key)) return undefined;
     const value = text.slice(start, stop);
     if (key === 'content-length') {
