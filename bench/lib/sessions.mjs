@@ -97,9 +97,10 @@ export function sessions(cfg) {
     fanout('poll-large', 'poll', cfg.largeSubs, cfg.pollRefRate, cfg.ladderRounds),
     channelsSession(
       'channels-ws',
-      [...sidesOf('ws', ['baseline', 'tidings']), ...sidesOf('ws', ['tidings'], { publish: 'batch' }), ...sidesOf('ws', ['tidings'], { publish: 'connection' }), ...sidesOf('ws', ['nchan', 'socketio'])],
+      [...sidesOf('ws', ['baseline', 'tidings', 'tidings-ref']), ...sidesOf('ws', ['tidings'], { publish: 'batch' }), ...sidesOf('ws', ['tidings'], { publish: 'connection' }), ...sidesOf('ws', ['nchan', 'socketio'])],
       [
         ['tidings', 'baseline'],
+        ['tidings', 'tidings-ref'],
         ['tidings', 'nchan'],
         ['tidings-batch', 'nchan'],
         ['tidings-connection', 'baseline'],

@@ -12,11 +12,12 @@
  * connection's first bytes; a whole request head in the subset of `lane-head.ts`, for a route the
  * lane serves, it serves itself once its body (a POST's, sized and at most the body limit) is read
  * whole: admission and the route get a {@link LaneRequest} and a {@link LaneResponse}, and the
- * answer is one write (a stream's head is one, and the stream writes
- * its own chunks). It goes on so for the connection's next
- * requests. Anything else (another route, another method, a head cut over two reads, a header
- * outside the subset) and the connection goes to Node's HTTP server, with the bytes already read,
- * for the rest of its life. The lane never refuses input itself: Node judges whatever is not plain.
+ * answer is one write (a stream's head is one, and the stream writes its own chunks). It goes on so
+ * for the connection's next requests. A WebSocket handshake in the subset leaves the lane for the
+ * gateway's upgrade, as Node's server hands its upgrades over. Anything else (another route, another
+ * method, a header outside the subset) and the connection goes to Node's HTTP server, with the bytes
+ * already read, for the rest of its life. The lane never refuses input itself: Node judges whatever
+ * is not plain.
  *
  * Each connection the lane holds has one owner here: it leaves the set when it closes or is handed
  * over. Requests are answered in order: bytes that arrive while one is in flight wait (reading
