@@ -1,9 +1,10 @@
 /**
  * The fast lane's request heads are a strict subset of what Node's HTTP parser accepts: any head the
- * lane reads, Node reads the same way (the same method, target, headers and values, and body).
- * Heads are generated from HTTP's grammar with the faults that matter (bare LF, folded lines, spaces
- * before the colon, controls and non-ASCII in values, duplicates, bodies and their lengths, other
- * versions and methods) and fed to both: the lane's reader, and a real Node server over a socket.
+ * lane reads, Node reads the same way (the same method, target, headers and values, and body, and a
+ * WebSocket upgrade as an upgrade). Heads are generated from HTTP's grammar with the faults that
+ * matter (bare LF, folded lines, spaces before the colon, controls and non-ASCII in values,
+ * duplicates, bodies and their lengths, other versions and methods, half a handshake) and fed to
+ * both: the lane's reader, and a real Node server over a socket.
  */
 import { createServer, type IncomingHttpHeaders, type IncomingMessage, type Server } from 'node:http';
 import type { Duplex } from 'node:stream';
