@@ -8,7 +8,7 @@
 import { connect, type Socket } from 'node:net';
 import { expect, it } from 'vitest';
 import type { Authenticator } from '@tidings/server';
-import { cleanupAfterEach, clientFrame, Opcode, parseHead, startGateway, type TestGateway } from '@tidings/testing';
+import { cleanupAfterEach, clientFrame, Opcode, parseHead, parseServerFrames, startGateway, type TestGateway } from '@tidings/testing';
 
 const cleanup = cleanupAfterEach();
 
@@ -40,7 +40,7 @@ class Peer {
   readonly statuses: number[] = [];
   readonly frames: Array<Record<string, unknown>> = [];
   closed = false;
-  #bytes = Buffer.alloc(0);
+  #bytes: Buffer = Buffer.alloc(0);
   #upgraded = false;
 
   constructor(port: number) {
@@ -68,27 +68,17 @@ class Peer {
       const text = this.#bytes.toString('latin1');
       const head = parseHead(text);
       if (head === undefined) return;
-      this.statuses.push(head.status);
       const length = head.status === 101 ? 0 : Number(head.headers['content-length'] ?? 0);
       if (Buffer.byteLength(head.body, 'latin1') < length) return;
+      this.statuses.push(head.status);
       this.#upgraded = head.status === 101;
       this.#bytes = this.#bytes.subarray(text.length - head.body.length + length);
     }
-    for (;;) {
-      const b = this.#bytes;
-      if (b.length < 2) return;
-      let length = (b[1] as number) & 0x7f;
-      let at = 2;
-      if (length === 126) {
-        if (b.length < 4) return;
-        length = b.readUInt16BE(2);
-        at = 4;
-      }
-      if (b.length < at + length) return;
-      if (((b[0] as number) & 0x0f) === Opcode.text) {
-        for (const line of b.toString('utf8', at, at + length).split('\n')) if (line !== '') this.frames.push(JSON.parse(line) as Record<string, unknown>);
-      }
-      this.#bytes = b.subarray(at + length);
+    const { frames, rest } = parseServerFrames(this.#bytes);
+    this.#bytes = rest;
+    for (const frame of frames) {
+      if (frame.opcode !== Opcode.text) continue;
+      for (const line of frame.payload.toString('utf8').split('\n')) if (line !== '') this.frames.push(JSON.parse(line) as Record<string, unknown>);
     }
   }
 }

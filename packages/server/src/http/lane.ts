@@ -141,6 +141,19 @@ function onError(): void {
   // 'close' follows.
 }
 
+/** Takes the lane's listeners off a socket that leaves it. */
+function unlisten(socket: Socket): void {
+  socket.off('data', onData);
+  socket.off('end', onEnd);
+  socket.off('close', onClose);
+  socket.off('error', onError);
+}
+
+/** The request a lane route (or the upgrade) sees of a head the lane read. */
+function requestOf(head: LaneHead, socket: Socket, body: Buffer | undefined): LaneRequest {
+  return { method: head.method, url: head.url, headers: head.headers, socket, complete: true, body };
+}
+
 type CloseListener = (this: LaneResponse) => void;
 
 /**
@@ -368,7 +381,7 @@ class LaneConnection {
     this.#current = res;
     this.#served = true;
     this.lane.busy(this);
-    const req: LaneRequest = { method: head.method, url: head.url, headers: head.headers, socket: this.socket, complete: true, body };
+    const req = requestOf(head, this.socket, body);
     if (requests.hasSubscribers) requests.publish({ request: req, response: res });
     this.lane.serve(req, res);
   }
@@ -460,14 +473,10 @@ class LaneConnection {
     const { socket } = this;
     this.lane.release(this);
     this.#pending = undefined;
-    socket.off('data', onData);
-    socket.off('end', onEnd);
-    socket.off('close', onClose);
-    socket.off('error', onError);
+    unlisten(socket);
     // Node's setter (the type has none): what its server does at an upgrade.
     (socket as { readableFlowing: boolean | null }).readableFlowing = null;
-    const req: LaneRequest = { method: head.method, url: head.url, headers: head.headers, socket, complete: true, body: undefined };
-    this.lane.upgrade(req, socket, head.length < buf.length ? buf.subarray(head.length) : EMPTY);
+    this.lane.upgrade(requestOf(head, socket, undefined), socket, head.length < buf.length ? buf.subarray(head.length) : EMPTY);
   }
 
   /** Node's HTTP server takes the connection, and the bytes read, from here on. */
@@ -481,10 +490,7 @@ class LaneConnection {
     if (pending !== undefined) socket.unshift(pending);
     // The lane's listeners go after Node's came for the same events, so that no key of the socket's
     // listener table is deleted (which would turn it into a larger dictionary for the socket's life).
-    socket.off('data', onData);
-    socket.off('end', onEnd);
-    socket.off('close', onClose);
-    socket.off('error', onError);
+    unlisten(socket);
     // Paused here for pipelined bytes: Node reads on.
     if (socket.isPaused()) socket.resume();
   }

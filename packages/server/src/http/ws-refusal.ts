@@ -6,7 +6,7 @@
  * @module
  */
 import { createHash } from 'node:crypto';
-import type { IncomingHttpHeaders } from 'node:http';
+import type { HttpRequest } from '../admission.js';
 import { frameClose } from '../framing.js';
 
 /** RFC 6455 section 1.3. */
@@ -22,7 +22,7 @@ const TOKEN = /^[!#$%&'*+\-.^_`|~0-9A-Za-z]+$/;
  * echoed (the first one, as `ws` picks by default): a browser that asked for one fails a handshake
  * that names none, and would then not see the close code.
  */
-export function refusedHandshake(req: { readonly method?: string | undefined; readonly headers: IncomingHttpHeaders }, code: number, reason: string): Buffer | undefined {
+export function refusedHandshake(req: Pick<HttpRequest, 'method' | 'headers'>, code: number, reason: string): Buffer | undefined {
   const key = req.headers['sec-websocket-key'];
   const version = req.headers['sec-websocket-version'];
   if (req.method !== 'GET' || req.headers.upgrade?.toLowerCase() !== 'websocket') return undefined;
