@@ -35,4 +35,28 @@ describe('ConnectInfo', () => {
       { transport: 'poll', remoteAddress: '127.0.0.1', channel: 'news', agent: 'probe-poll' },
     ]);
   });
+
+  it('is logged whole: serialised, it has the transport, headers, URL and address', async () => {
+    const logged: unknown[] = [];
+    const auth: Authenticator = {
+      connect: (info) => {
+        logged.push(JSON.parse(JSON.stringify(info)));
+        return Promise.resolve({ user: 'u', anonymous: false });
+      },
+      canSubscribe: () => true,
+      canPublish: () => true,
+    };
+    const gw = await startGateway({}, { auth });
+    cleanup.push(() => gw.close());
+    const poll = await fetch(`${gw.url}/poll?channel=news&timeout=0`, { headers: { 'user-agent': 'probe-log' } });
+    expect(poll.status).toBe(200);
+    expect(logged).toEqual([
+      expect.objectContaining({
+        transport: 'poll',
+        remoteAddress: '127.0.0.1',
+        url: `http://gateway/poll?channel=news&timeout=0`,
+        headers: expect.objectContaining({ 'user-agent': 'probe-log' }) as unknown,
+      }),
+    ]);
+  });
 });

@@ -42,6 +42,10 @@ export interface ConnectInfo {
   readonly transport: TransportName;
   readonly headers: IncomingHttpHeaders;
   readonly url: URL;
+  /**
+   * The socket's peer address (not `X-Forwarded-For`). Looked up when read: a getter, so a copy made
+   * by spreading (`{ ...info }`) leaves it out; `JSON.stringify(info)` (a logger) includes it.
+   */
   readonly remoteAddress: string | undefined;
 }
 
