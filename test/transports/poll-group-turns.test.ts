@@ -12,7 +12,7 @@ import { brokerSettings, publishCommand } from '@tidings/testing';
 import { Hub } from '../../packages/server/src/hub.js';
 import { PollGroups } from '../../packages/server/src/poll-groups.js';
 import { Presence } from '../../packages/server/src/presence.js';
-import type { Poller } from '../../packages/server/src/sink.js';
+import type { Poller, PollWatcher } from '../../packages/server/src/sink.js';
 
 const closers: Array<() => unknown> = [];
 afterEach(async () => {
@@ -31,10 +31,20 @@ interface Answered {
 /** A poll's client: what it was answered, if anything yet. */
 class TestPoller implements Poller {
   answers: Answered[] = [];
+  /** When each answer came (`performance.now()`). */
+  times: number[] = [];
+  #watcher: PollWatcher | undefined;
   answer(body: Buffer): void {
     this.answers.push(JSON.parse(body.toString()) as Answered);
+    this.times.push(performance.now());
   }
-  onGone(): void {}
+  watch(watcher: PollWatcher): void {
+    this.#watcher = watcher;
+  }
+  /** Its client goes away. */
+  leave(): void {
+    this.#watcher?.gone();
+  }
   get data(): string[] {
     return this.answers.flatMap((a) => a.messages.map((m) => m.data));
   }
@@ -54,9 +64,10 @@ async function group() {
   closers.push(() => groups.close());
   /** Publishes; the group has it when this resolves, and its parked polls are answered at the end of the turn. */
   const publish = async (data: string): Promise<Position> => (await broker.publish(publishCommand('news', JSON.stringify(data)))).position;
-  const poll = (since: Position | undefined, hold = 10_000): { poller: TestPoller; outcome: string } => {
+  const poll = (since: Position | undefined, hold = 10_000): { poller: TestPoller; outcome: string; at: number } => {
     const poller = new TestPoller();
-    return { poller, outcome: groups.park({ channel: 'news', since, identity: ANON, hold, poller }) };
+    const at = performance.now();
+    return { poller, outcome: groups.park({ channel: 'news', since, identity: ANON, hold, poller }), at };
   };
   const start = await publish('start');
   groups.served('news');
@@ -120,5 +131,64 @@ describe('a poll group, turn by turn', () => {
     await turn();
     expect(noCursorThenPublished.poller.data).toEqual(['two']);
     expect(noCursorThenPublished.poller.answers[0]?.cursor).toBe(formatCursorEntry('news', two));
+  });
+
+  it('answers each poll when its own hold runs out, whatever the holds of the polls parked before it', async () => {
+    const g = await group();
+    const long = g.poll(g.start, 400);
+    const short = g.poll(g.start, 60);
+    await new Promise((r) => setTimeout(r, 20));
+    const later = g.poll(g.start, 60);
+    expect([long.outcome, short.outcome, later.outcome]).toEqual(['parked', 'parked', 'parked']);
+    await expect.poll(() => later.poller.answers.length, { timeout: 2000, interval: 5 }).toBe(1);
+    expect(short.poller.answers).toHaveLength(1);
+    expect(long.poller.answers).toEqual([]);
+    expect(g.stats().parked).toBe(1);
+    await expect.poll(() => long.poller.answers.length, { timeout: 2000, interval: 5 }).toBe(1);
+    // Never before its hold (a timer counts whole milliseconds: one of slack), each with its cursor back.
+    for (const p of [long, short, later]) {
+      expect(p.poller.times[0]).toBeGreaterThanOrEqual(p.at + (p === long ? 400 : 60) - 1);
+      expect(p.poller.answers[0]).toEqual({ messages: [], gaps: [], cursor: formatCursorEntry('news', g.start) });
+    }
+    expect(later.poller.times[0]).toBeGreaterThan(short.poller.times[0] as number);
+    expect(g.stats()).toEqual({ groups: 1, parked: 0, queued: 0 });
+  });
+
+  it('keeps one timer per hold, not one per parked poll', async () => {
+    const g = await group();
+    const timers = (): number => process.getActiveResourcesInfo().filter((r) => r === 'Timeout').length;
+    const before = timers();
+    const polls = Array.from({ length: 500 }, (_, i) => g.poll(g.start, i % 2 === 0 ? 30_000 : 20_000));
+    expect(polls.every((p) => p.outcome === 'parked')).toBe(true);
+    expect(timers() - before).toBe(2);
+    await g.publish('one');
+    await turn();
+    expect(polls.every((p) => p.poller.data.join() === 'one')).toBe(true);
+    // All answered: the queues and their timers are gone.
+    expect(timers()).toBe(before);
+    expect(g.stats()).toEqual({ groups: 1, parked: 0, queued: 0 });
+  });
+
+  it('lets go of the places of polls answered or gone before their hold, while other polls stay parked', async () => {
+    const g = await group();
+    const stays = g.poll(g.start, 60_000);
+    let at = g.start;
+    for (let i = 0; i < 2000; i++) {
+      const gone = g.poll(at, 60_000);
+      expect(gone.outcome).toBe('parked');
+      gone.poller.leave();
+      expect(g.stats().queued).toBeLessThanOrEqual(2 * g.stats().parked + 64);
+      if (i % 100 === 0) {
+        // Polls parked this turn at the new position stay parked through its answer, the one behind is answered.
+        at = await g.publish(`p${i}`);
+        const waiting = [g.poll(at, 60_000), g.poll(at, 60_000)];
+        await turn();
+        expect(waiting.every((w) => w.poller.answers.length === 0)).toBe(true);
+        for (const w of waiting) w.poller.leave();
+      }
+    }
+    expect(stays.poller.answers).toHaveLength(1);
+    expect(g.stats().parked).toBe(0);
+    expect(g.stats().queued).toBeLessThanOrEqual(64);
   });
 });

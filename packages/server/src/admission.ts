@@ -60,6 +60,12 @@ export interface HttpResponse {
   destroy(): this;
 }
 
+/**
+ * A response that carries what it serves (an SSE stream, a held poll): the gateway's `ServerResponse`
+ * and a fast-lane one both do, so that a close listener shared by every response finds it there.
+ */
+export type Carrier = HttpResponse & { stream: unknown };
+
 type Handler<Q, S> = (req: Q, res: S, admitted: Admitted) => void | Promise<void>;
 export type HttpHandler = Handler<IncomingMessage, ServerResponse>;
 /** A route's GET or POST when the fast lane may serve it too: it sees only what both kinds of request have. */

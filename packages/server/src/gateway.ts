@@ -81,8 +81,12 @@ export interface GatewayStats {
   readonly hub: { readonly channels: number; readonly subscribers: number; readonly repairing: number; readonly lingering: number };
   /** Presence entries of this node's clients. */
   readonly presence: number;
-  /** Long-poll groups (each one hub subscriber of its channel) and the polls parked in them (no session of their own). */
-  readonly polls: { readonly groups: number; readonly parked: number };
+  /**
+   * Long-poll groups (each one hub subscriber of its channel), the polls parked in them (no session of
+   * their own), and the places in their hold queues (the parked polls, and polls answered before their
+   * hold ran out that a queue has not let go yet: at most twice the parked polls, and a few).
+   */
+  readonly polls: { readonly groups: number; readonly parked: number; readonly queued: number };
 }
 
 /** The authenticator the options configure: JWT when `auth.jwt` is set, else open. */

@@ -26,7 +26,7 @@ import type { Metrics } from './metrics.js';
 import type { GatewayOptions } from './options.js';
 import { namespaceOf } from './publisher.js';
 import { Session, type SessionContext } from './session.js';
-import type { ParkOutcome, ParkRequest, Poller, Sink } from './sink.js';
+import type { ParkOutcome, ParkRequest, Poller, PollWatcher, Sink } from './sink.js';
 
 /** Polled channels with a group at once, per node. */
 export const MAX_GROUPS = 100_000;
@@ -37,20 +37,49 @@ const EXPIRY_MARGIN = 250;
 /** How often idle groups are looked for, in ms. */
 const SWEEP = 1000;
 
-interface Parked {
-  readonly poller: Poller;
-  readonly timer: NodeJS.Timeout;
+/** A poll held in a group, until a publication, its hold, its credentials' expiry, or its client's going. */
+class Parked implements PollWatcher {
+  /** Answered, or let go: its place in its hold queue goes when the queue next moves on. */
+  done = false;
   /** When the poll's credentials expire (on the gateway's clock), the poll is answered as it stands. */
-  expiry: ClockTimer | undefined;
-  /** The position the poll waits after: its cursor, or the group's latest when it had none. */
-  readonly at: Position;
-  /**
-   * How many of this turn's publications and gaps the poll is already past: it came after them,
-   * at the position they brought. Zero for a poll held over from an earlier turn.
-   */
-  pending: number;
-  gaps: number;
+  expiry: ClockTimer | undefined = undefined;
+
+  constructor(
+    readonly group: PollGroup,
+    readonly poller: Poller,
+    /** The position the poll waits after: its cursor, or the group's latest when it had none. */
+    readonly at: Position,
+    /**
+     * How many of this turn's publications and gaps the poll is already past: it came after them,
+     * at the position they brought. Zero for a poll held over from an earlier turn.
+     */
+    public pending: number,
+    public gaps: number,
+    /** When its hold runs out (`performance.now()`). */
+    readonly deadline: number,
+  ) {}
+
+  /** Its client went away. */
+  gone(): void {
+    this.group.gone(this);
+  }
 }
+
+/**
+ * The polls parked with one hold, in the order they came, which is the order their holds run out: one
+ * timer for all of them, at the first one's time, instead of one per poll. Polls answered before their
+ * time stay in the queue (marked done) until it moves past them or is compacted.
+ */
+class HoldQueue {
+  items: Parked[] = [];
+  head = 0;
+  timer: NodeJS.Timeout | undefined = undefined;
+
+  constructor(readonly hold: number) {}
+}
+
+/** A hold timer may fire up to a millisecond before its time as `performance.now()` counts it (timers count whole milliseconds). */
+const TIMER_SLACK = 1;
 
 /** The group's identity: a server-side subscription (no presence, no client permissions). */
 const GROUP: Identity = Object.freeze({ user: '', anonymous: false, server: true });
@@ -65,6 +94,9 @@ class PollGroup implements Sink {
   #recent: EncodedPublication[] = [];
   /** Polls held at `last`. */
   readonly #parked = new Set<Parked>();
+  /** The parked polls by hold, for their timers; with the places of polls answered early, {@link #queued} in all. */
+  readonly #holds = new Map<number, HoldQueue>();
+  #queued = 0;
   /** What arrived this turn, answered together at its end. */
   #pending: EncodedPublication[] = [];
   #gaps: Gap[] = [];
@@ -138,14 +170,8 @@ class PollGroup implements Sink {
   }
 
   #park(req: ParkRequest, at: Position): void {
-    const parked: Parked = {
-      poller: req.poller,
-      at,
-      pending: this.#pending.length,
-      gaps: this.#gaps.length,
-      timer: setTimeout(() => this.#timeout(parked), req.hold),
-      expiry: undefined,
-    };
+    const parked = new Parked(this, req.poller, at, this.#pending.length, this.#gaps.length, performance.now() + req.hold);
+    this.#queue(parked, req.hold);
     // As a poll's session closes at its token's expiry, a parked poll is answered then, with nothing more.
     const { expiresAt } = req.identity;
     if (expiresAt !== undefined) parked.expiry = this.clock.setTimeout(() => this.#timeout(parked, 'token_expired'), expiresAt - this.clock.now());
@@ -153,12 +179,15 @@ class PollGroup implements Sink {
     this.idleSince = Date.now();
     this.metrics.connectionOpened('poll');
     if (req.since !== undefined) this.metrics.resumed('poll', 'recovered');
-    req.poller.onGone(() => {
-      if (this.#parked.delete(parked)) {
-        this.#release(parked);
-        this.metrics.connectionClosed('poll', 'client_gone');
-      }
-    });
+    req.poller.watch(parked);
+  }
+
+  /** `parked`'s client went away before its answer. */
+  gone(parked: Parked): void {
+    if (!this.#parked.delete(parked)) return;
+    this.#release(parked);
+    this.metrics.connectionClosed('poll', 'client_gone');
+    this.#compact();
   }
 
   /** The hold ran out (or the credentials expired): nothing new, the same cursor back. */
@@ -170,8 +199,70 @@ class PollGroup implements Sink {
   }
 
   #release(parked: Parked): void {
-    clearTimeout(parked.timer);
+    parked.done = true;
     this.clock.clearTimeout(parked.expiry);
+  }
+
+  /** Puts `parked` at the end of the queue of its hold, whose timer runs while it holds any poll. */
+  #queue(parked: Parked, hold: number): void {
+    let queue = this.#holds.get(hold);
+    if (queue === undefined) {
+      queue = new HoldQueue(hold);
+      this.#holds.set(hold, queue);
+    }
+    queue.items.push(parked);
+    this.#queued += 1;
+    queue.timer ??= setTimeout(this.#runOut, hold, queue);
+  }
+
+  /** A hold queue's timer: the polls whose hold ran out are answered, and the timer is set for the next one. */
+  readonly #runOut = (queue: HoldQueue): void => {
+    queue.timer = undefined;
+    const now = performance.now();
+    // The queue moves on first, and the polls are answered after: answering never meets a queue half moved.
+    const due: Parked[] = [];
+    for (let next = queue.items[queue.head]; next !== undefined; next = queue.items[queue.head]) {
+      if (!next.done && next.deadline > now + TIMER_SLACK) break;
+      queue.head += 1;
+      this.#queued -= 1;
+      if (!next.done) due.push(next);
+    }
+    const next = queue.items[queue.head];
+    if (next === undefined) {
+      if (this.#holds.get(queue.hold) === queue) this.#holds.delete(queue.hold);
+    } else {
+      if (queue.head > 64 && queue.head * 2 >= queue.items.length) {
+        queue.items = queue.items.slice(queue.head);
+        queue.head = 0;
+      }
+      queue.timer = setTimeout(this.#runOut, Math.max(1, Math.ceil(next.deadline - now)), queue);
+    }
+    for (const parked of due) this.#timeout(parked);
+  };
+
+  /**
+   * Lets go of the places of polls answered before their hold ran out, once they are more than the
+   * polls held: the queues stay within twice the parked polls (and a few), at an amortised constant cost.
+   */
+  #compact(): void {
+    if (this.#queued <= 2 * this.#parked.size + 64) return;
+    this.#queued = 0;
+    for (const queue of this.#holds.values()) {
+      queue.items = queue.items.slice(queue.head).filter((p) => !p.done);
+      queue.head = 0;
+      this.#queued += queue.items.length;
+      if (queue.items.length === 0) {
+        clearTimeout(queue.timer);
+        this.#holds.delete(queue.hold);
+      }
+    }
+  }
+
+  /** Every hold queue goes, with its timer. */
+  #clearHolds(): void {
+    for (const queue of this.#holds.values()) clearTimeout(queue.timer);
+    this.#holds.clear();
+    this.#queued = 0;
   }
 
   /** An answer with no messages and the cursor at `at` (one encoding per position until the next publication). */
@@ -203,6 +294,11 @@ class PollGroup implements Sink {
 
   get parkedCount(): number {
     return this.#parked.size;
+  }
+
+  /** Places in the hold queues. */
+  get queuedCount(): number {
+    return this.#queued;
   }
 
   subscribed(result: SubscribeResult): void {
@@ -268,6 +364,9 @@ class PollGroup implements Sink {
       this.metrics.connectionClosed('poll', 'answered');
     }
     this.idleSince = Date.now();
+    // Usually every poll was answered: the hold queues start again empty.
+    if (this.#parked.size === 0) this.#clearHolds();
+    else this.#compact();
   };
 
   /** One answer of `due` and `gaps`, or undefined when both are empty. */
@@ -291,6 +390,7 @@ class PollGroup implements Sink {
     if (this.#flush !== undefined) clearImmediate(this.#flush);
     const parked = [...this.#parked];
     this.#parked.clear();
+    this.#clearHolds();
     for (const p of parked) {
       this.#release(p);
       p.poller.answer(emptyAnswer(formatCursorEntry(this.channel, p.at)));
@@ -323,11 +423,15 @@ export class PollGroups {
     this.#sweep = setInterval(() => this.#release(), SWEEP).unref();
   }
 
-  /** Groups, and the polls parked in them. */
-  stats(): { groups: number; parked: number } {
+  /** Groups, the polls parked in them, and the places in their hold queues. */
+  stats(): { groups: number; parked: number; queued: number } {
     let parked = 0;
-    for (const g of this.#groups.values()) parked += g.parkedCount;
-    return { groups: this.#groups.size, parked };
+    let queued = 0;
+    for (const g of this.#groups.values()) {
+      parked += g.parkedCount;
+      queued += g.queuedCount;
+    }
+    return { groups: this.#groups.size, parked, queued };
   }
 
   /**

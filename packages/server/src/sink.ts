@@ -84,8 +84,16 @@ export interface DuplexAttachment extends Attachment {
 export interface Poller {
   /** Writes the answer (a whole JSON body); called at most once. */
   answer(body: Buffer): void;
-  /** Calls `listener` once when the client goes away before the answer. */
-  onGone(listener: () => void): void;
+  /**
+   * Calls `watcher.gone()` once when the client goes away before the answer. A watcher, not a
+   * listener: what holds the poll is told without a closure made for each poll.
+   */
+  watch(watcher: PollWatcher): void;
+}
+
+/** Whoever holds a {@link Poller}: told when its client goes away. */
+export interface PollWatcher {
+  gone(): void;
 }
 
 /** One long poll for one channel. */

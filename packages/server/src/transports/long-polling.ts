@@ -18,10 +18,10 @@ import {
   type RequestId,
   type SubscribeResult,
 } from '@tidings/protocol';
-import type { Admitted, HttpRequest, HttpResponse, LaneHandler } from '../admission.js';
+import type { Admitted, Carrier, HttpRequest, HttpResponse, LaneHandler } from '../admission.js';
 import type { EncodedPublication } from '../encoded.js';
 import { streamParams, subscribeAll } from '../http/params.js';
-import type { Attachment, Connector, Poller, Sink } from '../sink.js';
+import type { Attachment, Connector, Poller, PollWatcher, Sink } from '../sink.js';
 
 export interface PollOptions {
   /** The longest a poll is held; a `timeout` query may only shorten it. */
@@ -146,9 +146,12 @@ function answerHead(cors: Readonly<Record<string, string>>, length: number): Rea
 
 /**
  * A held response as a poll group sees it: the same answer bytes may go to many. A class, not an
- * object of closures: a held poll costs one small object here.
+ * object of closures, and its close listener is shared by every held poll (it finds the poll through
+ * the response): a held poll costs one small object here.
  */
 class HeldResponse implements Poller {
+  #watcher: PollWatcher | undefined;
+
   constructor(
     private readonly res: HttpResponse,
     private readonly cors: Readonly<Record<string, string>>,
@@ -161,10 +164,25 @@ class HeldResponse implements Poller {
     res.end(body);
   }
 
-  onGone(listener: () => void): void {
+  watch(watcher: PollWatcher): void {
+    this.#watcher = watcher;
+    (this.res as Carrier).stream = this;
     // `on`, not `once`, which wraps the listener in two more objects: 'close' comes once anyway.
-    this.res.on('close', listener);
+    this.res.on('close', heldClosed);
   }
+
+  /** The response closed: answered, or its client went away (the watcher tells which). */
+  closed(): void {
+    const watcher = this.#watcher;
+    this.#watcher = undefined;
+    watcher?.gone();
+  }
+}
+
+/** The close listener of every held poll's response. */
+function heldClosed(this: HttpResponse): void {
+  const held = (this as Carrier).stream;
+  if (held instanceof HeldResponse) held.closed();
 }
 
 export class PollTransport {

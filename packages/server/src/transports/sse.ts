@@ -23,7 +23,7 @@ import {
   type RequestId,
   type SubscribeResult,
 } from '@tidings/protocol';
-import type { Admitted, HttpRequest, HttpResponse, LaneHandler } from '../admission.js';
+import type { Admitted, Carrier, HttpRequest, HttpResponse, LaneHandler } from '../admission.js';
 import { Beats } from '../beats.js';
 import { has, put } from '../bits.js';
 import type { EncodedPresence, EncodedPublication } from '../encoded.js';
@@ -276,9 +276,6 @@ const heartbeat = (conn: SseConnection): void => conn.heartbeat();
 export class GatewayResponse<Request extends IncomingMessage = IncomingMessage> extends ServerResponse<Request> {
   stream: unknown = undefined;
 }
-
-/** A response that can carry its stream: the gateway's `ServerResponse`, or a fast-lane one. */
-type Carrier = HttpResponse & { stream: unknown };
 
 export class SseTransport {
   /** Open streams, each with its heartbeat comment one `sseHeartbeat` after the last. */
