@@ -17,13 +17,15 @@ import { lingerWhenClosed } from './http/linger.js';
 import { RetryLater, type ConnectionGate, type Slot } from './limits.js';
 import type { OriginPolicy } from './origin.js';
 import type { UserConnections } from './user-connections.js';
+import { Target } from './http/target.js';
 
 /** Who may call a route: anyone, connected clients (the authentication hook decides), or the server API (API key). */
 export type Access = 'public' | 'client' | 'api';
 
 /** What admission learned about a request. */
 export interface Admitted {
-  readonly url: URL;
+  /** The request target: its path, its query, and as a `URL` when asked. */
+  readonly target: Target;
   readonly identity: Identity;
   /**
    * The CORS headers of a stream route's answer, for its handler to send with its own head: set
@@ -147,21 +149,28 @@ function holdUserSlot(slots: HeldSlots, slot: Slot): void {
 }
 
 /**
- * What the authentication hook sees. A class, with the address behind a getter on its prototype:
- * an object literal with a getter costs about as much to make as the rest of a poll's admission, and
- * the address is looked up only if the hook asks (Node keeps a socket's looked-up address, an object
- * and a string, for as long as the connection lives). `toJSON` gives all four, for a hook that logs it.
+ * What the authentication hook sees. A class, with the URL and the address behind getters on its
+ * prototype: an object literal with a getter costs about as much to make as the rest of a poll's
+ * admission. Each is made or looked up only if the hook asks: the URL is parsed then, and Node keeps
+ * a socket's looked-up address (an object and a string) for as long as the connection lives.
+ * `toJSON` gives all four, for a hook that logs it.
  */
 class ConnectRequest implements ConnectInfo {
+  readonly #target: Target;
   readonly #socket: Socket;
 
   constructor(
     readonly transport: ConnectInfo['transport'],
     readonly headers: IncomingHttpHeaders,
-    readonly url: URL,
+    target: Target,
     socket: Socket,
   ) {
+    this.#target = target;
     this.#socket = socket;
+  }
+
+  get url(): URL {
+    return this.#target.url;
   }
 
   get remoteAddress(): string | undefined {
@@ -183,26 +192,6 @@ interface HeldSlots {
   user: Slot | undefined;
   /** The connection closed: a slot taken from now on is released at once. */
   closed: boolean;
-}
-
-/** A target's second character that, after a slash, makes it other than a path: a slash, a backslash, or one the URL parser drops. */
-const NOT_PATH_SECOND = new Set([0x2f, 0x5c, 0x09, 0x0a, 0x0d]);
-
-/**
- * Parses a request target. Origin-form (`/path?q`) is what clients send; absolute-form is accepted
- * when it parses. Anything else is a `bad_request`, never an exception.
- */
-export function parseTarget(target: string | undefined): URL {
-  try {
-    // Origin-form, the usual case, parsed as one absolute URL: half the cost of parsing it against
-    // a base (which is parsed as well). A target that starts with two slashes (either way round,
-    // and the parser drops tabs and newlines first) would name a host against a base, and is parsed
-    // against one as before.
-    if (target !== undefined && target.charCodeAt(0) === 0x2f && !NOT_PATH_SECOND.has(target.charCodeAt(1))) return new URL(`http://gateway${target}`);
-    return new URL(target ?? '/', 'http://gateway');
-  } catch {
-    throw new TidingsError('bad_request', 'the request target is not a valid URL');
-  }
 }
 
 /** An HTTP response written straight to a socket (for upgrades that are refused before any HTTP response object exists). */
@@ -278,8 +267,8 @@ export class Admission {
     let path = '?';
     let cors = NO_HEADERS;
     try {
-      const url = parseTarget(req.url);
-      path = url.pathname;
+      const target = Target.of(req.url);
+      path = target.pathname;
       route = this.routes.get(path);
       if (route === undefined) throw new TidingsError('not_found', `no route ${path.slice(0, 100)}`);
       if (route.access === 'client') {
@@ -316,10 +305,10 @@ export class Admission {
         releaseOnClose(res, slots);
         slots.gate = this.#admit(req);
       }
-      const identity = await this.#identify(route, req, url);
+      const identity = await this.#identify(route, req, target);
       if (connection && route.connection?.perUser === true) holdUserSlot(slots, await this.opts.users.acquire(identity.user, identity.anonymous));
       if (res.destroyed) return;
-      await handler(req, res, { url, identity, cors });
+      await handler(req, res, { target, identity, cors });
     } catch (err) {
       if (route?.stream !== undefined && !res.headersSent) setHeaders(res, cors);
       if (route?.stream !== undefined && isEventStream(route.stream.contentType) && this.#refuseAsStream(req, res, err)) return;
@@ -355,12 +344,12 @@ export class Admission {
     // Nothing else listens to the socket's errors until the upgrade is accepted, after the
     // authentication hook: a client that resets meanwhile must not raise an uncaught error.
     socket.on('error', closeFollows);
-    let url: URL;
+    let target: Target;
     let route: Route | undefined;
     try {
-      url = parseTarget(req.url);
-      route = this.routes.get(url.pathname);
-      if (route?.upgrade === undefined) throw new TidingsError('not_found', `no WebSocket endpoint at ${url.pathname.slice(0, 100)}`);
+      target = Target.of(req.url);
+      route = this.routes.get(target.pathname);
+      if (route?.upgrade === undefined) throw new TidingsError('not_found', `no WebSocket endpoint at ${target.pathname.slice(0, 100)}`);
       if (this.opts.draining()) throw new TidingsError('unavailable', 'server shutting down');
       if (this.opts.origins.restricted && !this.opts.origins.allows(req.headers)) {
         throw new TidingsError('forbidden', `origin ${String(req.headers.origin).slice(0, 100)} is not allowed`);
@@ -374,14 +363,14 @@ export class Admission {
     releaseOnClose(socket, slots);
     const admitted = async (): Promise<Identity> => {
       if (route.connection !== undefined) slots.gate = this.#admit(req);
-      const identity = await this.#identify(route, req, url);
+      const identity = await this.#identify(route, req, target);
       if (route.connection?.perUser === true && identity.server !== true) holdUserSlot(slots, await this.opts.users.acquire(identity.user, identity.anonymous));
       return identity;
     };
     admitted().then(
       (identity) => {
         if (socket.destroyed) return;
-        upgrade.accept(req, socket, head, { url, identity, cors: NO_HEADERS });
+        upgrade.accept(req, socket, head, { target, identity, cors: NO_HEADERS });
       },
       (err: unknown) => {
         // Browsers cannot read a refused upgrade's status: these are told with a close code instead.
@@ -392,7 +381,7 @@ export class Admission {
     );
   }
 
-  async #identify(route: Route, req: HttpRequest, url: URL): Promise<Identity> {
+  async #identify(route: Route, req: HttpRequest, target: Target): Promise<Identity> {
     switch (route.access) {
       case 'public':
         return PUBLIC;
@@ -402,7 +391,7 @@ export class Admission {
       case 'client':
         // A backend's WebSocket may carry the API key instead of client credentials.
         if (route.upgrade !== undefined && hasApiKey(req, this.opts.apiKey)) return SERVER;
-        return this.opts.auth.connect(new ConnectRequest(route.transport, req.headers, url, req.socket));
+        return this.opts.auth.connect(new ConnectRequest(route.transport, req.headers, target, req.socket));
     }
   }
 

@@ -330,8 +330,8 @@ export class Gateway {
       ],
       ['/rpc', { access: 'client', transport: 'http', POST: (req, res, a) => handleRpc(req, res, rpc, a.identity, options.maxBody) }],
       ['/api/publish', { access: 'api', transport: 'http', POST: publish, lane: { POST: publish } }],
-      ['/presence', { access: 'client', transport: 'http', GET: (_req, res, a) => handlePresence(res, a.url, presenceFor(a.identity)) }],
-      ['/api/presence', { access: 'api', transport: 'http', GET: (_req, res, a) => handlePresence(res, a.url, presenceFor(undefined)) }],
+      ['/presence', { access: 'client', transport: 'http', GET: (_req, res, a) => handlePresence(res, a.target, presenceFor(a.identity)) }],
+      ['/api/presence', { access: 'api', transport: 'http', GET: (_req, res, a) => handlePresence(res, a.target, presenceFor(undefined)) }],
       [
         '/healthz',
         {

@@ -5,6 +5,7 @@
  */
 import type { IncomingHttpHeaders } from 'node:http';
 import type { Attachment } from '../sink.js';
+import type { Query } from './target.js';
 import {
   channelProblem,
   MAX_CURSOR_CHANNELS,
@@ -21,9 +22,9 @@ export interface StreamParams {
 }
 
 /** Parses channels and cursor; throws `bad_channel` / `bad_cursor` / `bad_request`. */
-export function streamParams(url: URL, cursorText: string | undefined): StreamParams {
+export function streamParams(query: Query, cursorText: string | undefined): StreamParams {
   const channels: Channel[] = [];
-  for (const value of url.searchParams.getAll('channel')) {
+  for (const value of query.getAll('channel')) {
     for (const channel of value.split(',')) {
       const problem = channelProblem(channel);
       if (problem !== undefined) throw new TidingsError('bad_channel', `${problem}: '${channel.slice(0, 64)}'`, channel.slice(0, 200));
@@ -55,8 +56,8 @@ export async function subscribeAll(session: Attachment, channels: readonly Chann
 }
 
 /** The SSE resume cursor: the browser's `Last-Event-ID` wins over the `lastEventId` query. */
-export function sseCursorText(req: { readonly headers: IncomingHttpHeaders }, url: URL): string | undefined {
+export function sseCursorText(req: { readonly headers: IncomingHttpHeaders }, query: Query): string | undefined {
   const header = req.headers['last-event-id'];
   if (typeof header === 'string' && header !== '') return header;
-  return url.searchParams.get('lastEventId') ?? undefined;
+  return query.get('lastEventId') ?? undefined;
 }

@@ -7,10 +7,11 @@
 import type { ServerResponse } from 'node:http';
 import { channelProblem, TidingsError, type Channel, type PresenceResult } from '@tidings/protocol';
 import { sendJson } from './respond.js';
+import type { Query } from './target.js';
 
 /** The one `channel` parameter; throws `bad_request` / `bad_channel`. */
-function channelParam(url: URL): Channel {
-  const values = url.searchParams.getAll('channel');
+function channelParam(query: Query): Channel {
+  const values = query.getAll('channel');
   const channel = values[0];
   if (values.length !== 1 || channel === undefined) throw new TidingsError('bad_request', 'name exactly one channel: ?channel=room');
   const problem = channelProblem(channel);
@@ -19,6 +20,6 @@ function channelParam(url: URL): Channel {
 }
 
 /** Answers with who is present in the requested channel, as `list` sees it. */
-export async function handlePresence(res: ServerResponse, url: URL, list: (channel: Channel) => Promise<PresenceResult>): Promise<void> {
-  sendJson(res, 200, await list(channelParam(url)));
+export async function handlePresence(res: ServerResponse, query: Query, list: (channel: Channel) => Promise<PresenceResult>): Promise<void> {
+  sendJson(res, 200, await list(channelParam(query)));
 }

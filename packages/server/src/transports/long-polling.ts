@@ -193,9 +193,9 @@ export class PollTransport {
 
   /** `GET /poll` */
   readonly handle: LaneHandler = async (_req: HttpRequest, res: HttpResponse, admitted: Admitted) => {
-    const { url } = admitted;
-    const params = streamParams(url, url.searchParams.get('cursor') ?? undefined);
-    const timeoutText = url.searchParams.get('timeout');
+    const { target } = admitted;
+    const params = streamParams(target, target.get('cursor') ?? undefined);
+    const timeoutText = target.get('timeout');
     let hold = this.opts.pollTimeout;
     if (timeoutText !== null) {
       const t = Number(timeoutText);

@@ -306,7 +306,7 @@ export class SseTransport {
 
   /** `GET /sse` */
   readonly handle: LaneHandler = async (req: HttpRequest, res: HttpResponse, admitted: Admitted) => {
-    const params = streamParams(admitted.url, sseCursorText(req, admitted.url));
+    const params = streamParams(admitted.target, sseCursorText(req, admitted.target));
     const { conn, session } = this.#open(res, params.channels, admitted);
     try {
       await subscribeAll(session, params.channels, params.cursor);

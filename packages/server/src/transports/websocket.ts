@@ -29,6 +29,7 @@ import type { EncodedPresence, EncodedPublication } from '../encoded.js';
 import { closeReason, frameText } from '../framing.js';
 import { lingerAndClose } from '../http/linger.js';
 import { streamParams, type StreamParams } from '../http/params.js';
+import type { Query } from '../http/target.js';
 import { Outbox } from '../outbox.js';
 import { RetryLater } from '../limits.js';
 import { refusedHandshake } from '../http/ws-refusal.js';
@@ -223,11 +224,11 @@ export const connectSubscribeId = (channel: string): string => `subscribe:${chan
  * SSE and long polling), saving a round trip: each is carried out as a `subscribe` request whose
  * reply or error has the id `subscribe:<channel>`. Malformed parameters are one `error` frame.
  */
-function subscribeAtConnect(url: URL, session: DuplexAttachment): void {
-  if (!url.searchParams.has('channel')) return;
+function subscribeAtConnect(query: Query, session: DuplexAttachment): void {
+  if (!query.has('channel')) return;
   let params: StreamParams;
   try {
-    params = streamParams(url, url.searchParams.get('cursor') ?? undefined);
+    params = streamParams(query, query.get('cursor') ?? undefined);
   } catch (err) {
     session.refuse(err);
     return;
@@ -334,7 +335,7 @@ export class WebSocketTransport {
     socket.cork();
     this.#wss.handleUpgrade(forWs(req), socket, head, (ws: WebSocket) => {
       const session = this.#open(ws as GatewaySocket, socket as Socket, admitted.identity);
-      if (session !== undefined) subscribeAtConnect(admitted.url, session);
+      if (session !== undefined) subscribeAtConnect(admitted.target, session);
     });
   }
 
