@@ -10,7 +10,8 @@ import type { IncomingMessage } from 'node:http';
 import { connect, type Socket } from 'node:net';
 import fc from 'fast-check';
 import { expect, it } from 'vitest';
-import { MAX_LANE_BODY } from '../../packages/server/src/http/lane.js';
+import diagnostics from 'node:diagnostics_channel';
+import { LANE_REQUESTS, MAX_LANE_BODY } from '../../packages/server/src/http/lane.js';
 import { cleanupAfterEach, parseHead, rawRequest, startGateway, TEST_API_KEY, type TestGateway } from '@tidings/testing';
 
 const cleanup = cleanupAfterEach();
@@ -397,4 +398,41 @@ it('serves pipelined polls and publishes itself, in order, wherever the reads cu
     { numRuns: 40 },
   );
   expect(parsed.size).toBe(0);
+});
+
+it('writes the answers of the requests of one read together, not one write each', async () => {
+  const gw = await gateway();
+  // The server's side of the connection, as the lane serves it: its writes to the kernel counted.
+  const writes: number[] = [];
+  const onRequest = (message: unknown): void => {
+    const socket = (message as { request: { socket: Socket } }).request.socket as Socket & { _write: Socket['_write']; _writev?: Socket['_writev'] };
+    if (writes.length > 0 || Object.hasOwn(socket, '_write')) return;
+    writes.push(0);
+    const write = socket._write.bind(socket);
+    const writev = socket._writev?.bind(socket);
+    socket._write = (...args) => {
+      writes[0] = (writes[0] ?? 0) + 1;
+      write(...args);
+    };
+    if (writev !== undefined) {
+      socket._writev = (...args) => {
+        writes[0] = (writes[0] ?? 0) + 1;
+        writev(...args);
+      };
+    }
+  };
+  const requests = diagnostics.channel(LANE_REQUESTS);
+  requests.subscribe(onRequest);
+  cleanup.push(() => requests.unsubscribe(onRequest));
+  const talk = new Conversation(gw.port);
+  const cursor = await talk.startAt('burst');
+  expect(writes).toEqual([1]);
+  // Twenty publishes pipelined in one write, answered within the turn that read them: twenty answers
+  // in order, in one write (two, should the kernel hand the server the twenty in two reads).
+  const batch = Array.from({ length: 20 }, (_, i) => publish(`{"channel":"burst","data":${i}}`)).join('');
+  talk.send(batch);
+  const answers = (await talk.next(21)).slice(1);
+  expect(answers.map((a) => a.status)).toEqual(Array.from({ length: 20 }, () => 200));
+  expect(writes[0]).toBeLessThanOrEqual(3);
+  expect(await after(talk, 21, cursor, 'burst')).toEqual(Array.from({ length: 20 }, (_, i) => i));
 });

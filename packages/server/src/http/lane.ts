@@ -299,6 +299,10 @@ function emitClosed(res: LaneResponse): void {
   res.closed();
 }
 
+function uncorkAtTurnEnd(conn: LaneConnection): void {
+  conn.uncork();
+}
+
 /** One connection the lane serves. */
 class LaneConnection {
   /** Until when the connection may wait for its next request (ms, `Date.now()`); 0 while a request is in flight (no limit). */
@@ -321,6 +325,8 @@ class LaneConnection {
   /** A request was served on this connection. */
   #served = false;
   #ending = false;
+  /** The socket is corked: pipelined requests' answers go out together, at the latest at the end of the turn. */
+  #corked = false;
 
   constructor(
     readonly socket: Socket,
@@ -374,8 +380,12 @@ class LaneConnection {
     }
     const body = head.bodyLength === 0 ? (head.method === 'POST' ? EMPTY : undefined) : buf.subarray(head.length, end);
     this.#pending = end < buf.length ? buf.subarray(end) : undefined;
-    // Pipelined bytes wait for this answer; reading stops so that no more pile up.
-    if (this.#pending !== undefined) this.socket.pause();
+    if (this.#pending !== undefined) {
+      // Pipelined bytes wait for this answer; reading stops so that no more pile up. Their answers
+      // are written together: one write for the read's requests, not one each.
+      this.socket.pause();
+      this.#cork();
+    }
     if (head.close) this.last = true;
     const res = new LaneResponse(this);
     this.#current = res;
@@ -424,6 +434,23 @@ class LaneConnection {
     // Reading goes on unless a request is in flight with bytes waiting behind it (a connection handed
     // over is resumed by the hand-over).
     if ((this.#current === undefined || this.#pending === undefined) && lanes.get(socket) === this && socket.isPaused()) socket.resume();
+    // The pipelined requests are answered: their answers go now.
+    if (this.#current === undefined && this.#pending === undefined) this.uncork();
+  }
+
+  /** Holds writes until {@link uncork}, which comes at the end of this turn if nothing calls it sooner. */
+  #cork(): void {
+    if (this.#corked) return;
+    this.#corked = true;
+    this.socket.cork();
+    setImmediate(uncorkAtTurnEnd, this);
+  }
+
+  /** Writes what was held. */
+  uncork(): void {
+    if (!this.#corked) return;
+    this.#corked = false;
+    this.socket.uncork();
   }
 
   /** No whole request in time: Node's 408 when none came yet or one is cut short, else (idle keep-alive) just the end. */
@@ -471,6 +498,7 @@ class LaneConnection {
    */
   #upgrade(head: LaneHead, buf: Buffer): void {
     const { socket } = this;
+    this.uncork();
     this.lane.release(this);
     this.#pending = undefined;
     unlisten(socket);
@@ -482,6 +510,7 @@ class LaneConnection {
   /** Node's HTTP server takes the connection, and the bytes read, from here on. */
   #handOver(): void {
     const { socket } = this;
+    this.uncork();
     this.lane.release(this);
     const pending = this.#pending;
     this.#pending = undefined;
