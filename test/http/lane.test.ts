@@ -436,3 +436,21 @@ it('writes the answers of the requests of one read together, not one write each'
   expect(writes[0]).toBeLessThanOrEqual(3);
   expect(await after(talk, 21, cursor, 'burst')).toEqual(Array.from({ length: 20 }, (_, i) => i));
 });
+
+it('calls every close listener of a lane response once, however many it has', async () => {
+  const gw = await gateway();
+  const calls: string[] = [];
+  const onRequest = (message: unknown): void => {
+    const { response } = message as { response: { on(event: 'close', listener: () => void): unknown } };
+    for (const name of ['a', 'b', 'c']) response.on('close', () => calls.push(name));
+  };
+  const requests = diagnostics.channel(LANE_REQUESTS);
+  requests.subscribe(onRequest);
+  cleanup.push(() => requests.unsubscribe(onRequest));
+  const talk = new Conversation(gw.port);
+  // A poll answered at once: these three, then its own two (its slots', its sink's), whose slot must go too.
+  await talk.startAt('listeners');
+  await expect.poll(() => calls.length).toBe(3);
+  expect(calls).toEqual(['a', 'b', 'c']);
+  await expect.poll(() => gw.gateway.connections().poll).toBe(0);
+});

@@ -120,32 +120,69 @@ const SERVER: Identity = Object.freeze({ user: '', anonymous: false, server: tru
 const PUBLIC: Identity = Object.freeze({ user: '', anonymous: true });
 
 /**
- * Releases `slots` when `target` closes. Built here, not where the request is admitted: a closure
+ * The slots a client connection holds: the node's and its address's, and its user's. Two fields, not
+ * an array, which grows to room for 17 on its first push and would stay that size for as long as the
+ * connection lives.
+ */
+class HeldSlots {
+  gate: Slot | undefined = undefined;
+  user: Slot | undefined = undefined;
+  /** The connection closed: a slot taken from now on is released at once. */
+  closed = false;
+
+  /** The connection closed: its slots go (again, nothing). */
+  release(): void {
+    this.closed = true;
+    this.gate?.release();
+    this.user?.release();
+  }
+
+  /**
+   * Holds the user's slot, taken after the authentication hook answered: a client may have left while
+   * it was being asked, and then the slot goes at once (its close came before there was one to release).
+   */
+  holdUser(slot: Slot): void {
+    if (this.closed) slot.release();
+    else this.user = slot;
+  }
+}
+
+/**
+ * A response that carries its connection's slots, for the close listener every such response shares:
+ * the gateway's `ServerResponse` and a fast-lane one both do. A closure for each would cost a function
+ * and its scope for as long as the stream or the held poll lives.
+ */
+export type SlotCarrier = HttpResponse & { slots: unknown };
+
+/** The close listener of every client connection's response: its slots go. */
+function releaseCarried(this: HttpResponse): void {
+  const slots = (this as SlotCarrier).slots;
+  if (slots instanceof HeldSlots) slots.release();
+}
+
+/** Slots for a client connection's response, released when it closes, however it ends. */
+function carrySlots(res: HttpResponse): HeldSlots {
+  const slots = new HeldSlots();
+  (res as SlotCarrier).slots = slots;
+  res.on('close', releaseCarried);
+  return slots;
+}
+
+/**
+ * Releases `slots` when an upgrade's socket closes (a socket carries nothing of ours: a property added
+ * to it would grow its storage for its life). Built here, not where the upgrade is admitted: a closure
  * there would share that scope, and keep the request, its URL and its upgrade head alive as long as
  * the connection lives.
  */
-function releaseOnClose(target: { on(event: 'close', listener: () => void): unknown }, slots: HeldSlots): void {
+function releaseOnClose(socket: Duplex, slots: HeldSlots): void {
   // `on`, not `once`, which wraps the listener in two more objects: 'close' comes once anyway, and
   // releasing is idempotent.
-  target.on('close', () => {
-    slots.closed = true;
-    slots.gate?.release();
-    slots.user?.release();
-  });
+  socket.on('close', () => slots.release());
 }
 
 /** An error on a socket: its 'close' follows, and whoever owns the socket cleans up there. */
 function closeFollows(): void {
   // Nothing to do.
-}
-
-/**
- * Holds the user's slot, taken after the authentication hook answered: a client may have left while
- * it was being asked, and then the slot goes at once (its close came before there was one to release).
- */
-function holdUserSlot(slots: HeldSlots, slot: Slot): void {
-  if (slots.closed) slot.release();
-  else slots.user = slot;
 }
 
 /**
@@ -180,18 +217,6 @@ class ConnectRequest implements ConnectInfo {
   toJSON(): ConnectInfo {
     return { transport: this.transport, headers: this.headers, url: this.url, remoteAddress: this.remoteAddress };
   }
-}
-
-/**
- * The slots a client connection holds: the node's and its address's, and its user's. Two fields, not
- * an array, which grows to room for 17 on its first push and would stay that size for as long as the
- * connection lives.
- */
-interface HeldSlots {
-  gate: Slot | undefined;
-  user: Slot | undefined;
-  /** The connection closed: a slot taken from now on is released at once. */
-  closed: boolean;
 }
 
 /** An HTTP response written straight to a socket (for upgrades that are refused before any HTTP response object exists). */
@@ -298,15 +323,13 @@ export class Admission {
       }
       const declared = Number(req.headers['content-length'] ?? 0);
       if (declared > this.opts.maxBody) throw new TidingsError('too_large', `the body is larger than ${this.opts.maxBody} bytes`);
-      const slots: HeldSlots = { gate: undefined, user: undefined, closed: false };
-      const connection = route.connection !== undefined && method === 'GET';
-      if (connection) {
-        // Released when the response is done, however it ends.
-        releaseOnClose(res, slots);
+      let slots: HeldSlots | undefined;
+      if (route.connection !== undefined && method === 'GET') {
+        slots = carrySlots(res);
         slots.gate = this.#admit(req);
       }
       const identity = await this.#identify(route, req, target);
-      if (connection && route.connection?.perUser === true) holdUserSlot(slots, await this.opts.users.acquire(identity.user, identity.anonymous));
+      if (slots !== undefined && route.connection?.perUser === true) slots.holdUser(await this.opts.users.acquire(identity.user, identity.anonymous));
       if (res.destroyed) return;
       await handler(req, res, { target, identity, cors });
     } catch (err) {
@@ -359,12 +382,12 @@ export class Admission {
       return;
     }
     const { upgrade } = route;
-    const slots: HeldSlots = { gate: undefined, user: undefined, closed: false };
+    const slots = new HeldSlots();
     releaseOnClose(socket, slots);
     const admitted = async (): Promise<Identity> => {
       if (route.connection !== undefined) slots.gate = this.#admit(req);
       const identity = await this.#identify(route, req, target);
-      if (route.connection?.perUser === true && identity.server !== true) holdUserSlot(slots, await this.opts.users.acquire(identity.user, identity.anonymous));
+      if (route.connection?.perUser === true && identity.server !== true) slots.holdUser(await this.opts.users.acquire(identity.user, identity.anonymous));
       return identity;
     };
     admitted().then(

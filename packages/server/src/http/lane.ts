@@ -170,10 +170,18 @@ export class LaneResponse {
   #sized = false;
   /** The head went out alone (`flushHeaders`): the body follows in HTTP/1.1 chunks, written by the route. */
   #streaming = false;
-  #onClose: CloseListener | CloseListener[] | undefined;
+  /**
+   * Close listeners: two in fields (a client connection's response has two: its slots', and its
+   * stream's or held poll's), more in an array.
+   */
+  #onClose: CloseListener | undefined;
+  #onClose2: CloseListener | undefined;
+  #onCloseMore: CloseListener[] | undefined;
   #closed = false;
-  /** What the response carries (an SSE stream), for listeners shared by every response to find it, as on the gateway's `ServerResponse`. */
+  /** What the response carries (an SSE stream, a held poll), for listeners shared by every response to find it, as on the gateway's `ServerResponse`. */
   stream: unknown = undefined;
+  /** A client connection's slots (admission's `SlotCarrier`), as on the gateway's `ServerResponse`. */
+  slots: unknown = undefined;
 
   constructor(private readonly conn: LaneConnection) {}
 
@@ -254,8 +262,9 @@ export class LaneResponse {
 
   /** Only `close`: when the answer is out, or the connection went before it. Listeners are called on the response, as Node's are. */
   on(_event: 'close', listener: CloseListener): this {
-    const list = this.#onClose;
-    this.#onClose = list === undefined ? listener : Array.isArray(list) ? [...list, listener] : [list, listener];
+    if (this.#onClose === undefined) this.#onClose = listener;
+    else if (this.#onClose2 === undefined) this.#onClose2 = listener;
+    else (this.#onCloseMore ??= []).push(listener);
     return this;
   }
 
@@ -268,10 +277,13 @@ export class LaneResponse {
   closed(): void {
     if (this.#closed) return;
     this.#closed = true;
-    const list = this.#onClose;
-    this.#onClose = undefined;
-    if (typeof list === 'function') list.call(this);
-    else if (list !== undefined) for (const listener of list) listener.call(this);
+    const first = this.#onClose;
+    const second = this.#onClose2;
+    const more = this.#onCloseMore;
+    this.#onClose = this.#onClose2 = this.#onCloseMore = undefined;
+    first?.call(this);
+    second?.call(this);
+    if (more !== undefined) for (const listener of more) listener.call(this);
   }
 }
 

@@ -275,6 +275,8 @@ const heartbeat = (conn: SseConnection): void => conn.heartbeat();
  */
 export class GatewayResponse<Request extends IncomingMessage = IncomingMessage> extends ServerResponse<Request> {
   stream: unknown = undefined;
+  /** A client connection's slots (admission's `SlotCarrier`). */
+  slots: unknown = undefined;
 }
 
 export class SseTransport {
