@@ -79,6 +79,6 @@ it('reads a target as a URL and its URLSearchParams read it: the path, every par
     }),
     { numRuns: 20_000 },
   );
-  for (const t of ['/poll?channel=news&cursor=news%3Aab%3A12&timeout=0', '/poll?channel=a,b&channel=c', '/ws', '/', '/poll?', '/poll?&&=&a', '/p?a=b?c=d', '/p?a=%zz&b=1', '/p?+a+=+b+'])
+  for (const t of ['/poll?channel=news&cursor=news%3Aab%3A12&timeout=0', '/poll?channel=a,b&channel=c', '/ws', '/', '/poll?', '/poll?&&=&a', '/p?a=b?c=d', '/p?a=%zz&b=1', '/p?+a+=+b+', '/p?a=+%C3%A9+', '/p?a=%E9+x', '/p?a=+%zz+%3A'])
     expect(reading(t, byTarget), t).toEqual(reading(t, byUrl));
 });

@@ -61,13 +61,52 @@ function allIn(set: Uint8Array, text: string, start: number, end: number): boole
   return true;
 }
 
-/** A name or value of an `application/x-www-form-urlencoded` query, decoded; undefined when only the full parser can say. */
+/** Hex digits' values; -1 for any other character. */
+const HEX = (() => {
+  const values = new Int8Array(128).fill(-1);
+  for (let i = 0; i < 16; i++) {
+    values['0123456789abcdef'.charCodeAt(i)] = i;
+    values['0123456789ABCDEF'.charCodeAt(i)] = i;
+  }
+  return values;
+})();
+
+/** The value of the hex digit at `i` of `text`, or -1. */
+function hexAt(text: string, i: number): number {
+  const c = text.charCodeAt(i);
+  return c < 128 ? (HEX[c] as number) : -1;
+}
+
+/**
+ * A name or value of an `application/x-www-form-urlencoded` query, decoded; undefined when only the
+ * full parser can say. `+` is a space and an escape of ASCII its character, decoded here (the
+ * escapes a client's `encodeURIComponent` makes of a cursor's separators); any other escape is
+ * UTF-8, decoded by `decodeURIComponent`.
+ */
 function decode(text: string): string | undefined {
-  const plus = text.includes('+');
-  if (!plus && !text.includes('%')) return text;
-  const spaced = plus ? text.replaceAll('+', ' ') : text;
+  let out = '';
+  let from = 0;
+  for (let i = 0; i < text.length; i++) {
+    const c = text.charCodeAt(i);
+    if (c === 0x2b) {
+      out += `${text.slice(from, i)} `;
+      from = i + 1;
+    } else if (c === 0x25) {
+      const high = hexAt(text, i + 1);
+      const low = high < 0 || high > 7 ? -1 : hexAt(text, i + 2);
+      if (low < 0) return decodeEscapes(text);
+      out += text.slice(from, i) + String.fromCharCode(high * 16 + low);
+      from = i + 3;
+      i += 2;
+    }
+  }
+  return from === 0 ? text : out + text.slice(from);
+}
+
+/** `decode`, for text with an escape that is not of ASCII (or not an escape). */
+function decodeEscapes(text: string): string | undefined {
   try {
-    return decodeURIComponent(spaced);
+    return decodeURIComponent(text.replaceAll('+', ' '));
   } catch {
     // A stray `%` or bytes that are not UTF-8: `URLSearchParams` keeps or replaces them.
     return undefined;
