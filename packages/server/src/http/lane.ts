@@ -307,8 +307,31 @@ function frameOf(head: string, tail: string, body: Buffer): Buffer {
   return frame.bytes;
 }
 
-function emitClosed(res: LaneResponse): void {
-  res.closed();
+/**
+ * Responses written whose close listeners run next, in the order they were written: one `nextTick`
+ * for those of one turn's writes (a poll group answers thousands at once), not one each.
+ */
+let closing: LaneResponse[] = [];
+
+function emitClosed(): void {
+  const list = closing;
+  closing = [];
+  for (let i = 0; i < list.length; i++) {
+    try {
+      (list[i] as LaneResponse).closed();
+    } catch (err) {
+      // A listener that throws (a bug) costs the others nothing: theirs run next tick, and the error
+      // is thrown on as it was when each response had a tick of its own.
+      closing = list.slice(i + 1).concat(closing);
+      if (closing.length > 0) process.nextTick(emitClosed);
+      throw err;
+    }
+  }
+}
+
+/** `res` is written: its close listeners run after this (as Node emits `close` after the answer). */
+function closeSoon(res: LaneResponse): void {
+  if (closing.push(res) === 1) process.nextTick(emitClosed);
 }
 
 function uncorkAtTurnEnd(conn: LaneConnection): void {
@@ -436,7 +459,7 @@ class LaneConnection {
   #done(res: LaneResponse): void {
     this.#current = undefined;
     const { socket } = this;
-    process.nextTick(emitClosed, res);
+    closeSoon(res);
     if (this.last) {
       this.#end();
       return;
