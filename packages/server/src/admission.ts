@@ -14,10 +14,10 @@ import type { Authenticator, ConnectInfo, Identity, TransportName } from './auth
 import { checkApiKey, hasApiKey } from './http/api-key.js';
 import { errorBody, NO_HEADERS, sendError, STATUS_TEXT } from './http/respond.js';
 import { lingerWhenClosed } from './http/linger.js';
+import { Target } from './http/target.js';
 import { RetryLater, type ConnectionGate, type Slot } from './limits.js';
 import type { OriginPolicy } from './origin.js';
 import type { UserConnections } from './user-connections.js';
-import { Target } from './http/target.js';
 
 /** Who may call a route: anyone, connected clients (the authentication hook decides), or the server API (API key). */
 export type Access = 'public' | 'client' | 'api';
