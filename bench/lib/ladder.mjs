@@ -142,9 +142,11 @@ export async function runLadders(sides, session, cfg, log, rounds, measure, guar
   for (const side of sides) {
     const all = ladders.get(side.id);
     if (all.length === 0) continue;
-    const value = (l) => (l.best === null ? 0 : l.steps.find((s) => s.k === l.best).deliveriesPerSecond);
+    // The window that sustained the best step: a step retried after a noisy window has two.
+    const bestStep = (l) => (l.best === null ? null : l.steps.find((s) => s.k === l.best && s.sustained));
+    const value = (l) => bestStep(l)?.deliveriesPerSecond ?? 0;
     const mid = [...all].sort((a, b) => value(a) - value(b))[Math.floor((all.length - 1) / 2)];
-    const at = mid.best === null ? null : mid.steps.find((s) => s.k === mid.best);
+    const at = bestStep(mid);
     const limit = mid.limit;
     out[side.id] = {
       max: value(mid),
