@@ -26,6 +26,7 @@ import { Admin, ADMIN_CHANNEL, ADMIN_NAMESPACE } from './admin/admin.js';
 import { bothHooks, loadHooks, proxyHooks, type AuthorizeHooks, type HooksHolder } from './authorize.js';
 import { systemClock, type Clock } from './clock.js';
 import { NatsBroker } from './brokers/nats.js';
+import { restoreFastStrings } from './fast-strings.js';
 import { CommandHandler, DuplexSession, type RpcHandlers } from './commands.js';
 import { demoPage, publicFile } from './http/demo.js';
 import { answerAsPlain, wantsWebSocket } from './http/plain-upgrade.js';
@@ -458,6 +459,8 @@ export class Gateway {
         brokerSettings(this.options),
       );
       this.#started = true;
+      // Every module is loaded now, the hooks' and the RPC module's too (see fast-strings.ts).
+      restoreFastStrings();
       this.#loop.enable();
       await this.#control.start();
       await this.#admin.start();
