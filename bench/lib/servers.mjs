@@ -86,7 +86,7 @@ export async function startServer(kind, core, profileName, extraArgs = [], watch
     return { kind, ...s, memory: async () => ({ vmRss: rssBytes(s.pid) }) };
   }
   const args = [...info.args, ...extraArgs];
-  const nodeFlags = ['--expose-gc', '--import', PRELOAD];
+  const nodeFlags = ['--expose-gc', '--import', PRELOAD, ...(process.env.BENCH_NODE_FLAGS ?? '').split(' ').filter(Boolean)];
   if (profileName !== undefined) nodeFlags.push('--cpu-prof', '--cpu-prof-dir', PROFILE_DIR, '--cpu-prof-name', profileName);
   const child = spawnPinned(core, info.script, args, { env: { TIDINGS_API_KEY: API_KEY }, nodeFlags });
   try {
