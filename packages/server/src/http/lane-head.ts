@@ -139,7 +139,9 @@ interface RequestLine {
 function requestLine(text: string, routes: LaneRoutes): RequestLine | undefined {
   const line = REQUEST_LINE.exec(text);
   if (line === null) return undefined;
-  const method = line[1] as 'GET' | 'POST';
+  // The constant, not the matched text: it is a key (`routes[method]`), and a string made at run time
+  // is first looked up among V8's internalized strings on every such use.
+  const method = line[1] === 'GET' ? 'GET' : 'POST';
   const target = line[2] as string;
   const query = target.indexOf('?');
   const path = query === -1 ? target : target.slice(0, query);
