@@ -454,3 +454,19 @@ it('calls every close listener of a lane response once, however many it has', as
   expect(calls).toEqual(['a', 'b', 'c']);
   await expect.poll(() => gw.gateway.connections().poll).toBe(0);
 });
+
+it('answers a read full of pipelined requests refused at once, in order, without deepening the stack', async () => {
+  const gw = await gateway();
+  const talk = new Conversation(gw.port);
+  // About one read's worth: each is refused within its own serving (a bad timeout), so each answer
+  // goes on to the next request while the previous one's call is still on the stack.
+  const count = 1200;
+  talk.send(Array.from({ length: count }, (_, i) => poll(`channel=deep&timeout=t${i}`)).join(''));
+  const answers = await talk.next(count);
+  expect(answers.map((a) => a.status)).toEqual(Array.from({ length: count }, () => 400));
+  expect(answers.every((a) => (JSON.parse(a.body) as { error: { code: string } }).error.code === 'bad_request')).toBe(true);
+  talk.send(health);
+  await talk.next(count + 1);
+  expect(talk.answers[count]?.status).toBe(200);
+  expect(talk.closed).toBe(false);
+});

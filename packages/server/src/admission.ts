@@ -233,6 +233,11 @@ export function refuseOnSocket(socket: Duplex, err: TidingsError): void {
   );
 }
 
+/** Whether an identity is still to come (an authenticator may answer at once, or later). */
+function isPromise(identity: Identity | Promise<Identity>): identity is Promise<Identity> {
+  return typeof (identity as { then?: unknown }).then === 'function';
+}
+
 function setHeaders(res: HttpResponse, headers: Readonly<Record<string, string>>): void {
   for (const name in headers) res.setHeader(name, headers[name] as string);
 }
@@ -278,16 +283,21 @@ export class Admission {
   ) {}
 
   /** Admits a plain HTTP request and runs its handler; every refusal is a coded JSON error. */
-  request(req: IncomingMessage, res: ServerResponse): Promise<void> {
+  request(req: IncomingMessage, res: ServerResponse): Promise<void> | undefined {
     return this.#request(req, res, nodeHandler);
   }
 
   /** Admits a request the fast lane read, for a route with a lane handler, as {@link request} does. */
-  lane(req: HttpRequest, res: HttpResponse): Promise<void> {
+  lane(req: HttpRequest, res: HttpResponse): Promise<void> | undefined {
     return this.#request(req, res, laneHandler);
   }
 
-  async #request<Q extends HttpRequest, S extends HttpResponse>(req: Q, res: S, handlerOf: (route: Route, method: string | undefined) => Handler<Q, S> | undefined): Promise<void> {
+  /**
+   * Synchronous as far as it can be: a request whose identity is known at once (public and API
+   * routes, anonymous clients) and whose handler answers at once (a parked poll) costs no promise.
+   * Resolves (never rejects) once the handler is done, when anything was left to wait for.
+   */
+  #request<Q extends HttpRequest, S extends HttpResponse>(req: Q, res: S, handlerOf: (route: Route, method: string | undefined) => Handler<Q, S> | undefined): Promise<void> | undefined {
     let route: Route | undefined;
     let path = '?';
     let cors = NO_HEADERS;
@@ -328,15 +338,46 @@ export class Admission {
         slots = carrySlots(res);
         slots.gate = this.#admit(req);
       }
-      const identity = await this.#identify(route, req, target);
-      if (slots !== undefined && route.connection?.perUser === true) slots.holdUser(await this.opts.users.acquire(identity.user, identity.anonymous));
+      const identity = this.#identify(route, req, target);
+      const perUser = slots !== undefined && route.connection?.perUser === true ? slots : undefined;
+      if (isPromise(identity) || perUser !== undefined) return this.#requestLater(req, res, handler, identity, perUser, target, route, cors, path);
+      if (res.destroyed) return;
+      const done = handler(req, res, { target, identity, cors });
+      const failed = route;
+      if (done !== undefined) return done.then(undefined, (err: unknown) => this.#failed(req, res, err, failed, cors, path));
+    } catch (err) {
+      this.#failed(req, res, err, route, cors, path);
+    }
+    return undefined;
+  }
+
+  /** The rest of {@link #request} once the identity (and the user's connection slot) must be waited for. */
+  async #requestLater<Q extends HttpRequest, S extends HttpResponse>(
+    req: Q,
+    res: S,
+    handler: Handler<Q, S>,
+    pending: Identity | Promise<Identity>,
+    perUser: HeldSlots | undefined,
+    target: Target,
+    route: Route,
+    cors: Readonly<Record<string, string>>,
+    path: string,
+  ): Promise<void> {
+    try {
+      const identity = await pending;
+      if (perUser !== undefined) perUser.holdUser(await this.opts.users.acquire(identity.user, identity.anonymous));
       if (res.destroyed) return;
       await handler(req, res, { target, identity, cors });
     } catch (err) {
-      if (route?.stream !== undefined && !res.headersSent) setHeaders(res, cors);
-      if (route?.stream !== undefined && isEventStream(route.stream.contentType) && this.#refuseAsStream(req, res, err)) return;
-      this.#refuse(req, res, err, path);
+      this.#failed(req, res, err, route, cors, path);
     }
+  }
+
+  /** Refuses a request that failed (before its answer, or as a stream's error event). */
+  #failed(req: HttpRequest, res: HttpResponse, err: unknown, route: Route | undefined, cors: Readonly<Record<string, string>>, path: string): void {
+    if (route?.stream !== undefined && !res.headersSent) setHeaders(res, cors);
+    if (route?.stream !== undefined && isEventStream(route.stream.contentType) && this.#refuseAsStream(req, res, err)) return;
+    this.#refuse(req, res, err, path);
   }
 
   /** A connection slot; the client's address is looked up only when connections are counted per address. */
@@ -404,7 +445,7 @@ export class Admission {
     );
   }
 
-  async #identify(route: Route, req: HttpRequest, target: Target): Promise<Identity> {
+  #identify(route: Route, req: HttpRequest, target: Target): Identity | Promise<Identity> {
     switch (route.access) {
       case 'public':
         return PUBLIC;

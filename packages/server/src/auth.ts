@@ -51,7 +51,8 @@ export interface ConnectInfo {
 
 /** Decides identity and per-channel permissions. Throw a `TidingsError('unauthorized', ...)` to refuse. */
 export interface Authenticator {
-  connect(info: ConnectInfo): Promise<Identity>;
+  /** The identity of a connection attempt: at once when it needs nothing to wait for (no promise then costs the request anything), or later. */
+  connect(info: ConnectInfo): Identity | Promise<Identity>;
   /** Checks a new token for a connected client (token refresh); absent: refresh is refused. */
   refresh?(identity: Identity, token: string): Promise<Identity>;
   canSubscribe(identity: Identity, channel: Channel): boolean;
@@ -62,7 +63,7 @@ const ANONYMOUS: Identity = Object.freeze({ user: '', anonymous: true });
 
 /** Everyone is anonymous and allowed; namespaces still decide who may publish. */
 export const openAuth: Authenticator = {
-  connect: () => Promise.resolve(ANONYMOUS),
+  connect: () => ANONYMOUS,
   canSubscribe: () => true,
   canPublish: () => true,
 };

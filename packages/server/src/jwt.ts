@@ -187,10 +187,10 @@ export function jwtAuth(options: JwtAuthOptions): Authenticator {
   };
 
   return {
-    connect(info: ConnectInfo): Promise<Identity> {
+    connect(info: ConnectInfo): Identity | Promise<Identity> {
       const found = tokenOf(info.headers, info.url, cookie);
       if (found === undefined) {
-        if (open.size > 0) return Promise.resolve(ANONYMOUS);
+        if (open.size > 0) return ANONYMOUS;
         return Promise.reject(new TidingsError('unauthorized', 'a token is required (Authorization: Bearer, the token parameter or the cookie)'));
       }
       // A browser adds cookies to requests any site makes: a cookie token counts only from allowed origins.

@@ -362,6 +362,9 @@ class LaneConnection {
   #ending = false;
   /** The socket is corked: pipelined requests' answers go out together, at the latest at the end of the turn. */
   #corked = false;
+  /** {@link #next} is serving a request; `#again`: one answered meanwhile, so it serves the next one too. */
+  #serving = false;
+  #again = false;
 
   constructor(
     readonly socket: Socket,
@@ -385,8 +388,35 @@ class LaneConnection {
     else this.#next();
   }
 
-  /** Serves the next pending request, or hands the connection over when it is not the lane's. */
+  /**
+   * Serves the pending requests. A route may answer within `serve` (a poll answered at once, a
+   * refusal), and the answer goes on to the next request: that one is served by this loop, not by a
+   * nested call, so pipelined requests answered at once never deepen the stack.
+   */
   #next(): void {
+    if (this.#serving) {
+      this.#again = true;
+      return;
+    }
+    this.#serving = true;
+    try {
+      do {
+        this.#again = false;
+        this.#serveNext();
+      } while (this.#again);
+    } finally {
+      this.#serving = false;
+    }
+    const { socket } = this;
+    // Reading goes on unless a request is in flight with bytes waiting behind it (a connection handed
+    // over is resumed by the hand-over).
+    if ((this.#current === undefined || this.#pending === undefined) && lanes.get(socket) === this && socket.isPaused()) socket.resume();
+    // The pipelined requests are answered: their answers go now.
+    if (this.#current === undefined && this.#pending === undefined) this.uncork();
+  }
+
+  /** Serves the next pending request, or hands the connection over when it is not the lane's. */
+  #serveNext(): void {
     const buf = this.#pending;
     if (buf === undefined) return;
     const head = readLaneHead(buf, this.lane.routes, MAX_HEAD, this.lane.maxBody);
@@ -458,7 +488,6 @@ class LaneConnection {
   /** The response in flight is written: its close listeners run next, and the connection goes on (or ends). */
   #done(res: LaneResponse): void {
     this.#current = undefined;
-    const { socket } = this;
     closeSoon(res);
     if (this.last) {
       this.#end();
@@ -466,11 +495,6 @@ class LaneConnection {
     }
     this.lane.wait(this, this.lane.keepAlive);
     this.#next();
-    // Reading goes on unless a request is in flight with bytes waiting behind it (a connection handed
-    // over is resumed by the hand-over).
-    if ((this.#current === undefined || this.#pending === undefined) && lanes.get(socket) === this && socket.isPaused()) socket.resume();
-    // The pipelined requests are answered: their answers go now.
-    if (this.#current === undefined && this.#pending === undefined) this.uncork();
   }
 
   /** Holds writes until {@link uncork}, which comes at the end of this turn if nothing calls it sooner. */

@@ -22,7 +22,7 @@ export function wantsWebSocket(req: IncomingMessage): boolean {
 }
 
 /** Answers `req` as a plain request through `handle`, then closes the connection. */
-export function answerAsPlain(req: IncomingMessage, socket: Duplex, head: Buffer, handle: (req: IncomingMessage, res: ServerResponse) => Promise<void>): void {
+export function answerAsPlain(req: IncomingMessage, socket: Duplex, head: Buffer, handle: (req: IncomingMessage, res: ServerResponse) => Promise<void> | undefined): void {
   // Node's server let go of this socket at the upgrade: nothing else listens to it now. A write after
   // the peer left (EPIPE) must not become an uncaught error, and the peer's FIN ends it as Node would.
   socket.on('error', () => socket.destroy());

@@ -191,8 +191,8 @@ export class PollTransport {
     private readonly connector: Connector,
   ) {}
 
-  /** `GET /poll` */
-  readonly handle: LaneHandler = async (_req: HttpRequest, res: HttpResponse, admitted: Admitted) => {
+  /** `GET /poll`: a poll its channel's group holds (or answers at once) is done without a promise. */
+  readonly handle: LaneHandler = (_req: HttpRequest, res: HttpResponse, admitted: Admitted) => {
     const { target } = admitted;
     const params = streamParams(target, target.get('cursor') ?? undefined);
     const timeoutText = target.get('timeout');
@@ -206,18 +206,23 @@ export class PollTransport {
     const only = params.channels.length === 1 ? params.channels[0] : undefined;
     if (only !== undefined && this.connector.park !== undefined) {
       const outcome = this.connector.park({ channel: only, since: params.cursor.get(only), identity: admitted.identity, hold, poller: new HeldResponse(res, admitted.cors) });
-      if (outcome !== 'declined') return;
+      if (outcome !== 'declined') return undefined;
     }
+    return this.#session(res, admitted, params.channels, params.cursor, hold, only);
+  };
+
+  /** A poll with a session of its own: several channels, or one its group declined. */
+  async #session(res: HttpResponse, admitted: Admitted, channels: readonly Channel[], cursor: ReadonlyMap<Channel, Position>, hold: number, only: Channel | undefined): Promise<void> {
     const owner: { session?: Attachment } = {};
-    const conn = new PollConnection(res, params.channels, params.cursor, this.opts.maxPollMessages, () => owner.session?.detach(), admitted.cors);
+    const conn = new PollConnection(res, channels, cursor, this.opts.maxPollMessages, () => owner.session?.detach(), admitted.cors);
     const session = (owner.session = this.connector.open('poll', conn, admitted.identity));
     try {
-      await subscribeAll(session, params.channels, params.cursor);
+      await subscribeAll(session, channels, cursor);
     } catch (err) {
       if (conn.abandon()) return;
       throw err;
     }
     conn.arm(hold);
     if (only !== undefined) this.connector.polled?.(only);
-  };
+  }
 }
