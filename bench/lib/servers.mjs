@@ -89,7 +89,6 @@ export async function startServer(kind, core, profileName, extraArgs = [], watch
   const nodeFlags = ['--expose-gc', '--import', PRELOAD, ...(process.env.BENCH_NODE_FLAGS ?? '').split(' ').filter(Boolean)];
   if (profileName !== undefined) nodeFlags.push('--cpu-prof', '--cpu-prof-dir', PROFILE_DIR, '--cpu-prof-name', profileName);
   const child = spawnPinned(core, info.script, args, { env: { TIDINGS_API_KEY: API_KEY }, nodeFlags });
-  if (process.env.BENCH_STDOUT) child.stdout.pipe((await import('node:fs')).createWriteStream(process.env.BENCH_STDOUT));
   try {
     const match = await waitForOutput(child, /listening on http:\/\/127\.0\.0\.1:(\d+)/, 15_000);
     const memory = async () => {
