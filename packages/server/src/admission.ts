@@ -343,8 +343,7 @@ export class Admission {
       if (isPromise(identity) || perUser !== undefined) return this.#requestLater(req, res, handler, identity, perUser, target, route, cors, path);
       if (res.destroyed) return;
       const done = handler(req, res, { target, identity, cors });
-      const failed = route;
-      if (done !== undefined) return done.then(undefined, (err: unknown) => this.#failed(req, res, err, failed, cors, path));
+      if (done !== undefined) return done.then(undefined, (err: unknown) => this.#failed(req, res, err, route, cors, path));
     } catch (err) {
       this.#failed(req, res, err, route, cors, path);
     }

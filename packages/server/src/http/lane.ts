@@ -407,11 +407,11 @@ class LaneConnection {
     } finally {
       this.#serving = false;
     }
-    const { socket } = this;
     // Reading goes on unless the connection is ending (nothing after a request that asked to close is
     // served), or a request is in flight with bytes waiting behind it (a connection handed over is
     // resumed by the hand-over).
     if (this.#ending) return;
+    const { socket } = this;
     if ((this.#current === undefined || this.#pending === undefined) && lanes.get(socket) === this && socket.isPaused()) socket.resume();
     // The pipelined requests are answered: their answers go now.
     if (this.#current === undefined && this.#pending === undefined) this.uncork();
