@@ -64,11 +64,26 @@ let scheduled = false;
 
 function writeOut(): void {
   scheduled = false;
-  for (let budget = WRITE_SLICE; budget > 0; budget--) {
-    if (at === pass.length && !nextPass()) return;
-    (pass[at++] as Outbox).endTurn();
+  let budget = WRITE_SLICE;
+  while (nextPass()) {
+    // The pass and the place in it are read into locals: each write goes through the kernel, which
+    // evicts what this loop touched, and module variables read after every write would miss the cache
+    // each time. Nothing a write calls (synchronously) moves the pass: a write made meanwhile joins
+    // `touched`.
+    const list = pass;
+    let i = at;
+    const end = Math.min(list.length, i + budget);
+    budget -= end - i;
+    try {
+      while (i < end) (list[i++] as Outbox).endTurn();
+    } finally {
+      at = i;
+    }
+    if (budget === 0) {
+      if (nextPass()) schedule();
+      return;
+    }
   }
-  if (nextPass()) schedule();
 }
 
 /** Whether a pass is due: the rest of this one, or else the next (this one released). */
