@@ -22,7 +22,6 @@
  * output (conflated publications) goes out.
  * @module
  */
-import { has, put } from './bits.js';
 
 /** A socket or an HTTP response. */
 export interface WritableLike {
@@ -118,7 +117,12 @@ export class Outbox {
   #held = 0;
   /** This turn's writes, written out at its end: a lone chunk as itself, several as a list. */
   #turn: string | Buffer | Array<string | Buffer> | undefined;
-  /** Flags: BLOCKED, CLOSED, CHECK_SCHEDULED, LISTENING (one field, see bits.ts). */
+  /**
+   * Flags: BLOCKED, CLOSED, CHECK_SCHEDULED, LISTENING, CORKED, one bit each. Tested and set inline
+   * rather than with bits.ts: the write-out reads them right after each write, when the kernel has
+   * evicted what the loop touched, and an imported function is read through its module binding
+   * (one more cache miss per write).
+   */
   #flags = 0;
   /** What waits for `drain`; made when the stream first refuses more. */
   #queue: Array<string | Buffer> | undefined;
@@ -139,7 +143,7 @@ export class Outbox {
 
   /** Whether nothing waits here and the stream takes writes again. */
   get drained(): boolean {
-    return !has(this.#flags, BLOCKED) && this.#queue === undefined && this.out.writableNeedDrain !== true;
+    return (this.#flags & BLOCKED) === 0 && this.#queue === undefined && this.out.writableNeedDrain !== true;
   }
 
   /**
@@ -148,13 +152,13 @@ export class Outbox {
    * listener that has not run; a closed outbox never calls it.
    */
   whenDrained(listener: () => void): void {
-    if (has(this.#flags, CLOSED)) return;
+    if ((this.#flags & CLOSED) !== 0) return;
     this.#onDrained = listener;
     if (!this.drained) this.#listen();
-    else if (!has(this.#flags, CHECK_SCHEDULED)) {
-      this.#flags = put(this.#flags, CHECK_SCHEDULED, true);
+    else if ((this.#flags & CHECK_SCHEDULED) === 0) {
+      this.#flags |= CHECK_SCHEDULED;
       setImmediate(() => {
-        this.#flags = put(this.#flags, CHECK_SCHEDULED, false);
+        this.#flags &= ~CHECK_SCHEDULED;
         if (this.drained) this.#notifyDrained();
       });
     }
@@ -170,9 +174,9 @@ export class Outbox {
   }
 
   write(chunk: string | Buffer): void {
-    if (has(this.#flags, CLOSED)) return;
+    if ((this.#flags & CLOSED) !== 0) return;
     if (this.#backlog === undefined) this.#touch();
-    if (has(this.#flags, BLOCKED)) {
+    if ((this.#flags & BLOCKED) !== 0) {
       this.#enqueue(chunk);
       return;
     }
@@ -187,9 +191,9 @@ export class Outbox {
    * as the stream takes them: they were due before whatever closes the connection.
    */
   close(): void {
-    if (has(this.#flags, CLOSED)) return;
+    if ((this.#flags & CLOSED) !== 0) return;
     this.#flushTurn();
-    this.#flags = put(this.#flags, CLOSED, true);
+    this.#flags |= CLOSED;
     this.#queue = undefined;
     this.#queued = 0;
     this.#onDrained = undefined;
@@ -215,7 +219,7 @@ export class Outbox {
   #flushTurn(): void {
     const turn = this.#turn;
     if (turn === undefined) {
-      if (has(this.#flags, CORKED)) this.#uncork();
+      if ((this.#flags & CORKED) !== 0) this.#uncork();
       return;
     }
     this.#turn = undefined;
@@ -225,12 +229,12 @@ export class Outbox {
       for (let i = 0; i < turn.length; i++) this.#send(turn[i] as string | Buffer);
       this.out.uncork();
     }
-    if (has(this.#flags, CORKED)) this.#uncork();
+    if ((this.#flags & CORKED) !== 0) this.#uncork();
     this.#held = this.out.writableLength;
   }
 
   #uncork(): void {
-    this.#flags = put(this.#flags, CORKED, false);
+    this.#flags &= ~CORKED;
     this.out.uncork();
   }
 
@@ -242,9 +246,9 @@ export class Outbox {
 
   /** To the stream, or, once it refused more, into the queue for `drain`. */
   #send(chunk: string | Buffer): void {
-    if (has(this.#flags, BLOCKED)) this.#enqueue(chunk);
+    if ((this.#flags & BLOCKED) !== 0) this.#enqueue(chunk);
     else if (!this.out.write(chunk)) {
-      this.#flags = put(this.#flags, BLOCKED, true);
+      this.#flags |= BLOCKED;
       this.#listen();
     }
   }
@@ -261,10 +265,10 @@ export class Outbox {
   }
 
   #listen(): void {
-    if (has(this.#flags, LISTENING)) return;
-    this.#flags = put(this.#flags, LISTENING, true);
+    if ((this.#flags & LISTENING) !== 0) return;
+    this.#flags |= LISTENING;
     this.out.once('drain', () => {
-      this.#flags = put(this.#flags, LISTENING, false);
+      this.#flags &= ~LISTENING;
       this.#drain();
     });
   }
@@ -272,11 +276,11 @@ export class Outbox {
   #notifyDrained(): void {
     const listener = this.#onDrained;
     this.#onDrained = undefined;
-    if (listener !== undefined && !has(this.#flags, CLOSED)) listener();
+    if (listener !== undefined && (this.#flags & CLOSED) === 0) listener();
   }
 
   #drain(): void {
-    this.#flags = put(this.#flags, BLOCKED, false);
+    this.#flags &= ~BLOCKED;
     if (this.#queue === undefined) {
       this.#notifyDrained();
       return;
@@ -289,7 +293,7 @@ export class Outbox {
     let ok = true;
     while (ok && i < queue.length) ok = this.out.write(queue[i++] as string | Buffer);
     // Refused again (possibly by the very last chunk): the rest waits for the next drain.
-    this.#flags = put(this.#flags, BLOCKED, !ok);
+    this.#flags = ok ? this.#flags & ~BLOCKED : this.#flags | BLOCKED;
     if (i < queue.length) {
       const rest = queue.slice(i);
       this.#queue = rest;
@@ -297,7 +301,7 @@ export class Outbox {
     }
     this.out.uncork();
     this.#held = this.out.writableLength;
-    if (has(this.#flags, BLOCKED)) this.#listen();
+    if ((this.#flags & BLOCKED) !== 0) this.#listen();
     else this.#notifyDrained();
   }
 }
