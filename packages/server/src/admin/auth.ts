@@ -9,12 +9,13 @@
  * A cookie cannot be revoked before it expires, except by changing the secret it was signed with.
  * @module
  */
-import { createHash, createHmac, timingSafeEqual } from 'node:crypto';
+import { createHmac } from 'node:crypto';
 import type { IncomingMessage, ServerResponse } from 'node:http';
 import { TidingsError } from '@tidings/protocol';
 import { clientAddress } from '../admission.js';
 import { KeyedBuckets, RetryLater } from '../limits.js';
 import { readJson } from '../http/respond.js';
+import { sameText } from '../http/api-key.js';
 
 /** The cookie's name; it is only sent to paths under `/admin`. */
 export const ADMIN_COOKIE = 'tidings_admin';
@@ -24,11 +25,6 @@ export const ADMIN_SESSION_MS = 8 * 3600 * 1000;
 
 /** Which secret a login used: the API key (`k`) or the admin token (`t`). */
 type Kind = 'k' | 't';
-
-const digest = (text: string): Buffer => createHash('sha256').update(text).digest();
-
-/** Equal in constant time whatever the lengths (digests are compared, never the texts). */
-const same = (a: string, b: string): boolean => timingSafeEqual(digest(a), digest(b));
 
 export interface AdminAuthOptions {
   readonly apiKey: string;
@@ -53,8 +49,8 @@ export class AdminAuth {
   /** The kind of secret `key` is, or undefined; every configured secret is compared. */
   #kindOf(key: string): Kind | undefined {
     const { apiKey, adminToken } = this.opts;
-    const isKey = same(key, apiKey);
-    const isToken = adminToken !== undefined && same(key, adminToken);
+    const isKey = sameText(key, apiKey);
+    const isToken = adminToken !== undefined && sameText(key, adminToken);
     return isKey ? 'k' : isToken ? 't' : undefined;
   }
 
@@ -78,7 +74,7 @@ export class AdminAuth {
     const [kind, expires, mac, ...rest] = value.split('.');
     if ((kind !== 'k' && kind !== 't') || expires === undefined || mac === undefined || rest.length > 0) return false;
     const expected = this.#mac(kind, expires);
-    if (expected === undefined || !same(mac, expected)) return false;
+    if (expected === undefined || !sameText(mac, expected)) return false;
     return parseInt(expires, 36) > this.#now();
   }
 

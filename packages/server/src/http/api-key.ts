@@ -14,6 +14,11 @@ function digest(text: string): Buffer {
   return hash('sha256', text, 'buffer');
 }
 
+/** Whether two texts are equal, compared by digest so that it takes the same time whatever the lengths. */
+export function sameText(a: string, b: string): boolean {
+  return timingSafeEqual(digest(a), digest(b));
+}
+
 /** Whether `presented` is `apiKey`, compared by digest so that it takes the same time whatever the lengths. */
 export function sameKey(presented: string, apiKey: string): boolean {
   let known = digests.get(apiKey);
