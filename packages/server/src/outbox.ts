@@ -64,7 +64,7 @@ let scheduled = false;
 function writeOut(): void {
   scheduled = false;
   let budget = WRITE_SLICE;
-  while (nextPass()) {
+  while (budget > 0 && nextPass()) {
     // The pass and the place in it are read into locals: each write goes through the kernel, which
     // evicts what this loop touched, and module variables read after every write would miss the cache
     // each time. Nothing a write calls (synchronously) moves the pass: a write made meanwhile joins
@@ -78,11 +78,9 @@ function writeOut(): void {
     } finally {
       at = i;
     }
-    if (budget === 0) {
-      if (nextPass()) schedule();
-      return;
-    }
   }
+  // The slice is spent: what is left of the pass (or the next one) goes in the next check phase.
+  if (budget === 0 && nextPass()) schedule();
 }
 
 /** Whether a pass is due: the rest of this one, or else the next (this one released). */
