@@ -47,6 +47,9 @@ const KINDS = {
   ...(REF === undefined || REF === '' ? {} : { 'tidings-ref': { ...TIDINGS, label: 'Tidings ref', script: resolve(REF, 'packages/server/dist/cli.js') } }),
   // The same gateway counting nothing (`--metrics false`): what metrics cost (session `metrics`).
   'tidings-no-metrics': { ...TIDINGS, label: 'Tidings without metrics', args: [...TIDINGS_ARGS, '--metrics', 'false'] },
+  // The Node floor (servers/floor.mjs): `net` and hand-cut requests, for the HTTP-shaped rows. Run
+  // only when named in BENCH_SERVERS.
+  floor: { ...TIDINGS_WIRE, label: 'Node floor', transports: ['ws', 'poll'], script: root('bench/servers/floor.mjs'), args: ['0', '127.0.0.1'] },
   nchan: { label: 'Nchan', transports: ['ws', 'sse', 'poll'], dialect: 'nchan', publish: ['http'], format: 'nchan', start: startNchan },
   socketio: {
     label: 'Socket.IO 4',
@@ -60,7 +63,9 @@ const KINDS = {
 };
 
 /** The servers of the side-by-side sessions (`BENCH_SERVERS` picks among them). */
-export const SERVER_KINDS = ['baseline', 'tidings', ...(KINDS['tidings-ref'] === undefined ? [] : ['tidings-ref']), 'nchan', 'socketio'];
+export const SERVER_KINDS = ['baseline', 'tidings', ...(KINDS['tidings-ref'] === undefined ? [] : ['tidings-ref']), 'floor', 'nchan', 'socketio'];
+/** Kinds a run leaves out unless `BENCH_SERVERS` names them. */
+export const OPT_IN_KINDS = new Set(['floor']);
 export const serverInfo = (kind) => KINDS[kind];
 
 const RAW = { ws: 'raw ws', sse: 'raw SSE', poll: 'raw poll' };

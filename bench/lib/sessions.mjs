@@ -1,14 +1,14 @@
 // The sessions of a run: which columns each compares, at which rates, with which steps.
 import { BROKER_STEPS } from './broker-session.mjs';
 import { BROKER_KINDS } from './brokers.mjs';
-import { SERVER_KINDS, serverInfo, serverLabel } from './servers.mjs';
+import { OPT_IN_KINDS, SERVER_KINDS, serverInfo, serverLabel } from './servers.mjs';
 
 const int = (x) => Math.round(x).toLocaleString('en-US');
 const TRANSPORT = { ws: 'WebSocket', sse: 'SSE', poll: 'long-poll' };
 
 /** Every session of a run with `cfg` (ids, columns, rates, steps), in run order. */
 export function sessions(cfg) {
-  const kinds = SERVER_KINDS.filter((k) => cfg.servers === undefined || cfg.servers.includes(k));
+  const kinds = SERVER_KINDS.filter((k) => (cfg.servers === undefined ? !OPT_IN_KINDS.has(k) : cfg.servers.includes(k)));
   const PUBLISH = { http: '', batch: `, batches of ${cfg.pubBatch}`, connection: ', server connection' };
 
   /** A side: `kind` on `transport`, published by `publish`; `mixed` sessions name the transport. */
@@ -40,6 +40,8 @@ export function sessions(cfg) {
         ['tidings', 'baseline'],
         ['tidings', 'nchan'],
         ['tidings', 'tidings-ref'],
+        ['tidings', 'floor'],
+        ['floor', 'nchan'],
       ],
       ladderRounds,
     };
@@ -97,13 +99,15 @@ export function sessions(cfg) {
     fanout('poll-large', 'poll', cfg.largeSubs, cfg.pollRefRate, cfg.ladderRounds),
     channelsSession(
       'channels-ws',
-      [...sidesOf('ws', ['baseline', 'tidings', 'tidings-ref']), ...sidesOf('ws', ['tidings'], { publish: 'batch' }), ...sidesOf('ws', ['tidings'], { publish: 'connection' }), ...sidesOf('ws', ['nchan', 'socketio'])],
+      [...sidesOf('ws', ['baseline', 'floor', 'tidings', 'tidings-ref']), ...sidesOf('ws', ['tidings'], { publish: 'batch' }), ...sidesOf('ws', ['tidings'], { publish: 'connection' }), ...sidesOf('ws', ['nchan', 'socketio'])],
       [
         ['tidings', 'baseline'],
         ['tidings', 'tidings-ref'],
         ['tidings', 'nchan'],
         ['tidings-batch', 'nchan'],
         ['tidings-connection', 'baseline'],
+        ['tidings', 'floor'],
+        ['floor', 'nchan'],
       ],
       cfg.ladderRounds,
       'WebSocket',
