@@ -205,7 +205,9 @@ class SseSubscriber extends ResumableSubscriber {
 class PollSubscriber extends ResumableSubscriber {
   readonly kind = 'poll';
   #cursor = '';
+  /** The poll in flight's controller. */
   #ctrl: AbortController | undefined;
+  #stopped = false;
   #loop: Promise<void> | undefined;
   /** Last HTTP error seen by the loop. */
   lastError: unknown;
@@ -245,10 +247,13 @@ class PollSubscriber extends ResumableSubscriber {
     this.#cursor = this.cursor();
     // A first poll that does not wait fixes "now" (or delivers what was missed) before returning.
     this.#apply(await this.#once(this.#cursor, 0));
-    const ctrl = new AbortController();
-    this.#ctrl = ctrl;
+    this.#stopped = false;
     this.#loop = (async () => {
-      while (!ctrl.signal.aborted) {
+      while (!this.#stopped) {
+        // A controller per poll: fetch leaves its abort listener on the signal until the request is
+        // collected, so one signal for every poll would gather thousands of them.
+        const ctrl = new AbortController();
+        this.#ctrl = ctrl;
         try {
           this.#apply(await this.#once(this.#cursor, this.holdMs, ctrl.signal));
         } catch (err) {
@@ -261,6 +266,7 @@ class PollSubscriber extends ResumableSubscriber {
   }
 
   drop(): void {
+    this.#stopped = true;
     this.#ctrl?.abort();
     this.#ctrl = undefined;
     void this.#loop;
