@@ -32,8 +32,8 @@ export function sameKey(presented: string, apiKey: string): boolean {
 
 /**
  * Whether `presented` is `proven`, in a time that depends on `proven` alone: every character of
- * `proven` is compared, whatever `presented` is (a character past its end reads as NaN, which is 0
- * here and differs from every character of a header value).
+ * `proven` is compared, whatever `presented` is (lengths that differ already make it false; a
+ * character read past the end of `presented` is NaN, 0 to the bitwise operators).
  */
 export function sameAsProven(presented: string, proven: string): boolean {
   let diff = presented.length ^ proven.length;
