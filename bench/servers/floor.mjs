@@ -12,6 +12,7 @@
 import { createServer } from 'node:net';
 import { URLSearchParams } from 'node:url';
 import { WebSocketServer } from 'ws';
+import { serveWebSocket } from './http-api.mjs';
 
 const port = Number(process.argv[2] ?? 0);
 const host = process.argv[3] ?? '127.0.0.1';
@@ -166,31 +167,9 @@ function upgrade(socket, conn, head, target) {
     headers[line.slice(0, colon).trim().toLowerCase()] = line.slice(colon + 1).trim();
   }
   const req = { method: 'GET', url: target, headers };
-  wss.handleUpgrade(req, socket, rest, (ws) => {
-    ws.send(JSON.stringify({ type: 'welcome', version: 1, session: 'floor', heartbeat: 0 }));
-    if (headers.authorization === bearer) return publishing(ws);
-    let ch;
-    // The first frame is the subscribe request; later frames are ignored.
-    ws.on('message', (data) => {
-      if (ch !== undefined) return;
-      const frame = JSON.parse(data.toString('utf8'));
-      ch = channelOf(frame.channel);
-      ch.ws.add(socket);
-      ws.send(JSON.stringify({ type: 'reply', id: frame.id, result: { channel: frame.channel, position: { epoch: EPOCH, seq: ch.seq }, recovered: false } }));
-    });
-    ws.on('close', () => ch?.ws.delete(socket));
-    ws.on('error', () => undefined);
-  });
-}
-
-/** A server connection: every `publish` frame is broadcast and answered with a `reply`. */
-function publishing(ws) {
-  ws.on('message', (data) => {
-    const frame = JSON.parse(data.toString('utf8'));
-    const [result] = broadcast([frame.message]);
-    ws.send(`{"type":"reply","id":${JSON.stringify(frame.id)},"result":${result}}`);
-  });
-  ws.on('error', () => undefined);
+  wss.handleUpgrade(req, socket, rest, (ws) =>
+    serveWebSocket(ws, socket, { session: 'floor', epoch: EPOCH, server: headers.authorization === bearer, join: channelOf, publish: (message) => broadcast([message])[0] }),
+  );
 }
 
 const server = createServer({ noDelay: true }, (socket) => {

@@ -7,7 +7,7 @@
 // Usage: node raw-ws.mjs [port] [host]   (prints "listening on http://host:port")
 import { createServer } from 'node:http';
 import { WebSocketServer } from 'ws';
-import { publishHandler, reply } from './http-api.mjs';
+import { publishHandler, reply, serveWebSocket } from './http-api.mjs';
 
 const port = Number(process.argv[2] ?? 0);
 const host = process.argv[3] ?? '127.0.0.1';
@@ -127,32 +127,16 @@ const server = createServer((req, res) => {
 
 server.on('upgrade', (req, socket, head) => {
   socket.on('error', () => socket.destroy());
-  wss.handleUpgrade(req, socket, head, (ws) => {
-    ws.send(JSON.stringify({ type: 'welcome', version: 1, session: 'raw', heartbeat: 0 }));
-    if (req.headers.authorization === `Bearer ${apiKey}`) return publishing(ws);
-    let ch;
-    // The first frame is the subscribe request; later frames are ignored.
-    ws.on('message', (data) => {
-      if (ch !== undefined) return;
-      const frame = JSON.parse(data.toString('utf8'));
-      ch = channelOf(frame.channel);
-      ch.ws.add(socket);
-      ws.send(JSON.stringify({ type: 'reply', id: frame.id, result: { channel: frame.channel, position: { epoch: EPOCH, seq: ch.seq }, recovered: false } }));
-    });
-    ws.on('close', () => ch?.ws.delete(socket));
-    ws.on('error', () => undefined);
-  });
+  wss.handleUpgrade(req, socket, head, (ws) =>
+    serveWebSocket(ws, socket, {
+      session: 'raw',
+      epoch: EPOCH,
+      server: req.headers.authorization === `Bearer ${apiKey}`,
+      join: channelOf,
+      publish: (message) => JSON.stringify(broadcast([message])[0]),
+    }),
+  );
 });
-
-/** A server connection: every `publish` frame is broadcast and answered with a `reply`. */
-function publishing(ws) {
-  ws.on('message', (data) => {
-    const frame = JSON.parse(data.toString('utf8'));
-    const [result] = broadcast([frame.message]);
-    ws.send(`{"type":"reply","id":${JSON.stringify(frame.id)},"result":${JSON.stringify(result)}}`);
-  });
-  ws.on('error', () => undefined);
-}
 
 server.listen(port, host, () => {
   const addr = server.address();
