@@ -34,6 +34,8 @@ const TIDINGS = { ...TIDINGS_WIRE, label: 'Tidings', script: root('packages/serv
  * this one: two builds compared in the same run, round by round (`tidings / tidings-ref`).
  */
 const REF = process.env.BENCH_REF;
+/** Node flags from an environment variable, separated by spaces. */
+const flagsOf = (name) => (process.env[name] ?? '').split(' ').filter(Boolean);
 
 /**
  * Every kind: its label, the transports it serves, the load generator's `dialect` for it, how it
@@ -44,7 +46,7 @@ const KINDS = {
   // Raw ws, raw SSE and raw poll: one process (servers/raw-ws.mjs) serves all three.
   baseline: { ...TIDINGS_WIRE, label: 'raw', script: root('bench/servers/raw-ws.mjs'), args: ['0', '127.0.0.1'] },
   tidings: TIDINGS,
-  ...(REF === undefined || REF === '' ? {} : { 'tidings-ref': { ...TIDINGS, label: 'Tidings ref', script: resolve(REF, 'packages/server/dist/cli.js') } }),
+  ...(REF === undefined || REF === '' ? {} : { 'tidings-ref': { ...TIDINGS, label: 'Tidings ref', script: resolve(REF, 'packages/server/dist/cli.js'), nodeFlags: flagsOf('BENCH_REF_NODE_FLAGS') } }),
   // The same gateway counting nothing (`--metrics false`): what metrics cost (session `metrics`).
   'tidings-no-metrics': { ...TIDINGS, label: 'Tidings without metrics', args: [...TIDINGS_ARGS, '--metrics', 'false'] },
   // The Node floor (servers/floor.mjs): `net` and hand-cut requests, for the HTTP-shaped rows. Run
@@ -91,7 +93,7 @@ export async function startServer(kind, core, profileName, extraArgs = [], watch
     return { kind, ...s, memory: async () => ({ vmRss: rssBytes(s.pid) }) };
   }
   const args = [...info.args, ...extraArgs];
-  const nodeFlags = ['--expose-gc', '--import', PRELOAD, ...(process.env.BENCH_NODE_FLAGS ?? '').split(' ').filter(Boolean)];
+  const nodeFlags = ['--expose-gc', '--import', PRELOAD, ...flagsOf('BENCH_NODE_FLAGS'), ...(info.nodeFlags ?? [])];
   if (profileName !== undefined) nodeFlags.push('--cpu-prof', '--cpu-prof-dir', PROFILE_DIR, '--cpu-prof-name', profileName);
   const child = spawnPinned(core, info.script, args, { env: { TIDINGS_API_KEY: API_KEY }, nodeFlags });
   try {
