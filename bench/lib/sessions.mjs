@@ -41,6 +41,8 @@ export function sessions(cfg) {
         ['tidings', 'nchan'],
         ['tidings', 'tidings-ref'],
         ['tidings', 'floor'],
+        ['tidings-batch', 'floor-batch'],
+        ['tidings-connection', 'floor-connection'],
         ['floor', 'nchan'],
       ],
       ladderRounds,
@@ -99,7 +101,7 @@ export function sessions(cfg) {
     fanout('poll-large', 'poll', cfg.largeSubs, cfg.pollRefRate, cfg.ladderRounds),
     channelsSession(
       'channels-ws',
-      [...sidesOf('ws', ['baseline', 'floor', 'tidings', 'tidings-ref']), ...sidesOf('ws', ['tidings'], { publish: 'batch' }), ...sidesOf('ws', ['tidings'], { publish: 'connection' }), ...sidesOf('ws', ['nchan', 'socketio'])],
+      [...sidesOf('ws', ['baseline', 'floor', 'tidings', 'tidings-ref']), ...sidesOf('ws', ['tidings', 'floor'], { publish: 'batch' }), ...sidesOf('ws', ['tidings', 'floor'], { publish: 'connection' }), ...sidesOf('ws', ['nchan', 'socketio'])],
       [
         ['tidings', 'baseline'],
         ['tidings', 'tidings-ref'],
@@ -107,6 +109,8 @@ export function sessions(cfg) {
         ['tidings-batch', 'nchan'],
         ['tidings-connection', 'baseline'],
         ['tidings', 'floor'],
+        ['tidings-batch', 'floor-batch'],
+        ['tidings-connection', 'floor-connection'],
         ['floor', 'nchan'],
       ],
       cfg.ladderRounds,
