@@ -50,6 +50,22 @@ describe('heartbeat', () => {
     expect(tb - bOpened).toBeGreaterThan(900);
     expect(tb - ta).toBeGreaterThan(300);
   });
+
+  it('spreads the heartbeats of connections that open together over half an interval', async () => {
+    // Clients reconnecting after a restart or a blip open within a tick or two; their heartbeats would
+    // otherwise come together every interval for as long as they stay.
+    const gw = await gateway({ pingInterval: 1000 });
+    const clients = await Promise.all(Array.from({ length: 6 }, () => connect(gw)));
+    const opened = performance.now();
+    const beats = await Promise.all(
+      clients.map(
+        (c) => new Promise<number>((resolve) => c.ws.on('message', (data: Buffer) => data.toString('utf8').includes('"heartbeat"') && resolve(performance.now()))),
+      ),
+    );
+    // The first within half an interval to one interval (a tick of 40 ms, and timer slack), six ticks apart in all.
+    for (const at of beats) expect(at - opened).toBeGreaterThan(400);
+    expect(Math.max(...beats) - Math.min(...beats)).toBeGreaterThan(100);
+  });
 });
 
 describe('slow consumer', () => {

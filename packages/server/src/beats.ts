@@ -1,13 +1,18 @@
 /**
- * A periodic duty per member (a heartbeat per connection), spread over time: each member is served
- * one `interval` after it joined or was last served, not all of them in one sweep. One sweep over
- * 10,000 connections writes to 10,000 sockets in one turn, a pause of hundreds of milliseconds that
- * every delivery due in it waits for; spread, the same writes come a few dozen per tick.
+ * A periodic duty per member (a heartbeat per connection), spread over time rather than done for
+ * every member in one sweep. One sweep over 10,000 connections writes to 10,000 sockets in one turn,
+ * a pause of hundreds of milliseconds that every delivery due in it waits for.
  *
- * The members are kept in the order they fall due: a member served is moved to the end, and every
- * member is due one interval after its last service, so a tick serves from the front and stops at
- * the first member not yet due. Times are counted in ticks (small integers, no allocation per
- * member); call {@link Beats.tick} every {@link Beats.tickMs}.
+ * Time is counted in ticks, `interval / tickMs` of them per interval: a ring of as many slots, and a
+ * member sits in one slot, served at every tick that comes to it, so exactly one interval apart.
+ * When it joins, a member takes the least loaded slot of those between half an interval and one
+ * interval ahead (one interval ahead when there is no difference): its first service is never later
+ * than an interval after it joined. So members joining at different times are served at different
+ * ticks, and so are members joining together: after a restart or a network blip, thousands of
+ * clients reconnect within a second or two, and their heartbeats would otherwise come in the same
+ * tick or two every interval, for as long as they stay.
+ *
+ * Call {@link Beats.tick} every {@link Beats.tickMs}.
  * @module
  */
 
@@ -19,9 +24,16 @@ const MIN_TICK_MS = 10;
 export class Beats<T> {
   /** How often {@link tick} must be called, in ms. */
   readonly tickMs: number;
-  readonly #ticksPerInterval: number;
-  /** Each member and the tick it is next due at, in the order they fall due. */
-  readonly #due = new Map<T, number>();
+  /** Ticks per interval: slots in the ring. */
+  readonly #period: number;
+  /** A member joining now may be first served this many ticks ahead at the earliest (half an interval). */
+  readonly #earliest: number;
+  /**
+   * The members of each slot, served when a tick comes to it. A member's slot is not kept beside it:
+   * that would be a second entry per connection, and only a leave looks for it.
+   */
+  readonly #slots: Set<T>[];
+  #size = 0;
   #now = 0;
 
   /** Serves each member with `serve` every `interval` ms. */
@@ -30,40 +42,57 @@ export class Beats<T> {
     private readonly serve: (member: T) => void,
   ) {
     this.tickMs = Math.max(MIN_TICK_MS, Math.floor(interval / TICKS_PER_INTERVAL));
-    this.#ticksPerInterval = Math.max(1, Math.round(interval / this.tickMs));
+    this.#period = Math.max(1, Math.round(interval / this.tickMs));
+    this.#earliest = Math.max(1, Math.ceil(this.#period / 2));
+    this.#slots = Array.from({ length: this.#period }, () => new Set<T>());
   }
 
   /** Members. */
   get size(): number {
-    return this.#due.size;
+    return this.#size;
   }
 
-  /** Adds `member`, first due one interval from now. */
+  /** Adds `member`, first due between half an interval and one interval from now (once, however often added). */
   add(member: T): void {
-    this.#due.delete(member);
-    this.#due.set(member, this.#now + this.#ticksPerInterval);
+    this.delete(member);
+    const period = this.#period;
+    // One interval ahead is the current tick's slot; fewer ticks ahead only for a slot less loaded.
+    let slot = this.#now % period;
+    let load = (this.#slots[slot] as Set<T>).size;
+    for (let ahead = period - 1; ahead >= this.#earliest && load > 0; ahead--) {
+      const s = (this.#now + ahead) % period;
+      const n = (this.#slots[s] as Set<T>).size;
+      if (n < load) {
+        slot = s;
+        load = n;
+      }
+    }
+    (this.#slots[slot] as Set<T>).add(member);
+    this.#size += 1;
   }
 
   /** Removes `member`; false if it was not one. */
   delete(member: T): boolean {
-    return this.#due.delete(member);
-  }
-
-  /** Every member, in the order they fall due. */
-  [Symbol.iterator](): IterableIterator<T> {
-    return this.#due.keys();
-  }
-
-  /** One tick: serves every member that is due, each then due again one interval later. */
-  tick(): void {
-    const now = ++this.#now;
-    const next = now + this.#ticksPerInterval;
-    for (const [member, due] of this.#due) {
-      // Members served in this tick were moved to the end, due `next`: the loop stops there at the latest.
-      if (due > now) return;
-      this.#due.delete(member);
-      this.#due.set(member, next);
-      this.serve(member);
+    for (const members of this.#slots) {
+      if (members.delete(member)) {
+        this.#size -= 1;
+        return true;
+      }
     }
+    return false;
+  }
+
+  /** Every member. */
+  *[Symbol.iterator](): IterableIterator<T> {
+    for (const members of this.#slots) yield* members;
+  }
+
+  /** One tick: serves the members of the slot it comes to. */
+  tick(): void {
+    const slot = ++this.#now % this.#period;
+    const members = this.#slots[slot] as Set<T>;
+    if (members.size === 0) return;
+    // A copy: a member that joins while these are served (into this very slot, one interval ahead) waits for it.
+    for (const member of [...members]) if (members.has(member)) this.serve(member);
   }
 }
