@@ -92,7 +92,8 @@ export class Beats<T> {
     const slot = ++this.#now % this.#period;
     const members = this.#slots[slot] as Set<T>;
     if (members.size === 0) return;
-    // A copy: a member that joins while these are served (into this very slot, one interval ahead) waits for it.
+    // A copy: a member that joins while these are served, into this very slot (one interval ahead), is
+    // not served in this tick but an interval later.
     for (const member of [...members]) if (members.has(member)) this.serve(member);
   }
 }
