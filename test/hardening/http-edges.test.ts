@@ -2,6 +2,7 @@
  * Finding 8 (HTTP edges): HEAD on a stream, upgrades to protocols other than WebSocket, oversized
  * headers, slow headers and bodies, bodies larger than allowed: each gets a prompt, coded answer.
  */
+import { connect } from 'node:net';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { rawRequest, startGateway, TEST_API_KEY, type TestGateway } from '@tidings/testing';
 
@@ -119,5 +120,31 @@ describe('oversized and slow requests', () => {
     });
     expect(res.status).toBe(413);
     expect(res.closed).toBe(true);
+  });
+});
+
+describe('a malformed request behind a streamed answer', () => {
+  it('cuts the connection rather than writing a refusal into the stream', async () => {
+    // Node's parser judges the second request while the first (a stream of Node's server) is answered:
+    // a 400 written then would land inside the stream's chunked body.
+    const socket = connect(gw.port, '127.0.0.1');
+    let received = '';
+    socket.setEncoding('latin1');
+    socket.on('data', (chunk: string) => (received += chunk));
+    const closed = new Promise<void>((resolve) => socket.on('close', () => resolve()));
+    socket.write(`GET /admin/events HTTP/1.1\r\nhost: x\r\nauthorization: Bearer ${TEST_API_KEY}\r\n\r\n`);
+    await new Promise<void>((resolve, reject) => {
+      const t = setTimeout(() => reject(new Error(`no stream head: ${JSON.stringify(received)}`)), 3000);
+      socket.on('data', () => {
+        if (received.includes('\r\n\r\n')) {
+          clearTimeout(t);
+          resolve();
+        }
+      });
+    });
+    expect(received.startsWith('HTTP/1.1 200')).toBe(true);
+    socket.write('GET /healthz HTTP/1.1\r\nhost: x\r\nbad header\r\n\r\n');
+    await closed;
+    expect(received).not.toContain('HTTP/1.1 400');
   });
 });

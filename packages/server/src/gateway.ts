@@ -399,6 +399,24 @@ export class Gateway {
     const spoke = (socket: Socket): void => {
       if (silent.delete(socket)) socket.off('close', gone);
     };
+    // The answers Node's server has in flight on each connection (pipelined requests queue theirs),
+    // each until it closes: a client error on the connection must not write into one already begun.
+    // (A response lets go of its socket before it closes, so each close listener keeps its own.)
+    const inFlight = new WeakMap<Duplex, Set<ServerResponse>>();
+    const answering = (socket: Duplex, res: ServerResponse): void => {
+      let open = inFlight.get(socket);
+      if (open === undefined) inFlight.set(socket, (open = new Set()));
+      open.add(res);
+      res.on('close', () => {
+        open.delete(res);
+        if (open.size === 0 && inFlight.get(socket) === open) inFlight.delete(socket);
+      });
+    };
+    const midAnswer = (socket: Duplex): boolean => {
+      const open = inFlight.get(socket);
+      if (open !== undefined) for (const res of open) if (res.headersSent) return true;
+      return false;
+    };
     this.server = createServer(
       {
         headersTimeout: options.headersTimeout,
@@ -408,6 +426,7 @@ export class Gateway {
       },
       (req, res) => {
         spoke(req.socket);
+        answering(req.socket, res);
         void admission.request(req, res);
       },
     );
@@ -436,7 +455,9 @@ export class Gateway {
       socket.on('close', gone);
     });
     this.server.on('clientError', (err: NodeJS.ErrnoException, socket: Duplex) => {
-      if (err.code === 'ECONNRESET' || !socket.writable) {
+      // A refusal written behind an answer whose head is out would land inside it (a stream's body):
+      // the connection is cut instead, as Node's own handler does.
+      if (err.code === 'ECONNRESET' || !socket.writable || midAnswer(socket)) {
         socket.destroy();
         return;
       }
