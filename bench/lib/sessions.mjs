@@ -41,8 +41,6 @@ export function sessions(cfg) {
         ['tidings', 'nchan'],
         ['tidings', 'tidings-ref'],
         ['tidings', 'floor'],
-        ['tidings-batch', 'floor-batch'],
-        ['tidings-connection', 'floor-connection'],
         ['floor', 'nchan'],
       ],
       ladderRounds,

@@ -33,7 +33,6 @@ export class Beats<T> {
    * that would be a second entry per connection, and only a leave looks for it.
    */
   readonly #slots: Set<T>[];
-  #size = 0;
   #now = 0;
 
   /** Serves each member with `serve` every `interval` ms. */
@@ -49,7 +48,9 @@ export class Beats<T> {
 
   /** Members. */
   get size(): number {
-    return this.#size;
+    let n = 0;
+    for (const members of this.#slots) n += members.size;
+    return n;
   }
 
   /** Adds `member`, first due between half an interval and one interval from now (once, however often added). */
@@ -68,17 +69,11 @@ export class Beats<T> {
       }
     }
     (this.#slots[slot] as Set<T>).add(member);
-    this.#size += 1;
   }
 
   /** Removes `member`; false if it was not one. */
   delete(member: T): boolean {
-    for (const members of this.#slots) {
-      if (members.delete(member)) {
-        this.#size -= 1;
-        return true;
-      }
-    }
+    for (const members of this.#slots) if (members.delete(member)) return true;
     return false;
   }
 

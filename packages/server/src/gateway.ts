@@ -401,16 +401,14 @@ export class Gateway {
     };
     // The answers Node's server has in flight on each connection (pipelined requests queue theirs),
     // each until it closes: a client error on the connection must not write into one already begun.
-    // (A response lets go of its socket before it closes, so each close listener keeps its own.)
+    // A connection's set goes with it. (A response lets go of its socket before it closes, so each
+    // close listener keeps the set it is in.)
     const inFlight = new WeakMap<Duplex, Set<ServerResponse>>();
     const answering = (socket: Duplex, res: ServerResponse): void => {
       let open = inFlight.get(socket);
       if (open === undefined) inFlight.set(socket, (open = new Set()));
       open.add(res);
-      res.on('close', () => {
-        open.delete(res);
-        if (open.size === 0 && inFlight.get(socket) === open) inFlight.delete(socket);
-      });
+      res.on('close', () => open.delete(res));
     };
     const midAnswer = (socket: Duplex): boolean => {
       const open = inFlight.get(socket);

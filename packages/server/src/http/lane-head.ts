@@ -148,7 +148,7 @@ function requestLine(text: string, end: number, routes: LaneRoutes): RequestLine
   // strings on every such use.
   const method = text.startsWith('GET /') ? 'GET' : text.startsWith('POST /') ? 'POST' : undefined;
   const to = end - VERSION.length;
-  if (method === undefined || to < 0 || !text.startsWith(VERSION, to)) return undefined;
+  if (method === undefined || !text.startsWith(VERSION, to)) return undefined;
   const from = method.length + 1;
   if (to <= from) return undefined;
   for (let i = from; i < to; i++) {
