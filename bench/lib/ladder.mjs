@@ -4,7 +4,8 @@
 // times 2^(k/4). The first ladder of a side climbs from the reference (k = 0) in x2 steps until a
 // step fails (or comes down the same way until one holds), then bisects twice (x1.41, x1.19);
 // later ladders start at the first one's result (run twice if it fails the first time: it follows
-// an idle pause) and move in x1.19 steps. The figure is the median
+// an idle pause) and move in x1.19 steps. A ladder that has not held a step when its steps are spent
+// keeps halving until one holds (or the bottom fails). The figure is the median
 // over the ladders of the highest rate sustained; the first failing step above it shows why it
 // stopped there and which side ran out of CPU.
 
@@ -96,9 +97,11 @@ async function climb(measure, { start, stride, most, retryFirst = false }, sessi
       best = k;
     }
   } else {
+    // Down until a step holds: a ladder reports a rate it sustained, not none for want of steps. Its
+    // own strides while its steps last, then halving, to the bottom of the ladder.
     failed = k;
-    while (k - stride >= K_MIN && steps.length < most) {
-      k -= stride;
+    while (k - stride >= K_MIN) {
+      k -= steps.length < most ? stride : Math.max(stride, Math.min(COARSE, k - K_MIN));
       if (await test(k)) {
         best = k;
         break;

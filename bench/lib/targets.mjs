@@ -19,8 +19,9 @@ const maxAtLeast = (session, a, b, min = 1) => (results) => {
   const [x, y] = [l?.[a], l?.[b]];
   if (x === undefined || y === undefined) return notMeasured(whyMissing(results[session], [a, b], 'ladder'));
   if (x.limit === null && y.limit === null) return notMeasured(`neither ladder found its limit (${int(x.max)} vs ${int(y.max)} deliveries/s sustained)`);
-  const r = y.max > 0 ? x.max / y.max : x.max > 0 ? Infinity : null;
-  if (r === null) return notMeasured('neither sustained any rate of the ladder');
+  // A reference that held no step down to the ladder's bottom broke (or shared its core with a storm): nothing to compare with.
+  if (y.max === 0) return notMeasured(`${b} sustained no rate of the ladder (${a}: ${int(x.max)} deliveries/s)`);
+  const r = x.max / y.max;
   const bound = [x, y].some((s) => s.loadBound) ? '; a load generator was the bottleneck, so a maximum is a lower bound' : '';
   return result(r >= min, `${int(x.max)} vs ${int(y.max)} deliveries/s, ratio ${fmt(r)} (target >= ${min}${bound})`);
 };
