@@ -4,8 +4,9 @@
 // times 2^(k/4). The first ladder of a side climbs from the reference (k = 0) in x2 steps until a
 // step fails (or comes down the same way until one holds), then bisects twice (x1.41, x1.19);
 // later ladders start at the first one's result (run twice if it fails the first time: it follows
-// an idle pause) and move in x1.19 steps. A ladder that has not held a step when its steps are spent
-// keeps halving until one holds (or the bottom fails). The figure is the median
+// an idle pause) and move in x1.19 steps. A ladder whose steps are spent before a step failed above
+// one that held keeps doubling until one fails (or it reaches the top), or halving until one holds
+// (or the bottom fails). The figure is the median
 // over the ladders of the highest rate sustained; the first failing step above it shows why it
 // stopped there and which side ran out of CPU.
 
@@ -87,9 +88,11 @@ async function climb(measure, { start, stride, most, retryFirst = false }, sessi
     held = await test(k);
   }
   if (held) {
+    // Up until a step fails: a ladder reports its limit, not where its steps ran out. Its own strides
+    // while its steps last, then doubling, to the top of the ladder.
     best = k;
-    while (k + stride <= K_MAX && steps.length < most) {
-      k += stride;
+    while (k + stride <= K_MAX) {
+      k += steps.length < most ? stride : Math.max(stride, Math.min(COARSE, K_MAX - k));
       if (!(await test(k))) {
         failed = k;
         break;
@@ -115,14 +118,14 @@ async function climb(measure, { start, stride, most, retryFirst = false }, sessi
     else failed = best + half;
   }
   const limit = steps.find((s) => s.k === failed) ?? null;
-  // Where no step failed: the ladder's top reached, or its steps spent.
-  return { best, steps, limit, end: limit !== null ? 'failed' : k + stride > K_MAX ? 'top' : 'steps' };
+  // Where no step failed, the ladder reached its top.
+  return { best, steps, limit, end: limit !== null ? 'failed' : 'top' };
 }
 
 /**
  * Runs `rounds` ladders for every side, the sides' order reversed every other round. `measure(side,
  * rate)` runs one window (it may throw: the side is then dropped by `guard`). Resolves with
- * { [sideId]: { max, bestK, rounds, at, limit, end ('failed', 'top' or 'steps'), loadBound, ladders } }.
+ * { [sideId]: { max, bestK, rounds, at, limit, end ('failed' or 'top'), loadBound, ladders } }.
  */
 export async function runLadders(sides, session, cfg, log, rounds, measure, guard) {
   const ladders = new Map(sides.map((s) => [s.id, []]));

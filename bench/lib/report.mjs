@@ -25,7 +25,7 @@ const CPU_ROWS = [
   { name: () => 'CPU server / load gen', text: cpuText },
   { name: () => 'other processes on server / load core', text: otherText },
 ];
-const END = { top: 'none failed (the ladder stops at 64 x the reference rate)', steps: 'none failed within the steps allowed (BENCH_LADDER_STEPS)' };
+const END = { top: 'none failed (the ladder stops at 64 x the reference rate)' };
 const limitText = ({ limit: l, end }) => (l === null ? END[end] : `${int(l.offered)}/s: ${l.why}${saturatedText(l.saturated)}`);
 const LADDER_ROWS = [
   { name: (n) => `max sustained deliveries/s, median of ${n} ladder${n === 1 ? '' : 's'}`, value: (l) => l.max, show: int, mark: (l) => (l.loadBound ? ' (load gen bound)' : '') },
