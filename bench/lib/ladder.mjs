@@ -63,8 +63,8 @@ function summary(k, rate, m, why) {
 }
 
 /**
- * One ladder from level `start` in strides of `stride` levels, at most `most` steps; `measure(rate)`
- * runs one window. Resolves with { best (k or null), steps, limit (the first failing step above best) }.
+ * One ladder from level `start` in strides of `stride` levels for its first `most` steps, then x2
+ * until it finds its limit (or the ladder's end); `measure(rate)` runs one window. Resolves with { best (k or null), steps, limit (the first failing step above best) }.
  */
 async function climb(measure, { start, stride, most, retryFirst = false }, session, cfg, show) {
   const steps = [];
@@ -76,6 +76,9 @@ async function climb(measure, { start, stride, most, retryFirst = false }, sessi
     show(step);
     return step.sustained;
   };
+  // The next stride, with `room` levels left before the ladder's end: its own while its steps last,
+  // then x2, so that a ladder reports its limit, not where its steps ran out.
+  const next = (room) => (steps.length < most ? stride : Math.max(stride, Math.min(COARSE, room)));
   let best = null;
   let failed = null;
   let k = start;
@@ -88,11 +91,10 @@ async function climb(measure, { start, stride, most, retryFirst = false }, sessi
     held = await test(k);
   }
   if (held) {
-    // Up until a step fails: a ladder reports its limit, not where its steps ran out. Its own strides
-    // while its steps last, then doubling, to the top of the ladder.
+    // Up until a step fails, to the top of the ladder.
     best = k;
     while (k + stride <= K_MAX) {
-      k += steps.length < most ? stride : Math.max(stride, Math.min(COARSE, K_MAX - k));
+      k += next(K_MAX - k);
       if (!(await test(k))) {
         failed = k;
         break;
@@ -100,11 +102,10 @@ async function climb(measure, { start, stride, most, retryFirst = false }, sessi
       best = k;
     }
   } else {
-    // Down until a step holds: a ladder reports a rate it sustained, not none for want of steps. Its
-    // own strides while its steps last, then halving, to the bottom of the ladder.
+    // Down until a step holds, to the bottom of the ladder.
     failed = k;
     while (k - stride >= K_MIN) {
-      k -= steps.length < most ? stride : Math.max(stride, Math.min(COARSE, k - K_MIN));
+      k -= next(k - K_MIN);
       if (await test(k)) {
         best = k;
         break;
