@@ -157,6 +157,66 @@ describe('positionProblem / toPosition / samePosition', () => {
   });
 });
 
+/**
+ * The cursor's grammar as patterns and splits: the reference the parser (which reads entries in
+ * place, by hand) must agree with, outcome for outcome and reason for reason.
+ */
+function referenceCursor(text: string): Map<string, Position> {
+  const cursor = new Map<string, Position>();
+  if (text === '') return cursor;
+  if (text.length > MAX_CURSOR_LENGTH) throw new TidingsError('bad_cursor', 'cursor is too long');
+  const entries = text.split(',');
+  if (entries.length > MAX_CURSOR_CHANNELS) throw new TidingsError('bad_cursor', `cursor names more than ${MAX_CURSOR_CHANNELS} channels`);
+  for (const entry of entries) {
+    const eq = entry.lastIndexOf('=');
+    if (eq === -1) throw new TidingsError('bad_cursor', 'cursor entry must be channel=epoch.seq');
+    const channel = entry.slice(0, eq);
+    const problem = channelProblem(channel);
+    if (problem !== undefined) throw new TidingsError('bad_cursor', `cursor entry: ${problem}`);
+    const m = /^([A-Za-z0-9]{1,16})\.([0-9a-z]{1,11})$/.exec(entry.slice(eq + 1));
+    const seq = m === null ? Number.NaN : parseInt(m[2] as string, 36);
+    if (m === null || !Number.isSafeInteger(seq)) throw new TidingsError('bad_cursor', `cursor entry for ${channel} has a malformed position`);
+    if (cursor.has(channel)) throw new TidingsError('bad_cursor', `cursor names ${channel} twice`);
+    cursor.set(channel, { epoch: m[1] as string, seq });
+  }
+  return cursor;
+}
+
+/** What parsing gives: the entries, or the error's code and reason. */
+function outcome(parse: (text: string) => Map<string, Position>, text: string): unknown {
+  try {
+    return [...parse(text)];
+  } catch (err) {
+    return err instanceof TidingsError ? `${err.code}: ${err.message}` : err;
+  }
+}
+
+describe('parseCursor against its reference grammar', () => {
+  /** Near-valid cursors: valid entries, each maybe cut, doubled, or with a character changed. */
+  const nearCursorArb = fc
+    .tuple(cursorEntriesArb, fc.array(fc.tuple(fc.nat(), stringOf('=.,:aZ9z ü', 0, 3)), { maxLength: 3 }))
+    .map(([entries, edits]) => {
+      let text = formatCursor(new Map(entries));
+      for (const [at, insert] of edits) {
+        const i = text.length === 0 ? 0 : at % text.length;
+        text = text.slice(0, i) + insert + text.slice(i + (at % 2));
+      }
+      return text;
+    });
+
+  it('agrees on near-valid cursors, seqs around 2^53 or of around 11 digits, and arbitrary strings', () => {
+    // Seqs around 2^53, and small ones padded with zeros to around the most digits allowed.
+    const bigSeqArb = fc.bigInt({ min: 2n ** 53n - 40n, max: 2n ** 53n + 40n }).map((n) => `a=e.${n.toString(36)}`);
+    const paddedSeqArb = fc.tuple(fc.nat(), fc.integer({ min: 9, max: 13 })).map(([n, width]) => `a=e.${n.toString(36).padStart(width, '0')}`);
+    fc.assert(
+      fc.property(fc.oneof(nearCursorArb, bigSeqArb, paddedSeqArb, stringOf('ab:=.,1z ', 0, 30), fc.string()), (text) => {
+        expect(outcome(parseCursor, text)).toEqual(outcome(referenceCursor, text));
+      }),
+      { numRuns: 5000 },
+    );
+  });
+});
+
 describe('formatCursor / parseCursor', () => {
   it('parses literal fixtures', () => {
     expect([...parseCursor('news=ab12cd34.1a')]).toEqual([['news', { epoch: 'ab12cd34', seq: 46 }]]);

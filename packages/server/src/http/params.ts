@@ -25,11 +25,9 @@ export interface StreamParams {
 export function streamParams(query: Query, cursorText: string | undefined): StreamParams {
   const channels: Channel[] = [];
   for (const value of query.getAll('channel')) {
-    for (const channel of value.split(',')) {
-      const problem = channelProblem(channel);
-      if (problem !== undefined) throw new TidingsError('bad_channel', `${problem}: '${channel.slice(0, 64)}'`, channel.slice(0, 200));
-      if (!channels.includes(channel)) channels.push(channel);
-    }
+    // Most streams name one channel: its value is the channel, with no list to split.
+    if (value.indexOf(',') === -1) addChannel(channels, value);
+    else for (const channel of value.split(',')) addChannel(channels, channel);
   }
   if (channels.length === 0) throw new TidingsError('bad_request', 'name at least one channel: ?channel=news');
   if (channels.length > MAX_CURSOR_CHANNELS) {
@@ -37,8 +35,15 @@ export function streamParams(query: Query, cursorText: string | undefined): Stre
   }
   // Entries for channels not requested are ignored, so a cursor survives a change of channel list.
   const cursor = cursorText === undefined ? new Map<Channel, Position>() : parseCursor(cursorText);
-  for (const channel of cursor.keys()) if (!channels.includes(channel)) cursor.delete(channel);
+  if (cursor.size > 0) for (const channel of cursor.keys()) if (!channels.includes(channel)) cursor.delete(channel);
   return { channels, cursor };
+}
+
+/** Adds a requested channel once; throws `bad_channel` naming it when it is not a channel name. */
+function addChannel(channels: Channel[], channel: string): void {
+  const problem = channelProblem(channel);
+  if (problem !== undefined) throw new TidingsError('bad_channel', `${problem}: '${channel.slice(0, 64)}'`, channel.slice(0, 200));
+  if (!channels.includes(channel)) channels.push(channel);
 }
 
 /**
