@@ -7,6 +7,7 @@
  */
 import { request, type IncomingMessage } from 'node:http';
 import { afterEach, describe, expect, it } from 'vitest';
+import { SignJWT } from 'jose';
 import { formatCursorEntry, type Position } from '@tidings/protocol';
 import { MemoryBroker, type HistoryPage } from '@tidings/server';
 import { startGateway, type TestGateway } from '@tidings/testing';
@@ -35,10 +36,10 @@ interface Answer {
 }
 
 /** One poll; resolves with the answer. `abort` cuts it. */
-function poll(gw: TestGateway, query: string): { answer: Promise<Answer>; abort: () => void } {
+function poll(gw: TestGateway, query: string, headers: Record<string, string> = {}): { answer: Promise<Answer>; abort: () => void } {
   let cut = (): void => undefined;
   const answer = new Promise<Answer>((resolve, reject) => {
-    const req = request(`${gw.url}/poll?${query}`, { agent: false }, (res: IncomingMessage) => {
+    const req = request(`${gw.url}/poll?${query}`, { agent: false, headers }, (res: IncomingMessage) => {
       let raw = '';
       res.setEncoding('utf8');
       res.on('data', (c: string) => (raw += c));
@@ -74,13 +75,13 @@ async function gateway(config = {}): Promise<{ gw: TestGateway; broker: Counting
 }
 
 /** The first poll of a channel takes the ordinary path and starts its group; waits until the group is ready. */
-async function startGroup(gw: TestGateway, channel: string): Promise<Position> {
+async function startGroup(gw: TestGateway, channel: string, headers: Record<string, string> = {}): Promise<Position> {
   const first = await gw.publish(channel, 'start');
-  await poll(gw, `channel=${channel}&timeout=0`).answer;
+  await poll(gw, `channel=${channel}&timeout=0`, headers).answer;
   await until(() => gw.gateway.stats().polls.groups === 1, 'the poll group');
   // Ready once a poll at the latest position parks instead of taking the ordinary path.
   for (;;) {
-    const p = poll(gw, `channel=${channel}&${cursorOf(channel, first.position)}&timeout=50`);
+    const p = poll(gw, `channel=${channel}&${cursorOf(channel, first.position)}&timeout=50`, headers);
     const parked = await Promise.race([p.answer.then(() => false), until(() => gw.gateway.stats().polls.parked > 0, 'parked', 40).then(() => true, () => false)]);
     await p.answer;
     if (parked) return first.position;
@@ -155,4 +156,45 @@ describe('long polling through poll groups', () => {
     await gw.close();
     for (const a of await Promise.all(held.map((p) => p.answer))) expect(a.body).toEqual({ messages: [], gaps: [], cursor: formatCursorEntry('news', at) });
   });
+});
+
+describe('parked polls with credentials that expire', () => {
+  const SECRET = 'a-test-secret-of-at-least-32-bytes!!';
+  const bearer = async (seconds: number): Promise<Record<string, string>> => {
+    const token = await new SignJWT({ sub: 'alice', channels: ['user:alice'] })
+      .setProtectedHeader({ alg: 'HS256' })
+      .setExpirationTime(Math.floor(Date.now() / 1000) + seconds)
+      .sign(new TextEncoder().encode(SECRET));
+    return { authorization: `Bearer ${token}` };
+  };
+  const jwtGateway = (): Promise<{ gw: TestGateway }> => gateway({ auth: { jwt: { secret: SECRET } }, namespaces: { user: {} } });
+
+  it('holds a poll whose token is valid for weeks for its whole hold (no timer beyond 2^31 ms firing at once)', async () => {
+    const { gw } = await jwtGateway();
+    const headers = await bearer(30 * 24 * 3600);
+    const at = await startGroup(gw, 'user:alice', headers);
+    const started = Date.now();
+    const p = poll(gw, `channel=user:alice&${cursorOf('user:alice', at)}&timeout=600`, headers);
+    await until(() => gw.gateway.stats().polls.parked === 1, 'parked');
+    const a = await p.answer;
+    expect(Date.now() - started).toBeGreaterThanOrEqual(550);
+    expect(a.status).toBe(200);
+    expect(a.body.messages).toEqual([]);
+    expect(a.body.cursor).toBe(formatCursorEntry('user:alice', at));
+  });
+
+  it('answers a parked poll at its token\'s expiry, within the hold, with the cursor unchanged', async () => {
+    const { gw } = await jwtGateway();
+    const headers = await bearer(2);
+    const at = await startGroup(gw, 'user:alice', headers);
+    const p = poll(gw, `channel=user:alice&${cursorOf('user:alice', at)}&timeout=20000`, headers);
+    await until(() => gw.gateway.stats().polls.parked === 1, 'parked');
+    const started = Date.now();
+    const a = await p.answer;
+    // `exp` has whole seconds: expiry comes within about two seconds, long before the hold of 20.
+    expect(Date.now() - started).toBeLessThan(4000);
+    expect(a.status).toBe(200);
+    expect(a.body.messages).toEqual([]);
+    expect(a.body.cursor).toBe(formatCursorEntry('user:alice', at));
+  }, 10_000);
 });

@@ -178,9 +178,12 @@ class PollGroup implements Sink {
   #park(req: ParkRequest, at: Position): void {
     const parked = new Parked(this, req.poller, at, this.#pending.length, this.#gaps.length, performance.now() + req.hold);
     this.#queue(parked, req.hold);
-    // As a poll's session closes at its token's expiry, a parked poll is answered then, with nothing more.
+    // As a poll's session closes at its token's expiry, a parked poll is answered then, with nothing
+    // more. Only credentials that expire within the hold need a timer: otherwise the hold runs out
+    // first (and a timer of more than 2^31 ms, a token valid for weeks, would fire at once).
     const { expiresAt } = req.identity;
-    if (expiresAt !== undefined) parked.expiry = this.clock.setTimeout(() => this.#timeout(parked, 'token_expired'), expiresAt - this.clock.now());
+    const left = expiresAt === undefined ? Infinity : expiresAt - this.clock.now();
+    if (left < req.hold) parked.expiry = this.clock.setTimeout(() => this.#timeout(parked, 'token_expired'), left);
     this.#parked.push(parked);
     this.#held += 1;
     this.idleSince = Date.now();
