@@ -148,3 +148,72 @@ describe('a malformed request behind a streamed answer', () => {
     expect(received).not.toContain('HTTP/1.1 400');
   });
 });
+
+describe('a client that pipelines requests and never reads the answers', () => {
+  /**
+   * Writes pipelined requests (each answered at once, with more bytes than it has) as fast as the
+   * server takes them, never reading; resolves with the bytes written when the writes stall (the
+   * server stopped reading), or once `most` bytes were taken.
+   */
+  function flood(port: number, request: string, most: number): Promise<number> {
+    const chunk = Buffer.from(request.repeat(Math.ceil(64 * 1024 / request.length)));
+    return new Promise((resolve, reject) => {
+      const socket = connect(port, '127.0.0.1');
+      socket.pause();
+      let written = 0;
+      let stall: NodeJS.Timeout | undefined;
+      const done = (): void => {
+        clearTimeout(stall);
+        socket.destroy();
+        resolve(written);
+      };
+      const write = (): void => {
+        while (written < most) {
+          written += chunk.length;
+          if (!socket.write(chunk)) {
+            stall = setTimeout(done, 1500);
+            return;
+          }
+        }
+        done();
+      };
+      socket.on('drain', () => {
+        clearTimeout(stall);
+        write();
+      });
+      socket.on('error', reject);
+      socket.on('connect', write);
+    });
+  }
+
+  it.each([
+    ['GET /poll (no channel: 400)', 'GET /poll HTTP/1.1\r\nhost: x\r\n\r\n'],
+    ['POST /api/publish without a key (401)', 'POST /api/publish HTTP/1.1\r\nhost: x\r\ncontent-length: 2\r\n\r\n{}'],
+  ])('%s: the server stops reading once its answers back up, as Node does', async (_name, request) => {
+    // Node's timeouts: the client is not cut while the writes are watched for a stall.
+    const patient = await startGateway();
+    try {
+      // What the kernel buffers both ways is a few megabytes; a server that reads on holds every answer.
+      const written = await flood(patient.port, request, 128 * 1024 * 1024);
+      expect(written).toBeLessThan(32 * 1024 * 1024);
+    } finally {
+      await patient.close();
+    }
+  }, 60_000);
+
+  it('is cut once it has not taken its answers for requestTimeout', async () => {
+    const socket = connect(gw.port, '127.0.0.1');
+    socket.pause();
+    const closed = new Promise<number>((resolve) => socket.on('close', () => resolve(Date.now())));
+    socket.on('error', () => undefined);
+    const request = Buffer.from('POST /api/publish HTTP/1.1\r\nhost: x\r\ncontent-length: 2\r\n\r\n{}'.repeat(2000));
+    await new Promise<void>((resolve) => socket.on('connect', resolve));
+    let backedUp: number | undefined;
+    while (backedUp === undefined) {
+      if (!socket.write(request)) backedUp = Date.now();
+      else await new Promise((r) => setImmediate(r));
+    }
+    // requestTimeout is 1 s here; the lane's sweep runs every headersTimeout (0.5 s).
+    expect((await closed) - backedUp).toBeLessThan(5000);
+  }, 20_000);
+});

@@ -365,6 +365,8 @@ class LaneConnection {
   /** {@link #next} is serving a request; `#again`: one answered meanwhile, so it serves the next one too. */
   #serving = false;
   #again = false;
+  /** Reading waits for `drain`: the client is not reading its answers. */
+  #awaitingDrain = false;
 
   constructor(
     readonly socket: Socket,
@@ -407,14 +409,37 @@ class LaneConnection {
     } finally {
       this.#serving = false;
     }
-    // Reading goes on unless the connection is ending (nothing after a request that asked to close is
-    // served), or a request is in flight with bytes waiting behind it (a connection handed over is
-    // resumed by the hand-over).
-    if (this.#ending) return;
-    const { socket } = this;
-    if ((this.#current === undefined || this.#pending === undefined) && lanes.get(socket) === this && socket.isPaused()) socket.resume();
     // The pipelined requests are answered: their answers go now.
     if (this.#current === undefined && this.#pending === undefined) this.uncork();
+    // Reading goes on unless the connection is ending (nothing after a request that asked to close is
+    // served), a request is in flight with bytes waiting behind it (a connection handed over is
+    // resumed by the hand-over), or the client is not reading its answers: as Node's server, the
+    // lane reads no more requests while their answers would only pile up in memory.
+    if (this.#ending) return;
+    const { socket } = this;
+    if (lanes.get(socket) !== this) return;
+    if (socket.writableNeedDrain) this.#readAfterDrain();
+    else if ((this.#current === undefined || this.#pending === undefined) && socket.isPaused()) socket.resume();
+  }
+
+  /**
+   * Stops reading until the answers written so far are taken by the kernel; then goes on. The client
+   * has as long to take them as it has to send a request (`requestTimeout`); then it is cut.
+   */
+  #readAfterDrain(): void {
+    if (this.#awaitingDrain) return;
+    this.#awaitingDrain = true;
+    this.socket.pause();
+    if (this.#current === undefined) this.lane.wait(this, this.lane.requestTimeout);
+    this.socket.once('drain', () => {
+      this.#awaitingDrain = false;
+      if (this.#current === undefined) {
+        // Waiting starts over: for the next request, or for the rest of a head the pause cut.
+        this.lane.wait(this, this.lane.keepAlive);
+        this.#headStarted = false;
+      }
+      this.#next();
+    });
   }
 
   /** Serves the next pending request, or hands the connection over when it is not the lane's. */
