@@ -267,3 +267,21 @@ describe('long polling', () => {
     expect(gw.gateway.connections().poll).toBe(0);
   });
 });
+
+describe('the channels of one stream', () => {
+  const names = (n: number, from = 0): string[] => Array.from({ length: n }, (_, i) => `many-${from + i}`);
+
+  it('takes 64 channels (repeats counted once) and refuses 65 with limit_exceeded', async () => {
+    const ok = await fetch(`${gw.url}/poll?channel=${[...names(64), ...names(64)].join(',')}&timeout=0`);
+    expect(ok.status).toBe(200);
+    const res = await fetch(`${gw.url}/poll?channel=${names(65).join(',')}&timeout=0`);
+    expect(await errorOf(res)).toEqual({ status: 429, code: 'limit_exceeded' });
+  });
+
+  it('stops reading a list at its 65th channel: a thousand are not compared with each other first', async () => {
+    // A bad name past the limit is never reached: the list is refused for its length.
+    const list = [...names(1000), 'bad name'].join(',');
+    const res = await fetch(`${gw.url}/poll?channel=${list}&timeout=0`);
+    expect(await errorOf(res)).toEqual({ status: 429, code: 'limit_exceeded' });
+  });
+});

@@ -30,20 +30,22 @@ export function streamParams(query: Query, cursorText: string | undefined): Stre
     else for (const channel of value.split(',')) addChannel(channels, channel);
   }
   if (channels.length === 0) throw new TidingsError('bad_request', 'name at least one channel: ?channel=news');
-  if (channels.length > MAX_CURSOR_CHANNELS) {
-    throw new TidingsError('limit_exceeded', `at most ${MAX_CURSOR_CHANNELS} channels per stream`);
-  }
   // Entries for channels not requested are ignored, so a cursor survives a change of channel list.
   const cursor = cursorText === undefined ? new Map<Channel, Position>() : parseCursor(cursorText);
   if (cursor.size > 0) for (const channel of cursor.keys()) if (!channels.includes(channel)) cursor.delete(channel);
   return { channels, cursor };
 }
 
-/** Adds a requested channel once; throws `bad_channel` naming it when it is not a channel name. */
+/**
+ * Adds a requested channel once; throws `bad_channel` naming it when it is not a channel name, and
+ * `limit_exceeded` at once when it is one too many (a head of thousands is not compared pairwise).
+ */
 function addChannel(channels: Channel[], channel: string): void {
   const problem = channelProblem(channel);
   if (problem !== undefined) throw new TidingsError('bad_channel', `${problem}: '${channel.slice(0, 64)}'`, channel.slice(0, 200));
-  if (!channels.includes(channel)) channels.push(channel);
+  if (channels.includes(channel)) return;
+  if (channels.length === MAX_CURSOR_CHANNELS) throw new TidingsError('limit_exceeded', `at most ${MAX_CURSOR_CHANNELS} channels per stream`);
+  channels.push(channel);
 }
 
 /**
