@@ -4,6 +4,9 @@
  * @module
  */
 
+/** Longest a timer may wait (`setTimeout`'s limit: about 24.8 days); a longer delay fires at once. */
+export const MAX_TIMER = 2 ** 31 - 1;
+
 /** A timer handle of a {@link Clock}. */
 export type ClockTimer = { readonly __clockTimer: true } | NodeJS.Timeout;
 

@@ -21,7 +21,7 @@
 import { encodePollResponse, formatCursorEntry, type Channel, type CloseName, type Gap, type Position, type SubscribeResult } from '@tidings/protocol';
 import type { Authenticator, Identity } from './auth.js';
 import type { EncodedPublication } from './encoded.js';
-import { systemClock, type Clock, type ClockTimer } from './clock.js';
+import { MAX_TIMER, systemClock, type Clock, type ClockTimer } from './clock.js';
 import type { Metrics } from './metrics.js';
 import type { GatewayOptions } from './options.js';
 import { namespaceOf } from './publisher.js';
@@ -179,11 +179,11 @@ class PollGroup implements Sink {
     const parked = new Parked(this, req.poller, at, this.#pending.length, this.#gaps.length, performance.now() + req.hold);
     this.#queue(parked, req.hold);
     // As a poll's session closes at its token's expiry, a parked poll is answered then, with nothing
-    // more. Only credentials that expire within the hold need a timer: otherwise the hold runs out
-    // first (and a timer of more than 2^31 ms, a token valid for weeks, would fire at once).
+    // more. A token valid for longer than a timer can wait (weeks) outlives every hold (minutes at
+    // most): it gets no timer, which would fire at once.
     const { expiresAt } = req.identity;
     const left = expiresAt === undefined ? Infinity : expiresAt - this.clock.now();
-    if (left < req.hold) parked.expiry = this.clock.setTimeout(() => this.#timeout(parked, 'token_expired'), left);
+    if (left <= MAX_TIMER) parked.expiry = this.clock.setTimeout(() => this.#timeout(parked, 'token_expired'), left);
     this.#parked.push(parked);
     this.#held += 1;
     this.idleSince = Date.now();

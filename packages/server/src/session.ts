@@ -24,7 +24,7 @@ import {
 import type { Authenticator, Identity, TransportName } from './auth.js';
 import { ask, type HooksHolder } from './authorize.js';
 import { has, put } from './bits.js';
-import { systemClock, type Clock, type ClockTimer } from './clock.js';
+import { MAX_TIMER, systemClock, type Clock, type ClockTimer } from './clock.js';
 import type { Broker, HistoryPage, PresenceEntry, Publication } from './brokers/broker.js';
 import { EncodedPublication, type EncodedPresence } from './encoded.js';
 import type { Hub, Subscriber } from './hub.js';
@@ -121,8 +121,6 @@ const RESUMED = 4;
 
 let sessionCounter = 0;
 
-/** Longest a timer may wait (setTimeout's limit); a later expiry re-arms. */
-const MAX_TIMER = 2 ** 31 - 1;
 /** The warning comes this long before the token expires (or halfway through a shorter lifetime). */
 const EXPIRY_WARNING = 60_000;
 
