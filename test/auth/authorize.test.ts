@@ -24,8 +24,9 @@ async function gateway(config: GatewayConfig, authorize?: AuthorizeHooks): Promi
   cleanup.push(() => gw.close());
   return gw;
 }
+/** WebSocket refusals come as errors; SSE's `unavailable` as an event stream (a plain EventSource then retries); the rest as HTTP errors. */
 const refusedAs = (t: AttemptTransport, code: string, status: number): unknown =>
-  t === 'websocket' ? { result: 'error', code } : { result: 'http', status, code };
+  t === 'websocket' || (t === 'sse' && code === 'unavailable') ? { result: 'error', code } : { result: 'http', status, code };
 
 /** Checks one gateway whose hooks refuse room:closed (subscribe), room:readonly (publish) and fail on room:broken. */
 async function checkHooks(gw: TestGateway): Promise<void> {
@@ -50,6 +51,26 @@ const decide = (channel: string): boolean => {
 };
 
 describe('authorization hooks', () => {
+  it('a failing hook refuses an SSE stream with a stream a plain EventSource retries (retry: 1-2 s), not an HTTP error', async () => {
+    const gw = await gateway({}, { subscribe: (_identity, channel) => decide(channel) });
+    const retries = new Set<number>();
+    for (let i = 0; i < 5; i++) {
+      const res = await fetch(`${gw.url}/sse?channel=room:broken`);
+      expect(res.status).toBe(200);
+      expect(res.headers.get('content-type')).toMatch(/^text\/event-stream/);
+      const text = await res.text();
+      const retry = Number(/^retry: (\d+)$/m.exec(text)?.[1]);
+      expect(retry).toBeGreaterThanOrEqual(1000);
+      expect(retry).toBeLessThan(2000);
+      retries.add(retry);
+      expect(JSON.parse(/event: tidings:error\ndata: (.*)\n/.exec(text)?.[1] ?? '{}')).toMatchObject({ code: 'unavailable' });
+    }
+    // Spread, so that the streams one failure refused do not all come back at once.
+    expect(retries.size).toBeGreaterThan(1);
+    // A refusal that will not change on retry stays an HTTP error.
+    expect((await fetch(`${gw.url}/sse?channel=room:closed`)).status).toBe(403);
+  });
+
   it('from host code: async subscribe and publish hooks, asked with the identity and the data', async () => {
     const seen: string[] = [];
     const gw = await gateway(

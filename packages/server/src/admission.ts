@@ -388,14 +388,17 @@ export class Admission {
   /**
    * A plain EventSource gives up for good on an HTTP error, but reconnects after an event stream ends.
    * So a refusal of an SSE stream that only says "not now" (draining, the connect rate, a connection
-   * cap) is a stream that says why (`tidings:error`) and when to come back (`retry:`). Returns false for
-   * other refusals, which stay HTTP errors.
+   * cap, anything `unavailable`: a broker or history read that failed, an authorization hook that
+   * failed or took too long) is a stream that says why (`tidings:error`) and when to come back
+   * (`retry:`). Returns false for other refusals, which stay HTTP errors.
    */
   #refuseAsStream(req: HttpRequest, res: HttpResponse, err: unknown): boolean {
     const draining = this.opts.draining();
-    if (!(err instanceof TidingsError) || !(draining || err instanceof RetryLater) || res.headersSent || req.method !== 'GET') return false;
-    // Draining: come back at once (another node will answer); otherwise when the refusal says.
-    const retry = draining ? 100 + Math.floor(Math.random() * 400) : err instanceof RetryLater ? err.retryAfter : 1000;
+    if (!(err instanceof TidingsError) || !(draining || err instanceof RetryLater || err.code === 'unavailable') || res.headersSent || req.method !== 'GET') return false;
+    // Draining: come back at once (another node will answer); otherwise when the refusal says, or
+    // (unavailable) in one to two seconds, spread so that the streams a failure refused do not all
+    // come back at once.
+    const retry = draining ? 100 + Math.floor(Math.random() * 400) : err instanceof RetryLater ? err.retryAfter : 1000 + Math.floor(Math.random() * 1000);
     const code = draining ? 'restart' : err.code;
     res.writeHead(200, { 'content-type': 'text/event-stream; charset=utf-8', 'cache-control': 'no-cache, no-transform', 'retry-after': String(retryAfterSeconds(err)) });
     res.end(`retry: ${retry}\n\nevent: ${SseEvent.error}\ndata: ${JSON.stringify({ code, reason: err.message })}\n\n`);
