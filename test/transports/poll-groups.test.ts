@@ -9,7 +9,7 @@ import { request, type IncomingMessage } from 'node:http';
 import { afterEach, describe, expect, it } from 'vitest';
 import { SignJWT } from 'jose';
 import { formatCursorEntry, type Position } from '@tidings/protocol';
-import { MemoryBroker, type HistoryPage } from '@tidings/server';
+import { MemoryBroker, type BrokerHandlers, type BrokerSettings, type HistoryPage } from '@tidings/server';
 import { startGateway, type TestGateway } from '@tidings/testing';
 
 /** A memory broker that counts the calls a poll could cost. */
@@ -32,7 +32,7 @@ class CountingBroker extends MemoryBroker {
 interface Answer {
   readonly status: number;
   readonly raw: string;
-  readonly body: { messages: Array<{ data: unknown; position: Position }>; gaps: Array<{ reason: string }>; cursor: string };
+  readonly body: { messages: Array<{ data: unknown; position: Position }>; gaps: Array<{ reason: string; from: Position; to: Position }>; cursor: string };
 }
 
 /** One poll; resolves with the answer. `abort` cuts it. */
@@ -197,4 +197,59 @@ describe('parked polls with credentials that expire', () => {
     expect(a.body.messages).toEqual([]);
     expect(a.body.cursor).toBe(formatCursorEntry('user:alice', at));
   }, 10_000);
+});
+
+/**
+ * A memory broker whose live feed loses the publications named in `lose` (as a pub/sub feed can lose
+ * some across a reconnect), while its history keeps them as it keeps every other.
+ */
+class LossyBroker extends MemoryBroker {
+  readonly lose = new Set<unknown>();
+  override start(handlers: BrokerHandlers, settings: BrokerSettings): Promise<void> {
+    return super.start({ ...handlers, publication: (pub) => (this.lose.has(JSON.parse(pub.data)) ? undefined : handlers.publication(pub)) }, settings);
+  }
+}
+
+describe('a gap that comes after publications, in one turn', () => {
+  /**
+   * Publishes 'a', then 'b', 'c', 'd' (lost live, 'b' and 'c' trimmed from history too), then 'e', all
+   * in one turn: the node's feed delivers 'a', then (repairing the hole from history) the gap b..c, 'd' and 'e'.
+   */
+  async function setup(): Promise<{ gw: TestGateway; at: Position; broker: LossyBroker }> {
+    const broker = new LossyBroker({ maxChannels: 1000, dedupMaxKeys: 100 });
+    for (const x of ['b', 'c', 'd']) broker.lose.add(x);
+    const gw = await startGateway({ channelLinger: 60_000, namespaces: { '': { historySize: 2 } } }, { broker });
+    open.push(gw);
+    return { gw, at: await startGroup(gw, 'news'), broker };
+  }
+  const burst = (broker: LossyBroker, channel: string): Promise<unknown> =>
+    Promise.all(['a', 'b', 'c', 'd', 'e'].map((x) => broker.publish({ channel, data: JSON.stringify(x), type: undefined, idempotencyKey: undefined })));
+
+  it('a parked poll gets the publications before the gap alone; the next poll gets the gap, then what followed', async () => {
+    const { gw, at, broker } = await setup();
+    const p = poll(gw, `channel=news&${cursorOf('news', at)}`);
+    await until(() => gw.gateway.stats().polls.parked === 1, 'parked');
+    await burst(broker, 'news');
+    const first = await p.answer;
+    // Gaps come before messages in an answer: 'a' with the gap after it would read as given up.
+    expect(first.body.messages.map((m) => m.data)).toEqual(['a']);
+    expect(first.body.gaps).toEqual([]);
+    const second = await poll(gw, `channel=news&cursor=${encodeURIComponent(first.body.cursor)}`).answer;
+    expect(second.body.gaps.map((g) => [g.reason, g.from.seq, g.to.seq])).toEqual([['trimmed', at.seq + 1, at.seq + 3]]);
+    expect(second.body.messages.map((m) => m.data)).toEqual(['d', 'e']);
+  });
+
+  it('a poll of several channels (a session of its own) is answered the same way', async () => {
+    const { gw, broker } = await setup();
+    const start = await poll(gw, 'channel=news,other&timeout=0').answer;
+    const p = poll(gw, `channel=news,other&cursor=${encodeURIComponent(start.body.cursor)}`);
+    await until(() => gw.gateway.stats().sessions === 1 && gw.gateway.stats().hub.channels === 2, 'subscribed');
+    await burst(broker, 'news');
+    const first = await p.answer;
+    expect(first.body.messages.map((m) => m.data)).toEqual(['a']);
+    expect(first.body.gaps).toEqual([]);
+    const second = await poll(gw, `channel=news,other&cursor=${encodeURIComponent(first.body.cursor)}`).answer;
+    expect(second.body.gaps.map((g) => g.reason)).toEqual(['trimmed']);
+    expect(second.body.messages.map((m) => m.data)).toEqual(['d', 'e']);
+  });
 });

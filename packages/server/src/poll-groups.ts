@@ -338,6 +338,13 @@ class PollGroup implements Sink {
     this.last = gap.to;
     this.#answers.clear();
     if (this.#held === 0) return;
+    if (this.#pending.length > 0) {
+      // An answer lists its gaps before its messages: this turn's publications so far go now, in
+      // answers of their own (each cursor stops at them, and a poll from there is told of the gap
+      // by history); the polls left parked get the gap at the end of the turn.
+      if (this.#flush !== undefined) clearImmediate(this.#flush);
+      this.#answerParked();
+    }
     this.#gaps.push(gap);
     this.#flush ??= setImmediate(this.#answerParked);
   }

@@ -35,6 +35,10 @@ export class PollConnection implements Sink {
   readonly #entries = new Map<Channel, string>();
   readonly #messages: string[] = [];
   readonly #gaps: Gap[] = [];
+  /** Channels with a message in this answer (at most the poll's channels). */
+  #messaged: Channel[] | undefined;
+  /** A gap came after messages of its channel: this answer takes nothing more (see {@link gap}). */
+  #cut = false;
   #armed = false;
   #done = false;
   #timer: NodeJS.Timeout | undefined;
@@ -62,8 +66,9 @@ export class PollConnection implements Sink {
     return 0;
   }
 
+  /** Nothing more goes into this answer: the message limit is reached, or a gap cut it. */
   get #full(): boolean {
-    return this.#messages.length >= this.maxMessages;
+    return this.#cut || this.#messages.length >= this.maxMessages;
   }
 
   /** Every channel is subscribed: answer now if anything is collected, else at the first delivery or after `holdMs`. */
@@ -80,13 +85,26 @@ export class PollConnection implements Sink {
 
   message(enc: EncodedPublication): void {
     if (this.#done || this.#full) return;
+    const { channel } = enc.pub;
     this.#messages.push(enc.json);
-    this.#entries.set(enc.pub.channel, enc.cursorEntry);
+    this.#entries.set(channel, enc.cursorEntry);
+    if (this.#messaged === undefined) this.#messaged = [channel];
+    else if (!this.#messaged.includes(channel)) this.#messaged.push(channel);
     this.#schedule();
   }
 
+  /**
+   * An answer lists its gaps before its messages, so a gap that comes after messages of its channel
+   * ends the answer before it: the cursor stops at those messages, and the next poll, from there,
+   * gets the gap again (from history) and what followed it.
+   */
   gap(gap: Gap): void {
     if (this.#done || this.#full) return;
+    if (this.#messaged?.includes(gap.channel) === true) {
+      this.#cut = true;
+      this.#schedule();
+      return;
+    }
     this.#gaps.push(gap);
     this.#set(gap.channel, gap.to);
     this.#schedule();
