@@ -9,8 +9,8 @@ import { request, type IncomingMessage } from 'node:http';
 import { afterEach, describe, expect, it } from 'vitest';
 import { SignJWT } from 'jose';
 import { formatCursorEntry, type Position } from '@tidings/protocol';
-import { MemoryBroker, type BrokerHandlers, type BrokerSettings, type HistoryPage } from '@tidings/server';
-import { startGateway, type TestGateway } from '@tidings/testing';
+import { MemoryBroker, type Broker, type HistoryPage } from '@tidings/server';
+import { faultyBroker, startGateway, type TestGateway } from '@tidings/testing';
 
 /** A memory broker that counts the calls a poll could cost. */
 class CountingBroker extends MemoryBroker {
@@ -199,30 +199,19 @@ describe('parked polls with credentials that expire', () => {
   }, 10_000);
 });
 
-/**
- * A memory broker whose live feed loses the publications named in `lose` (as a pub/sub feed can lose
- * some across a reconnect), while its history keeps them as it keeps every other.
- */
-class LossyBroker extends MemoryBroker {
-  readonly lose = new Set<unknown>();
-  override start(handlers: BrokerHandlers, settings: BrokerSettings): Promise<void> {
-    return super.start({ ...handlers, publication: (pub) => (this.lose.has(JSON.parse(pub.data)) ? undefined : handlers.publication(pub)) }, settings);
-  }
-}
-
 describe('a gap that comes after publications, in one turn', () => {
   /**
    * Publishes 'a', then 'b', 'c', 'd' (lost live, 'b' and 'c' trimmed from history too), then 'e', all
    * in one turn: the node's feed delivers 'a', then (repairing the hole from history) the gap b..c, 'd' and 'e'.
    */
-  async function setup(): Promise<{ gw: TestGateway; at: Position; broker: LossyBroker }> {
-    const broker = new LossyBroker({ maxChannels: 1000, dedupMaxKeys: 100 });
-    for (const x of ['b', 'c', 'd']) broker.lose.add(x);
+  async function setup(): Promise<{ gw: TestGateway; at: Position; broker: Broker }> {
+    const lost = new Set(['"b"', '"c"', '"d"']);
+    const broker = faultyBroker(new MemoryBroker({ maxChannels: 1000, dedupMaxKeys: 100 }), { dropLive: (pub) => lost.has(pub.data) });
     const gw = await startGateway({ channelLinger: 60_000, namespaces: { '': { historySize: 2 } } }, { broker });
     open.push(gw);
     return { gw, at: await startGroup(gw, 'news'), broker };
   }
-  const burst = (broker: LossyBroker, channel: string): Promise<unknown> =>
+  const burst = (broker: Broker, channel: string): Promise<unknown> =>
     Promise.all(['a', 'b', 'c', 'd', 'e'].map((x) => broker.publish({ channel, data: JSON.stringify(x), type: undefined, idempotencyKey: undefined })));
 
   it('a parked poll gets the publications before the gap alone; the next poll gets the gap, then what followed', async () => {

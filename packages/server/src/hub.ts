@@ -247,6 +247,13 @@ export class Hub {
     for (const sub of member.subscribers) sub.presence(enc);
   };
 
+  /** Fans out `pub` unless it is at or before the last position delivered (history and the live feed overlap in a repair). */
+  #fanOutNew(member: Member, pub: Publication): void {
+    const last = member.last;
+    if (last !== undefined && last.epoch === pub.position.epoch && pub.position.seq <= last.seq) return;
+    this.#fanOut(member, pub);
+  }
+
   #fanOut(member: Member, pub: Publication): void {
     member.last = pub.position;
     if (member.subscribers.size === 0) return;
@@ -301,10 +308,20 @@ export class Hub {
           const queued = member.repairing;
           member.repairing = undefined;
           // Whatever history could not fill stays a hole; subscriptions report it as a gap.
-          for (const pub of [...page.publications, ...queued]) {
+          for (const pub of page.publications) this.#fanOutNew(member, pub);
+          for (let i = 0; i < queued.length; i++) {
+            const pub = queued[i] as Publication;
             const last = member.last;
-            if (last !== undefined && last.epoch === pub.position.epoch && pub.position.seq <= last.seq) continue;
-            this.#fanOut(member, pub);
+            // A hole past the top history had when it was read: publications made after the read and
+            // lost from the live feed (it was interrupted meanwhile). History may well have them: read
+            // again from here, rather than report them lost. The next read sees them, or its top is
+            // past them and the hole is a real one.
+            if (last !== undefined && !pub.ephemeral && last.epoch === pub.position.epoch && pub.position.seq > last.seq + 1 && last.epoch === page.top.epoch && last.seq >= page.top.seq) {
+              member.repairing = queued.slice(i);
+              this.#repair(member, channel, last, 0);
+              return;
+            }
+            this.#fanOutNew(member, pub);
           }
         },
         (err: unknown) => {

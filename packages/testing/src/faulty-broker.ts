@@ -6,13 +6,17 @@
  * @module
  */
 import type { Position } from '@tidings/protocol';
-import type { Broker } from '@tidings/server';
+import type { Broker, Publication } from '@tidings/server';
 
 export interface Faults {
   /** Delay every history read by this many ms. */
   readonly historyDelayMs?: number;
+  /** Delay the answer of every history read by this many ms after it was read (what is published meanwhile is not in it). */
+  readonly historyAnswerDelayMs?: number;
   /** Drop every Nth live publication before it reaches the node (history still has it). */
   readonly dropLiveEvery?: number;
+  /** Drop the live publications this returns true for (history still has them). */
+  readonly dropLive?: (pub: Publication) => boolean;
   /** Fail a history read (as a broker that is down would) whenever this returns true. */
   readonly failHistory?: (channel: string, since: Position | undefined, limit: number) => boolean;
 }
@@ -31,6 +35,7 @@ export function faultyBroker(inner: Broker, faults: Faults): Broker {
           publication: (pub) => {
             live += 1;
             if (faults.dropLiveEvery !== undefined && live % faults.dropLiveEvery === 0) return;
+            if (faults.dropLive?.(pub) === true) return;
             handlers.publication(pub);
           },
           presence: (event) => handlers.presence(event),
@@ -45,7 +50,9 @@ export function faultyBroker(inner: Broker, faults: Faults): Broker {
     async history(channel, since, limit) {
       await slow();
       if (faults.failHistory?.(channel, since, limit) === true) throw new Error('history is unavailable (injected fault)');
-      return inner.history(channel, since, limit);
+      const page = await inner.history(channel, since, limit);
+      if (faults.historyAnswerDelayMs !== undefined) await new Promise((r) => setTimeout(r, faults.historyAnswerDelayMs));
+      return page;
     },
     async tops(channels) {
       await slow();
