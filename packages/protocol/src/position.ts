@@ -17,7 +17,6 @@ export interface Position {
 /** A position per channel. */
 export type Cursor = ReadonlyMap<Channel, Position>;
 
-const EPOCH = /^[A-Za-z0-9]{1,16}$/;
 /** Longest epoch, and most base-36 digits of a seq. */
 const MAX_EPOCH = 16;
 const MAX_SEQ_DIGITS = 11;
@@ -37,7 +36,7 @@ export const MAX_CURSOR_LENGTH = MAX_CURSOR_CHANNELS * 240;
 export function positionProblem(value: unknown): string | undefined {
   if (typeof value !== 'object' || value === null) return 'position must be an object { epoch, seq }';
   const { epoch, seq } = value as { epoch?: unknown; seq?: unknown };
-  if (typeof epoch !== 'string' || !EPOCH.test(epoch)) return 'position.epoch must be 1-16 letters or digits';
+  if (typeof epoch !== 'string' || !isEpoch(epoch, 0, epoch.length)) return 'position.epoch must be 1-16 letters or digits';
   if (typeof seq !== 'number' || !Number.isSafeInteger(seq) || seq < 0) {
     return 'position.seq must be a non-negative integer';
   }
@@ -74,11 +73,8 @@ export function parsePosition(text: string): Position | undefined {
  */
 function positionIn(text: string, from: number, to: number): Position | undefined {
   const dot = text.indexOf('.', from);
-  if (dot === -1 || dot - from < 1 || dot - from > MAX_EPOCH || to - dot - 1 < 1 || to - dot - 1 > MAX_SEQ_DIGITS) return undefined;
-  for (let i = from; i < dot; i++) {
-    const c = text.charCodeAt(i);
-    if (c >= 128 || ALNUM[c] === 0) return undefined;
-  }
+  const digits = to - dot - 1;
+  if (dot === -1 || digits < 1 || digits > MAX_SEQ_DIGITS || !isEpoch(text, from, dot)) return undefined;
   // Exact while below 2^53; a seq of more is rounded to at least 2^53, which is not a safe integer.
   let seq = 0;
   for (let i = dot + 1; i < to; i++) {
@@ -88,6 +84,16 @@ function positionIn(text: string, from: number, to: number): Position | undefine
     seq = seq * 36 + digit;
   }
   return Number.isSafeInteger(seq) ? { epoch: text.slice(from, dot), seq } : undefined;
+}
+
+/** Whether `text[from, to)` is an epoch: 1 to 16 ASCII letters or digits. */
+function isEpoch(text: string, from: number, to: number): boolean {
+  if (to - from < 1 || to - from > MAX_EPOCH) return false;
+  for (let i = from; i < to; i++) {
+    const c = text.charCodeAt(i);
+    if (c >= 128 || ALNUM[c] === 0) return false;
+  }
+  return true;
 }
 
 /** One cursor entry's text: `channel=epoch.seq36`. */

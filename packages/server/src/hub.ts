@@ -45,6 +45,15 @@ interface Member {
   lingerUntil: number | undefined;
 }
 
+/**
+ * Whether `pub` comes after a hole that lies past `top`, the channel's top when history was read at
+ * `last`: publications made after the read and lost from the live feed (interrupted meanwhile).
+ */
+function lostAfterRead(last: Position, pub: Publication, top: Position): boolean {
+  const p = pub.position;
+  return !pub.ephemeral && p.epoch === last.epoch && p.seq > last.seq + 1 && top.epoch === last.epoch && last.seq >= top.seq;
+}
+
 /** Reports failures the hub cannot hand back to a caller (repair reads, broker unsubscribes). */
 export type HubErrorHandler = (err: unknown, channel: Channel) => void;
 
@@ -312,11 +321,9 @@ export class Hub {
           for (let i = 0; i < queued.length; i++) {
             const pub = queued[i] as Publication;
             const last = member.last;
-            // A hole past the top history had when it was read: publications made after the read and
-            // lost from the live feed (it was interrupted meanwhile). History may well have them: read
-            // again from here, rather than report them lost. The next read sees them, or its top is
-            // past them and the hole is a real one.
-            if (last !== undefined && !pub.ephemeral && last.epoch === pub.position.epoch && pub.position.seq > last.seq + 1 && last.epoch === page.top.epoch && last.seq >= page.top.seq) {
+            // Lost after the read: history may well have them. Read again from here rather than report
+            // them lost; the next read sees them, or its top is past them and the hole is a real one.
+            if (last !== undefined && lostAfterRead(last, pub, page.top)) {
               member.repairing = queued.slice(i);
               this.#repair(member, channel, last, 0);
               return;

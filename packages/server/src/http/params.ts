@@ -32,7 +32,7 @@ export function streamParams(query: Query, cursorText: string | undefined): Stre
   if (channels.length === 0) throw new TidingsError('bad_request', 'name at least one channel: ?channel=news');
   // Entries for channels not requested are ignored, so a cursor survives a change of channel list.
   const cursor = cursorText === undefined ? new Map<Channel, Position>() : parseCursor(cursorText);
-  if (cursor.size > 0) for (const channel of cursor.keys()) if (!channels.includes(channel)) cursor.delete(channel);
+  for (const channel of cursor.keys()) if (!channels.includes(channel)) cursor.delete(channel);
   return { channels, cursor };
 }
 
