@@ -12,7 +12,7 @@ export const API_KEY = 'bench-api-key-0123456789abcdef';
 
 // The bench measures capacity: admission control and per-address caps (which a load generator on
 // one address would hit at once) are off; their own tests exercise them.
-const TIDINGS_ARGS = ['serve', '--port', '0', '--host', '127.0.0.1', '--log-level', 'silent', '--max-connect-rate', '10000000', '--max-connections-per-ip', '0'];
+const TIDINGS_ARGS = ['serve', '--port', '0', '--host', '127.0.0.1', '--log-level', 'silent', '--max-connect-rate', '10000000', '--max-connections-per-ip', '0', '--max-connect-rate-per-ip', '0'];
 /** What the load generator needs of a server speaking the Tidings wire (Tidings, and the raw baseline). */
 const TIDINGS_WIRE = {
   transports: ['ws', 'sse', 'poll'],

@@ -85,7 +85,10 @@ const CONFIG = {
   maxHistoryBytes: 16 * 1024 * 1024,
   // The flood attacks make the server owe a never-reading client by publishing megabytes through that
   // very connection: the frame and publish rate limits (tested in test/limits) would stop them before
-  // the shedding this suite judges. Every other limit (connect rate, per-address caps) stays at its default.
+  // the shedding this suite judges. So would the connect rate per address, since every attacker and
+  // bystander here shares one: past it, attacks are refused at admission and never reach the code
+  // they aim at. Every other limit (the node's connect rate, per-address caps) stays at its default.
+  maxConnectRatePerIp: 0,
   maxPublishRate: 100_000,
   maxChannelPublishRate: 0,
   maxFrameRate: 100_000,

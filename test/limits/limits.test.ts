@@ -10,7 +10,7 @@ import { SignJWT } from 'jose';
 import WebSocket from 'ws';
 import { connect } from 'node:net';
 import type { Authenticator, GatewayConfig } from '@tidings/server';
-import { attemptSubscribe, RawWsClient, startGateway, startRedis, testClient, until, type AttemptOutcome, type RedisServer, type TestGateway } from '@tidings/testing';
+import { attemptSubscribe, RawWsClient, startGateway, startRedis, testClient, until, type AttemptOutcome, type AttemptTransport, type RedisServer, type TestGateway } from '@tidings/testing';
 
 const SECRET = 'a-test-secret-of-at-least-32-bytes!!';
 const cleanup: Array<() => unknown> = [];
@@ -38,7 +38,8 @@ const count = (outcomes: AttemptOutcome[], pred: (o: AttemptOutcome) => boolean)
 describe('admission control: new connections per second', () => {
   it('admits the cap, refuses the excess with 503 + Retry-After (HTTP) or close 4503 naming the delay (WebSocket)', async () => {
     const gw = await gateway({ maxConnectRate: 5 });
-    const outcomes = await Promise.all(Array.from({ length: 30 }, (_, i) => attemptSubscribe(gw.url, i % 2 === 0 ? 'websocket' : 'poll', 'news')));
+    // Distinct channels: a poll its channel's group continues is not a new connection (see the poll-group tests).
+    const outcomes = await Promise.all(Array.from({ length: 30 }, (_, i) => attemptSubscribe(gw.url, i % 2 === 0 ? 'websocket' : 'poll', `news${i}`)));
     const admitted = count(outcomes, (o) => o.result === 'subscribed');
     expect(admitted).toBeGreaterThanOrEqual(5);
     expect(admitted).toBeLessThanOrEqual(8);
@@ -46,7 +47,7 @@ describe('admission control: new connections per second', () => {
     expect(count(outcomes, (o) => o.result === 'http' && o.status === 503 && o.code === 'unavailable')).toBeGreaterThan(5);
     expect(admitted + count(outcomes, (o) => (o.result === 'close' && o.code === 4503) || (o.result === 'http' && o.status === 503))).toBe(30);
     // The refusal says when to come back, and the node's health endpoint is never refused.
-    const res = await fetch(`${gw.url}/poll?channel=news&timeout=0`);
+    const res = await fetch(`${gw.url}/poll?channel=fresh&timeout=0`);
     expect(res.status).toBe(503);
     expect(Number(res.headers.get('retry-after'))).toBeGreaterThanOrEqual(1);
     expect((await fetch(`${gw.url}/healthz`)).status).toBe(200);
@@ -60,6 +61,29 @@ describe('admission control: new connections per second', () => {
     // A second later the bucket has refilled.
     await new Promise((r) => setTimeout(r, 1100));
     expect(await attemptSubscribe(gw.url, 'sse', 'news')).toEqual({ result: 'subscribed' });
+  });
+});
+
+describe('admission control: new connections per address', () => {
+  it('one address past maxConnectRatePerIp is told to wait (429, close 4503, an SSE error event); other addresses are admitted', async () => {
+    const gw = await gateway({ maxConnectRatePerIp: 3, trustProxy: true });
+    const transports: AttemptTransport[] = ['websocket', 'sse', 'poll'];
+    // Distinct channels: no poll is one its channel's group continues (those are not new connections).
+    const flood = await Promise.all(Array.from({ length: 15 }, (_, i) => attemptSubscribe(gw.url, transports[i % 3] ?? 'poll', `news${i}`, { forwardedFor: '203.0.113.7' })));
+    const admitted = count(flood, (o) => o.result === 'subscribed');
+    expect(admitted).toBeGreaterThanOrEqual(3);
+    expect(admitted).toBeLessThanOrEqual(6);
+    const told = (o: AttemptOutcome): boolean =>
+      (o.result === 'close' && o.code === 4503) || (o.result === 'error' && o.code === 'limit_exceeded') || (o.result === 'http' && o.status === 429 && o.code === 'limit_exceeded');
+    expect(admitted + count(flood, told)).toBe(15);
+    for (const t of transports) expect(await attemptSubscribe(gw.url, t, 'news', { forwardedFor: '203.0.113.8' })).toEqual({ result: 'subscribed' });
+    // The HTTP refusal says when to come back.
+    const poll = (channel: string): Promise<Response> => fetch(`${gw.url}/poll?channel=${channel}&timeout=0`, { headers: { 'x-forwarded-for': '203.0.113.9' } });
+    for (let i = 0; i < 3; i++) expect((await poll(`other${i}`)).status).toBe(200);
+    const refused = await poll('other3');
+    expect(refused.status).toBe(429);
+    expect(Number(refused.headers.get('retry-after'))).toBeGreaterThanOrEqual(1);
+    expect(await refused.json()).toMatchObject({ error: { code: 'limit_exceeded', reason: expect.stringMatching(/from this address; retry in \d+ ms/) as unknown } });
   });
 });
 

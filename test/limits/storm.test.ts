@@ -35,7 +35,7 @@ describe('a reconnect storm', () => {
   let node: GatewayNode;
   const clients: Client[] = [];
   beforeAll(async () => {
-    node = await gatewayNode({ broker: 'memory', id: 'storm', flags: ['--max-connect-rate', String(RATE), '--max-connections-per-ip', '0', '--drain-window', '0', '--ping-interval', '10000'] });
+    node = await gatewayNode({ broker: 'memory', id: 'storm', flags: ['--max-connect-rate', String(RATE), '--max-connections-per-ip', '0', '--max-connect-rate-per-ip', '0', '--drain-window', '0', '--ping-interval', '10000'] });
     await node.start();
   }, 30_000);
   afterAll(async () => {

@@ -88,6 +88,44 @@ async function startGroup(gw: TestGateway, channel: string, headers: Record<stri
   }
 }
 
+describe('long polls and the connect rate', () => {
+  it('a poll its group takes is no new connection: 40 pollers follow 10 publications at a connect rate of 5 per second, none refused', async () => {
+    const { gw } = await gateway({ maxConnectRate: 5 });
+    const at = await startGroup(gw, 'news');
+    const follow = async (): Promise<{ got: unknown[]; statuses: number[] }> => {
+      const got: unknown[] = [];
+      const statuses: number[] = [];
+      let cursor = cursorOf('news', at);
+      while (got.length < 10) {
+        const { status, body } = await poll(gw, `channel=news&${cursor}&timeout=5000`).answer;
+        statuses.push(status);
+        if (status !== 200) break;
+        got.push(...body.messages.map((m) => m.data));
+        cursor = `cursor=${encodeURIComponent(body.cursor)}`;
+      }
+      return { got, statuses };
+    };
+    const pollers = Array.from({ length: 40 }, follow);
+    await until(() => gw.gateway.stats().polls.parked === 40, 'all parked');
+    for (let i = 1; i <= 10; i++) {
+      await gw.publish('news', i);
+      await new Promise((r) => setTimeout(r, 20));
+    }
+    const followed = await Promise.all(pollers);
+    const polls = followed.reduce((n, f) => n + f.statuses.length, 0);
+    expect(polls).toBeGreaterThan(40);
+    for (const { got, statuses } of followed) {
+      expect(statuses.filter((s) => s !== 200)).toEqual([]);
+      expect(got).toEqual([1, 2, 3, 4, 5, 6, 7, 8, 9, 10]);
+    }
+    // A poll no group takes (a channel without one) starts a session: a new connection, which the rate holds.
+    const fresh = await Promise.all(Array.from({ length: 12 }, (_, i) => poll(gw, `channel=fresh${i}&timeout=0`).answer));
+    const refused = fresh.filter((a) => a.status === 503);
+    expect(refused.length).toBeGreaterThanOrEqual(5);
+    expect(refused[0]?.body).toMatchObject({ error: { code: 'unavailable' } });
+  });
+});
+
 describe('long polling through poll groups', () => {
   it('parks 300 polls with no session or broker call each, and answers them all with the same bytes', async () => {
     const { gw, broker } = await gateway();

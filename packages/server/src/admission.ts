@@ -15,7 +15,7 @@ import { checkApiKey, hasApiKey } from './http/api-key.js';
 import { errorBody, NO_HEADERS, sendError, STATUS_TEXT } from './http/respond.js';
 import { lingerWhenClosed } from './http/linger.js';
 import { Target } from './http/target.js';
-import { RetryLater, type ConnectionGate, type Slot } from './limits.js';
+import { RetryLater, type ConnectionGate, type GateSlot, type Slot } from './limits.js';
 import type { OriginPolicy } from './origin.js';
 import type { UserConnections } from './user-connections.js';
 
@@ -33,6 +33,11 @@ export interface Admitted {
    * Other routes get them set on the response before the handler runs.
    */
   readonly cors: Readonly<Record<string, string>>;
+  /**
+   * A client connection's slot on this node. On a route that leaves the connect rate to its handler
+   * (`connection.charged: 'handler'`), the handler charges it before it starts a session's work.
+   */
+  readonly slot?: GateSlot | undefined;
 }
 
 /** What admission reads of a request: Node's `IncomingMessage` has it, and so has a fast-lane request. */
@@ -83,8 +88,12 @@ export interface Route {
   readonly POST?: HttpHandler;
   /** The GET and POST served on the fast lane too (plain requests straight from the socket, see `http/lane.ts`). */
   readonly lane?: { readonly GET?: LaneHandler; readonly POST?: LaneHandler };
-  /** A client connection (WebSocket, SSE, long poll): it takes a connection slot (per node, per IP, and per user when `perUser`). */
-  readonly connection?: { readonly perUser: boolean };
+  /**
+   * A client connection (WebSocket, SSE, long poll): it takes a connection slot (per node, per IP, and
+   * per user when `perUser`), and a token of the connect rate on admission, or (`charged: 'handler'`)
+   * when its handler says it starts a session's work.
+   */
+  readonly connection?: { readonly perUser: boolean; readonly charged?: 'handler' };
   /** A GET that opens a stream (SSE, a held poll): HEAD answers its headers without opening one, and it is refused while draining. */
   readonly stream?: { readonly contentType: string };
   /** WebSocket upgrades; `refused` answers an upgrade whose credentials were refused. */
@@ -125,7 +134,7 @@ const PUBLIC: Identity = Object.freeze({ user: '', anonymous: true });
  * connection lives.
  */
 class HeldSlots {
-  gate: Slot | undefined = undefined;
+  gate: GateSlot | undefined = undefined;
   user: Slot | undefined = undefined;
   /** The connection closed: a slot taken from now on is released at once. */
   closed = false;
@@ -336,13 +345,13 @@ export class Admission {
       let slots: HeldSlots | undefined;
       if (route.connection !== undefined && method === 'GET') {
         slots = carrySlots(res);
-        slots.gate = this.#admit(req);
+        slots.gate = this.#admit(req, route.connection.charged !== 'handler');
       }
       const identity = this.#identify(route, req, target);
       const perUser = slots !== undefined && route.connection?.perUser === true ? slots : undefined;
-      if (isPromise(identity) || perUser !== undefined) return this.#requestLater(req, res, handler, identity, perUser, target, route, cors, path);
+      if (isPromise(identity) || perUser !== undefined) return this.#requestLater(req, res, handler, identity, slots, perUser !== undefined, target, route, cors, path);
       if (res.destroyed) return;
-      const done = handler(req, res, { target, identity, cors });
+      const done = handler(req, res, { target, identity, cors, slot: slots?.gate });
       if (done !== undefined) return done.then(undefined, (err: unknown) => this.#failed(req, res, err, route, cors, path));
     } catch (err) {
       this.#failed(req, res, err, route, cors, path);
@@ -356,7 +365,8 @@ export class Admission {
     res: S,
     handler: Handler<Q, S>,
     pending: Identity | Promise<Identity>,
-    perUser: HeldSlots | undefined,
+    slots: HeldSlots | undefined,
+    perUser: boolean,
     target: Target,
     route: Route,
     cors: Readonly<Record<string, string>>,
@@ -364,9 +374,9 @@ export class Admission {
   ): Promise<void> {
     try {
       const identity = await pending;
-      if (perUser !== undefined) perUser.holdUser(await this.opts.users.acquire(identity.user, identity.anonymous));
+      if (perUser && slots !== undefined) slots.holdUser(await this.opts.users.acquire(identity.user, identity.anonymous));
       if (res.destroyed) return;
-      await handler(req, res, { target, identity, cors });
+      await handler(req, res, { target, identity, cors, slot: slots?.gate });
     } catch (err) {
       this.#failed(req, res, err, route, cors, path);
     }
@@ -379,10 +389,10 @@ export class Admission {
     this.#refuse(req, res, err, path);
   }
 
-  /** A connection slot; the client's address is looked up only when connections are counted per address. */
-  #admit(req: HttpRequest): Slot {
+  /** A connection slot; the client's address is looked up only when limits apply per address. */
+  #admit(req: HttpRequest, charged = true): GateSlot {
     const { gate, trustProxy } = this.opts;
-    return gate.admit(gate.countsAddresses ? clientAddress(req, trustProxy) : undefined);
+    return gate.admit(gate.countsAddresses ? clientAddress(req, trustProxy) : undefined, charged);
   }
 
   /**

@@ -51,6 +51,7 @@ export const OPTION_HELP: Readonly<Record<Exclude<keyof GatewayOptions, 'namespa
   maxConnectionsPerIp: 'open client connections per IP address (0: no limit)',
   maxConnectionsPerUser: 'WebSocket and SSE connections per user across the cluster (0: no limit)',
   maxConnectRate: 'new client connections per second per node',
+  maxConnectRatePerIp: 'new client connections per second per IP address (0: no limit)',
   maxFrameRate: 'inbound WebSocket frames per second per connection',
   maxPublishRate: 'client publishes per second per connection',
   maxChannelPublishRate: 'client publishes per second per channel (0: no limit)',

@@ -305,7 +305,7 @@ export class Gateway {
       ],
       [
         '/poll',
-        { access: 'client', transport: 'poll', GET: poll.handle, lane: { GET: poll.handle }, stream: { contentType: 'application/json; charset=utf-8' }, connection: { perUser: false } },
+        { access: 'client', transport: 'poll', GET: poll.handle, lane: { GET: poll.handle }, stream: { contentType: 'application/json; charset=utf-8' }, connection: { perUser: false, charged: 'handler' } },
       ],
       ['/ws', { access: 'client', transport: 'websocket', upgrade: this.#ws.route, connection: { perUser: true } }],
       ['/send', { access: 'client', transport: 'http', POST: send, lane: { POST: send } }],

@@ -1,9 +1,9 @@
 /**
  * Rate and count limits: a token bucket, a bounded set of keyed buckets, and the connection gate that
  * admission asks before a client connection (WebSocket, SSE stream, long poll) is taken: a cap on new
- * connections per second per node (reconnect storms: excess handshakes are told when to come back),
- * a cap on open connections per node and per IP. Per-user limits that must hold across a cluster
- * live in `user-connections.ts`.
+ * connections per second per node (reconnect storms: excess handshakes are told when to come back)
+ * and per address (so that one client cannot use up the node's), a cap on open connections per node
+ * and per address. Per-user limits that must hold across a cluster live in `user-connections.ts`.
  * @module
  */
 import { TidingsError, type ErrorCode } from '@tidings/protocol';
@@ -108,6 +108,8 @@ export interface ConnectionLimits {
   readonly maxConnectionsPerIp: number;
   /** New client connections per second per node (a burst of the same size is allowed). */
   readonly maxConnectRate: number;
+  /** New client connections per second per IP, per node (a burst of the same size; 0: no limit). */
+  readonly maxConnectRatePerIp: number;
 }
 
 /** A taken connection slot; `release` is idempotent. */
@@ -115,28 +117,48 @@ export interface Slot {
   release(): void;
 }
 
-/** The node's connection counts and the connect-rate bucket. */
+/** A connection's slot, and what its new connection costs of the connect rate. */
+export interface GateSlot extends Slot {
+  /**
+   * Takes the connection's share of the connect rate now, if admission left it to the handler (see
+   * {@link ConnectionGate.admit}), or throws a coded refusal saying when to retry. Once at most.
+   */
+  charge(): void;
+}
+
+/** Addresses whose connect rate is kept at once; past it, those whose bucket is full again go first. */
+const MAX_RATED_ADDRESSES = 65_536;
+
+/** The node's connection counts and the connect-rate buckets (the node's, and one per address). */
 export class ConnectionGate {
   #open = 0;
   readonly #perIp = new Map<string, number>();
   readonly #rate: TokenBucket;
+  readonly #ipRate: KeyedBuckets | undefined;
 
   constructor(private readonly limits: ConnectionLimits) {
     this.#rate = new TokenBucket(limits.maxConnectRate, limits.maxConnectRate);
+    const perIp = limits.maxConnectRatePerIp;
+    this.#ipRate = perIp > 0 ? new KeyedBuckets(perIp, perIp, MAX_RATED_ADDRESSES) : undefined;
   }
 
   get open(): number {
     return this.#open;
   }
 
-  /** Takes a slot for a connection from `ip`, or throws a coded refusal saying when to retry. */
-  /** Whether connections are counted per address (`admit` needs the address only then). */
+  /** Whether limits apply per address (`admit` needs the address only then). */
   get countsAddresses(): boolean {
-    return this.limits.maxConnectionsPerIp > 0;
+    return this.limits.maxConnectionsPerIp > 0 || this.#ipRate !== undefined;
   }
 
-  /** `ip` may be undefined when no per-address cap is set ({@link countsAddresses}). */
-  admit(ip: string | undefined): Slot {
+  /**
+   * Takes a slot for a connection from `ip`, or throws a coded refusal saying when to retry. `ip` may
+   * be undefined when no limit applies per address ({@link countsAddresses}). `charged` false leaves
+   * the connect rate to the handler ({@link GateSlot.charge}): a long poll that continues where its
+   * group is costs no more than any request, and only one that starts a session's work is a new
+   * connection.
+   */
+  admit(ip: string | undefined, charged = true): GateSlot {
     const { maxConnections, maxConnectionsPerIp } = this.limits;
     if (this.#open >= maxConnections) {
       throw new RetryLater('unavailable', `this node holds its maximum of ${maxConnections} connections; try another node or later`, 5000);
@@ -145,14 +167,29 @@ export class ConnectionGate {
     if (maxConnectionsPerIp > 0 && fromIp >= maxConnectionsPerIp) {
       throw new RetryLater('limit_exceeded', `at most ${maxConnectionsPerIp} connections per IP address`, 5000);
     }
-    if (!this.#rate.take()) {
-      // Spread the retries over the next second or two, so the storm does not come back at once.
-      const wait = this.#rate.wait + Math.floor(Math.random() * 1000);
-      throw new RetryLater('unavailable', `too many new connections; retry in ${wait} ms`, wait);
-    }
+    if (charged) this.charge(ip);
     this.#open += 1;
     if (ip !== undefined) this.#perIp.set(ip, fromIp + 1);
-    return new GateSlot(this, ip);
+    return new AdmittedSlot(this, ip, charged);
+  }
+
+  /**
+   * Takes a new connection's token from the address's bucket and the node's, or throws. The node's is
+   * looked at first: while it is empty, no address gets a bucket, so addresses are added no faster
+   * than the node admits connections.
+   */
+  charge(ip: string | undefined): void {
+    if (this.#rate.wait > 0) throw this.#tooMany(this.#rate.wait, 'unavailable', 'too many new connections');
+    if (ip !== undefined && this.#ipRate !== undefined && !this.#ipRate.take(ip)) {
+      throw this.#tooMany(this.#ipRate.wait(ip), 'limit_exceeded', 'too many new connections from this address');
+    }
+    this.#rate.take();
+  }
+
+  #tooMany(wait: number, code: 'unavailable' | 'limit_exceeded', what: string): RetryLater {
+    // Spread the retries over the next second or two, so the storm does not come back at once.
+    const after = wait + Math.floor(Math.random() * 1000);
+    return new RetryLater(code, `${what}; retry in ${after} ms`, after);
   }
 
   /** @internal A slot from `ip` was released. */
@@ -166,13 +203,20 @@ export class ConnectionGate {
 }
 
 /** A connection's slot: an object, not a closure, since every open connection holds one. */
-class GateSlot implements Slot {
+class AdmittedSlot implements GateSlot {
   #released = false;
 
   constructor(
     private readonly gate: ConnectionGate,
     private readonly ip: string | undefined,
+    private charged: boolean,
   ) {}
+
+  charge(): void {
+    if (this.charged) return;
+    this.gate.charge(this.ip);
+    this.charged = true;
+  }
 
   release(): void {
     if (this.#released) return;

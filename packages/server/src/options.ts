@@ -164,8 +164,14 @@ export interface GatewayOptions {
   readonly maxConnectionsPerIp: number;
   /** WebSocket and SSE connections per authenticated user, across the cluster (0: no limit); past it, 429. */
   readonly maxConnectionsPerUser: number;
-  /** New client connections per second per node (reconnect storms): excess handshakes get 503 / close 4503 with when to retry. */
+  /**
+   * New client connections per second per node (reconnect storms): excess handshakes get 503 / close
+   * 4503 with when to retry. A long poll its channel's poll group takes (it continues at a position
+   * the group holds) is not a new connection; any other poll is.
+   */
   readonly maxConnectRate: number;
+  /** New client connections per second per IP address, per node (0: no limit); past it, 429 with when to retry. */
+  readonly maxConnectRatePerIp: number;
   /** Inbound WebSocket frames per second per connection (twice that in a burst); excess frames get `limit_exceeded`. */
   readonly maxFrameRate: number;
   /** Client publishes per second per connection, or per user (or IP) on `POST /send` (twice that in a burst). */
@@ -245,6 +251,7 @@ export const DEFAULTS: GatewayOptions = Object.freeze({
   maxConnectionsPerIp: 1000,
   maxConnectionsPerUser: 5,
   maxConnectRate: 2000,
+  maxConnectRatePerIp: 200,
   maxFrameRate: 100,
   maxPublishRate: 20,
   maxChannelPublishRate: 1000,
@@ -297,6 +304,7 @@ const NUMBER_LIMITS: Record<string, readonly [number, number]> = {
   maxConnectionsPerIp: [0, 10_000_000],
   maxConnectionsPerUser: [0, 1_000_000],
   maxConnectRate: [1, 10_000_000],
+  maxConnectRatePerIp: [0, 10_000_000],
   maxFrameRate: [1, 10_000_000],
   maxPublishRate: [1, 10_000_000],
   maxChannelPublishRate: [0, 10_000_000],

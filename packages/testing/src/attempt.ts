@@ -17,6 +17,8 @@ export interface AttemptOptions {
   /** A raw Cookie header. */
   readonly cookie?: string;
   readonly origin?: string;
+  /** The `X-Forwarded-For` header: the client's address to a gateway that trusts its proxy. */
+  readonly forwardedFor?: string;
 }
 
 export type AttemptOutcome =
@@ -37,6 +39,7 @@ export async function attemptSubscribe(baseUrl: string, transport: AttemptTransp
   const headers: Record<string, string> = {};
   if (opts.cookie !== undefined) headers.cookie = opts.cookie;
   if (opts.origin !== undefined) headers.origin = opts.origin;
+  if (opts.forwardedFor !== undefined) headers['x-forwarded-for'] = opts.forwardedFor;
   const useHeader = opts.token !== undefined && (opts.header === true || transport === 'poll');
   if (useHeader) headers.authorization = `Bearer ${opts.token ?? ''}`;
   const tokenQuery = opts.token !== undefined && !useHeader ? `token=${encodeURIComponent(opts.token)}&` : '';

@@ -50,6 +50,7 @@ export function postOnce(url: string, body: string, headers: Record<string, stri
  */
 export const KIT_OPTIONS: GatewayConfig = Object.freeze({
   maxConnectRate: 10_000_000,
+  maxConnectRatePerIp: 0,
   maxConnectionsPerIp: 0,
   maxConnectionsPerUser: 0,
   maxFrameRate: 10_000_000,

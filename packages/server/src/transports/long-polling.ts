@@ -226,6 +226,9 @@ export class PollTransport {
       const outcome = this.connector.park({ channel: only, since: params.cursor.get(only), identity: admitted.identity, hold, poller: new HeldResponse(res, admitted.cors) });
       if (outcome !== 'declined') return undefined;
     }
+    // A poll its group did not take starts a session's work (a hub join, perhaps a broker subscribe
+    // and a history read): that is a new connection, and it takes its token of the connect rate.
+    admitted.slot?.charge();
     return this.#session(res, admitted, params.channels, params.cursor, hold, only);
   };
 
