@@ -5,10 +5,10 @@
  * reports a gap for data that is still in history. The queue of publications held during a repair
  * is bounded.
  */
-import { describe, expect, it } from 'vitest';
-import { CloseCode } from '@tidings/protocol';
-import { MemoryBroker } from '@tidings/server';
-import { cleanupAfterEach, faultyBroker, RawWsClient, startGateway, until, type TestGateway } from '@tidings/testing';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { CloseCode, type Position } from '@tidings/protocol';
+import { MemoryBroker, RedisBroker } from '@tidings/server';
+import { cleanupAfterEach, faultyBroker, RawWsClient, startGateway, startRedis, until, type RedisServer, type TestGateway } from '@tidings/testing';
 
 const cleanup = cleanupAfterEach();
 
@@ -71,5 +71,58 @@ describe('publications lost from the live feed while a repair reads history', ()
     await c.until((x) => x.ofType('message').length === 5 || x.ofType('gap').length > 0, 5000);
     expect(c.ofType('gap')).toEqual([]);
     expect(c.ofType('message').map((f) => f.message.data)).toEqual([1, 2, 3, 4, 5]);
+  });
+});
+
+describe('a new epoch whose first publications the live feed lost', () => {
+  let redis: RedisServer;
+  beforeAll(async () => {
+    redis = await startRedis();
+  });
+  afterAll(() => redis.stop());
+
+  /** A subscriber of `r:a` that has seen 1 and 2; then the store is wiped (a new life: every epoch changes). */
+  async function wiped(positionCheck: number): Promise<{ gw: TestGateway; c: RawWsClient; old: Position; drop: Set<number> }> {
+    await redis.command('FLUSHALL');
+    const drop = new Set<number>();
+    const broker = faultyBroker(new RedisBroker({ url: redis.url }), { dropLive: (pub) => pub.position.epoch !== old?.epoch && drop.has(pub.position.seq) });
+    let old: Position | undefined;
+    const gw = await startGateway({ namespaces: { r: { historySize: 100 } }, positionCheck }, { broker });
+    cleanup.push(() => gw.close());
+    const c = await RawWsClient.connect(gw.wsUrl);
+    cleanup.push(() => c.terminate());
+    expect((await c.request({ type: 'subscribe', channel: 'r:a' })).type).toBe('reply');
+    await gw.publish('r:a', 1);
+    old = (await gw.publish('r:a', 2)).position;
+    await c.until((x) => x.ofType('message').length === 2, 3000);
+    await redis.command('FLUSHALL');
+    return { gw, c, old, drop };
+  }
+
+  it('are read from history once a later one shows the epoch: an epoch gap, then all of them', async () => {
+    const { gw, c, old, drop } = await wiped(60_000);
+    drop.add(1).add(2);
+    for (let i = 3; i <= 5; i++) await gw.publish('r:a', i);
+    await c.until((x) => x.ofType('message').length === 5, 5000);
+    const [gap] = c.ofType('gap');
+    expect(gap?.gap).toMatchObject({ channel: 'r:a', reason: 'epoch', from: old, to: { seq: 0 } });
+    expect(gap?.gap.to.epoch).not.toBe(old.epoch);
+    expect(c.ofType('gap')).toHaveLength(1);
+    expect(c.ofType('message').map((f) => [f.message.position.epoch === old.epoch, f.message.data])).toEqual([
+      [true, 1],
+      [true, 2],
+      [false, 3],
+      [false, 4],
+      [false, 5],
+    ]);
+  });
+
+  it('are found by the position check when nothing follows them', async () => {
+    const { gw, c, old, drop } = await wiped(100);
+    drop.add(1);
+    await gw.publish('r:a', 3);
+    await c.until((x) => x.ofType('message').length === 3, 5000);
+    expect(c.ofType('gap').map((f) => f.gap)).toMatchObject([{ channel: 'r:a', reason: 'epoch', from: old, to: { seq: 0 } }]);
+    expect(c.ofType('message').map((f) => f.message.data)).toEqual([1, 2, 3]);
   });
 });

@@ -138,9 +138,12 @@ export class Hub {
       const top = tops.get(channel);
       const last = member.last;
       if (top === undefined || last === undefined || member.repairing !== undefined || this.#members.get(channel) !== member) continue;
-      if (top.epoch !== last.epoch || top.seq <= last.seq) continue;
+      // Behind in the epoch, or the channel moved on to a new one with publications this node never saw
+      // (read from its start; subscribers report the change as an `epoch` gap as they would live).
+      const sameEpoch = top.epoch === last.epoch;
+      if (sameEpoch ? top.seq <= last.seq : top.seq === 0) continue;
       member.repairing = [];
-      this.#repair(member, channel, last, 0);
+      this.#repair(member, channel, sameEpoch ? last : { epoch: top.epoch, seq: 0 }, 0);
     }
   }
 
@@ -236,12 +239,14 @@ export class Hub {
     }
     const last = member.last;
     const p = pub.position;
-    if (last !== undefined && last.epoch === p.epoch && !pub.ephemeral) {
-      if (p.seq <= last.seq) return; // duplicate from the feed
-      // A hole: repaired before delivery, unless nobody is listening (a lingering channel just moves on).
-      if (p.seq > last.seq + 1 && member.subscribers.size > 0) {
+    if (last !== undefined && !pub.ephemeral) {
+      if (last.epoch === p.epoch && p.seq <= last.seq) return; // duplicate from the feed
+      // A hole (in the epoch, or at the start of a new one whose first publications the feed lost):
+      // repaired before delivery, unless nobody is listening (a lingering channel just moves on).
+      const hole = last.epoch === p.epoch ? p.seq > last.seq + 1 : p.seq > 1;
+      if (hole && member.subscribers.size > 0) {
         member.repairing = [pub];
-        this.#repair(member, pub.channel, last, 0);
+        this.#repair(member, pub.channel, last.epoch === p.epoch ? last : { epoch: p.epoch, seq: 0 }, 0);
         return;
       }
     }
