@@ -85,15 +85,16 @@ describe('a new epoch whose first publications the live feed lost', () => {
   async function wiped(positionCheck: number): Promise<{ gw: TestGateway; c: RawWsClient; old: Position; drop: Set<number> }> {
     await redis.command('FLUSHALL');
     const drop = new Set<number>();
-    const broker = faultyBroker(new RedisBroker({ url: redis.url }), { dropLive: (pub) => pub.position.epoch !== old?.epoch && drop.has(pub.position.seq) });
-    let old: Position | undefined;
+    // Publications of the epoch after the wipe whose seq is in `drop` are lost from the live feed.
+    const seen: { old?: Position } = {};
+    const broker = faultyBroker(new RedisBroker({ url: redis.url }), { dropLive: (pub) => seen.old !== undefined && pub.position.epoch !== seen.old.epoch && drop.has(pub.position.seq) });
     const gw = await startGateway({ namespaces: { r: { historySize: 100 } }, positionCheck }, { broker });
     cleanup.push(() => gw.close());
     const c = await RawWsClient.connect(gw.wsUrl);
     cleanup.push(() => c.terminate());
     expect((await c.request({ type: 'subscribe', channel: 'r:a' })).type).toBe('reply');
     await gw.publish('r:a', 1);
-    old = (await gw.publish('r:a', 2)).position;
+    const old = (seen.old = (await gw.publish('r:a', 2)).position);
     await c.until((x) => x.ofType('message').length === 2, 3000);
     await redis.command('FLUSHALL');
     return { gw, c, old, drop };
