@@ -12,6 +12,11 @@
  * `conflate` keeps only the latest pending publication per channel and `type` (the conflation key),
  * delivered once the sink drains to its low-water mark. Pending entries are references to the shared
  * {@link EncodedPublication}s, bounded per session; past the bound the session is closed `slow_consumer`.
+ *
+ * Replay: what a resume is owed from history is encoded for this session alone, so it is handed to
+ * the sink as the sink drains, never more than half of `maxBufferedBytes` ahead of it (the other half
+ * is room for live publications meanwhile). A subscription whose replay waits for the reader stays
+ * buffering its live publications (at most `maxResumeBuffer`) and goes live once the replay is done.
  * @module
  */
 import {
@@ -32,7 +37,7 @@ import type { Metrics, ResumeOutcome } from './metrics.js';
 import type { Backpressure, GatewayOptions } from './options.js';
 import type { Presence } from './presence.js';
 import { namespaceOf } from './publisher.js';
-import { planResume } from './resume.js';
+import { planResume, type ResumeStep } from './resume.js';
 import { SLOW_CONSUMER, type Attachment, type Sink } from './sink.js';
 import { SmallMap } from './small-map.js';
 
@@ -112,6 +117,22 @@ class Subscription implements Subscriber, Outlet {
   }
 }
 
+/** A resume's replay as far as it went: the steps of its plan, and what going live needs. */
+interface Replay {
+  readonly sub: Subscription;
+  readonly steps: readonly ResumeStep[];
+  /** The next step to hand to the sink. */
+  at: number;
+  /** The encodings of live publications the plan took from the subscription's buffer. */
+  readonly encOf: ReadonlyMap<Publication, EncodedPublication>;
+  /** The position after the plan. */
+  readonly last: Position;
+  /** How many of the buffered live publications the plan took: those after them follow it. */
+  readonly planned: number;
+  /** List the session as present in the channel once live. */
+  readonly present: boolean;
+}
+
 /** The sink has been asked to say when it drains. */
 const AWAITING_DRAIN = 1;
 /** Closed (by either side): nothing more is sent or subscribed. */
@@ -141,6 +162,10 @@ export class Session implements Attachment {
   readonly openedAt = Date.now();
   /** The warning before the token expires, then the close at expiry. */
   #expiryTimer: ClockTimer | undefined;
+  /** Bytes of replayed history handed to the sink since it last drained. */
+  #replayed = 0;
+  /** Replays waiting for the sink to drain; woken by the drain, or by the close. */
+  #replayWaiters: Array<() => void> | undefined;
 
   /** `onDetached` runs once, when the session lets go of everything (closed by either side). */
   constructor(
@@ -255,22 +280,86 @@ export class Session implements Attachment {
       const start = since !== undefined && !ns.ephemeral ? since : page.top;
       this.sink.subscribed({ channel, position: start, recovered: plan.recovered }, id);
       if (since !== undefined && !ns.ephemeral) this.#countResume(plan.recovered ? 'recovered' : (plan.steps.find((s) => s.gap !== undefined)?.gap?.reason ?? 'trimmed'));
-      for (const step of plan.steps) {
-        if (step.gap !== undefined) this.sink.gap(step.gap);
-        else this.send(encOf.get(step.pub) ?? new EncodedPublication(step.pub), sub);
-      }
-      sub.last = plan.last;
-      sub.buffer = undefined;
-      // Live: a client that can hear joins and leaves is listed as present (a long poll is not).
-      if (ns.presence && this.sink.presence !== undefined && !server) {
-        this.ctx.presence.add(channel, this.#presenceEntry());
-        sub.present = true;
-      }
+      // A client that can hear joins and leaves is listed as present once live (a long poll is not).
+      const replay: Replay = { sub, steps: plan.steps, at: 0, encOf, last: plan.last, planned: buffered.length, present: ns.presence && this.sink.presence !== undefined && !server };
+      this.#replay(replay);
+      // The rest waits for the reader. The subscribe is done: an SSE stream opens only once every
+      // channel is, and a WebSocket client has its reply.
+      if (replay.at < replay.steps.length && !has(this.#flags, CLOSED)) this.#replayLater(replay).then(undefined, (err: unknown) => this.#replayFailed(err));
     } catch (err) {
       if (this.#subs.get(channel) === sub) this.#subs.delete(channel);
       hub.leave(channel, sub);
       throw err;
     }
+  }
+
+  /**
+   * Hands the replay's steps to the sink while the session's replay budget lasts, then goes live when
+   * all are. The first publication after a drain goes whatever the sink holds, so every replay moves.
+   */
+  #replay(replay: Replay): void {
+    const { sub, steps } = replay;
+    while (replay.at < steps.length) {
+      if (has(this.#flags, CLOSED)) return;
+      const step = steps[replay.at] as ResumeStep;
+      if (step.gap !== undefined) this.sink.gap(step.gap);
+      else {
+        if (this.#replayed > 0 && this.#replayFull) return;
+        const enc = replay.encOf.get(step.pub) ?? new EncodedPublication(step.pub);
+        // The message JSON's length stands for its size on the wire.
+        this.#replayed += enc.json.length;
+        this.send(enc, sub);
+      }
+      replay.at += 1;
+    }
+    if (has(this.#flags, CLOSED)) return;
+    const buffer = sub.buffer ?? [];
+    sub.last = replay.last;
+    sub.buffer = undefined;
+    // Live publications that came while the replay waited for the reader follow it (those before are in it).
+    for (let i = replay.planned; i < buffer.length; i++) sub.receive(buffer[i] as EncodedPublication);
+    if (replay.present && !has(this.#flags, CLOSED)) {
+      this.ctx.presence.add(sub.channel, this.#presenceEntry());
+      sub.present = true;
+    }
+  }
+
+  /** Whether the sink holds half its bound with what replays gave it (the other half is room for live publications). */
+  get #replayFull(): boolean {
+    return this.sink.whenDrained !== undefined && this.sink.bufferedBytes + this.#replayed > this.ctx.options.maxBufferedBytes / 2;
+  }
+
+  /** The rest of a replay, a page per drain of the sink, while the session and the subscription last. */
+  async #replayLater(replay: Replay): Promise<void> {
+    const { sub } = replay;
+    while (replay.at < replay.steps.length) {
+      await new Promise<void>((resolve) => {
+        (this.#replayWaiters ??= []).push(resolve);
+        this.#awaitDrain();
+      });
+      if (has(this.#flags, CLOSED) || this.#subs.get(sub.channel) !== sub) return;
+      this.#replay(replay);
+    }
+  }
+
+  /** A replay failed (a bug: a sink write threw): the client resumes from what it has. */
+  #replayFailed(err: unknown): void {
+    this.close('internal', `resuming failed: ${err instanceof Error ? err.message : String(err)}; reconnect and resume`);
+  }
+
+  /** Asks the sink to say when it drains, once for every purpose (held-back publications, replays). */
+  #awaitDrain(): void {
+    if (has(this.#flags, AWAITING_DRAIN) || this.sink.whenDrained === undefined) return;
+    this.#flags = put(this.#flags, AWAITING_DRAIN, true);
+    this.sink.whenDrained((this.#onDrained ??= () => this.#drained()));
+  }
+
+  /** Wakes the replays waiting for the sink (it drained, or the session closed). */
+  #wakeReplays(): void {
+    const waiters = this.#replayWaiters;
+    if (waiters === undefined) return;
+    this.#replayWaiters = undefined;
+    for (const wake of waiters) wake();
   }
 
   /** A history read, timed for the broker metrics. */
@@ -349,10 +438,7 @@ export class Session implements Attachment {
     }
     // Re-inserted at the end: pending entries stay in position order within the channel.
     pending.set(key, enc);
-    if (!has(this.#flags, AWAITING_DRAIN)) {
-      this.#flags = put(this.#flags, AWAITING_DRAIN, true);
-      this.sink.whenDrained((this.#onDrained ??= () => this.#drained()));
-    }
+    this.#awaitDrain();
   }
 
   /**
@@ -365,6 +451,8 @@ export class Session implements Attachment {
   #drained(): void {
     this.#flags = put(this.#flags, AWAITING_DRAIN, false);
     if (has(this.#flags, CLOSED)) return;
+    this.#replayed = 0;
+    this.#wakeReplays();
     let budget = this.ctx.options.maxBufferedBytes - this.sink.bufferedBytes;
     let sent = 0;
     for (const sub of this.#behind ?? []) {
@@ -388,10 +476,7 @@ export class Session implements Attachment {
       sub.pending = undefined;
       this.#behind?.delete(sub);
     }
-    if (this.#pendingKeys > 0 && !has(this.#flags, CLOSED) && this.sink.whenDrained !== undefined) {
-      this.#flags = put(this.#flags, AWAITING_DRAIN, true);
-      this.sink.whenDrained((this.#onDrained ??= () => this.#drained()));
-    }
+    if (this.#pendingKeys > 0 && !has(this.#flags, CLOSED)) this.#awaitDrain();
   }
 
   /** Drops what `sub` holds back (it left its channel). */
@@ -435,6 +520,7 @@ export class Session implements Attachment {
     this.#subs.clear();
     this.#behind = undefined;
     this.#pendingKeys = 0;
+    this.#wakeReplays();
     this.onDetached?.(this);
   }
 

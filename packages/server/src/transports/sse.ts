@@ -62,6 +62,8 @@ export class SseConnection implements Sink {
   readonly #entries: string[];
   #id = '';
   #held: Held[] | undefined = [];
+  /** Who asked to hear of a drain before the stream opened (a replay waiting for the reader). */
+  #drainOnOpen: (() => void) | undefined;
 
   constructor(
     private readonly res: HttpResponse,
@@ -90,7 +92,9 @@ export class SseConnection implements Sink {
   }
 
   whenDrained(listener: () => void): void {
-    if (!has(this.#flags, ENDED)) this.#out?.whenDrained(listener);
+    if (has(this.#flags, ENDED)) return;
+    if (this.#held !== undefined) this.#drainOnOpen = listener;
+    else this.#out?.whenDrained(listener);
   }
 
   /** Writes text (a control event, the id line of a multi-channel stream), framed as a chunk when chunked. */
@@ -119,6 +123,9 @@ export class SseConnection implements Sink {
       else if ('gap' in item) this.gap(item.gap);
       else this.presence(item.presence);
     }
+    const drained = this.#drainOnOpen;
+    this.#drainOnOpen = undefined;
+    if (drained !== undefined) this.whenDrained(drained);
   }
 
   subscribed(result: SubscribeResult, _id: RequestId | undefined): void {
