@@ -390,6 +390,9 @@ export class Session implements Attachment {
     this.ctx.hub.leave(channel, sub);
     if (sub.present) this.ctx.presence.remove(channel, this.id);
     this.#forget(sub);
+    // A replay of the channel waiting for the reader lets go of its page now, not at the next drain
+    // (which a client that does not read never brings); the others wait again.
+    if (sub.buffer !== undefined) this.#wakeReplays();
   }
 
   /**
