@@ -6,9 +6,12 @@
  * namespace delivers the latest value per channel and `type` once the slow one reads again (in
  * order, no gap); a `disconnect` namespace closes the slow one 4001 and it resumes through `since`
  * without losing anything. In the session, without a network: the order and bound of what is held
- * back, partial flushes under the bound, and which policy a namespace gets. At start-up: `drop` and
+ * back, partial flushes under the bound, which policy a namespace gets, and (fast-check) a resume's
+ * replay handed over at most half the bound ahead of the sink, once, in order, live ones after, over
+ * random histories, drains, residues and live publications. At start-up: `drop` and
  * `conflate` are refused where the namespace keeps history.
  */
+import fc from 'fast-check';
 import { describe, expect, it } from 'vitest';
 import { CloseCode, type CloseName, type Gap, type Message, type Position, type RequestId, type SubscribeResult } from '@tidings/protocol';
 import { CounterMetrics, MemoryBroker, openAuth, resolveOptions, type GatewayConfig } from '@tidings/server';
@@ -311,7 +314,7 @@ async function sessions(config: GatewayConfig = {}) {
     await broker.publish(publishCommand(channel, data, { type }));
     await new Promise((r) => setImmediate(r));
   };
-  return { metrics, publish, open: (sink: Sink) => new Session(ctx, sink, { user: 'me', anonymous: false }) };
+  return { metrics, publish, broker, options, open: (sink: Sink) => new Session(ctx, sink, { user: 'me', anonymous: false }) };
 }
 
 describe('backpressure in the session', () => {
@@ -423,4 +426,83 @@ describe('backpressure in the session', () => {
     }
     expect(sink.onDrained).toBeUndefined();
   });
+});
+
+/**
+ * A sink whose backlog is what it was given since the last drain, as a socket that takes nothing
+ * meanwhile; a drain leaves `residue` bytes (what a socket below its high-water mark still holds).
+ */
+class BacklogSink extends FakeSink {
+  /** The most it held at once. */
+  peak = 0;
+  constructor(private readonly residue: number) {
+    super();
+  }
+  override drain(): void {
+    super.drain();
+    this.bufferedBytes = this.residue;
+  }
+  override message(enc: EncodedPublication): void {
+    this.bufferedBytes += enc.json.length;
+    this.peak = Math.max(this.peak, this.bufferedBytes);
+    super.message(enc);
+  }
+}
+
+const tick = (): Promise<void> => new Promise((r) => setImmediate(r));
+
+/** A script after subscribing: drain the sink, or publish live to one of the channels. */
+type Step = { readonly drain: true } | { readonly live: number; readonly size: number };
+
+describe('replay in the session', () => {
+  it('hands every replayed publication over once, in order, at most half the bound ahead of the sink, with live ones after', async () => {
+    const histories = fc.array(fc.array(fc.integer({ min: 1, max: 300 }), { maxLength: 30 }), { minLength: 1, maxLength: 4 });
+    const script = (channels: number): fc.Arbitrary<Step[]> =>
+      fc.array(fc.oneof(fc.constant<Step>({ drain: true }), fc.record({ live: fc.nat({ max: channels - 1 }), size: fc.integer({ min: 1, max: 300 }) })), { maxLength: 30 });
+    await fc.assert(
+      fc.asyncProperty(
+        histories.chain((h) => fc.tuple(fc.constant(h), script(h.length), fc.integer({ min: 0, max: 700 }))),
+        async ([sizes, steps, residue]) => {
+          const { publish, broker, options, open } = await sessions({ maxBufferedBytes: 1024 });
+          const channels = sizes.map((_, i) => `chat:p${i}`);
+          const owed = sizes.map((s) => s.length);
+          for (const [i, channel] of channels.entries()) for (const size of sizes[i] ?? []) await publish(channel, undefined, JSON.stringify('h'.repeat(size)));
+          const sink = new BacklogSink(residue);
+          const session = open(sink);
+          for (const channel of channels) {
+            const { top } = await broker.history(channel, undefined, 0);
+            await session.subscribe(channel, { epoch: top.epoch, seq: 0 });
+          }
+          // Replays only, so far: never more than half the bound ahead, plus the one that may go after a
+          // drain (however much the sink still holds), and never a reason to shed the session.
+          const largest = Math.max(0, ...sink.messages.map((e) => e.json.length));
+          expect(sink.peak).toBeLessThanOrEqual(options.maxBufferedBytes / 2 + largest);
+          expect(session.closed).toBe(false);
+          for (const step of steps) {
+            if ('drain' in step) sink.drain();
+            else {
+              await publish(channels[step.live] ?? '', undefined, JSON.stringify('l'.repeat(step.size)));
+              owed[step.live] = (owed[step.live] ?? 0) + 1;
+            }
+            await tick();
+          }
+          for (let i = 0; i < 10_000 && sink.onDrained !== undefined && !session.closed; i++) {
+            sink.drain();
+            await tick();
+          }
+          expect(sink.gaps).toEqual([]);
+          for (const [i, channel] of channels.entries()) {
+            const seqs = sink.messages.filter((e) => e.pub.channel === channel).map((e) => e.pub.position.seq);
+            // In order and once each; all of it unless a live publication found the sink over its bound.
+            expect(seqs).toEqual(Array.from({ length: seqs.length }, (_, k) => k + 1));
+            if (!session.closed) expect(seqs.length).toBe(owed[i]);
+          }
+          if (session.closed) expect(sink.closed).toBe('slow_consumer');
+          session.close('normal', 'done');
+          await broker.close();
+        },
+      ),
+      { numRuns: 100 },
+    );
+  }, 60_000);
 });
