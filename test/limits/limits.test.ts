@@ -109,6 +109,18 @@ describe('connection caps', () => {
     await expect.poll(() => attemptSubscribe(gw.url, 'poll', 'news'), { timeout: 3000 }).toEqual({ result: 'subscribed' });
   });
 
+  it('per IP: an IPv6 client counts by its /64, which a new address in it does not escape', async () => {
+    const gw = await gateway({ maxConnectionsPerIp: 2, trustProxy: true });
+    const from = (address: string): { headers: Record<string, string> } => ({ headers: { 'x-forwarded-for': address } });
+    for (const address of ['2001:db8::1', '2001:DB8:0:0:0:0:0:2']) {
+      const c = await RawWsClient.connect(gw.wsUrl, from(address));
+      cleanup.push(() => c.terminate());
+    }
+    expect(await attemptSubscribe(gw.url, 'websocket', 'news', { forwardedFor: '2001:db8::ffff:3' })).toEqual({ result: 'close', code: 4503 });
+    expect(await attemptSubscribe(gw.url, 'poll', 'news', { forwardedFor: '2001:0db8:0000:0000:1:2:3:4' })).toEqual({ result: 'http', status: 429, code: 'limit_exceeded' });
+    expect(await attemptSubscribe(gw.url, 'websocket', 'news', { forwardedFor: '2001:db8:0:1::1' })).toEqual({ result: 'subscribed' });
+  });
+
   it('per user: past maxConnectionsPerUser, 429 for that user only', async () => {
     const gw = await gateway({ auth: { jwt: { secret: SECRET } }, maxConnectionsPerUser: 2 });
     const alice = await tokenFor('alice');

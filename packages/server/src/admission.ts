@@ -11,6 +11,7 @@ import type { Socket } from 'node:net';
 import type { Duplex } from 'node:stream';
 import { SseEvent, TidingsError } from '@tidings/protocol';
 import type { Authenticator, ConnectInfo, Identity, TransportName } from './auth.js';
+import { addressKey } from './http/address-key.js';
 import { checkApiKey, hasApiKey } from './http/api-key.js';
 import { errorBody, NO_HEADERS, sendError, STATUS_TEXT } from './http/respond.js';
 import { lingerWhenClosed } from './http/linger.js';
@@ -258,15 +259,18 @@ export function retryAfterSeconds(err: TidingsError): number {
   return err instanceof RetryLater ? Math.max(1, Math.ceil(err.retryAfter / 1000)) : 1;
 }
 
-/** The client's address: the socket's, or behind a trusted proxy the last `X-Forwarded-For` entry. */
+/**
+ * The client's address as per-address limits count it ({@link addressKey}: an IPv6 client by its
+ * /64): the socket's, or behind a trusted proxy the last `X-Forwarded-For` entry.
+ */
 export function clientAddress(req: HttpRequest, trustProxy: boolean): string {
   if (trustProxy) {
     const header = req.headers['x-forwarded-for'];
     const list = (Array.isArray(header) ? header.join(',') : (header ?? '')).split(',');
     const last = list[list.length - 1]?.trim();
-    if (last !== undefined && last !== '') return last.slice(0, 64);
+    if (last !== undefined && last !== '') return addressKey(last.slice(0, 64));
   }
-  return req.socket.remoteAddress ?? '';
+  return addressKey(req.socket.remoteAddress ?? '');
 }
 
 /**
