@@ -2,7 +2,8 @@
  * Finding 2: a long poll over several channels whose first channels fill `maxPollMessages` must still
  * subscribe every channel before answering, return a cursor covering every requested channel, and
  * leave nothing subscribed once answered. Passing the cursor back, as documented, delivers every
- * publication of every channel exactly once, with no gap. SSE streams that end while subscribing
+ * publication of every channel exactly once, with no gap; the same when the answers are cut at about
+ * `maxBufferedBytes`. SSE streams that end while subscribing
  * leave nothing behind either.
  */
 import { afterEach, beforeEach, describe, expect, it } from 'vitest';
@@ -33,6 +34,32 @@ async function poll(channels: string[], cursor: string): Promise<PollResponse> {
   expect(res.status).toBe(200);
   return (await res.json()) as PollResponse;
 }
+
+describe('a long poll whose messages fill maxBufferedBytes', () => {
+  it('answers about that many bytes at a time (at least one message), and polling the cursor back loses nothing', async () => {
+    await gw.close();
+    const bound = 32 * 1024;
+    gw = await startGateway({ maxBufferedBytes: bound, namespaces: { h: { historySize: 1000 } } });
+    const channels = ['h:ba', 'h:bb'];
+    let cursor = (await poll(channels, '')).cursor;
+    const big = 'b'.repeat(8 * 1024);
+    for (let n = 1; n <= 20; n++) for (const c of channels) await gw.publish(c, { n, big });
+    const got = new Map<string, number[]>(channels.map((c) => [c, []]));
+    let rounds = 0;
+    for (; rounds < 40; rounds++) {
+      const body = await poll(channels, cursor);
+      expect(body.gaps).toEqual([]);
+      const bytes = body.messages.reduce((n, m) => n + JSON.stringify(m).length, 0);
+      if (body.messages.length > 1) expect(bytes).toBeLessThanOrEqual(bound);
+      for (const m of body.messages) got.get(m.channel)?.push(m.position.seq);
+      cursor = body.cursor;
+      if (body.messages.length === 0) break;
+    }
+    // 320 KiB of messages, at most 32 KiB an answer.
+    expect(rounds).toBeGreaterThanOrEqual(10);
+    for (const c of channels) expect(got.get(c), c).toEqual(Array.from({ length: 20 }, (_, k) => k + 1));
+  });
+});
 
 describe('a long poll whose first channels fill maxPollMessages', () => {
   it('returns a cursor for every requested channel, and polling it back loses nothing', async () => {

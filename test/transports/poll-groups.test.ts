@@ -126,6 +126,42 @@ describe('long polls and the connect rate', () => {
   });
 });
 
+describe('catch-up answers of a poll group', () => {
+  it('hold about maxBufferedBytes of messages each (at least one); following the cursor gets every one, from the group', async () => {
+    const bound = 32 * 1024;
+    const { gw, broker } = await gateway({ maxBufferedBytes: bound, namespaces: { '': { historySize: 100 } } });
+    let at = await startGroup(gw, 'news');
+    const big = 'g'.repeat(8 * 1024);
+    for (let n = 1; n <= 30; n++) await gw.publish('news', { n, big });
+    const before = { ...broker.calls };
+    const got: number[] = [];
+    for (let round = 0; round < 40 && got.length < 30; round++) {
+      const { status, raw, body } = await poll(gw, `channel=news&${cursorOf('news', at)}&timeout=0`).answer;
+      expect(status).toBe(200);
+      if (body.messages.length > 1) expect(raw.length).toBeLessThanOrEqual(bound + 1024);
+      got.push(...body.messages.map((m) => (m.data as { n: number }).n));
+      at = body.messages.at(-1)?.position ?? at;
+    }
+    expect(got).toEqual(Array.from({ length: 30 }, (_, k) => k + 1));
+    expect(broker.calls).toEqual(before);
+  });
+
+  it('made anew for a position cost the poll a token of the connect rate; one already made for it costs nothing', async () => {
+    const { gw } = await gateway({ maxConnectRate: 3 });
+    const at = await startGroup(gw, 'news');
+    for (let n = 1; n <= 20; n++) await gw.publish('news', n);
+    // The bucket (3, and 3 a second) is full again.
+    await new Promise((r) => setTimeout(r, 1100));
+    const behind = (seq: number): Promise<Answer> => poll(gw, `channel=news&${cursorOf('news', { epoch: at.epoch, seq })}&timeout=0`).answer;
+    const same = await Promise.all(Array.from({ length: 12 }, () => behind(at.seq)));
+    expect(same.map((a) => a.status)).toEqual(Array.from({ length: 12 }, () => 200));
+    const distinct = await Promise.all(Array.from({ length: 12 }, (_, i) => behind(at.seq + 1 + i)));
+    const refused = distinct.filter((a) => a.status === 503);
+    expect(refused.length).toBeGreaterThanOrEqual(8);
+    expect(refused[0]?.body).toMatchObject({ error: { code: 'unavailable' } });
+  });
+});
+
 describe('long polling through poll groups', () => {
   it('parks 300 polls with no session or broker call each, and answers them all with the same bytes', async () => {
     const { gw, broker } = await gateway();

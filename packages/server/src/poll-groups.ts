@@ -8,7 +8,8 @@
  *   event-loop turn together) are encoded into one answer, written as the same bytes to every poller
  *   parked there (a poll that comes during that turn, at a position it brought, waits for the next);
  * - behind it, within the recent publications the group holds, the poll is answered at once (one
- *   encoding per starting position until the next publication);
+ *   encoding per starting position until the next publication, at most `maxPollMessages` and about
+ *   `maxBufferedBytes` of messages; a new encoding costs the poll its token of the connect rate);
  * - anything else (several channels, another epoch, further behind, ephemeral namespaces, hooks to
  *   ask, a group not ready yet) is declined and takes the ordinary path, which also creates the group
  *   for the next poll.
@@ -32,6 +33,22 @@ import type { ParkOutcome, ParkRequest, Poller, PollWatcher, Sink } from './sink
 export const MAX_GROUPS = 100_000;
 /** Recent publications a group holds for polls that are a little behind. */
 export const RECENT = 64;
+/**
+ * The messages of one answer: from `from`, at most `maxMessages`, and no more than `maxBytes` of message
+ * JSON, but at least one. The cursor of the answer stops at its last message.
+ */
+export function answerSlice(list: readonly EncodedPublication[], from: number, maxMessages: number, maxBytes: number): EncodedPublication[] {
+  const end = Math.min(list.length, from + maxMessages);
+  let bytes = 0;
+  let i = from;
+  while (i < end) {
+    bytes += (list[i] as EncodedPublication).json.length;
+    if (bytes > maxBytes && i > from) break;
+    i++;
+  }
+  return list.slice(from, i);
+}
+
 /** Held publications are let go this long before the history's TTL would (ms). */
 const EXPIRY_MARGIN = 250;
 /** How often idle groups are looked for, in ms. */
@@ -123,6 +140,8 @@ class PollGroup implements Sink {
     ctx: SessionContext,
     private readonly metrics: Metrics,
     private readonly maxMessages: number,
+    /** About the most bytes of messages in one answer (at least one message): `maxBufferedBytes`. */
+    private readonly maxBytes: number,
     private readonly keep: number,
     private readonly ttl: number,
     private readonly onClosed: (group: PollGroup) => void,
@@ -161,8 +180,10 @@ class PollGroup implements Sink {
     if (oldest === undefined || oldest.pub.position.seq > since.seq + 1) return 'declined';
     let body = this.#answers.get(since.seq);
     const start = since.seq + 1 - oldest.pub.position.seq;
-    const due = this.#recent.slice(start, start + this.maxMessages);
+    const due = answerSlice(this.#recent, start, this.maxMessages, this.maxBytes);
     if (body === undefined) {
+      // A new encoding is work a poll at a position no other asked for brings: a new connection's worth.
+      req.slot?.charge();
       const end = (due[due.length - 1] as EncodedPublication).pub.position;
       body = Buffer.from(encodePollResponse(due.map((e) => e.json), [], formatCursorEntry(this.channel, end)));
       this.#answers.set(since.seq, body);
@@ -374,7 +395,7 @@ class PollGroup implements Sink {
       if (p.pending !== from || p.gaps !== gapsFrom) {
         from = p.pending;
         gapsFrom = p.gaps;
-        due = pending.slice(from, from + this.maxMessages);
+        due = answerSlice(pending, from, this.maxMessages, this.maxBytes);
         body = this.#encode(due, gapsFrom === 0 ? gaps : gaps.slice(gapsFrom));
       }
       if (body === undefined) {
@@ -500,7 +521,7 @@ export class PollGroups {
     }
     if (ns.ephemeral || this.ctx.authorize?.hooks?.subscribe !== undefined) return;
     const keep = Math.min(RECENT, ns.historySize);
-    const group = new PollGroup(channel, this.ctx, this.ctx.metrics, this.options.maxPollMessages, keep, ns.historyTtl * 1000, (g) => {
+    const group = new PollGroup(channel, this.ctx, this.ctx.metrics, this.options.maxPollMessages, this.options.maxBufferedBytes, keep, ns.historyTtl * 1000, (g) => {
       if (this.#groups.get(channel) === g) this.#groups.delete(channel);
     });
     this.#groups.set(channel, group);

@@ -306,8 +306,9 @@ export class Session implements Attachment {
       else {
         if (this.#replayed > 0 && this.#replayFull) return;
         const enc = replay.encOf.get(step.pub) ?? new EncodedPublication(step.pub);
-        // The message JSON's length stands for its size on the wire.
-        this.#replayed += enc.json.length;
+        // The message JSON's length stands for its size on the wire. A sink that never backs up (a long
+        // poll) is not paged, and need not have every replayed publication encoded.
+        if (this.sink.whenDrained !== undefined) this.#replayed += enc.json.length;
         this.send(enc, sub);
       }
       replay.at += 1;

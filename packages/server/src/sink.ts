@@ -104,6 +104,11 @@ export interface ParkRequest {
   /** The longest the poll may be held, in ms. */
   readonly hold: number;
   readonly poller: Poller;
+  /**
+   * The poll's connection slot: a catch-up answer the group has not encoded for this position yet
+   * costs the poll its token of the connect rate (`charge` throws a coded refusal past it).
+   */
+  readonly slot?: { charge(): void } | undefined;
 }
 
 /** Parked (held at the channel's latest position), answered at once, or declined (take the ordinary path). */

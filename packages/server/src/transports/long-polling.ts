@@ -27,6 +27,8 @@ export interface PollOptions {
   /** The longest a poll is held; a `timeout` query may only shorten it. */
   readonly pollTimeout: number;
   readonly maxPollMessages: number;
+  /** About the most bytes of messages in one answer (at least one message). */
+  readonly maxBufferedBytes: number;
 }
 
 const ANSWER_HEADERS: Readonly<Record<string, string>> = Object.freeze({ 'content-type': 'application/json; charset=utf-8', 'cache-control': 'no-store' });
@@ -35,6 +37,8 @@ export class PollConnection implements Sink {
   readonly #entries = new Map<Channel, string>();
   readonly #messages: string[] = [];
   readonly #gaps: Gap[] = [];
+  /** Bytes of message JSON collected. */
+  #bytes = 0;
   /** Channels with a message in this answer (at most the poll's channels). */
   #messaged: Channel[] | undefined;
   /** A gap came after messages of its channel: this answer takes nothing more (see {@link gap}). */
@@ -50,6 +54,8 @@ export class PollConnection implements Sink {
     channels: readonly Channel[],
     start: ReadonlyMap<Channel, Position>,
     private readonly maxMessages: number,
+    /** About the most bytes of messages in the answer (at least one message). */
+    private readonly maxBytes: number,
     private readonly onDone: () => void,
     /** The CORS headers of the request's origin (shared between polls). */
     private readonly cors: Readonly<Record<string, string>> = {},
@@ -66,9 +72,9 @@ export class PollConnection implements Sink {
     return 0;
   }
 
-  /** Nothing more goes into this answer: the message limit is reached, or a gap cut it. */
+  /** Nothing more goes into this answer: the message or byte limit is reached, or a gap cut it. */
   get #full(): boolean {
-    return this.#cut || this.#messages.length >= this.maxMessages;
+    return this.#cut || this.#messages.length >= this.maxMessages || this.#bytes >= this.maxBytes;
   }
 
   /** Every channel is subscribed: answer now if anything is collected, else at the first delivery or after `holdMs`. */
@@ -86,7 +92,15 @@ export class PollConnection implements Sink {
   message(enc: EncodedPublication): void {
     if (this.#done || this.#full) return;
     const { channel } = enc.pub;
-    this.#messages.push(enc.json);
+    const json = enc.json;
+    // Past the byte limit with this one, it waits for the next poll (unless it is the first).
+    if (this.#messages.length > 0 && this.#bytes + json.length > this.maxBytes) {
+      this.#bytes = this.maxBytes;
+      this.#schedule();
+      return;
+    }
+    this.#bytes += json.length;
+    this.#messages.push(json);
     this.#entries.set(channel, enc.cursorEntry);
     if (this.#messaged === undefined) this.#messaged = [channel];
     else if (!this.#messaged.includes(channel)) this.#messaged.push(channel);
@@ -223,7 +237,7 @@ export class PollTransport {
     // One channel: the core's poll group may hold it, or answer it at once, with shared bytes.
     const only = params.channels.length === 1 ? params.channels[0] : undefined;
     if (only !== undefined && this.connector.park !== undefined) {
-      const outcome = this.connector.park({ channel: only, since: params.cursor.get(only), identity: admitted.identity, hold, poller: new HeldResponse(res, admitted.cors) });
+      const outcome = this.connector.park({ channel: only, since: params.cursor.get(only), identity: admitted.identity, hold, poller: new HeldResponse(res, admitted.cors), slot: admitted.slot });
       if (outcome !== 'declined') return undefined;
     }
     // A poll its group did not take starts a session's work (a hub join, perhaps a broker subscribe
@@ -235,7 +249,7 @@ export class PollTransport {
   /** A poll with a session of its own: several channels, or one its group declined. */
   async #session(res: HttpResponse, admitted: Admitted, channels: readonly Channel[], cursor: ReadonlyMap<Channel, Position>, hold: number, only: Channel | undefined): Promise<void> {
     const owner: { session?: Attachment } = {};
-    const conn = new PollConnection(res, channels, cursor, this.opts.maxPollMessages, () => owner.session?.detach(), admitted.cors);
+    const conn = new PollConnection(res, channels, cursor, this.opts.maxPollMessages, this.opts.maxBufferedBytes, () => owner.session?.detach(), admitted.cors);
     const session = (owner.session = this.connector.open('poll', conn, admitted.identity));
     try {
       await subscribeAll(session, channels, cursor);
