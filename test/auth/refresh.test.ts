@@ -168,8 +168,8 @@ describe('the SDK', () => {
       sub.on('message', (m) => seen.push(m.data as number));
       await expect.poll(() => gw.gateway.stats().hub.subscribers, { timeout: 5000 }).toBe(1);
       const feed = steadily(gw, 'user:alice');
-      // Three lifetimes of a token and then some.
-      await new Promise((r) => setTimeout(r, LIFETIME * 3000 + 500));
+      // Three lifetimes of a token and then some (room for a refresh at the third expiry under load).
+      await new Promise((r) => setTimeout(r, LIFETIME * 3000 + 1500));
       const total = await feed.stop();
       await expect.poll(() => seen.length, { timeout: 5000 }).toBe(total);
       expect(seen).toEqual(range(total));

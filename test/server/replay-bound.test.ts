@@ -2,15 +2,15 @@
  * A resume's replay is paged to the reader: what a connection is owed from history is handed to its
  * socket as the socket drains, so the bytes waiting for one connection stay near `maxBufferedBytes`
  * however much it resumes at once, and a client that reads gets all of it, in order, with live
- * publications after it. Over real sockets, with a client that resumes 16 channels of 1.6 MB each and
+ * publications after it. Over real sockets, with a client that resumes 8 channels of 0.8 MB each and
  * does not read (WebSocket, SSE), and with clients that do.
  */
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { formatCursor, type Position } from '@tidings/protocol';
 import { rawWebSocket, RawSseClient, RawWsClient, startGateway, until, type TestGateway } from '@tidings/testing';
 
-const CHANNELS = Array.from({ length: 16 }, (_, i) => `h:${i}`);
-const PER_CHANNEL = 100;
+const CHANNELS = Array.from({ length: 8 }, (_, i) => `h:${i}`);
+const PER_CHANNEL = 50;
 const BODY = 'x'.repeat(16 * 1024);
 const BOUND = 256 * 1024;
 
@@ -49,7 +49,7 @@ async function settled(): Promise<number> {
   }
 }
 
-describe('a resume owed 25 MB, by a client that does not read', () => {
+describe('a resume owed 6.4 MB, by a client that does not read', () => {
   it('over WebSocket: the gateway holds about maxBufferedBytes for it, not the whole replay', async () => {
     const port = Number(new URL(gw.url).port);
     const peer = await rawWebSocket(port, `/ws?${query()}`);
@@ -78,7 +78,7 @@ describe('a resume owed 25 MB, by a client that does not read', () => {
   });
 });
 
-describe('a resume owed 25 MB, by a client that reads', () => {
+describe('a resume owed 6.4 MB, by a client that reads', () => {
   it('over SSE: gets every publication once, in order', async () => {
     const client = await RawSseClient.open(`${gw.url}/sse?${query('lastEventId')}`);
     try {
