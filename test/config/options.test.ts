@@ -81,4 +81,13 @@ describe('options', () => {
     expect(problemsOf(() => loadConfig({ flags: { colour: 'red' } }))).toEqual(['--colour is not an option']);
     expect(problemsOf(() => loadConfig({ env: { PORT: 'eighty' } }))).toEqual(['port must be an integer from 0 to 65535 (got "eighty")']);
   });
+
+  it('takes the connect rate per address as a flag, 0 turning it off, and refuses what is no such rate', () => {
+    expect(DEFAULTS.maxConnectRatePerIp).toBe(200);
+    expect(loadConfig({ flags: { maxConnectRatePerIp: '0' } }).maxConnectRatePerIp).toBe(0);
+    for (const bad of [-1, 1.5, 10_000_001, '50' as unknown as number]) {
+      expect(problemsOf(() => resolveOptions({ maxConnectRatePerIp: bad }))).toEqual([`maxConnectRatePerIp must be an integer from 0 to 10000000 (got ${JSON.stringify(bad)})`]);
+    }
+    expect(problemsOf(() => loadConfig({ flags: { maxConnectRatePerIp: 'many' } }))).toEqual(['maxConnectRatePerIp must be an integer from 0 to 10000000 (got "many")']);
+  });
 });

@@ -49,32 +49,29 @@ async function settled(): Promise<number> {
   }
 }
 
+/** With a client that stopped reading: what the gateway holds for it settles near the bound; once it leaves, nothing. */
+async function heldNearBound(leave: () => void): Promise<void> {
+  try {
+    const held = await settled();
+    expect(held).toBeGreaterThan(0);
+    expect(held).toBeLessThan(BOUND + 4 * BODY.length + 64 * 1024);
+  } finally {
+    leave();
+  }
+  await until(() => gw.gateway.stats().sessions === 0, 3000, 'released');
+}
+
 describe('a resume owed 6.4 MB, by a client that does not read', () => {
   it('over WebSocket: the gateway holds about maxBufferedBytes for it, not the whole replay', async () => {
-    const port = Number(new URL(gw.url).port);
-    const peer = await rawWebSocket(port, `/ws?${query()}`);
+    const peer = await rawWebSocket(Number(new URL(gw.url).port), `/ws?${query()}`);
     peer.stopReading();
-    try {
-      const held = await settled();
-      expect(held).toBeGreaterThan(0);
-      expect(held).toBeLessThan(BOUND + 4 * BODY.length + 64 * 1024);
-    } finally {
-      peer.destroy();
-    }
-    await until(() => gw.gateway.stats().sessions === 0, 3000, 'released');
+    await heldNearBound(() => peer.destroy());
   });
 
   it('over SSE: the same', async () => {
     const client = await RawSseClient.open(`${gw.url}/sse?${query('lastEventId')}`);
     client.pause();
-    try {
-      const held = await settled();
-      expect(held).toBeGreaterThan(0);
-      expect(held).toBeLessThan(BOUND + 4 * BODY.length + 64 * 1024);
-    } finally {
-      client.close();
-    }
-    await until(() => gw.gateway.stats().sessions === 0, 3000, 'released');
+    await heldNearBound(() => client.close());
   });
 });
 

@@ -54,6 +54,14 @@ function lostAfterRead(last: Position, pub: Publication, top: Position): boolean
   return !pub.ephemeral && p.epoch === last.epoch && p.seq > last.seq + 1 && top.epoch === last.epoch && last.seq >= top.seq;
 }
 
+/**
+ * Where a repair reads history from once `seen` (a live publication, or the channel's top) shows
+ * publications after `last`: from `last` in its epoch, or from the start of a new one.
+ */
+function repairFrom(last: Position, seen: Position): Position {
+  return seen.epoch === last.epoch ? last : { epoch: seen.epoch, seq: 0 };
+}
+
 /** Reports failures the hub cannot hand back to a caller (repair reads, broker unsubscribes). */
 export type HubErrorHandler = (err: unknown, channel: Channel) => void;
 
@@ -140,10 +148,9 @@ export class Hub {
       if (top === undefined || last === undefined || member.repairing !== undefined || this.#members.get(channel) !== member) continue;
       // Behind in the epoch, or the channel moved on to a new one with publications this node never saw
       // (read from its start; subscribers report the change as an `epoch` gap as they would live).
-      const sameEpoch = top.epoch === last.epoch;
-      if (sameEpoch ? top.seq <= last.seq : top.seq === 0) continue;
+      if (top.epoch === last.epoch ? top.seq <= last.seq : top.seq === 0) continue;
       member.repairing = [];
-      this.#repair(member, channel, sameEpoch ? last : { epoch: top.epoch, seq: 0 }, 0);
+      this.#repair(member, channel, repairFrom(last, top), 0);
     }
   }
 
@@ -240,13 +247,14 @@ export class Hub {
     const last = member.last;
     const p = pub.position;
     if (last !== undefined && !pub.ephemeral) {
-      if (last.epoch === p.epoch && p.seq <= last.seq) return; // duplicate from the feed
+      const sameEpoch = last.epoch === p.epoch;
+      if (sameEpoch && p.seq <= last.seq) return; // duplicate from the feed
       // A hole (in the epoch, or at the start of a new one whose first publications the feed lost):
       // repaired before delivery, unless nobody is listening (a lingering channel just moves on).
-      const hole = last.epoch === p.epoch ? p.seq > last.seq + 1 : p.seq > 1;
+      const hole = sameEpoch ? p.seq > last.seq + 1 : p.seq > 1;
       if (hole && member.subscribers.size > 0) {
         member.repairing = [pub];
-        this.#repair(member, pub.channel, last.epoch === p.epoch ? last : { epoch: p.epoch, seq: 0 }, 0);
+        this.#repair(member, pub.channel, repairFrom(last, p), 0);
         return;
       }
     }

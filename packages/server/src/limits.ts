@@ -179,7 +179,8 @@ export class ConnectionGate {
    * than the node admits connections.
    */
   charge(ip: string | undefined): void {
-    if (this.#rate.wait > 0) throw this.#tooMany(this.#rate.wait, 'unavailable', 'too many new connections');
+    const wait = this.#rate.wait;
+    if (wait > 0) throw this.#tooMany(wait, 'unavailable', 'too many new connections');
     if (ip !== undefined && this.#ipRate !== undefined && !this.#ipRate.take(ip)) {
       throw this.#tooMany(this.#ipRate.wait(ip), 'limit_exceeded', 'too many new connections from this address');
     }

@@ -27,7 +27,7 @@ import type { Metrics } from './metrics.js';
 import type { GatewayOptions } from './options.js';
 import { namespaceOf } from './publisher.js';
 import { Session, type SessionContext } from './session.js';
-import type { ParkOutcome, ParkRequest, Poller, PollWatcher, Sink } from './sink.js';
+import { answerTakes, type ParkOutcome, type ParkRequest, type Poller, type PollWatcher, type Sink } from './sink.js';
 
 /** Polled channels with a group at once, per node. */
 export const MAX_GROUPS = 100_000;
@@ -38,13 +38,12 @@ export const RECENT = 64;
  * JSON, but at least one. The cursor of the answer stops at its last message.
  */
 export function answerSlice(list: readonly EncodedPublication[], from: number, maxMessages: number, maxBytes: number): EncodedPublication[] {
-  const end = Math.min(list.length, from + maxMessages);
   let bytes = 0;
   let i = from;
-  while (i < end) {
-    bytes += (list[i] as EncodedPublication).json.length;
-    if (bytes > maxBytes && i > from) break;
-    i++;
+  for (; i < list.length; i++) {
+    const size = (list[i] as EncodedPublication).json.length;
+    if (!answerTakes(i - from, bytes, size, maxMessages, maxBytes)) break;
+    bytes += size;
   }
   return list.slice(from, i);
 }

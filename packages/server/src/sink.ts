@@ -111,6 +111,15 @@ export interface ParkRequest {
   readonly slot?: { charge(): void } | undefined;
 }
 
+/**
+ * Whether a poll answer holding `count` messages of `bytes` (message JSON) takes one more of `size`:
+ * at most `maxMessages`, and no more than `maxBytes` unless it is the first. Both kinds of poll (a
+ * group's answer and one with a session of its own) cut their answers by it.
+ */
+export function answerTakes(count: number, bytes: number, size: number, maxMessages: number, maxBytes: number): boolean {
+  return count < maxMessages && (count === 0 || bytes + size <= maxBytes);
+}
+
 /** Parked (held at the channel's latest position), answered at once, or declined (take the ordinary path). */
 export type ParkOutcome = 'parked' | 'answered' | 'declined';
 

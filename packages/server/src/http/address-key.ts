@@ -20,7 +20,8 @@ export function addressKey(address: string): string {
   if (groups === undefined) return address;
   // ::ffff:a.b.c.d, an IPv4 client on a dual-stack socket.
   if (groups[0] === 0 && groups[1] === 0 && groups[2] === 0 && groups[3] === 0 && groups[4] === 0 && groups[5] === 0xffff) {
-    const [g6 = 0, g7 = 0] = [groups[6], groups[7]];
+    const g6 = groups[6] ?? 0;
+    const g7 = groups[7] ?? 0;
     return `${g6 >> 8}.${g6 & 0xff}.${g7 >> 8}.${g7 & 0xff}`;
   }
   return `${groups.slice(0, 4).map((g) => g.toString(16)).join(':')}::/64`;

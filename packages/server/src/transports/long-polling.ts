@@ -21,7 +21,7 @@ import {
 import type { Admitted, Carrier, HttpRequest, HttpResponse, LaneHandler } from '../admission.js';
 import type { EncodedPublication } from '../encoded.js';
 import { streamParams, subscribeAll } from '../http/params.js';
-import type { Attachment, Connector, Poller, PollWatcher, Sink } from '../sink.js';
+import { answerTakes, type Attachment, type Connector, type Poller, type PollWatcher, type Sink } from '../sink.js';
 
 export interface PollOptions {
   /** The longest a poll is held; a `timeout` query may only shorten it. */
@@ -41,7 +41,7 @@ export class PollConnection implements Sink {
   #bytes = 0;
   /** Channels with a message in this answer (at most the poll's channels). */
   #messaged: Channel[] | undefined;
-  /** A gap came after messages of its channel: this answer takes nothing more (see {@link gap}). */
+  /** This answer takes nothing more: a message did not fit, or a gap came after messages of its channel (see {@link gap}). */
   #cut = false;
   #armed = false;
   #done = false;
@@ -72,9 +72,9 @@ export class PollConnection implements Sink {
     return 0;
   }
 
-  /** Nothing more goes into this answer: the message or byte limit is reached, or a gap cut it. */
+  /** Nothing more goes into this answer: the message limit is reached, or it was cut. */
   get #full(): boolean {
-    return this.#cut || this.#messages.length >= this.maxMessages || this.#bytes >= this.maxBytes;
+    return this.#cut || this.#messages.length >= this.maxMessages;
   }
 
   /** Every channel is subscribed: answer now if anything is collected, else at the first delivery or after `holdMs`. */
@@ -94,8 +94,8 @@ export class PollConnection implements Sink {
     const { channel } = enc.pub;
     const json = enc.json;
     // Past the byte limit with this one, it waits for the next poll (unless it is the first).
-    if (this.#messages.length > 0 && this.#bytes + json.length > this.maxBytes) {
-      this.#bytes = this.maxBytes;
+    if (!answerTakes(this.#messages.length, this.#bytes, json.length, this.maxMessages, this.maxBytes)) {
+      this.#cut = true;
       this.#schedule();
       return;
     }
