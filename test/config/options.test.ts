@@ -90,4 +90,12 @@ describe('options', () => {
     }
     expect(problemsOf(() => loadConfig({ flags: { maxConnectRatePerIp: 'many' } }))).toEqual(['maxConnectRatePerIp must be an integer from 0 to 10000000 (got "many")']);
   });
+
+  it('takes the bytes poll groups may hold as a flag, 0 keeping none, and refuses what is no such size', () => {
+    expect(DEFAULTS.maxPollGroupBytes).toBe(64 * 1024 * 1024);
+    expect(loadConfig({ flags: { maxPollGroupBytes: '0' } }).maxPollGroupBytes).toBe(0);
+    for (const bad of [-1, 0.5, 2 ** 40 + 1]) {
+      expect(problemsOf(() => resolveOptions({ maxPollGroupBytes: bad }))).toEqual([`maxPollGroupBytes must be an integer from 0 to ${2 ** 40} (got ${JSON.stringify(bad)})`]);
+    }
+  });
 });

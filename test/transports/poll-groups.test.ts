@@ -76,9 +76,10 @@ async function gateway(config = {}): Promise<{ gw: TestGateway; broker: Counting
 
 /** The first poll of a channel takes the ordinary path and starts its group; waits until the group is ready. */
 async function startGroup(gw: TestGateway, channel: string, headers: Record<string, string> = {}): Promise<Position> {
+  const groups = gw.gateway.stats().polls.groups;
   const first = await gw.publish(channel, 'start');
   await poll(gw, `channel=${channel}&timeout=0`, headers).answer;
-  await until(() => gw.gateway.stats().polls.groups === 1, 'the poll group');
+  await until(() => gw.gateway.stats().polls.groups === groups + 1, 'the poll group');
   // Ready once a poll at the latest position parks instead of taking the ordinary path.
   for (;;) {
     const p = poll(gw, `channel=${channel}&${cursorOf(channel, first.position)}&timeout=50`, headers);
@@ -229,6 +230,65 @@ describe('long polling through poll groups', () => {
     await until(() => gw.gateway.stats().polls.parked === 5, 'parked');
     await gw.close();
     for (const a of await Promise.all(held.map((p) => p.answer))) expect(a.body).toEqual({ messages: [], gaps: [], cursor: formatCursorEntry('news', at) });
+  });
+});
+
+describe('what poll groups hold', () => {
+  it('at most maxPollGroupBytes over all groups: past it a group keeps fewer, and a poll further behind takes the ordinary path, missing nothing', async () => {
+    const max = 100 * 1024;
+    const { gw, broker } = await gateway({ maxPollGroupBytes: max, namespaces: { '': { historySize: 100 } } });
+    const channels = ['a', 'b', 'c', 'd'];
+    const starts = new Map<string, Position>();
+    for (const ch of channels) starts.set(ch, await startGroup(gw, ch));
+    const big = 'h'.repeat(8 * 1024);
+    const positions = new Map<string, Position[]>(channels.map((ch) => [ch, []]));
+    let most = 0;
+    for (let n = 1; n <= 20; n++) {
+      for (const ch of channels) {
+        positions.get(ch)?.push((await gw.publish(ch, { n, big })).position);
+        most = Math.max(most, gw.gateway.stats().polls.bytes);
+      }
+    }
+    // Four channels of 20 x 8 KB each: 640 KB held without the bound.
+    expect(most).toBeGreaterThan(max / 2);
+    expect(most).toBeLessThanOrEqual(max);
+    const before = { ...broker.calls };
+    for (const ch of channels) {
+      // One behind: from the group, with no broker call.
+      const oneBehind = await poll(gw, `channel=${ch}&${cursorOf(ch, positions.get(ch)?.[18] as Position)}`).answer;
+      expect(oneBehind.body.messages.map((m) => (m.data as { n: number }).n)).toEqual([20]);
+      expect(gw.gateway.stats().polls.bytes).toBeLessThanOrEqual(max);
+    }
+    expect(broker.calls).toEqual(before);
+    for (const ch of channels) {
+      // From the start: further behind than the group keeps, so from history, every one in order.
+      const all = await poll(gw, `channel=${ch}&${cursorOf(ch, starts.get(ch) as Position)}`).answer;
+      expect(all.body.gaps).toEqual([]);
+      expect(all.body.messages.map((m) => (m.data as { n: number }).n)).toEqual(Array.from({ length: 20 }, (_, k) => k + 1));
+    }
+    expect(broker.calls.history).toBeGreaterThanOrEqual(before.history + channels.length);
+    expect(gw.gateway.stats().polls.bytes).toBeLessThanOrEqual(max);
+    // Ended groups hold nothing.
+    await gw.close();
+    expect(gw.gateway.stats().polls).toMatchObject({ groups: 0, bytes: 0 });
+  });
+
+  it('at 0, a group keeps no recent publication: polls at the latest position are still parked and answered with the same bytes', async () => {
+    const { gw, broker } = await gateway({ maxPollGroupBytes: 0 });
+    const at = await startGroup(gw, 'news');
+    const before = { ...broker.calls };
+    const polls = Array.from({ length: 20 }, () => poll(gw, `channel=news&${cursorOf('news', at)}`));
+    await until(() => gw.gateway.stats().polls.parked === 20, 'all parked');
+    await gw.publish('news', 1);
+    const answers = await Promise.all(polls.map((p) => p.answer));
+    expect(new Set(answers.map((a) => a.raw)).size).toBe(1);
+    expect(answers[0]?.body.messages.map((m) => m.data)).toEqual([1]);
+    expect(broker.calls).toEqual(before);
+    expect(gw.gateway.stats().polls.bytes).toBe(0);
+    // Behind: the ordinary path.
+    const behind = await poll(gw, `channel=news&${cursorOf('news', at)}`).answer;
+    expect(behind.body.messages.map((m) => m.data)).toEqual([1]);
+    expect(broker.calls.history).toBe(before.history + 1);
   });
 });
 

@@ -17,6 +17,7 @@ export const OPTION_HELP: Readonly<Record<Exclude<keyof GatewayOptions, 'namespa
   maxBufferedBytes: 'bytes queued for one connection before it is a slow consumer',
   maxResumeBuffer: 'live publications held per subscription while its history is read',
   maxPollMessages: 'most messages in one long-poll answer',
+  maxPollGroupBytes: 'bytes of recent publications and answers all long-poll groups may hold',
   dedupWindow: 'how long an idempotency key is remembered, in ms',
   dedupMaxKeys: 'idempotency keys remembered per channel',
   maxChannels: 'channel streams the in-memory broker keeps',

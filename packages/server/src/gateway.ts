@@ -85,9 +85,10 @@ export interface GatewayStats {
   /**
    * Long-poll groups (each one hub subscriber of its channel), the polls parked in them (no session of
    * their own), and the places in their hold queues (the parked polls, and polls answered before their
-   * hold ran out that a queue has not let go yet: at most twice the parked polls, and a few).
+   * hold ran out that a queue has not let go yet: at most twice the parked polls, and a few), and the
+   * bytes of recent publications and answers the groups hold (at most `maxPollGroupBytes`).
    */
-  readonly polls: { readonly groups: number; readonly parked: number; readonly queued: number };
+  readonly polls: { readonly groups: number; readonly parked: number; readonly queued: number; readonly bytes: number };
 }
 
 /** The authenticator the options configure: JWT when `auth.jwt` is set, else open. */

@@ -88,6 +88,12 @@ export interface GatewayOptions {
   readonly maxResumeBuffer: number;
   /** Most messages returned by one long poll. */
   readonly maxPollMessages: number;
+  /**
+   * Bytes this node's poll groups may hold, over all of them: their recent publications (for polls a
+   * little behind) and the answers they made for them. Past it a group keeps fewer, and a poll further
+   * behind takes the ordinary path (a history read).
+   */
+  readonly maxPollGroupBytes: number;
   /** Idempotency window for publishes with a key. */
   readonly dedupWindow: number;
   /** Most idempotency keys remembered per channel within the window. */
@@ -216,6 +222,7 @@ export const DEFAULTS: GatewayOptions = Object.freeze({
   maxBufferedBytes: 4 * 1024 * 1024,
   maxResumeBuffer: 10_000,
   maxPollMessages: 1000,
+  maxPollGroupBytes: 64 * 1024 * 1024,
   dedupWindow: 120_000,
   dedupMaxKeys: 10_000,
   maxChannels: 100_000,
@@ -281,6 +288,7 @@ const NUMBER_LIMITS: Record<string, readonly [number, number]> = {
   maxBufferedBytes: [1024, 1024 * 1024 * 1024],
   maxResumeBuffer: [1, 1_000_000],
   maxPollMessages: [1, 100_000],
+  maxPollGroupBytes: [0, 2 ** 40],
   dedupWindow: [0, 86_400_000],
   dedupMaxKeys: [0, 10_000_000],
   maxChannels: [1, 100_000_000],

@@ -16,7 +16,9 @@
  *
  * The group's subscription is an ordinary session, so resume, repair, gaps and epochs work as they do
  * for any subscriber: a gap it sees is passed to its parked polls, and its recent publications start
- * over. A group without polls for `channelLinger` is closed; there are at most {@link MAX_GROUPS}.
+ * over. A group without polls for `channelLinger` is closed; there are at most {@link MAX_GROUPS}, and
+ * all of them together hold at most `maxPollGroupBytes` of recent publications and answers: past it a
+ * group keeps fewer (its oldest go first), and a poll further behind takes the ordinary path.
  * @module
  */
 import { encodePollResponse, formatCursorEntry, type Channel, type CloseName, type Gap, type Position, type SubscribeResult } from '@tidings/protocol';
@@ -37,15 +39,40 @@ export const RECENT = 64;
  * The messages of one answer: from `from`, at most `maxMessages`, and no more than `maxBytes` of message
  * JSON, but at least one. The cursor of the answer stops at its last message.
  */
-export function answerSlice(list: readonly EncodedPublication[], from: number, maxMessages: number, maxBytes: number): EncodedPublication[] {
+export function answerSlice<T extends { readonly json: string }>(list: readonly T[], from: number, maxMessages: number, maxBytes: number): T[] {
   let bytes = 0;
   let i = from;
   for (; i < list.length; i++) {
-    const size = (list[i] as EncodedPublication).json.length;
+    const size = (list[i] as T).json.length;
     if (!answerTakes(i - from, bytes, size, maxMessages, maxBytes)) break;
     bytes += size;
   }
   return list.slice(from, i);
+}
+
+/**
+ * What a group keeps of a publication: its message JSON, position and arrival time. Not the publication
+ * and its other encodings (WebSocket frame, SSE event), which go once the fan-out is done.
+ */
+interface Held {
+  readonly json: string;
+  readonly position: Position;
+  readonly arrivedAt: number;
+}
+
+/** What a held publication or an answer is counted as, beyond its text: the objects around it. */
+const OVERHEAD = 128;
+const heldSize = (held: Held): number => held.json.length + OVERHEAD;
+
+/** The bytes all of a node's poll groups hold, against `maxPollGroupBytes`. */
+export class PollBytes {
+  used = 0;
+
+  constructor(readonly max: number) {}
+
+  fits(bytes: number): boolean {
+    return this.used + bytes <= this.max;
+  }
 }
 
 /** Held publications are let go this long before the history's TTL would (ms). */
@@ -106,8 +133,12 @@ class PollGroup implements Sink {
   readonly session: Session;
   /** The latest position: undefined until the subscription started. */
   last: Position | undefined;
-  /** Recent publications, consecutive, the newest at `last` (empty after a gap). */
-  #recent: EncodedPublication[] = [];
+  /**
+   * Recent publications, consecutive, the newest at `last` (empty after a gap, and fewer or none when
+   * the node's poll groups hold `maxPollGroupBytes`), and their bytes.
+   */
+  #recent: Held[] = [];
+  #recentBytes = 0;
   /**
    * Polls held at `last`, in the order they came, with the places of those answered or gone before the
    * next publication (marked done) until it comes or {@link #compact} lets them go: an array, not a
@@ -120,11 +151,15 @@ class PollGroup implements Sink {
   readonly #holds = new Map<number, HoldQueue>();
   #queued = 0;
   /** What arrived this turn, answered together at its end. */
-  #pending: EncodedPublication[] = [];
+  #pending: Held[] = [];
   #gaps: Gap[] = [];
   #flush: NodeJS.Immediate | undefined;
-  /** Answers built since the last publication, by starting seq (catch-up answers, and empty ones at a hold timeout). */
+  /**
+   * Answers built since the last publication, by starting seq (catch-up answers, and empty ones at a
+   * hold timeout), and their bytes. One the node's poll groups have no room for is not kept.
+   */
   #answers = new Map<number, Buffer>();
+  #answerBytes = 0;
   idleSince = Date.now();
   #closed = false;
   readonly bufferedBytes = 0;
@@ -143,6 +178,8 @@ class PollGroup implements Sink {
     private readonly maxBytes: number,
     private readonly keep: number,
     private readonly ttl: number,
+    /** What all of the node's groups hold. */
+    private readonly bytes: PollBytes,
     private readonly onClosed: (group: PollGroup) => void,
   ) {
     this.session = new Session(ctx, this, GROUP, () => this.#end(), 'poll');
@@ -176,16 +213,16 @@ class PollGroup implements Sink {
     if (since.seq > last.seq) return 'declined';
     this.#expire();
     const oldest = this.#recent[0];
-    if (oldest === undefined || oldest.pub.position.seq > since.seq + 1) return 'declined';
+    if (oldest === undefined || oldest.position.seq > since.seq + 1) return 'declined';
     let body = this.#answers.get(since.seq);
-    const start = since.seq + 1 - oldest.pub.position.seq;
+    const start = since.seq + 1 - oldest.position.seq;
     const due = answerSlice(this.#recent, start, this.maxMessages, this.maxBytes);
     if (body === undefined) {
       // A new encoding is work a poll at a position no other asked for brings: a new connection's worth.
       req.slot?.charge();
-      const end = (due[due.length - 1] as EncodedPublication).pub.position;
+      const end = (due[due.length - 1] as Held).position;
       body = Buffer.from(encodePollResponse(due.map((e) => e.json), [], formatCursorEntry(this.channel, end)));
-      this.#answers.set(since.seq, body);
+      this.#keep(since.seq, body);
     }
     this.metrics.connectionOpened('poll');
     this.metrics.resumed('poll', 'recovered');
@@ -306,9 +343,59 @@ class PollGroup implements Sink {
     let body = this.#answers.get(key);
     if (body === undefined) {
       body = emptyAnswer(formatCursorEntry(this.channel, at));
-      this.#answers.set(key, body);
+      this.#keep(key, body);
     }
     poller.answer(body);
+  }
+
+  /** Keeps `body` for the polls that come for `key` until the next publication, if the node's groups have room for it. */
+  #keep(key: number, body: Buffer): void {
+    const size = body.length + OVERHEAD;
+    if (!this.bytes.fits(size)) return;
+    this.#answers.set(key, body);
+    this.#answerBytes += size;
+    this.bytes.used += size;
+  }
+
+  #forgetAnswers(): void {
+    this.#answers.clear();
+    this.bytes.used -= this.#answerBytes;
+    this.#answerBytes = 0;
+  }
+
+  /** Keeps `held` as the newest recent publication, letting the oldest go for room; none are kept when even it alone has none. */
+  #hold(held: Held): void {
+    if (this.keep === 0) return;
+    const size = heldSize(held);
+    if (this.#recent.length >= this.keep) this.#drop(this.#recent.length - this.keep + 1);
+    let n = 0;
+    let freed = 0;
+    while (n < this.#recent.length && !this.bytes.fits(size - freed)) freed += heldSize(this.#recent[n++] as Held);
+    this.#drop(n);
+    if (!this.bytes.fits(size)) {
+      // Not even this one: a poll behind it takes the ordinary path.
+      this.#drop(this.#recent.length);
+      return;
+    }
+    this.#recent.push(held);
+    this.#recentBytes += size;
+    this.bytes.used += size;
+  }
+
+  /** Lets go of the `n` oldest recent publications. */
+  #drop(n: number): void {
+    if (n <= 0) return;
+    if (n >= this.#recent.length) {
+      this.#recent = [];
+      this.bytes.used -= this.#recentBytes;
+      this.#recentBytes = 0;
+      return;
+    }
+    let freed = 0;
+    for (let i = 0; i < n; i++) freed += heldSize(this.#recent[i] as Held);
+    this.#recent.splice(0, n);
+    this.#recentBytes -= freed;
+    this.bytes.used -= freed;
   }
 
   /**
@@ -318,8 +405,8 @@ class PollGroup implements Sink {
   #expire(): void {
     const oldest = performance.now() - this.ttl + EXPIRY_MARGIN;
     let n = 0;
-    while (n < this.#recent.length && (this.#recent[n] as EncodedPublication).arrivedAt < oldest) n++;
-    if (n > 0) this.#recent.splice(0, n);
+    while (n < this.#recent.length && (this.#recent[n] as Held).arrivedAt < oldest) n++;
+    this.#drop(n);
   }
 
   /** Whether no poll is held here. */
@@ -343,20 +430,20 @@ class PollGroup implements Sink {
   /** Hot path: one publication of the channel, for every parked poll at once. */
   message(enc: EncodedPublication): void {
     const p = enc.pub.position;
-    if (this.last === undefined || p.epoch !== this.last.epoch) this.#recent = [];
-    this.#recent.push(enc);
-    if (this.#recent.length > this.keep) this.#recent.shift();
+    const held: Held = { json: enc.json, position: p, arrivedAt: enc.arrivedAt };
+    if (this.last === undefined || p.epoch !== this.last.epoch) this.#drop(this.#recent.length);
+    this.#forgetAnswers();
+    this.#hold(held);
     this.last = p;
-    this.#answers.clear();
     if (this.#held === 0) return;
-    this.#pending.push(enc);
+    this.#pending.push(held);
     this.#flush ??= setImmediate(this.#answerParked);
   }
 
   gap(gap: Gap): void {
-    this.#recent = [];
+    this.#drop(this.#recent.length);
     this.last = gap.to;
-    this.#answers.clear();
+    this.#forgetAnswers();
     if (this.#held === 0) return;
     if (this.#pending.length > 0) {
       // An answer lists its gaps before its messages: this turn's publications so far go now, in
@@ -384,7 +471,7 @@ class PollGroup implements Sink {
     // each run of them shares one encoding.
     let from = -1;
     let gapsFrom = -1;
-    let due: EncodedPublication[] = [];
+    let due: Held[] = [];
     let body: Buffer | undefined;
     const parked = this.#parked;
     const kept: Parked[] = [];
@@ -418,11 +505,11 @@ class PollGroup implements Sink {
   };
 
   /** One answer of `due` and `gaps`, or undefined when both are empty. */
-  #encode(due: readonly EncodedPublication[], gaps: readonly Gap[]): Buffer | undefined {
+  #encode(due: readonly Held[], gaps: readonly Gap[]): Buffer | undefined {
     // Past the message limit, the cursor stops at the last one included: the rest is a catch-up poll away.
     const lastDue = due[due.length - 1];
     const lastGap = gaps[gaps.length - 1];
-    const end = lastDue !== undefined ? lastDue.pub.position : lastGap?.to;
+    const end = lastDue !== undefined ? lastDue.position : lastGap?.to;
     if (end === undefined) return undefined;
     return Buffer.from(encodePollResponse(due.map((e) => e.json), gaps, formatCursorEntry(this.channel, end)));
   }
@@ -445,8 +532,8 @@ class PollGroup implements Sink {
       p.poller.answer(emptyAnswer(formatCursorEntry(this.channel, p.at)));
       this.metrics.connectionClosed('poll', 'restart');
     }
-    this.#recent = [];
-    this.#answers.clear();
+    this.#drop(this.#recent.length);
+    this.#forgetAnswers();
     this.session.detach();
     this.onClosed(this);
   }
@@ -460,6 +547,7 @@ class PollGroup implements Sink {
 /** This node's poll groups: the fast path of `GET /poll` for one channel. */
 export class PollGroups {
   readonly #groups = new Map<Channel, PollGroup>();
+  readonly #bytes: PollBytes;
   readonly #sweep: NodeJS.Timeout;
   #closed = false;
 
@@ -469,18 +557,19 @@ export class PollGroups {
     private readonly options: GatewayOptions,
     private readonly onError: (err: unknown, channel: Channel) => void,
   ) {
+    this.#bytes = new PollBytes(options.maxPollGroupBytes);
     this.#sweep = setInterval(() => this.#release(), SWEEP).unref();
   }
 
-  /** Groups, the polls parked in them, and the places in their hold queues. */
-  stats(): { groups: number; parked: number; queued: number } {
+  /** Groups, the polls parked in them, the places in their hold queues, and the bytes they hold. */
+  stats(): { groups: number; parked: number; queued: number; bytes: number } {
     let parked = 0;
     let queued = 0;
     for (const g of this.#groups.values()) {
       parked += g.parkedCount;
       queued += g.queuedCount;
     }
-    return { groups: this.#groups.size, parked, queued };
+    return { groups: this.#groups.size, parked, queued, bytes: this.#bytes.used };
   }
 
   /**
@@ -520,7 +609,7 @@ export class PollGroups {
     }
     if (ns.ephemeral || this.ctx.authorize?.hooks?.subscribe !== undefined) return;
     const keep = Math.min(RECENT, ns.historySize);
-    const group = new PollGroup(channel, this.ctx, this.ctx.metrics, this.options.maxPollMessages, this.options.maxBufferedBytes, keep, ns.historyTtl * 1000, (g) => {
+    const group = new PollGroup(channel, this.ctx, this.ctx.metrics, this.options.maxPollMessages, this.options.maxBufferedBytes, keep, ns.historyTtl * 1000, this.#bytes, (g) => {
       if (this.#groups.get(channel) === g) this.#groups.delete(channel);
     });
     this.#groups.set(channel, group);
