@@ -205,9 +205,9 @@ describe.each(KINDS)('client over %s', (kind) => {
     const held = (): unknown => {
       const { sessions, hub, polls } = gw.gateway.stats();
       const { streams, subscribed } = broker.stats();
-      // A single-channel long poll may be parked in its channel's poll group (the group is the hub
-      // subscriber) instead of holding a session: counted as the session and subscriber it replaces.
-      return { sessions: sessions + polls.parked, hub: { ...hub, subscribers: hub.subscribers - polls.groups + polls.parked }, broker: { streams, subscribed } };
+      // A long poll may be parked in its channels' poll groups (each group is the hub subscriber of its
+      // channel) instead of holding a session: counted as the session and subscribers it replaces.
+      return { sessions: sessions + polls.parked, hub: { ...hub, subscribers: hub.subscribers - polls.groups + polls.places }, broker: { streams, subscribed } };
     };
     // Only `keep` is held while it is subscribed (a long poll's session exists while the poll is held),
     // besides the cluster control channel every gateway subscribes to at the broker.

@@ -84,12 +84,29 @@ describe('a long poll whose first channels fill maxPollMessages', () => {
     }
   });
 
-  it('leaves no channel subscribed on the node after many such polls', async () => {
+  it('leaves nothing subscribed on the node after many such polls but the poll groups they started', async () => {
     const channels = Array.from({ length: 12 }, (_, i) => `h:leak${i}`);
     const start = (await poll(channels, '')).cursor;
     for (let n = 1; n <= MAX + 5; n++) await gw.publish('h:leak0', n);
     for (let i = 0; i < 30; i++) await poll(channels, start);
     await until(() => false, 50).catch(() => undefined);
+    const stats = gw.gateway.stats();
+    expect(stats.sessions).toBe(0);
+    expect(stats.polls.groups).toBe(12);
+    // One subscriber per channel: its group.
+    expect(stats.hub).toMatchObject({ channels: 12, subscribers: 12 });
+  });
+
+  it('leaves no channel subscribed on the node after many such polls on the ordinary path', async () => {
+    await gw.close();
+    // A subscribe hook is asked on the ordinary path only: every poll takes it, and no group starts.
+    gw = await startGateway({ maxPollMessages: MAX, namespaces: { h: { historySize: 1000 } } }, { authorize: { subscribe: () => true } });
+    const channels = Array.from({ length: 12 }, (_, i) => `h:leak${i}`);
+    const start = (await poll(channels, '')).cursor;
+    for (let n = 1; n <= MAX + 5; n++) await gw.publish('h:leak0', n);
+    for (let i = 0; i < 30; i++) await poll(channels, start);
+    await until(() => false, 50).catch(() => undefined);
+    expect(gw.gateway.stats().polls.groups).toBe(0);
     expect(await hubChannels()).toBe(0);
   });
 });

@@ -9,7 +9,7 @@ import { request, type IncomingMessage } from 'node:http';
 import { afterEach, describe, expect, it } from 'vitest';
 import { SignJWT } from 'jose';
 import { formatCursorEntry, type Position } from '@tidings/protocol';
-import { MemoryBroker, type Broker, type HistoryPage } from '@tidings/server';
+import { MemoryBroker, type AuthorizeHooks, type Broker, type HistoryPage } from '@tidings/server';
 import { faultyBroker, startGateway, type TestGateway } from '@tidings/testing';
 
 /** A memory broker that counts the calls a poll could cost. */
@@ -294,8 +294,8 @@ describe('what poll groups hold', () => {
 
 describe('parked polls with credentials that expire', () => {
   const SECRET = 'a-test-secret-of-at-least-32-bytes!!';
-  const bearer = async (seconds: number): Promise<Record<string, string>> => {
-    const token = await new SignJWT({ sub: 'alice', channels: ['user:alice'] })
+  const bearer = async (seconds: number, channels = ['user:alice']): Promise<Record<string, string>> => {
+    const token = await new SignJWT({ sub: 'alice', channels })
       .setProtectedHeader({ alg: 'HS256' })
       .setExpirationTime(Math.floor(Date.now() / 1000) + seconds)
       .sign(new TextEncoder().encode(SECRET));
@@ -331,6 +331,104 @@ describe('parked polls with credentials that expire', () => {
     expect(a.body.messages).toEqual([]);
     expect(a.body.cursor).toBe(formatCursorEntry('user:alice', at));
   }, 10_000);
+
+  it('answers a parked poll of several channels at its token\'s expiry once, with every cursor unchanged', async () => {
+    const { gw } = await jwtGateway();
+    const headers = await bearer(2, ['user:alice', 'user:team']);
+    const at = await startGroup(gw, 'user:alice', headers);
+    const team = await startGroup(gw, 'user:team', headers);
+    const cursor = `${formatCursorEntry('user:alice', at)},${formatCursorEntry('user:team', team)}`;
+    const p = poll(gw, `channel=user:alice,user:team&cursor=${encodeURIComponent(cursor)}&timeout=20000`, headers);
+    await until(() => gw.gateway.stats().polls.places === 2, 'parked in both groups');
+    expect(gw.gateway.stats().polls.parked).toBe(1);
+    expect(gw.gateway.stats().sessions).toBe(0);
+    const started = Date.now();
+    const a = await p.answer;
+    // `exp` has whole seconds: expiry comes within about two seconds, long before the hold of 20.
+    expect(Date.now() - started).toBeLessThan(4000);
+    expect(a.status).toBe(200);
+    expect(a.body.messages).toEqual([]);
+    expect(a.body.cursor).toBe(cursor);
+    expect(gw.gateway.stats().polls.parked).toBe(0);
+  }, 10_000);
+});
+
+describe('polls of several channels through poll groups', () => {
+  const cursorText = (positions: ReadonlyMap<string, Position>): string => [...positions].map(([ch, p]) => formatCursorEntry(ch, p)).join(',');
+  async function groups(gw: TestGateway, channels: readonly string[]): Promise<Map<string, Position>> {
+    const at = new Map<string, Position>();
+    for (const ch of channels) at.set(ch, await startGroup(gw, ch));
+    return at;
+  }
+
+  it('the first takes the ordinary path and starts a group for each of its channels', async () => {
+    const { gw } = await gateway();
+    const a = await poll(gw, 'channel=x,y,z&timeout=0').answer;
+    expect(a.status).toBe(200);
+    await until(() => gw.gateway.stats().polls.groups === 3, 'three groups');
+  });
+
+  it('holds 100 polls of three channels in every group, with no session or broker call, and answers them with the same bytes at the first news; the other groups let them go', async () => {
+    const { gw, broker } = await gateway();
+    const at = await groups(gw, ['a', 'b', 'c']);
+    const before = { ...broker.calls };
+    const polls = Array.from({ length: 100 }, () => poll(gw, `channel=a,b,c&cursor=${encodeURIComponent(cursorText(at))}`));
+    await until(() => gw.gateway.stats().polls.places === 300, 'held in three groups');
+    expect(gw.gateway.stats().polls.parked).toBe(100);
+    expect(gw.gateway.stats().sessions).toBe(0);
+    const published = await gw.publish('b', { n: 1 });
+    const answers = await Promise.all(polls.map((p) => p.answer));
+    expect(new Set(answers.map((a) => a.raw)).size).toBe(1);
+    expect(answers[0]?.status).toBe(200);
+    expect(answers[0]?.body.messages.map((m) => m.data)).toEqual([{ n: 1 }]);
+    expect(answers[0]?.body.cursor).toBe(cursorText(new Map([...at, ['b', published.position]])));
+    expect(gw.gateway.stats().polls).toMatchObject({ parked: 0 });
+    expect(broker.calls).toEqual(before);
+  });
+
+  it('answers a poll behind on some channels at once from the groups, within the answer limits; following the cursor gets each channel\'s publications once, in order, with no broker call', async () => {
+    const bound = 32 * 1024;
+    const { gw, broker } = await gateway({ maxBufferedBytes: bound, namespaces: { '': { historySize: 100 } } });
+    let at = await groups(gw, ['a', 'b', 'c']);
+    const big = 'j'.repeat(4 * 1024);
+    for (let n = 1; n <= 12; n++) {
+      await gw.publish('a', { n, big });
+      await gw.publish('c', { n, big });
+    }
+    const before = { ...broker.calls };
+    const got = new Map<string, number[]>([['a', []], ['b', []], ['c', []]]);
+    for (let round = 0; round < 20 && (got.get('a')?.length !== 12 || got.get('c')?.length !== 12); round++) {
+      const { status, raw, body } = await poll(gw, `channel=a,b,c&cursor=${encodeURIComponent(cursorText(at))}&timeout=0`).answer;
+      expect(status).toBe(200);
+      if (body.messages.length > 1) expect(raw.length).toBeLessThanOrEqual(bound + 1024);
+      for (const m of body.messages) got.get((m as unknown as { channel: string }).channel)?.push((m.data as { n: number }).n);
+      at = new Map(body.cursor.split(',').map((entry) => {
+        const ch = entry.slice(0, entry.indexOf('='));
+        return [ch, body.messages.filter((m) => (m as unknown as { channel: string }).channel === ch).at(-1)?.position ?? (at.get(ch) as Position)];
+      }));
+      expect([...at.keys()]).toEqual(['a', 'b', 'c']);
+    }
+    const all = Array.from({ length: 12 }, (_, k) => k + 1);
+    expect(Object.fromEntries(got)).toEqual({ a: all, b: [], c: all });
+    expect(broker.calls).toEqual(before);
+  });
+
+  it('times out with every cursor unchanged, lets go of a poll whose client left in every group, and answers held polls on close', async () => {
+    const { gw } = await gateway();
+    const at = await groups(gw, ['a', 'b']);
+    const cursor = encodeURIComponent(cursorText(at));
+    const timed = await poll(gw, `channel=a,b&cursor=${cursor}&timeout=200`).answer;
+    expect(timed.body).toEqual({ messages: [], gaps: [], cursor: cursorText(at) });
+    const left = poll(gw, `channel=a,b&cursor=${cursor}`);
+    left.answer.catch(() => undefined);
+    await until(() => gw.gateway.stats().polls.places === 2, 'held');
+    left.abort();
+    await until(() => gw.gateway.stats().polls.parked === 0, 'let go in both groups');
+    const held = Array.from({ length: 5 }, () => poll(gw, `channel=a,b&cursor=${cursor}`));
+    await until(() => gw.gateway.stats().polls.places === 10, 'held');
+    await gw.close();
+    for (const a of await Promise.all(held.map((p) => p.answer))) expect(a.body).toEqual({ messages: [], gaps: [], cursor: cursorText(at) });
+  });
 });
 
 describe('a gap that comes after publications, in one turn', () => {
@@ -338,12 +436,12 @@ describe('a gap that comes after publications, in one turn', () => {
    * Publishes 'a', then 'b', 'c', 'd' (lost live, 'b' and 'c' trimmed from history too), then 'e', all
    * in one turn: the node's feed delivers 'a', then (repairing the hole from history) the gap b..c, 'd' and 'e'.
    */
-  async function setup(): Promise<{ gw: TestGateway; at: Position; broker: Broker }> {
+  async function setup(parts: { authorize?: AuthorizeHooks } = {}): Promise<{ gw: TestGateway; at: Position; broker: Broker }> {
     const lost = new Set(['"b"', '"c"', '"d"']);
     const broker = faultyBroker(new MemoryBroker({ maxChannels: 1000, dedupMaxKeys: 100 }), { dropLive: (pub) => lost.has(pub.data) });
-    const gw = await startGateway({ channelLinger: 60_000, namespaces: { '': { historySize: 2 } } }, { broker });
+    const gw = await startGateway({ channelLinger: 60_000, namespaces: { '': { historySize: 2 } } }, { broker, ...parts });
     open.push(gw);
-    return { gw, at: await startGroup(gw, 'news'), broker };
+    return { gw, at: parts.authorize === undefined ? await startGroup(gw, 'news') : { epoch: '', seq: 0 }, broker };
   }
   const burst = (broker: Broker, channel: string): Promise<unknown> =>
     Promise.all(['a', 'b', 'c', 'd', 'e'].map((x) => broker.publish({ channel, data: JSON.stringify(x), type: undefined, idempotencyKey: undefined })));
@@ -362,11 +460,17 @@ describe('a gap that comes after publications, in one turn', () => {
     expect(second.body.messages.map((m) => m.data)).toEqual(['d', 'e']);
   });
 
-  it('a poll of several channels (a session of its own) is answered the same way', async () => {
-    const { gw, broker } = await setup();
+  it.each([
+    ['held in both channels\' groups', {}],
+    // A subscribe hook is asked on the ordinary path only: no poll group takes these polls.
+    ['a session of its own', { authorize: { subscribe: () => true } }],
+  ])('a poll of several channels (%s) is answered the same way', async (_path, parts: { authorize?: AuthorizeHooks }) => {
+    const { gw, broker } = await setup(parts);
+    if (parts.authorize === undefined) await startGroup(gw, 'other');
     const start = await poll(gw, 'channel=news,other&timeout=0').answer;
     const p = poll(gw, `channel=news,other&cursor=${encodeURIComponent(start.body.cursor)}`);
-    await until(() => gw.gateway.stats().sessions === 1 && gw.gateway.stats().hub.channels === 2, 'subscribed');
+    if (parts.authorize === undefined) await until(() => gw.gateway.stats().polls.places === 2 && gw.gateway.stats().sessions === 0, 'held');
+    else await until(() => gw.gateway.stats().sessions === 1 && gw.gateway.stats().hub.channels === 2, 'subscribed');
     await burst(broker, 'news');
     const first = await p.answer;
     expect(first.body.messages.map((m) => m.data)).toEqual(['a']);

@@ -84,11 +84,12 @@ export interface GatewayStats {
   readonly presence: number;
   /**
    * Long-poll groups (each one hub subscriber of its channel), the polls parked in them (no session of
-   * their own), and the places in their hold queues (the parked polls, and polls answered before their
-   * hold ran out that a queue has not let go yet: at most twice the parked polls, and a few), and the
-   * bytes of recent publications and answers the groups hold (at most `maxPollGroupBytes`).
+   * their own) and the places those take (a poll of several channels waits in each one's group), the
+   * places in their hold queues (the parked places, and those of polls answered before their hold ran
+   * out that a queue has not let go yet: at most twice the parked places, and a few), and the bytes of
+   * recent publications and answers the groups hold (at most `maxPollGroupBytes`).
    */
-  readonly polls: { readonly groups: number; readonly parked: number; readonly queued: number; readonly bytes: number };
+  readonly polls: { readonly groups: number; readonly parked: number; readonly places: number; readonly queued: number; readonly bytes: number };
 }
 
 /** The authenticator the options configure: JWT when `auth.jwt` is set, else open. */
@@ -276,6 +277,7 @@ export class Gateway {
     const commandError = (err: unknown, session: string): void => this.#unexpected('command', err, { session });
     const connector: Connector = {
       park: (req) => pollGroups.park(req),
+      parkJoint: (req) => pollGroups.parkJoint(req),
       polled: (channel) => pollGroups.served(channel),
       open: (transport: StreamTransport, sink: Sink, identity: Identity) => open(transport, sink, identity),
       openDuplex: (sink: DuplexSink, identity: Identity) => {

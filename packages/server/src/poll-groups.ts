@@ -29,7 +29,7 @@ import type { Metrics } from './metrics.js';
 import type { GatewayOptions } from './options.js';
 import { namespaceOf } from './publisher.js';
 import { Session, type SessionContext } from './session.js';
-import { answerTakes, type ParkOutcome, type ParkRequest, type Poller, type PollWatcher, type Sink } from './sink.js';
+import { answerTakes, type JointParkRequest, type ParkOutcome, type ParkRequest, type Poller, type PollWatcher, type Sink } from './sink.js';
 
 /** Polled channels with a group at once, per node. */
 export const MAX_GROUPS = 100_000;
@@ -75,6 +75,9 @@ export class PollBytes {
   }
 }
 
+/** Where a poll at the group's latest position starts: it is held for the next publication. */
+const LATEST = -1;
+
 /** Held publications are let go this long before the history's TTL would (ms). */
 const EXPIRY_MARGIN = 250;
 /** How often idle groups are looked for, in ms. */
@@ -100,11 +103,65 @@ class Parked implements PollWatcher {
     public gaps: number,
     /** When its hold runs out (`performance.now()`). */
     readonly deadline: number,
+    /** The poll of several channels this is one channel of; it answers, and it watches the client. */
+    readonly joint: JointPoll | undefined = undefined,
   ) {}
 
   /** Its client went away. */
   gone(): void {
     this.group.gone(this);
+  }
+}
+
+/**
+ * A poll of several channels, parked in each one's group (one {@link Parked} in each): the first group
+ * with news for it answers it, with the cursor of every channel (the others' where the poll left
+ * them), and it is let go from the rest. It times out, sees its credentials expire and its client go
+ * once, not once per channel.
+ */
+class JointPoll implements PollWatcher {
+  done = false;
+  readonly entries: Parked[] = [];
+  expiry: ClockTimer | undefined = undefined;
+
+  constructor(
+    readonly poller: Poller,
+    private readonly metrics: Metrics,
+    private readonly clock: Clock,
+    /** Told once, when the poll is answered or let go. */
+    private readonly onDone: (joint: JointPoll) => void,
+  ) {}
+
+  /** The cursor with `from`'s channel at `entry`, and every other channel where the poll left it. */
+  cursorWith(from: PollGroup, entry: string): string {
+    let cursor = '';
+    for (const e of this.entries) cursor += (cursor === '' ? '' : ',') + (e.group === from ? entry : formatCursorEntry(e.group.channel, e.at));
+    return cursor;
+  }
+
+  /** Nothing new on any channel: the cursor as the poll brought it. */
+  emptyAnswer(): Buffer {
+    return emptyAnswer(this.entries.map((e) => formatCursorEntry(e.group.channel, e.at)).join(','));
+  }
+
+  /** Answers with `body` (none: the client went away), lets go of the poll in every group, once. */
+  finish(body: Buffer | undefined, reason: string): void {
+    if (this.done) return;
+    this.done = true;
+    this.clock.clearTimeout(this.expiry);
+    for (const e of this.entries) e.group.leave(e);
+    if (body !== undefined) this.poller.answer(body);
+    this.metrics.connectionClosed('poll', reason);
+    this.onDone(this);
+  }
+
+  /** The hold ran out, or the credentials expired. */
+  timeout(reason: string): void {
+    if (!this.done) this.finish(this.emptyAnswer(), reason);
+  }
+
+  gone(): void {
+    this.finish(undefined, 'client_gone');
   }
 }
 
@@ -193,13 +250,35 @@ class PollGroup implements Sink {
     return this.last !== undefined && !this.#closed;
   }
 
+  /**
+   * Where a poll from `since` starts in the recent publications: {@link LATEST} when it is at the latest
+   * position, undefined when the group cannot answer it exactly (another epoch, ahead, further behind
+   * than it holds, or not ready).
+   */
+  start(since: Position | undefined): number | undefined {
+    const last = this.last;
+    if (last === undefined || this.#closed) return undefined;
+    if (since === undefined) return LATEST;
+    if (since.epoch !== last.epoch || since.seq > last.seq) return undefined;
+    if (since.seq === last.seq) return LATEST;
+    this.#expire();
+    const oldest = this.#recent[0];
+    if (oldest === undefined || oldest.position.seq > since.seq + 1) return undefined;
+    return since.seq + 1 - oldest.position.seq;
+  }
+
+  /** The recent publications from `start` (a {@link start} that is not {@link LATEST}). */
+  recentFrom(start: number): readonly Held[] {
+    return this.#recent.slice(start);
+  }
+
   /** Hold `req` here, or answer it now from recent publications; declined when neither can be exact. */
   take(req: ParkRequest): ParkOutcome {
-    const last = this.last;
-    if (last === undefined || this.#closed) return 'declined';
     const { since } = req;
-    if (since !== undefined && since.epoch !== last.epoch) return 'declined';
-    if (since === undefined || since.seq === last.seq) {
+    const start = this.start(since);
+    if (start === undefined) return 'declined';
+    const last = this.last as Position;
+    if (start === LATEST) {
       if (req.hold > 0) {
         this.#park(req, last);
         return 'parked';
@@ -210,19 +289,15 @@ class PollGroup implements Sink {
       this.metrics.connectionClosed('poll', 'answered');
       return 'answered';
     }
-    if (since.seq > last.seq) return 'declined';
-    this.#expire();
-    const oldest = this.#recent[0];
-    if (oldest === undefined || oldest.position.seq > since.seq + 1) return 'declined';
-    let body = this.#answers.get(since.seq);
-    const start = since.seq + 1 - oldest.position.seq;
+    const seq = (since as Position).seq;
+    let body = this.#answers.get(seq);
     const due = answerSlice(this.#recent, start, this.maxMessages, this.maxBytes);
     if (body === undefined) {
       // A new encoding is work a poll at a position no other asked for brings: a new connection's worth.
       req.slot?.charge();
       const end = (due[due.length - 1] as Held).position;
       body = Buffer.from(encodePollResponse(due.map((e) => e.json), [], formatCursorEntry(this.channel, end)));
-      this.#keep(since.seq, body);
+      this.#keep(seq, body);
     }
     this.metrics.connectionOpened('poll');
     this.metrics.resumed('poll', 'recovered');
@@ -230,6 +305,23 @@ class PollGroup implements Sink {
     req.poller.answer(body);
     this.metrics.connectionClosed('poll', 'answered');
     return 'answered';
+  }
+
+  /** Holds one channel of `joint` here, at `at` (the caller watches its client, and counts it). */
+  parkJoint(joint: JointPoll, at: Position, hold: number): void {
+    const parked = new Parked(this, joint.poller, at, this.#pending.length, this.#gaps.length, performance.now() + hold, joint);
+    joint.entries.push(parked);
+    this.#queue(parked, hold);
+    this.#parked.push(parked);
+    this.#held += 1;
+    this.idleSince = Date.now();
+  }
+
+  /** `parked` (a channel of a joint poll) was answered by another group, or its client went away: let go of it here. */
+  leave(parked: Parked): void {
+    if (parked.done) return;
+    this.#release(parked);
+    this.#compact();
   }
 
   #park(req: ParkRequest, at: Position): void {
@@ -260,6 +352,10 @@ class PollGroup implements Sink {
   /** The hold ran out (or the credentials expired): nothing new, the same cursor back. */
   #timeout(parked: Parked, reason = 'timeout'): void {
     if (parked.done) return;
+    if (parked.joint !== undefined) {
+      parked.joint.timeout(reason);
+      return;
+    }
     this.#release(parked);
     this.#answerEmpty(parked.poller, parked.at);
     this.metrics.connectionClosed('poll', reason);
@@ -473,6 +569,9 @@ class PollGroup implements Sink {
     let gapsFrom = -1;
     let due: Held[] = [];
     let body: Buffer | undefined;
+    /** For the joint polls of the run: its cursor entry here, and the answers made, by cursor. */
+    let entry: string | undefined;
+    let joint: Map<string, Buffer> | undefined;
     const parked = this.#parked;
     const kept: Parked[] = [];
     this.#parked = [];
@@ -483,6 +582,22 @@ class PollGroup implements Sink {
         gapsFrom = p.gaps;
         due = answerSlice(pending, from, this.maxMessages, this.maxBytes);
         body = this.#encode(due, gapsFrom === 0 ? gaps : gaps.slice(gapsFrom));
+        entry = joint = undefined;
+      }
+      if (body !== undefined && p.joint !== undefined) {
+        // One channel of a poll of several: its answer has every channel's cursor. Polls of the same
+        // channels at the same positions (nearly always all of them) share it.
+        entry ??= formatCursorEntry(this.channel, this.#endOf(due, gapsFrom === 0 ? gaps : gaps.slice(gapsFrom)) as Position);
+        const cursor = p.joint.cursorWith(this, entry);
+        joint ??= new Map();
+        let answer = joint.get(cursor);
+        if (answer === undefined) {
+          answer = Buffer.from(encodePollResponse(due.map((e) => e.json), gapsFrom === 0 ? gaps : gaps.slice(gapsFrom), cursor));
+          joint.set(cursor, answer);
+        }
+        for (const enc of due) this.metrics.delivered(enc.arrivedAt);
+        p.joint.finish(answer, 'answered');
+        continue;
       }
       if (body === undefined) {
         // Already at the latest position: held for the next publication.
@@ -504,12 +619,18 @@ class PollGroup implements Sink {
     else this.#compact();
   };
 
+  /**
+   * Where an answer of `due` and `gaps` leaves the channel's cursor, or undefined when both are empty.
+   * Past the message limit, the cursor stops at the last message included: the rest is a catch-up poll away.
+   */
+  #endOf(due: readonly Held[], gaps: readonly Gap[]): Position | undefined {
+    const lastDue = due[due.length - 1];
+    return lastDue !== undefined ? lastDue.position : gaps[gaps.length - 1]?.to;
+  }
+
   /** One answer of `due` and `gaps`, or undefined when both are empty. */
   #encode(due: readonly Held[], gaps: readonly Gap[]): Buffer | undefined {
-    // Past the message limit, the cursor stops at the last one included: the rest is a catch-up poll away.
-    const lastDue = due[due.length - 1];
-    const lastGap = gaps[gaps.length - 1];
-    const end = lastDue !== undefined ? lastDue.position : lastGap?.to;
+    const end = this.#endOf(due, gaps);
     if (end === undefined) return undefined;
     return Buffer.from(encodePollResponse(due.map((e) => e.json), gaps, formatCursorEntry(this.channel, end)));
   }
@@ -528,6 +649,10 @@ class PollGroup implements Sink {
     this.#clearHolds();
     for (const p of parked) {
       if (p.done) continue;
+      if (p.joint !== undefined) {
+        p.joint.finish(p.joint.emptyAnswer(), 'restart');
+        continue;
+      }
       this.#release(p);
       p.poller.answer(emptyAnswer(formatCursorEntry(this.channel, p.at)));
       this.metrics.connectionClosed('poll', 'restart');
@@ -548,6 +673,12 @@ class PollGroup implements Sink {
 export class PollGroups {
   readonly #groups = new Map<Channel, PollGroup>();
   readonly #bytes: PollBytes;
+  /** Polls of several channels held, and their places in the groups (one per channel). */
+  readonly #joints = { polls: 0, places: 0 };
+  readonly #jointDone = (joint: JointPoll): void => {
+    this.#joints.polls -= 1;
+    this.#joints.places -= joint.entries.length;
+  };
   readonly #sweep: NodeJS.Timeout;
   #closed = false;
 
@@ -561,15 +692,19 @@ export class PollGroups {
     this.#sweep = setInterval(() => this.#release(), SWEEP).unref();
   }
 
-  /** Groups, the polls parked in them, the places in their hold queues, and the bytes they hold. */
-  stats(): { groups: number; parked: number; queued: number; bytes: number } {
+  /**
+   * Groups, the polls parked in them and the places those take (a poll of several channels takes one
+   * in each one's group), the places in their hold queues, and the bytes they hold.
+   */
+  stats(): { groups: number; parked: number; places: number; queued: number; bytes: number } {
     let parked = 0;
     let queued = 0;
     for (const g of this.#groups.values()) {
       parked += g.parkedCount;
       queued += g.queuedCount;
     }
-    return { groups: this.#groups.size, parked, queued, bytes: this.#bytes.used };
+    const { polls, places } = this.#joints;
+    return { groups: this.#groups.size, parked: parked - places + polls, places: parked, queued, bytes: this.#bytes.used };
   }
 
   /**
@@ -577,27 +712,113 @@ export class PollGroups {
    * caller takes the ordinary path, and reports it {@link served} when it was answered).
    */
   park(req: ParkRequest): ParkOutcome {
-    if (this.#closed) return 'declined';
-    const { channel, identity } = req;
+    const group = this.#groupFor(req.channel, req.identity);
+    return group === undefined ? 'declined' : group.take(req);
+  }
+
+  /**
+   * Takes a poll for several channels when every one has a group that can answer it exactly:
+   * answered at once when any of them is behind (from what the groups hold, within the answer's
+   * limits; an answer made for this poll alone, so it costs the poll its token of the connect rate),
+   * else held in every group until the first has news for it. Declined otherwise (the ordinary path).
+   */
+  parkJoint(req: JointParkRequest): ParkOutcome {
+    const { channels, cursor, identity } = req;
+    const groups: PollGroup[] = [];
+    const starts: number[] = [];
+    let behind = false;
+    for (const channel of channels) {
+      const group = this.#groupFor(channel, identity);
+      const start = group?.start(cursor.get(channel));
+      if (group === undefined || start === undefined) return 'declined';
+      groups.push(group);
+      starts.push(start);
+      if (start !== LATEST) behind = true;
+    }
+    const { metrics } = this.ctx;
+    const at = groups.map((g, i) => cursor.get(channels[i] as Channel) ?? (g.last as Position));
+    if (behind) {
+      req.slot?.charge();
+      metrics.connectionOpened('poll');
+      metrics.resumed('poll', 'recovered');
+      req.poller.answer(this.#catchUp(groups, starts, at));
+      metrics.connectionClosed('poll', 'answered');
+      return 'answered';
+    }
+    if (req.hold === 0) {
+      metrics.connectionOpened('poll');
+      req.poller.answer(emptyAnswer(groups.map((g, i) => formatCursorEntry(g.channel, at[i] as Position)).join(',')));
+      metrics.connectionClosed('poll', 'answered');
+      return 'answered';
+    }
+    const clock = this.ctx.clock ?? systemClock;
+    const joint = new JointPoll(req.poller, metrics, clock, this.#jointDone);
+    groups.forEach((g, i) => g.parkJoint(joint, at[i] as Position, req.hold));
+    this.#joints.polls += 1;
+    this.#joints.places += groups.length;
+    const { expiresAt } = identity;
+    const left = expiresAt === undefined ? Infinity : expiresAt - clock.now();
+    if (left <= MAX_TIMER) joint.expiry = clock.setTimeout(() => joint.timeout('token_expired'), left);
+    metrics.connectionOpened('poll');
+    if (cursor.size > 0) metrics.resumed('poll', 'recovered');
+    req.poller.watch(joint);
+    return 'parked';
+  }
+
+  /**
+   * The answer of a poll of several channels, some behind: what each group holds after the poll's
+   * position, channel by channel, within `maxPollMessages` and about `maxBufferedBytes` (at least one
+   * message); each channel's cursor stops at the last of its messages included.
+   */
+  #catchUp(groups: readonly PollGroup[], starts: readonly number[], at: readonly Position[]): Buffer {
+    const { maxPollMessages, maxBufferedBytes } = this.options;
+    const messages: string[] = [];
+    const entries: string[] = [];
+    let bytes = 0;
+    let full = false;
+    groups.forEach((group, i) => {
+      let end = at[i] as Position;
+      const start = starts[i] as number;
+      if (start !== LATEST) {
+        for (const held of group.recentFrom(start)) {
+          if (full || !answerTakes(messages.length, bytes, held.json.length, maxPollMessages, maxBufferedBytes)) {
+            full = true;
+            break;
+          }
+          messages.push(held.json);
+          bytes += held.json.length;
+          end = held.position;
+          this.ctx.metrics.delivered(held.arrivedAt);
+        }
+      }
+      entries.push(formatCursorEntry(group.channel, end));
+    });
+    return Buffer.from(encodePollResponse(messages, [], entries.join(',')));
+  }
+
+  /**
+   * The group of `channel` when it may take a poll of `identity`: the decisions the ordinary path
+   * makes, with its refusals (permissions, hooks, ephemeral channels, expired credentials), are left to it.
+   */
+  #groupFor(channel: Channel, identity: Identity): PollGroup | undefined {
+    if (this.#closed) return undefined;
     let ns;
     try {
       ns = namespaceOf(this.options, channel);
     } catch {
-      return 'declined';
+      return undefined;
     }
-    // Decisions the ordinary path makes, with its refusals: permissions, hooks, and ephemeral channels (no resume).
-    if (ns.ephemeral || this.ctx.authorize?.hooks?.subscribe !== undefined) return 'declined';
+    if (ns.ephemeral || this.ctx.authorize?.hooks?.subscribe !== undefined) return undefined;
     const group = this.#groups.get(channel);
-    if (group === undefined) return 'declined';
-    if (identity.server !== true && !this.auth.canSubscribe(identity, channel)) return 'declined';
-    // Expired credentials: the ordinary path refuses them with `token_expired`.
-    if (identity.expiresAt !== undefined && identity.expiresAt <= (this.ctx.clock ?? systemClock).now()) return 'declined';
-    return group.take(req);
+    if (group === undefined) return undefined;
+    if (identity.server !== true && !this.auth.canSubscribe(identity, channel)) return undefined;
+    if (identity.expiresAt !== undefined && identity.expiresAt <= (this.ctx.clock ?? systemClock).now()) return undefined;
+    return group;
   }
 
   /**
-   * A poll for `channel` alone was answered on the ordinary path (so its client may read it): start the
-   * channel's group for the polls that follow. A refused poll starts nothing.
+   * A poll for `channel` (alone or with others) was taken on the ordinary path (so its client may
+   * read it): start the channel's group for the polls that follow. A refused poll starts nothing.
    */
   served(channel: Channel): void {
     if (this.#closed || this.#groups.has(channel) || this.#groups.size >= MAX_GROUPS) return;

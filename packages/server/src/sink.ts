@@ -120,6 +120,19 @@ export function answerTakes(count: number, bytes: number, size: number, maxMessa
   return count < maxMessages && (count === 0 || bytes + size <= maxBytes);
 }
 
+/** One long poll for several channels. */
+export interface JointParkRequest {
+  readonly channels: readonly Channel[];
+  /** The positions the poll's cursor gives (a channel without one starts at its latest). */
+  readonly cursor: ReadonlyMap<Channel, Position>;
+  readonly identity: Identity;
+  /** The longest the poll may be held, in ms. */
+  readonly hold: number;
+  readonly poller: Poller;
+  /** The poll's connection slot: an answer made for this poll alone at once costs its token of the connect rate. */
+  readonly slot?: { charge(): void } | undefined;
+}
+
 /** Parked (held at the channel's latest position), answered at once, or declined (take the ordinary path). */
 export type ParkOutcome = 'parked' | 'answered' | 'declined';
 
@@ -132,7 +145,9 @@ export interface Connector {
   openDuplex(sink: DuplexSink, identity: Identity): DuplexAttachment;
   /** The long-poll fast path: a poll for one channel, held or answered without a session of its own. */
   park?(req: ParkRequest): ParkOutcome;
-  /** A poll for this channel alone was answered the ordinary way: the fast path may take the next ones. */
+  /** The same for a poll of several channels, held in every channel's group and answered by the first with news. */
+  parkJoint?(req: JointParkRequest): ParkOutcome;
+  /** A poll for this channel (alone or with others) was answered the ordinary way: the fast path may take the next ones. */
   polled?(channel: Channel): void;
   /** Whether new connections are refused (the gateway is draining). */
   readonly draining: boolean;

@@ -239,15 +239,20 @@ export class PollTransport {
     if (only !== undefined && this.connector.park !== undefined) {
       const outcome = this.connector.park({ channel: only, since: params.cursor.get(only), identity: admitted.identity, hold, poller: new HeldResponse(res, admitted.cors), slot: admitted.slot });
       if (outcome !== 'declined') return undefined;
+    } else if (only === undefined && this.connector.parkJoint !== undefined) {
+      // Several channels: held in each one's group, or answered at once from what they hold.
+      const { channels, cursor } = params;
+      const outcome = this.connector.parkJoint({ channels, cursor, identity: admitted.identity, hold, poller: new HeldResponse(res, admitted.cors), slot: admitted.slot });
+      if (outcome !== 'declined') return undefined;
     }
     // A poll its group did not take starts a session's work (a hub join, perhaps a broker subscribe
     // and a history read): that is a new connection, and it takes its token of the connect rate.
     admitted.slot?.charge();
-    return this.#session(res, admitted, params.channels, params.cursor, hold, only);
+    return this.#session(res, admitted, params.channels, params.cursor, hold);
   };
 
-  /** A poll with a session of its own: several channels, or one its group declined. */
-  async #session(res: HttpResponse, admitted: Admitted, channels: readonly Channel[], cursor: ReadonlyMap<Channel, Position>, hold: number, only: Channel | undefined): Promise<void> {
+  /** A poll with a session of its own: one its channels' groups declined. */
+  async #session(res: HttpResponse, admitted: Admitted, channels: readonly Channel[], cursor: ReadonlyMap<Channel, Position>, hold: number): Promise<void> {
     const owner: { session?: Attachment } = {};
     const conn = new PollConnection(res, channels, cursor, this.opts.maxPollMessages, this.opts.maxBufferedBytes, () => owner.session?.detach(), admitted.cors);
     const session = (owner.session = this.connector.open('poll', conn, admitted.identity));
@@ -258,6 +263,6 @@ export class PollTransport {
       throw err;
     }
     conn.arm(hold);
-    if (only !== undefined) this.connector.polled?.(only);
+    if (this.connector.polled !== undefined) for (const channel of channels) this.connector.polled(channel);
   }
 }
