@@ -41,6 +41,7 @@ function openArgs(server, spec, count, cfg) {
     transport: spec.transport ?? 'ws',
     dialect: info.dialect,
     connectSubscribe: info.connectSubscribe === true,
+    ownChannels: spec.ownChannels === true,
     host: '127.0.0.1',
     port: server.port,
     channel: cfg.channel,

@@ -97,6 +97,15 @@ export function sessions(cfg) {
     fanout('sse-small', 'sse', cfg.smallSubs, cfg.refRate, cfg.ladderRounds),
     fanout('sse-large', 'sse', cfg.largeSubs, cfg.refRate, cfg.ladderRounds),
     fanout('poll-large', 'poll', cfg.largeSubs, cfg.pollRefRate, cfg.ladderRounds),
+    // What the SDK's long-poll fallback does for a client with two subscriptions: one poll of both.
+    {
+      ...fanout('poll-joint', 'poll', cfg.smallSubs, cfg.pollRefRate / 4, 1),
+      title: `Long-poll fan-out: ${int(cfg.smallSubs)} subscribers of one channel, each polling it with a quiet channel of its own`,
+      ownChannels: true,
+      steps: ['cpu'],
+      sides: sidesOf('poll', ['tidings', 'tidings-ref']),
+      ratios: [['tidings', 'tidings-ref']],
+    },
     channelsSession(
       'channels-ws',
       [...sidesOf('ws', ['baseline', 'floor', 'tidings', 'tidings-ref']), ...sidesOf('ws', ['tidings', 'floor'], { publish: 'batch' }), ...sidesOf('ws', ['tidings', 'floor'], { publish: 'connection' }), ...sidesOf('ws', ['nchan', 'socketio'])],

@@ -54,10 +54,11 @@ async function openPublisher({ host, port, channel, channels, publish }) {
 /**
  * Opens subscribers until `count` were asked for in all (a later call adds to the earlier ones), at
  * most `concurrency` handshakes at a time, within `timeoutMs`. Subscriber i takes channel
- * `<channel>-<i mod channels>` (just `channel` when there is one). The first call also opens the
- * publisher (`publish`), which may reject ("not supported by this server").
+ * `<channel>-<i mod channels>` (just `channel` when there is one); with `ownChannels`, also a quiet
+ * channel of its own, `<channel>-own-<i>`, in the same subscription (a long poll of two channels). The
+ * first call also opens the publisher (`publish`), which may reject ("not supported by this server").
  */
-async function open({ transport, dialect, host, port, channel, channels = 1, count, probes, concurrency, timeoutMs, publish, connectSubscribe = false }) {
+async function open({ transport, dialect, host, port, channel, channels = 1, count, probes, concurrency, timeoutMs, publish, connectSubscribe = false, ownChannels = false }) {
   const Subscriber = SUBSCRIBERS[transport]?.[dialect];
   if (Subscriber === undefined) throw new Error(`no ${transport} subscriber for ${dialect}`);
   if (publisher === undefined) {
@@ -73,7 +74,8 @@ async function open({ transport, dialect, host, port, channel, channels = 1, cou
   while (performance.now() < deadline) {
     while (subscribers.length < count && subscribers.length - counters.ready - counters.failed < concurrency) {
       const i = subscribers.length;
-      subscribers.push(new Subscriber({ host, port, channel: names[i % names.length], probe: i % stride === 0, counters, connectSubscribe, localAddress: sourceOf(host, i) }));
+      const name = ownChannels ? `${names[i % names.length]},${channel}-own-${i}` : names[i % names.length];
+      subscribers.push(new Subscriber({ host, port, channel: name, probe: i % stride === 0, counters, connectSubscribe, localAddress: sourceOf(host, i) }));
     }
     if (counters.ready + counters.failed >= count) break;
     await sleep(5);

@@ -361,6 +361,36 @@ describe('polls of several channels through poll groups', () => {
     return at;
   }
 
+  it('held ones are no new connections: 40 pollers of two channels follow 10 publications at a connect rate of 5 per second, none refused', async () => {
+    const { gw } = await gateway({ maxConnectRate: 5 });
+    const at = await groups(gw, ['news', 'other']);
+    const follow = async (): Promise<{ got: unknown[]; statuses: number[] }> => {
+      const got: unknown[] = [];
+      const statuses: number[] = [];
+      let cursor = cursorText(at);
+      while (got.length < 10) {
+        const { status, body } = await poll(gw, `channel=news,other&cursor=${encodeURIComponent(cursor)}&timeout=5000`).answer;
+        statuses.push(status);
+        if (status !== 200) break;
+        got.push(...body.messages.map((m) => m.data));
+        cursor = body.cursor;
+      }
+      return { got, statuses };
+    };
+    const pollers = Array.from({ length: 40 }, follow);
+    await until(() => gw.gateway.stats().polls.parked === 40, 'all held');
+    for (let n = 1; n <= 10; n++) {
+      await gw.publish('news', n);
+      await new Promise((r) => setTimeout(r, 20));
+    }
+    const followed = await Promise.all(pollers);
+    expect(followed.reduce((n, f) => n + f.statuses.length, 0)).toBeGreaterThan(40);
+    for (const { got, statuses } of followed) {
+      expect(statuses.filter((s) => s !== 200)).toEqual([]);
+      expect(got).toEqual([1, 2, 3, 4, 5, 6, 7, 8, 9, 10]);
+    }
+  });
+
   it('the first takes the ordinary path and starts a group for each of its channels', async () => {
     const { gw } = await gateway();
     const a = await poll(gw, 'channel=x,y,z&timeout=0').answer;
