@@ -17,7 +17,7 @@
 import { describe, expect, it } from 'vitest';
 import fc from 'fast-check';
 import { TidingsError, type Gap, type Position } from '@tidings/protocol';
-import { planResume, type EvictionReason, type HistoryPage, type Publication, type ResumePlan, type ResumeStep } from '@tidings/server';
+import { planPart, planResume, type EvictionReason, type HistoryPage, type Publication, type ResumePlan, type ResumeStep } from '@tidings/server';
 
 const CH = 'room:1';
 const E = 'epochA';
@@ -447,5 +447,34 @@ describe('planResume (regressions)', () => {
     const p = planResume(CH, pos(2), page(10, range(5, 10), 'trimmed'), range(3, 11).map((n) => pub(n)), false);
     expect(p.steps).toEqual(range(3, 11).map((n) => ({ pub: pub(n) })));
     expect(p.recovered).toBe(true);
+  });
+});
+
+describe('planPart (properties)', () => {
+  it('reading on in parts of any sizes, each from where the last left the client, gives exactly the steps of one read of everything', () => {
+    fc.assert(
+      fc.property(scenarioArb, fc.array(fc.integer({ min: 1, max: 6 }), { minLength: 1, maxLength: 8 }), (s, limits) => {
+        const since = s.since ?? 0;
+        const live = liveOf(s);
+        const evicted = s.first > 1 ? (s.evicted ?? 'trimmed') : s.evicted;
+        /** A broker read: the retained publications after `after`, at most `limit`. */
+        const read = (after: number, limit: number): HistoryPage => page(s.top, range(Math.max(s.first, after + 1), s.top).slice(0, limit), evicted);
+        const whole = planResume(CH, pos(since), read(since, Infinity), live, false);
+        const steps: ResumeStep[] = [];
+        let sent = pos(since);
+        let more = true;
+        for (let i = 0; more; i++) {
+          expect(i).toBeLessThan(100);
+          const limit = limits[i % limits.length] as number;
+          const part = planPart(CH, sent, read(sent.seq, limit), live, limit);
+          steps.push(...part.steps);
+          sent = part.last;
+          more = part.more;
+        }
+        expect(steps).toEqual(whole.steps);
+        expect(sent).toEqual(whole.last);
+      }),
+      RUNS,
+    );
   });
 });

@@ -38,6 +38,6 @@ export { loadHooks, proxyHooks, type AuthorizeHooks } from './authorize.js';
 export { systemClock, type Clock, type ClockTimer } from './clock.js';
 export { Buckets, CounterMetrics, DELIVERY_BUCKETS_MS, NO_METRICS, type BrokerOp, type Metrics, type DropReason, type ErrorSite, type ResumeOutcome } from './metrics.js';
 export type { RpcHandlers } from './commands.js';
-export { planResume, type ResumePlan, type ResumeStep } from './resume.js';
+export { planPart, planResume, type ResumePlan, type ResumeStep } from './resume.js';
 export { createLogger, type Logger } from './log.js';
 export { installProcessNet, type ProcessNet } from './process-net.js';

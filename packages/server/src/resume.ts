@@ -106,3 +106,19 @@ export function planResume(
   }
   return { steps, last, recovered: resuming && !lostAny };
 }
+
+/**
+ * Plans the next part of a replay that continues from `since` (where its client is) with a history
+ * read of at most `limit` publications. A full page of the channel's current epoch that stops short of
+ * its top is a part: planned up to its last publication, with the live publications up to there, and
+ * `more` to read after it. Anything else is planned to the end, as {@link planResume} does.
+ */
+export function planPart(channel: string, since: Position, page: HistoryPage, live: readonly Publication[], limit: number): ResumePlan & { readonly more: boolean } {
+  const { publications, top } = page;
+  const cut = publications[publications.length - 1]?.position;
+  if (publications.length < limit || cut === undefined || since.epoch !== top.epoch || cut.epoch !== top.epoch || cut.seq >= top.seq) {
+    return { ...planResume(channel, since, page, live, false), more: false };
+  }
+  const upToCut = live.filter((p) => p.position.epoch === cut.epoch && p.position.seq <= cut.seq);
+  return { ...planResume(channel, since, { ...page, top: cut }, upToCut, false), more: true };
+}

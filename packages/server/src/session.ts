@@ -17,6 +17,8 @@
  * the sink as the sink drains, never more than half of `maxBufferedBytes` ahead of it (the other half
  * is room for live publications meanwhile). A subscription whose replay waits for the reader stays
  * buffering its live publications (at most `maxResumeBuffer`) and goes live once the replay is done.
+ * Waiting, a replay holds where its client is, not the history read for it: it reads again, a part
+ * at a time, as the reader drains.
  * @module
  */
 import {
@@ -37,7 +39,7 @@ import type { Metrics, ResumeOutcome } from './metrics.js';
 import type { Backpressure, GatewayOptions } from './options.js';
 import type { Presence } from './presence.js';
 import { namespaceOf } from './publisher.js';
-import { planResume, type ResumeStep } from './resume.js';
+import { planPart, planResume, type ResumeStep } from './resume.js';
 import { SLOW_CONSUMER, type Attachment, type Sink } from './sink.js';
 import { SmallMap } from './small-map.js';
 
@@ -117,21 +119,41 @@ class Subscription implements Subscriber, Outlet {
   }
 }
 
-/** A resume's replay as far as it went: the steps of its plan, and what going live needs. */
+/**
+ * A resume's replay as far as it went: the steps of its plan, where the client is, and what going live
+ * needs. While it waits for the reader it keeps no steps (a history page read for this session alone),
+ * and plans again from where the client is once the reader drains.
+ */
 interface Replay {
   readonly sub: Subscription;
-  readonly steps: readonly ResumeStep[];
+  steps: readonly ResumeStep[];
   /** The next step to hand to the sink. */
   at: number;
   /** The encodings of live publications the plan took from the subscription's buffer. */
-  readonly encOf: ReadonlyMap<Publication, EncodedPublication>;
+  encOf: ReadonlyMap<Publication, EncodedPublication>;
   /** The position after the plan. */
-  readonly last: Position;
+  last: Position;
   /** How many of the buffered live publications the plan took: those after them follow it. */
-  readonly planned: number;
+  planned: number;
+  /** The position after the last step handed to the sink: where the client is. */
+  sent: Position;
+  /** The plan stops short of the channel's top: there is more to read after it. */
+  more: boolean;
+  /** Steps handed to the sink in the last part: the next read asks for about twice as many. */
+  lastPart: number;
+  /**
+   * How many publications a history read may return: the namespace's `historySize`; 0 in an ephemeral
+   * namespace, whose replay is only live publications (shared with every subscriber) and is kept.
+   */
+  readonly limit: number;
   /** List the session as present in the channel once live. */
   readonly present: boolean;
 }
+
+const NO_STEPS: readonly ResumeStep[] = [];
+/** The fewest publications a replay's later history read asks for. */
+const MIN_PART = 8;
+const NO_ENCODINGS: ReadonlyMap<Publication, EncodedPublication> = new Map();
 
 /** The sink has been asked to say when it drains. */
 const AWAITING_DRAIN = 1;
@@ -281,8 +303,21 @@ export class Session implements Attachment {
       this.sink.subscribed({ channel, position: start, recovered: plan.recovered }, id);
       if (since !== undefined && !ns.ephemeral) this.#countResume(plan.recovered ? 'recovered' : (plan.steps.find((s) => s.gap !== undefined)?.gap?.reason ?? 'trimmed'));
       // A client that can hear joins and leaves is listed as present once live (a long poll is not).
-      const replay: Replay = { sub, steps: plan.steps, at: 0, encOf, last: plan.last, planned: buffered.length, present: ns.presence && this.sink.presence !== undefined && !server };
+      const replay: Replay = {
+        sub,
+        steps: plan.steps,
+        at: 0,
+        encOf,
+        last: plan.last,
+        planned: buffered.length,
+        sent: start,
+        more: false,
+        lastPart: 0,
+        limit: ns.ephemeral ? 0 : ns.historySize,
+        present: ns.presence && this.sink.presence !== undefined && !server,
+      };
       this.#replay(replay);
+      replay.lastPart = replay.at;
       // The rest waits for the reader. The subscribe is done: an SSE stream opens only once every
       // channel is, and a WebSocket client has its reply.
       if (replay.at < replay.steps.length && !has(this.#flags, CLOSED)) this.#replayLater(replay).then(undefined, (err: unknown) => this.#replayFailed(err));
@@ -302,18 +337,21 @@ export class Session implements Attachment {
     while (replay.at < steps.length) {
       if (has(this.#flags, CLOSED)) return;
       const step = steps[replay.at] as ResumeStep;
-      if (step.gap !== undefined) this.sink.gap(step.gap);
-      else {
+      if (step.gap !== undefined) {
+        this.sink.gap(step.gap);
+        replay.sent = step.gap.to;
+      } else {
         if (this.#replayed > 0 && this.#replayFull) return;
         const enc = replay.encOf.get(step.pub) ?? new EncodedPublication(step.pub);
         // The message JSON's length stands for its size on the wire. A sink that never backs up (a long
         // poll) is not paged, and need not have every replayed publication encoded.
         if (this.sink.whenDrained !== undefined) this.#replayed += enc.json.length;
         this.send(enc, sub);
+        replay.sent = step.pub.position;
       }
       replay.at += 1;
     }
-    if (has(this.#flags, CLOSED)) return;
+    if (has(this.#flags, CLOSED) || replay.more) return;
     const buffer = sub.buffer ?? [];
     sub.last = replay.last;
     sub.buffer = undefined;
@@ -330,16 +368,49 @@ export class Session implements Attachment {
     return this.sink.whenDrained !== undefined && this.sink.bufferedBytes + this.#replayed > this.ctx.options.maxBufferedBytes / 2;
   }
 
-  /** The rest of a replay, a page per drain of the sink, while the session and the subscription last. */
+  /**
+   * The rest of a replay, a part per drain of the sink, while the session and the subscription last.
+   * Waiting, it lets go of its steps: what is left is read from history again when the reader has
+   * drained, about twice what the last part handed over, and planned from where the client is with
+   * the live publications buffered meanwhile (what history no longer has by then is a gap, told as
+   * any other). So a client that does not read holds a position per channel here, not a history page
+   * per channel, and one that reads slowly has its history read about twice over in all.
+   */
   async #replayLater(replay: Replay): Promise<void> {
     const { sub } = replay;
-    while (replay.at < replay.steps.length) {
-      await new Promise<void>((resolve) => {
-        (this.#replayWaiters ??= []).push(resolve);
-        this.#awaitDrain();
-      });
-      if (has(this.#flags, CLOSED) || this.#subs.get(sub.channel) !== sub) return;
+    const reread = replay.limit > 0;
+    while (replay.at < replay.steps.length || replay.more) {
+      if (replay.at < replay.steps.length || this.#replayFull) {
+        if (reread) {
+          replay.steps = NO_STEPS;
+          replay.at = 0;
+          replay.encOf = NO_ENCODINGS;
+          replay.more = true;
+        }
+        // Woken with no room (other replays took it first), it waits again before reading anything.
+        do {
+          await new Promise<void>((resolve) => {
+            (this.#replayWaiters ??= []).push(resolve);
+            this.#awaitDrain();
+          });
+          if (has(this.#flags, CLOSED) || this.#subs.get(sub.channel) !== sub) return;
+        } while (this.#replayed > 0 && this.#replayFull);
+      }
+      if (reread) {
+        const limit = Math.min(replay.limit, Math.max(MIN_PART, 2 * replay.lastPart));
+        const page = await this.#history(sub.channel, replay.sent, limit);
+        if (has(this.#flags, CLOSED) || this.#subs.get(sub.channel) !== sub) return;
+        const buffered = sub.buffer ?? [];
+        const plan = planPart(sub.channel, replay.sent, page, buffered.map((e) => e.pub), limit);
+        replay.steps = plan.steps;
+        replay.at = 0;
+        replay.encOf = new Map(buffered.map((e) => [e.pub, e]));
+        replay.last = plan.last;
+        replay.more = plan.more;
+        replay.planned = buffered.length;
+      }
       this.#replay(replay);
+      replay.lastPart = replay.at;
     }
   }
 
