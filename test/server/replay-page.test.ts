@@ -9,8 +9,8 @@ import { setFlagsFromString } from 'node:v8';
 import { runInNewContext } from 'node:vm';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { formatCursor, type Position } from '@tidings/protocol';
-import { RedisBroker } from '@tidings/server';
-import { rawWebSocket, RawSseClient, RawWsClient, startGateway, startRedis, until, type RedisServer, type TestGateway } from '@tidings/testing';
+import { MemoryBroker, RedisBroker } from '@tidings/server';
+import { faultyBroker, rawWebSocket, RawSseClient, RawWsClient, startGateway, startRedis, until, type RedisServer, type TestGateway } from '@tidings/testing';
 
 setFlagsFromString('--expose-gc');
 const gc = runInNewContext('gc') as () => void;
@@ -138,6 +138,35 @@ describe('a resume whose history is trimmed while it waits for its reader', () =
       expect(client.named('tidings:gap').length).toBeGreaterThan(0);
     } finally {
       client.close();
+    }
+  }, 60_000);
+});
+
+describe('a later part of a replay that history cannot give', () => {
+  it('closes the stream unavailable, the messages before it delivered in order: the client resumes from there', async () => {
+    // The first read (from seq 0) works; every later part's read fails, as with the broker down.
+    const broker = faultyBroker(new MemoryBroker({ maxChannels: 100, dedupMaxKeys: 10, maxHistoryBytes: 64 * 1024 * 1024 }), { failHistory: (_channel, since) => (since?.seq ?? 0) > 0 });
+    const down = await startGateway({ maxBufferedBytes: BOUND, maxPayload: 64 * 1024, namespaces: { g: { historySize: TRIMMED, historyTtl: 600 } } }, { broker });
+    try {
+      const channel = 'g:down';
+      const first = await Promise.all(Array.from({ length: TRIMMED }, (_, i) => down.publish(channel, { i, body: BODY })));
+      const from: Position = { epoch: first[0]?.position.epoch ?? '', seq: 0 };
+      const client = await RawSseClient.open(`${down.url}/sse?channel=${channel}&lastEventId=${encodeURIComponent(formatCursor(new Map([[channel, from]])))}`);
+      try {
+        client.pause();
+        await new Promise((r) => setTimeout(r, 500));
+        client.resume();
+        await client.until((c) => c.named('tidings:error').length > 0, 20_000);
+        expect(JSON.parse(client.named('tidings:error')[0]?.data ?? '{}')).toMatchObject({ code: 'unavailable' });
+        const seqs = client.named('message').map((e) => (JSON.parse(e.data) as { position: Position }).position.seq);
+        expect(seqs.length).toBeGreaterThan(0);
+        expect(seqs.length).toBeLessThan(TRIMMED);
+        expect(seqs).toEqual(Array.from({ length: seqs.length }, (_, i) => i + 1));
+      } finally {
+        client.close();
+      }
+    } finally {
+      await down.close();
     }
   }, 60_000);
 });

@@ -398,7 +398,14 @@ export class Session implements Attachment {
       }
       if (reread) {
         const limit = Math.min(replay.limit, Math.max(MIN_PART, 2 * replay.lastPart));
-        const page = await this.#history(sub.channel, replay.sent, limit);
+        let page: HistoryPage;
+        try {
+          page = await this.#history(sub.channel, replay.sent, limit);
+        } catch (err) {
+          // The broker is down: the client resumes from what it has once it is back.
+          this.close('unavailable', `history unavailable: ${err instanceof Error ? err.message : String(err)}; reconnect and resume`);
+          return;
+        }
         if (has(this.#flags, CLOSED) || this.#subs.get(sub.channel) !== sub) return;
         const buffered = sub.buffer ?? [];
         const plan = planPart(sub.channel, replay.sent, page, buffered.map((e) => e.pub), limit);
