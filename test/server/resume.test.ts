@@ -451,28 +451,69 @@ describe('planResume (regressions)', () => {
 });
 
 describe('planPart (properties)', () => {
+  /**
+   * Chains parts from the client's position towards where the first plan ended, each read of a size
+   * from `limits`, as a waiting replay does; `extra` publications were made after the first plan
+   * (history holds them beyond its top, the live buffer got them last).
+   */
+  function chain(s: Scenario, limits: readonly number[], extra: number): { whole: ResumePlan; steps: ResumeStep[]; sent: Position } {
+    const since = s.since ?? 0;
+    const live = liveOf(s);
+    const evicted = s.first > 1 ? (s.evicted ?? 'trimmed') : s.evicted;
+    const base = Math.max(s.top, ...s.live);
+    /** A broker read: the retained publications after `after`, at most `limit`; later ones after `base`. */
+    const read = (after: number, limit: number, more: number): HistoryPage => ({
+      ...page(s.top + more, [...range(Math.max(s.first, after + 1), s.top), ...range(Math.max(base + 1, after + 1), base + more)].slice(0, limit), evicted),
+      top: pos(more === 0 ? s.top : base + more),
+    });
+    const whole = planResume(CH, pos(since), read(since, Infinity, 0), live, false);
+    const later = [...live, ...range(base + 1, base + extra).map((n) => pub(n))];
+    const steps: ResumeStep[] = [];
+    let sent = pos(since);
+    let more = true;
+    for (let i = 0; more; i++) {
+      expect(i).toBeLessThan(100);
+      const limit = limits[i % limits.length] as number;
+      const part = planPart(CH, sent, read(sent.seq, limit, extra), later, limit, whole.last);
+      steps.push(...part.steps);
+      sent = part.last;
+      more = part.more;
+    }
+    return { whole, steps, sent };
+  }
+
   it('reading on in parts of any sizes, each from where the last left the client, gives exactly the steps of one read of everything', () => {
     fc.assert(
       fc.property(scenarioArb, fc.array(fc.integer({ min: 1, max: 6 }), { minLength: 1, maxLength: 8 }), (s, limits) => {
-        const since = s.since ?? 0;
-        const live = liveOf(s);
-        const evicted = s.first > 1 ? (s.evicted ?? 'trimmed') : s.evicted;
-        /** A broker read: the retained publications after `after`, at most `limit`. */
-        const read = (after: number, limit: number): HistoryPage => page(s.top, range(Math.max(s.first, after + 1), s.top).slice(0, limit), evicted);
-        const whole = planResume(CH, pos(since), read(since, Infinity), live, false);
-        const steps: ResumeStep[] = [];
-        let sent = pos(since);
-        let more = true;
-        for (let i = 0; more; i++) {
-          expect(i).toBeLessThan(100);
-          const limit = limits[i % limits.length] as number;
-          const part = planPart(CH, sent, read(sent.seq, limit), live, limit);
-          steps.push(...part.steps);
-          sent = part.last;
-          more = part.more;
-        }
+        const { whole, steps, sent } = chain(s, limits, 0);
         expect(steps).toEqual(whole.steps);
         expect(sent).toEqual(whole.last);
+      }),
+      RUNS,
+    );
+  });
+
+  it('stops where the first plan ended, however much was published since: that is the live buffer\'s', () => {
+    fc.assert(
+      fc.property(scenarioArb, fc.array(fc.integer({ min: 1, max: 6 }), { minLength: 1, maxLength: 8 }), fc.integer({ min: 1, max: 20 }), (s, limits, extra) => {
+        const { whole, steps, sent } = chain(s, limits, extra);
+        expect(sent).toEqual(whole.last);
+        // From the client's position to there: each publication the next seq, or a gap that says what is skipped.
+        const delivered = (list: readonly ResumeStep[]): number[] => list.flatMap((x) => (x.pub === undefined ? [] : [x.pub.position.seq]));
+        let at = s.since ?? 0;
+        for (const step of steps) {
+          if (step.gap !== undefined) {
+            expect(step.gap.from).toEqual(pos(at));
+            expect(step.gap.to.seq).toBeGreaterThan(at);
+            at = step.gap.to.seq;
+          } else {
+            expect(step.pub.position).toEqual(pos(at + 1));
+            at += 1;
+          }
+        }
+        expect(at).toBe(whole.last.seq);
+        // Nothing published since the first plan, and everything it would have given.
+        expect(delivered(steps)).toEqual(delivered(whole.steps));
       }),
       RUNS,
     );

@@ -108,17 +108,32 @@ export function planResume(
 }
 
 /**
- * Plans the next part of a replay that continues from `since` (where its client is) with a history
- * read of at most `limit` publications. A full page of the channel's current epoch that stops short of
- * its top is a part: planned up to its last publication, with the live publications up to there, and
- * `more` to read after it. Anything else is planned to the end, as {@link planResume} does.
+ * Plans the next part of a replay that continues from `since` (where its client is) towards `target`
+ * (where its first plan ended: what it goes live after), with a history read of at most `limit`
+ * publications. It plans up to the read's last publication when the read stopped short of `target`
+ * (`more`: there is more to read), else up to `target`; publications after `target` are not its
+ * business but the live buffer's. When the channel is no longer in `target`'s epoch, the read is
+ * planned to its end with the whole live buffer, as {@link planResume} does (`whole`).
  */
-export function planPart(channel: string, since: Position, page: HistoryPage, live: readonly Publication[], limit: number): ResumePlan & { readonly more: boolean } {
-  const { publications, top } = page;
+export function planPart(
+  channel: string,
+  since: Position,
+  page: HistoryPage,
+  live: readonly Publication[],
+  limit: number,
+  target: Position,
+): ResumePlan & { readonly more: boolean; readonly whole: boolean } {
+  const { top } = page;
+  // Another epoch: the caller read it whole, or only the epoch's change matters (no page publication does).
+  if (since.epoch !== target.epoch || top.epoch !== target.epoch) return { ...planResume(channel, since, page, live, false), more: false, whole: true };
+  const upTo = (p: Publication, seq: number): boolean => p.position.epoch === target.epoch && p.position.seq <= seq;
+  const publications = page.publications.filter((p) => upTo(p, target.seq));
   const cut = publications[publications.length - 1]?.position;
-  if (publications.length < limit || cut === undefined || since.epoch !== top.epoch || cut.epoch !== top.epoch || cut.seq >= top.seq) {
-    return { ...planResume(channel, since, page, live, false), more: false };
+  if (page.publications.length >= limit && cut !== undefined && cut.seq < Math.min(target.seq, top.seq)) {
+    const part = planResume(channel, since, { ...page, top: cut, publications }, live.filter((p) => upTo(p, cut.seq)), false);
+    return { ...part, more: true, whole: false };
   }
-  const upToCut = live.filter((p) => p.position.epoch === cut.epoch && p.position.seq <= cut.seq);
-  return { ...planResume(channel, since, { ...page, top: cut }, upToCut, false), more: true };
+  // The rest up to the target, with the history's top where the target is past it (live publications reached further).
+  const end = target.seq <= top.seq ? target : top;
+  return { ...planResume(channel, since, { ...page, top: end, publications }, live.filter((p) => upTo(p, target.seq)), false), more: false, whole: false };
 }

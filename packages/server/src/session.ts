@@ -131,7 +131,11 @@ interface Replay {
   at: number;
   /** The encodings of live publications the plan took from the subscription's buffer. */
   encOf: ReadonlyMap<Publication, EncodedPublication>;
-  /** The position after the plan. */
+  /**
+   * The position after the plan: where the first plan ended until a later part plans differently
+   * (the channel moved to another epoch meanwhile). Later parts read up to it, and the live
+   * publications after it follow.
+   */
   last: Position;
   /** How many of the buffered live publications the plan took: those after them follow it. */
   planned: number;
@@ -370,10 +374,10 @@ export class Session implements Attachment {
 
   /**
    * The rest of a replay, a part per drain of the sink, while the session and the subscription last.
-   * Waiting, it lets go of its steps: what is left is read from history again when the reader has
-   * drained, about twice what the last part handed over, and planned from where the client is with
-   * the live publications buffered meanwhile (what history no longer has by then is a gap, told as
-   * any other). So a client that does not read holds a position per channel here, not a history page
+   * Waiting, it lets go of its steps: what is left of its first plan is read from history again when
+   * the reader has drained, about twice what the last part handed over, and planned from where the
+   * client is (what history no longer has by then is a gap, told as any other); what was published
+   * after the first plan follows from the live buffer, as it would have. So a client that does not read holds a position per channel here, not a history page
    * per channel, and one that reads slowly has its history read about twice over in all.
    */
   async #replayLater(replay: Replay): Promise<void> {
@@ -397,7 +401,8 @@ export class Session implements Attachment {
         } while (this.#replayed > 0 && this.#replayFull);
       }
       if (reread) {
-        const limit = Math.min(replay.limit, Math.max(MIN_PART, 2 * replay.lastPart));
+        // Across epochs a part is not cut short: the channel's change is planned whole.
+        const limit = replay.sent.epoch !== replay.last.epoch ? replay.limit : Math.min(replay.limit, Math.max(MIN_PART, 2 * replay.lastPart));
         let page: HistoryPage;
         try {
           page = await this.#history(sub.channel, replay.sent, limit);
@@ -408,13 +413,15 @@ export class Session implements Attachment {
         }
         if (has(this.#flags, CLOSED) || this.#subs.get(sub.channel) !== sub) return;
         const buffered = sub.buffer ?? [];
-        const plan = planPart(sub.channel, replay.sent, page, buffered.map((e) => e.pub), limit);
+        const plan = planPart(sub.channel, replay.sent, page, buffered.map((e) => e.pub), limit, replay.last);
         replay.steps = plan.steps;
         replay.at = 0;
         replay.encOf = new Map(buffered.map((e) => [e.pub, e]));
-        replay.last = plan.last;
         replay.more = plan.more;
-        replay.planned = buffered.length;
+        if (plan.whole) {
+          replay.last = plan.last;
+          replay.planned = buffered.length;
+        }
       }
       this.#replay(replay);
       replay.lastPart = replay.at;
