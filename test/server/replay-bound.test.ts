@@ -19,7 +19,7 @@ let gw: TestGateway;
 let start: Map<string, Position>;
 
 beforeAll(async () => {
-  gw = await startGateway({ maxBufferedBytes: BOUND, maxPayload: 64 * 1024, namespaces: { h: { historySize: PER_CHANNEL, historyTtl: 600 } } });
+  gw = await startGateway({ maxBufferedBytes: BOUND, maxPayload: 64 * 1024, namespaces: { h: { historySize: PER_CHANNEL, historyTtl: 600 }, w: { historySize: 1000, historyTtl: 600 } } });
   start = new Map();
   for (const channel of CHANNELS) {
     const results = await Promise.all(Array.from({ length: PER_CHANNEL }, (_, i) => gw.publish(channel, { i, body: BODY }, { idempotencyKey: `${channel}-${i}` })));
@@ -72,6 +72,28 @@ describe('a resume owed 6.4 MB, by a client that does not read', () => {
     const client = await RawSseClient.open(`${gw.url}/sse?${query('lastEventId')}`);
     client.pause();
     await heldNearBound(() => client.close());
+  });
+});
+
+describe('live publications while a replay waits for a client that does not read', () => {
+  it('are held up to maxBufferedBytes of them, then the client is shed as a slow consumer', { timeout: 30_000 }, async () => {
+    // 16 MB of history: more than the kernel's socket buffers take from a client that does not read.
+    const channel = 'w:big';
+    const first = await Promise.all(Array.from({ length: 1000 }, (_, i) => gw.publish(channel, { i, body: BODY })));
+    const from = { epoch: first[0]?.position.epoch ?? '', seq: 0 };
+    const peer = await rawWebSocket(Number(new URL(gw.url).port), `/ws?channel=${channel}&cursor=${encodeURIComponent(formatCursor(new Map([[channel, from]])))}`);
+    peer.stopReading();
+    try {
+      // Its replay waits for it; the session holds on.
+      await settled();
+      expect(gw.gateway.stats().sessions).toBe(1);
+      // More than the bound in live publications of the channel: held for the replay, then too many.
+      for (let i = 0; i < 2 * (BOUND / BODY.length) + 2 && gw.gateway.stats().sessions === 1; i++) await gw.publish(channel, { live: i, body: BODY });
+      await until(() => gw.gateway.stats().sessions === 0, 3000, 'shed');
+      expect(peer.closed).toBe(false);
+    } finally {
+      peer.destroy();
+    }
   });
 });
 

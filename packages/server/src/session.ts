@@ -16,7 +16,8 @@
  * Replay: what a resume is owed from history is encoded for this session alone, so it is handed to
  * the sink as the sink drains, never more than half of `maxBufferedBytes` ahead of it (the other half
  * is room for live publications meanwhile). A subscription whose replay waits for the reader stays
- * buffering its live publications (at most `maxResumeBuffer`) and goes live once the replay is done.
+ * buffering its live publications (at most `maxResumeBuffer` of them and `maxBufferedBytes` of their
+ * message JSON; past either the session is closed `slow_consumer`) and goes live once the replay is done.
  * Waiting, a replay holds where its client is, not the history read for it: it reads again, a part
  * at a time, as the reader drains.
  * @module
@@ -76,6 +77,8 @@ export interface Outlet {
 class Subscription implements Subscriber, Outlet {
   /** Live publications held while history is read; undefined once live. */
   buffer: EncodedPublication[] | undefined = [];
+  /** Bytes of message JSON in {@link buffer}. */
+  bufferBytes = 0;
   last: Position | undefined;
   /** Whether the session is listed as present in this channel. */
   present = false;
@@ -91,8 +94,15 @@ class Subscription implements Subscriber, Outlet {
   receive(enc: EncodedPublication): void {
     const buffer = this.buffer;
     if (buffer !== undefined) {
-      if (buffer.length < this.session.ctx.options.maxResumeBuffer) buffer.push(enc);
-      else this.session.close('slow_consumer', `more than ${buffer.length} publications arrived during resume`);
+      // Owed to this client on top of what its sink holds: as bounded by bytes as the sink is.
+      const { maxResumeBuffer, maxBufferedBytes } = this.session.ctx.options;
+      const size = enc.json.length;
+      if (buffer.length >= maxResumeBuffer) this.session.close('slow_consumer', `more than ${buffer.length} publications arrived during resume`);
+      else if (this.bufferBytes + size > maxBufferedBytes) this.session.close('slow_consumer', `more than ${maxBufferedBytes} bytes of publications arrived during resume`);
+      else {
+        buffer.push(enc);
+        this.bufferBytes += size;
+      }
       return;
     }
     const p = enc.pub.position;
@@ -359,6 +369,7 @@ export class Session implements Attachment {
     const buffer = sub.buffer ?? [];
     sub.last = replay.last;
     sub.buffer = undefined;
+    sub.bufferBytes = 0;
     // Live publications that came while the replay waited for the reader follow it (those before are in it).
     for (let i = replay.planned; i < buffer.length; i++) sub.receive(buffer[i] as EncodedPublication);
     if (replay.present && !has(this.#flags, CLOSED)) {
@@ -377,8 +388,9 @@ export class Session implements Attachment {
    * Waiting, it lets go of its steps: what is left of its first plan is read from history again when
    * the reader has drained, about twice what the last part handed over, and planned from where the
    * client is (what history no longer has by then is a gap, told as any other); what was published
-   * after the first plan follows from the live buffer, as it would have. So a client that does not read holds a position per channel here, not a history page
-   * per channel, and one that reads slowly has its history read about twice over in all.
+   * after the first plan follows from the live buffer, as it would have. So a client that does not
+   * read holds a position per channel here, not a history page per channel, and one that reads slowly
+   * has its history read about twice over in all.
    */
   async #replayLater(replay: Replay): Promise<void> {
     const { sub } = replay;
