@@ -416,6 +416,20 @@ describe('polls of several channels through poll groups', () => {
     expect(broker.calls).toEqual(before);
   });
 
+  it('answers with the news of every channel in the turn: one answer with every message, each cursor moved', async () => {
+    const { gw, broker } = await gateway();
+    const at = await groups(gw, ['a', 'b', 'c']);
+    const polls = Array.from({ length: 20 }, () => poll(gw, `channel=a,b,c&cursor=${encodeURIComponent(cursorText(at))}`));
+    await until(() => gw.gateway.stats().polls.places === 60, 'held in three groups');
+    // Both in one turn (the memory broker fans out as it publishes).
+    const [pa, pb] = await Promise.all(['a', 'b'].map((channel) => broker.publish({ channel, data: JSON.stringify(channel), type: undefined, idempotencyKey: undefined })));
+    const answers = await Promise.all(polls.map((p) => p.answer));
+    expect(new Set(answers.map((a) => a.raw)).size).toBe(1);
+    expect(answers[0]?.body.messages.map((m) => m.data).sort()).toEqual(['a', 'b']);
+    expect(answers[0]?.body.cursor).toBe(cursorText(new Map([...at, ['a', pa?.position as Position], ['b', pb?.position as Position]])));
+    expect(gw.gateway.stats().polls).toMatchObject({ parked: 0, places: 0 });
+  });
+
   it('answers a poll behind on some channels at once from the groups, within the answer limits; following the cursor gets each channel\'s publications once, in order, with no broker call', async () => {
     const bound = 32 * 1024;
     const { gw, broker } = await gateway({ maxBufferedBytes: bound, namespaces: { '': { historySize: 100 } } });

@@ -6,7 +6,7 @@
  *   event-loop turn together) are encoded into one answer, written as the same bytes to every poller
  *   parked there (a poll that comes during that turn, at a position it brought, waits for the next).
  *   A poll of several channels ({@link JointPoll}) is parked in each one's group and answered by the
- *   first with news.
+ *   first with news, with what its other channels got in the same turn.
  * - Behind it, within the recent publications the group holds, a poll of its channel alone is
  *   answered at once (one encoding per starting position until the next publication, at most
  *   `maxPollMessages` and about `maxBufferedBytes` of messages; a new encoding costs the poll its
@@ -104,6 +104,14 @@ class Parked implements PollWatcher {
   }
 }
 
+/** A joint poll's answer, and the publications of its other channels it carries. */
+interface JointAnswer {
+  readonly body: Buffer;
+  readonly others: readonly Held[];
+}
+
+const NO_HELD: readonly Held[] = [];
+
 /**
  * A poll of several channels, parked in each one's group (one {@link Parked} in each): the first group
  * with news for it answers it, with the cursor of every channel (the others' where the poll left
@@ -123,11 +131,46 @@ export class JointPoll implements PollWatcher {
     private readonly onDone: (joint: JointPoll) => void,
   ) {}
 
-  /** The cursor with `from`'s channel at `entry`, and every other channel where the poll left it. */
-  cursorWith(from: PollGroup, entry: string): string {
+  #at: string | undefined;
+
+  /** The cursor as the poll brought it. */
+  get at(): string {
+    return (this.#at ??= this.entries.map((e) => formatCursorEntry(e.group.channel, e.at)).join(','));
+  }
+
+  /**
+   * The answer to the poll when `from` has news for it (`due` and `gaps`, which leave its channel's
+   * cursor at `entry`): with what its other channels' groups got this turn and have not answered yet
+   * (within the answer's limits; a group that had a gap this turn keeps its news for the next poll),
+   * and every other channel's cursor where the poll left it. `others`: the other groups' publications
+   * it carries.
+   */
+  answer(from: PollGroup, entry: string, due: readonly Held[], gaps: readonly Gap[], maxMessages: number, maxBytes: number): JointAnswer {
+    const messages = due.map((e) => e.json);
+    let bytes = 0;
+    for (const json of messages) bytes += json.length;
+    const others: Held[] = [];
+    let full = false;
     let cursor = '';
-    for (const e of this.entries) cursor += (cursor === '' ? '' : ',') + (e.group === from ? entry : formatCursorEntry(e.group.channel, e.at));
-    return cursor;
+    for (const e of this.entries) {
+      let end = e.group === from ? entry : undefined;
+      if (end === undefined) {
+        let last: Position = e.at;
+        for (const held of e.group.unseen(e)) {
+          if (full || !answerTakes(messages.length, bytes, held.json.length, maxMessages, maxBytes)) {
+            full = true;
+            break;
+          }
+          messages.push(held.json);
+          bytes += held.json.length;
+          others.push(held);
+          last = held.position;
+        }
+        end = formatCursorEntry(e.group.channel, last);
+      }
+      cursor += (cursor === '' ? '' : ',') + end;
+    }
+    return { body: Buffer.from(encodePollResponse(messages, gaps, cursor)), others };
   }
 
   /** Nothing new on any channel: the cursor as the poll brought it. */
@@ -306,6 +349,15 @@ export class PollGroup implements Sink {
     this.#parked.push(parked);
     this.#held += 1;
     this.idleSince = Date.now();
+  }
+
+  /**
+   * This turn's publications here that `parked` (a channel of a joint poll) has not had: none once a
+   * gap came this turn after its place (the gap and what follows wait for its next poll).
+   */
+  unseen(parked: Parked): readonly Held[] {
+    if (parked.done || this.#gaps.length > parked.gaps || this.#pending.length <= parked.pending) return NO_HELD;
+    return this.#pending.slice(parked.pending);
   }
 
   /** `parked` (a channel of a joint poll) was answered by another group, or its client went away: let go of it here. */
@@ -560,9 +612,9 @@ export class PollGroup implements Sink {
     let gapsFrom = -1;
     let due: Held[] = [];
     let body: Buffer | undefined;
-    /** For the joint polls of the run: its cursor entry here, and the answers made, by cursor. */
+    /** For the joint polls of the run: its cursor entry here, and the answers made, by the cursor the polls brought. */
     let entry: string | undefined;
-    let joint: Map<string, Buffer> | undefined;
+    let joint: Map<string, JointAnswer> | undefined;
     const parked = this.#parked;
     const kept: Parked[] = [];
     this.#parked = [];
@@ -576,18 +628,21 @@ export class PollGroup implements Sink {
         entry = joint = undefined;
       }
       if (body !== undefined && p.joint !== undefined) {
-        // One channel of a poll of several: its answer has every channel's cursor. Polls of the same
-        // channels at the same positions (nearly always all of them) share it.
-        entry ??= formatCursorEntry(this.channel, this.#endOf(due, gapsFrom === 0 ? gaps : gaps.slice(gapsFrom)) as Position);
-        const cursor = p.joint.cursorWith(this, entry);
+        // One channel of a poll of several: its answer has every channel's cursor, and the news of its
+        // other channels this turn. Polls of the same channels at the same positions (nearly always
+        // all of them) share it.
+        const runGaps = gapsFrom === 0 ? gaps : gaps.slice(gapsFrom);
+        entry ??= formatCursorEntry(this.channel, this.#endOf(due, runGaps) as Position);
         joint ??= new Map();
-        let answer = joint.get(cursor);
+        const key = p.joint.at;
+        let answer = joint.get(key);
         if (answer === undefined) {
-          answer = Buffer.from(encodePollResponse(due.map((e) => e.json), gapsFrom === 0 ? gaps : gaps.slice(gapsFrom), cursor));
-          joint.set(cursor, answer);
+          answer = p.joint.answer(this, entry, due, runGaps, this.maxMessages, this.maxBytes);
+          joint.set(key, answer);
         }
         for (const enc of due) this.metrics.delivered(enc.arrivedAt);
-        p.joint.finish(answer, 'answered');
+        for (const held of answer.others) this.metrics.delivered(held.arrivedAt);
+        p.joint.finish(answer.body, 'answered');
         continue;
       }
       if (body === undefined) {
