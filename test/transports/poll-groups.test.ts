@@ -430,6 +430,27 @@ describe('polls of several channels through poll groups', () => {
     expect(gw.gateway.stats().polls).toMatchObject({ parked: 0, places: 0 });
   });
 
+  it('a catch-up answer made anew costs the poll a token of the connect rate; one already made for the same cursor, while the groups are unchanged, costs nothing', async () => {
+    const { gw } = await gateway({ maxConnectRate: 3 });
+    const at = await groups(gw, ['a', 'b']);
+    for (let n = 1; n <= 20; n++) await gw.publish('a', n);
+    // The bucket (3, and 3 a second) is full again.
+    await new Promise((r) => setTimeout(r, 1100));
+    const behind = (seq: number): Promise<Answer> => poll(gw, `channel=a,b&cursor=${encodeURIComponent(cursorText(new Map([...at, ['a', { ...(at.get('a') as Position), seq }]])))}&timeout=0`).answer;
+    const a0 = (at.get('a') as Position).seq;
+    const same = await Promise.all(Array.from({ length: 12 }, () => behind(a0)));
+    expect(same.map((x) => x.status)).toEqual(Array.from({ length: 12 }, () => 200));
+    expect(new Set(same.map((x) => x.raw)).size).toBe(1);
+    expect(same[0]?.body.messages.map((m) => m.data)).toEqual(Array.from({ length: 20 }, (_, k) => k + 1));
+    // A publication to one of the channels changes what the answer is: it is made anew.
+    await gw.publish('b', 'x');
+    const after = await behind(a0);
+    expect(after.body.messages.map((m) => m.data)).toEqual([...Array.from({ length: 20 }, (_, k) => k + 1), 'x']);
+    const distinct = await Promise.all(Array.from({ length: 12 }, (_, i) => behind(a0 + 1 + i)));
+    const refused = distinct.filter((x) => x.status === 503);
+    expect(refused.length).toBeGreaterThanOrEqual(8);
+  });
+
   it('answers a poll behind on some channels at once from the groups, within the answer limits; following the cursor gets each channel\'s publications once, in order, with no broker call', async () => {
     const bound = 32 * 1024;
     const { gw, broker } = await gateway({ maxBufferedBytes: bound, namespaces: { '': { historySize: 100 } } });

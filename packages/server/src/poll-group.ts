@@ -222,6 +222,8 @@ export const emptyAnswer = (cursor: string): Buffer => Buffer.from(encodePollRes
 
 export class PollGroup implements Sink {
   readonly session: Session;
+  /** Counts the publications and gaps that came: an answer made from the group holds while it is unchanged. */
+  generation = 0;
   /** The latest position: undefined until the subscription started. */
   last: Position | undefined;
   /**
@@ -568,6 +570,7 @@ export class PollGroup implements Sink {
 
   /** Hot path: one publication of the channel, for every parked poll at once. */
   message(enc: EncodedPublication): void {
+    this.generation += 1;
     const p = enc.pub.position;
     const held: Held = { json: enc.json, position: p, arrivedAt: enc.arrivedAt };
     if (this.last === undefined || p.epoch !== this.last.epoch) this.#drop(this.#recent.length);
@@ -580,6 +583,7 @@ export class PollGroup implements Sink {
   }
 
   gap(gap: Gap): void {
+    this.generation += 1;
     this.#drop(this.#recent.length);
     this.last = gap.to;
     this.#forgetAnswers();

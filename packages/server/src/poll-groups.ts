@@ -25,11 +25,26 @@ import { answerTakes, type JointParkRequest, type ParkOutcome, type ParkRequest 
 export const MAX_GROUPS = 100_000;
 /** How often idle groups are looked for, in ms. */
 const SWEEP = 1000;
+/** Catch-up answers of polls of several channels kept at once, per node. */
+const MAX_CAUGHT = 1024;
+
+/** A catch-up answer of a poll of several channels: good while its groups are the ones it was made from, unchanged. */
+interface CaughtUp {
+  readonly body: Buffer;
+  readonly groups: readonly PollGroup[];
+  readonly generations: readonly number[];
+  /** When its messages arrived, for the delivery metric of every poll it answers. */
+  readonly arrivals: readonly number[];
+  /** What it counts against `maxPollGroupBytes` while kept. */
+  size?: number;
+}
 
 /** This node's poll groups: the fast path of `GET /poll`. */
 export class PollGroups {
   readonly #groups = new Map<Channel, PollGroup>();
   readonly #bytes: PollBytes;
+  /** Catch-up answers of polls of several channels, by the cursor they answer. */
+  readonly #caught = new Map<string, CaughtUp>();
   /** Polls of several channels held, and their places in the groups (one per channel). */
   readonly #joints = { polls: 0, places: 0 };
   readonly #jointDone = (joint: JointPoll): void => {
@@ -95,10 +110,23 @@ export class PollGroups {
     const { metrics } = this.ctx;
     const at = groups.map((g, i) => cursor.get(channels[i] as Channel) ?? (g.last as Position));
     if (behind) {
-      req.slot?.charge();
+      // Answers already made for these channels at these positions, while their groups are unchanged,
+      // are shared; a new one is work a poll brings: a new connection's worth.
+      const key = groups.map((g, i) => formatCursorEntry(g.channel, at[i] as Position)).join(',');
+      let answer = this.#caught.get(key);
+      if (answer !== undefined && answer.groups.some((g, i) => g !== groups[i] || g.generation !== answer?.generations[i])) {
+        this.#forget(key, answer);
+        answer = undefined;
+      }
+      if (answer === undefined) {
+        req.slot?.charge();
+        answer = this.#catchUp(groups, starts, at);
+        this.#keep(key, answer);
+      }
       metrics.connectionOpened('poll');
       metrics.resumed('poll', 'recovered');
-      req.poller.answer(this.#catchUp(groups, starts, at));
+      for (const arrivedAt of answer.arrivals) metrics.delivered(arrivedAt);
+      req.poller.answer(answer.body);
       metrics.connectionClosed('poll', 'answered');
       return 'answered';
     }
@@ -127,9 +155,10 @@ export class PollGroups {
    * position, channel by channel, within `maxPollMessages` and about `maxBufferedBytes` (at least one
    * message); each channel's cursor stops at the last of its messages included.
    */
-  #catchUp(groups: readonly PollGroup[], starts: readonly number[], at: readonly Position[]): Buffer {
+  #catchUp(groups: readonly PollGroup[], starts: readonly number[], at: readonly Position[]): CaughtUp {
     const { maxPollMessages, maxBufferedBytes } = this.options;
     const messages: string[] = [];
+    const arrivals: number[] = [];
     const entries: string[] = [];
     let bytes = 0;
     let full = false;
@@ -145,12 +174,36 @@ export class PollGroups {
           messages.push(held.json);
           bytes += held.json.length;
           end = held.position;
-          this.ctx.metrics.delivered(held.arrivedAt);
+          arrivals.push(held.arrivedAt);
         }
       }
       entries.push(formatCursorEntry(group.channel, end));
     });
-    return Buffer.from(encodePollResponse(messages, [], entries.join(',')));
+    const body = Buffer.from(encodePollResponse(messages, [], entries.join(',')));
+    return { body, groups, generations: groups.map((g) => g.generation), arrivals };
+  }
+
+  /**
+   * Keeps a catch-up answer for the polls that come with the same cursor while its groups are
+   * unchanged: at most {@link MAX_CAUGHT} of them, within the node's `maxPollGroupBytes` (when either
+   * is reached, the kept ones go first), until the next sweep.
+   */
+  #keep(key: string, answer: CaughtUp): void {
+    const size = answer.body.length + 128 * (answer.groups.length + 1);
+    if (this.#caught.size >= MAX_CAUGHT || !this.#bytes.fits(size)) this.#forgetCaught();
+    if (!this.#bytes.fits(size)) return;
+    this.#caught.set(key, answer);
+    this.#bytes.used += size;
+    answer.size = size;
+  }
+
+  #forget(key: string, answer: CaughtUp): void {
+    this.#caught.delete(key);
+    this.#bytes.used -= answer.size ?? 0;
+  }
+
+  #forgetCaught(): void {
+    for (const [key, answer] of this.#caught) this.#forget(key, answer);
   }
 
   /**
@@ -199,6 +252,8 @@ export class PollGroups {
 
   /** Closes groups that held no poll for `channelLinger`. */
   #release(): void {
+    // Kept catch-up answers last until the next sweep at most: most are out of date long before.
+    this.#forgetCaught();
     const before = Date.now() - Math.max(this.options.channelLinger, SWEEP);
     for (const group of [...this.#groups.values()]) if (group.idle && group.idleSince < before) group.stop();
   }
@@ -207,6 +262,7 @@ export class PollGroups {
   close(): void {
     this.#closed = true;
     clearInterval(this.#sweep);
+    this.#forgetCaught();
     for (const group of [...this.#groups.values()]) group.stop();
   }
 }
