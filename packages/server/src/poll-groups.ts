@@ -91,8 +91,9 @@ export class PollGroups {
   /**
    * Takes a poll for several channels when every one has a group that can answer it exactly:
    * answered at once when any of them is behind (from what the groups hold, within the answer's
-   * limits; an answer made for this poll alone, so it costs the poll its token of the connect rate),
-   * else held in every group until the first has news for it. Declined otherwise (the ordinary path).
+   * limits; shared with every poll of the same cursor until one of its channels has news, and a new
+   * one costs the poll its token of the connect rate), else held in every group until the first has
+   * news for it. Declined otherwise (the ordinary path).
    */
   parkJoint(req: JointParkRequest): ParkOutcome {
     const { channels, cursor, identity } = req;
