@@ -89,36 +89,43 @@ async function startGroup(gw: TestGateway, channel: string, headers: Record<stri
   }
 }
 
+/**
+ * 40 pollers of `channels` follow 10 publications to 'news' from `cursor`, each asking again at once;
+ * every one gets all 10 in order, and no poll is refused.
+ */
+async function fortyFollow(gw: TestGateway, channels: string, cursor: string): Promise<void> {
+  const follow = async (): Promise<{ got: unknown[]; statuses: number[] }> => {
+    const got: unknown[] = [];
+    const statuses: number[] = [];
+    let at = cursor;
+    while (got.length < 10) {
+      const { status, body } = await poll(gw, `channel=${channels}&cursor=${encodeURIComponent(at)}&timeout=5000`).answer;
+      statuses.push(status);
+      if (status !== 200) break;
+      got.push(...body.messages.map((m) => m.data));
+      at = body.cursor;
+    }
+    return { got, statuses };
+  };
+  const pollers = Array.from({ length: 40 }, follow);
+  await until(() => gw.gateway.stats().polls.parked === 40, 'all held');
+  for (let n = 1; n <= 10; n++) {
+    await gw.publish('news', n);
+    await new Promise((r) => setTimeout(r, 20));
+  }
+  const followed = await Promise.all(pollers);
+  expect(followed.reduce((n, f) => n + f.statuses.length, 0)).toBeGreaterThan(40);
+  for (const { got, statuses } of followed) {
+    expect(statuses.filter((s) => s !== 200)).toEqual([]);
+    expect(got).toEqual([1, 2, 3, 4, 5, 6, 7, 8, 9, 10]);
+  }
+}
+
 describe('long polls and the connect rate', () => {
   it('a poll its group takes is no new connection: 40 pollers follow 10 publications at a connect rate of 5 per second, none refused', async () => {
     const { gw } = await gateway({ maxConnectRate: 5 });
     const at = await startGroup(gw, 'news');
-    const follow = async (): Promise<{ got: unknown[]; statuses: number[] }> => {
-      const got: unknown[] = [];
-      const statuses: number[] = [];
-      let cursor = cursorOf('news', at);
-      while (got.length < 10) {
-        const { status, body } = await poll(gw, `channel=news&${cursor}&timeout=5000`).answer;
-        statuses.push(status);
-        if (status !== 200) break;
-        got.push(...body.messages.map((m) => m.data));
-        cursor = `cursor=${encodeURIComponent(body.cursor)}`;
-      }
-      return { got, statuses };
-    };
-    const pollers = Array.from({ length: 40 }, follow);
-    await until(() => gw.gateway.stats().polls.parked === 40, 'all parked');
-    for (let i = 1; i <= 10; i++) {
-      await gw.publish('news', i);
-      await new Promise((r) => setTimeout(r, 20));
-    }
-    const followed = await Promise.all(pollers);
-    const polls = followed.reduce((n, f) => n + f.statuses.length, 0);
-    expect(polls).toBeGreaterThan(40);
-    for (const { got, statuses } of followed) {
-      expect(statuses.filter((s) => s !== 200)).toEqual([]);
-      expect(got).toEqual([1, 2, 3, 4, 5, 6, 7, 8, 9, 10]);
-    }
+    await fortyFollow(gw, 'news', formatCursorEntry('news', at));
     // A poll no group takes (a channel without one) starts a session: a new connection, which the rate holds.
     const fresh = await Promise.all(Array.from({ length: 12 }, (_, i) => poll(gw, `channel=fresh${i}&timeout=0`).answer));
     const refused = fresh.filter((a) => a.status === 503);
@@ -364,31 +371,22 @@ describe('polls of several channels through poll groups', () => {
   it('held ones are no new connections: 40 pollers of two channels follow 10 publications at a connect rate of 5 per second, none refused', async () => {
     const { gw } = await gateway({ maxConnectRate: 5 });
     const at = await groups(gw, ['news', 'other']);
-    const follow = async (): Promise<{ got: unknown[]; statuses: number[] }> => {
-      const got: unknown[] = [];
-      const statuses: number[] = [];
-      let cursor = cursorText(at);
-      while (got.length < 10) {
-        const { status, body } = await poll(gw, `channel=news,other&cursor=${encodeURIComponent(cursor)}&timeout=5000`).answer;
-        statuses.push(status);
-        if (status !== 200) break;
-        got.push(...body.messages.map((m) => m.data));
-        cursor = body.cursor;
-      }
-      return { got, statuses };
-    };
-    const pollers = Array.from({ length: 40 }, follow);
-    await until(() => gw.gateway.stats().polls.parked === 40, 'all held');
-    for (let n = 1; n <= 10; n++) {
-      await gw.publish('news', n);
-      await new Promise((r) => setTimeout(r, 20));
-    }
-    const followed = await Promise.all(pollers);
-    expect(followed.reduce((n, f) => n + f.statuses.length, 0)).toBeGreaterThan(40);
-    for (const { got, statuses } of followed) {
-      expect(statuses.filter((s) => s !== 200)).toEqual([]);
-      expect(got).toEqual([1, 2, 3, 4, 5, 6, 7, 8, 9, 10]);
-    }
+    await fortyFollow(gw, 'news,other', cursorText(at));
+  });
+
+  it('a forged cursor (ahead, another epoch) is not the groups\' to answer: the ordinary path refuses or reports it, as for any poll', async () => {
+    const { gw, broker } = await gateway();
+    const at = await groups(gw, ['a', 'b']);
+    const b = at.get('b') as Position;
+    const before = { ...broker.calls };
+    const ahead = await poll(gw, `channel=a,b&cursor=${encodeURIComponent(cursorText(new Map([...at, ['b', { ...b, seq: b.seq + 5 }]])))}&timeout=0`).answer;
+    expect(ahead.status).toBe(400);
+    expect(ahead.body).toMatchObject({ error: { code: 'bad_position' } });
+    const other = await poll(gw, `channel=a,b&cursor=${encodeURIComponent(cursorText(new Map([...at, ['b', { epoch: 'zzzzzzzz', seq: 3 }]])))}&timeout=0`).answer;
+    expect(other.status).toBe(200);
+    expect(other.body.gaps.map((g) => [(g as unknown as { channel: string }).channel, g.reason])).toEqual([['b', 'epoch']]);
+    // Both went the ordinary path: history was read for them.
+    expect(broker.calls.history).toBeGreaterThan(before.history);
   });
 
   it('the first takes the ordinary path and starts a group for each of its channels', async () => {

@@ -104,6 +104,33 @@ class Parked implements PollWatcher {
   }
 }
 
+/**
+ * The messages of an answer as they are taken, channel by channel: at most `maxMessages` and about
+ * `maxBytes` of them (at least one); once one does not fit, none after it is taken.
+ */
+export class AnswerMessages {
+  readonly json: string[] = [];
+  #bytes = 0;
+  #full = false;
+
+  constructor(
+    private readonly maxMessages: number,
+    private readonly maxBytes: number,
+  ) {}
+
+  /** Takes `held` when it fits; false when it does not (and for every one after). */
+  take(held: Held): boolean {
+    const size = held.json.length;
+    if (this.#full || !answerTakes(this.json.length, this.#bytes, size, this.maxMessages, this.maxBytes)) {
+      this.#full = true;
+      return false;
+    }
+    this.json.push(held.json);
+    this.#bytes += size;
+    return true;
+  }
+}
+
 /** A joint poll's answer, and the publications of its other channels it carries. */
 interface JointAnswer {
   readonly body: Buffer;
@@ -129,14 +156,10 @@ export class JointPoll implements PollWatcher {
     private readonly clock: Clock,
     /** Told once, when the poll is answered or let go. */
     private readonly onDone: (joint: JointPoll) => void,
+    /** The cursor as the poll brought it: every channel at the place it waits at, in the order of {@link entries}. */
+    readonly at: string,
   ) {}
 
-  #at: string | undefined;
-
-  /** The cursor as the poll brought it. */
-  get at(): string {
-    return (this.#at ??= this.entries.map((e) => formatCursorEntry(e.group.channel, e.at)).join(','));
-  }
 
   /**
    * The answer to the poll when `from` has news for it (`due` and `gaps`, which leave its channel's
@@ -146,23 +169,17 @@ export class JointPoll implements PollWatcher {
    * it carries.
    */
   answer(from: PollGroup, entry: string, due: readonly Held[], gaps: readonly Gap[], maxMessages: number, maxBytes: number): JointAnswer {
-    const messages = due.map((e) => e.json);
-    let bytes = 0;
-    for (const json of messages) bytes += json.length;
+    const messages = new AnswerMessages(maxMessages, maxBytes);
+    // `due` was cut to the same limits: it fits whole.
+    for (const held of due) messages.take(held);
     const others: Held[] = [];
-    let full = false;
     let cursor = '';
     for (const e of this.entries) {
       let end = e.group === from ? entry : undefined;
       if (end === undefined) {
         let last: Position = e.at;
         for (const held of e.group.unseen(e)) {
-          if (full || !answerTakes(messages.length, bytes, held.json.length, maxMessages, maxBytes)) {
-            full = true;
-            break;
-          }
-          messages.push(held.json);
-          bytes += held.json.length;
+          if (!messages.take(held)) break;
           others.push(held);
           last = held.position;
         }
@@ -170,12 +187,12 @@ export class JointPoll implements PollWatcher {
       }
       cursor += (cursor === '' ? '' : ',') + end;
     }
-    return { body: Buffer.from(encodePollResponse(messages, gaps, cursor)), others };
+    return { body: Buffer.from(encodePollResponse(messages.json, gaps, cursor)), others };
   }
 
   /** Nothing new on any channel: the cursor as the poll brought it. */
   emptyAnswer(): Buffer {
-    return emptyAnswer(this.entries.map((e) => formatCursorEntry(e.group.channel, e.at)).join(','));
+    return emptyAnswer(this.at);
   }
 
   /** Answers with `body` (none: the client went away), lets go of the poll in every group, once. */

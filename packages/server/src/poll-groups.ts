@@ -16,10 +16,10 @@ import { encodePollResponse, formatCursorEntry, type Channel, type Position } fr
 import type { Authenticator, Identity } from './auth.js';
 import { MAX_TIMER, systemClock } from './clock.js';
 import type { GatewayOptions } from './options.js';
-import { emptyAnswer, JointPoll, LATEST, PollBytes, PollGroup, RECENT } from './poll-group.js';
+import { AnswerMessages, emptyAnswer, JointPoll, LATEST, PollBytes, PollGroup, RECENT } from './poll-group.js';
 import { namespaceOf } from './publisher.js';
 import type { SessionContext } from './session.js';
-import { answerTakes, type JointParkRequest, type ParkOutcome, type ParkRequest } from './sink.js';
+import { type JointParkRequest, type ParkOutcome, type ParkRequest } from './sink.js';
 
 /** Polled channels with a group at once, per node. */
 export const MAX_GROUPS = 100_000;
@@ -110,19 +110,19 @@ export class PollGroups {
     }
     const { metrics } = this.ctx;
     const at = groups.map((g, i) => cursor.get(channels[i] as Channel) ?? (g.last as Position));
+    const brought = groups.map((g, i) => formatCursorEntry(g.channel, at[i] as Position)).join(',');
     if (behind) {
       // Answers already made for these channels at these positions, while their groups are unchanged,
       // are shared; a new one is work a poll brings: a new connection's worth.
-      const key = groups.map((g, i) => formatCursorEntry(g.channel, at[i] as Position)).join(',');
-      let answer = this.#caught.get(key);
+      let answer = this.#caught.get(brought);
       if (answer !== undefined && answer.groups.some((g, i) => g !== groups[i] || g.generation !== answer?.generations[i])) {
-        this.#forget(key, answer);
+        this.#forget(brought, answer);
         answer = undefined;
       }
       if (answer === undefined) {
         req.slot?.charge();
         answer = this.#catchUp(groups, starts, at);
-        this.#keep(key, answer);
+        this.#keep(brought, answer);
       }
       metrics.connectionOpened('poll');
       metrics.resumed('poll', 'recovered');
@@ -133,12 +133,12 @@ export class PollGroups {
     }
     if (req.hold === 0) {
       metrics.connectionOpened('poll');
-      req.poller.answer(emptyAnswer(groups.map((g, i) => formatCursorEntry(g.channel, at[i] as Position)).join(',')));
+      req.poller.answer(emptyAnswer(brought));
       metrics.connectionClosed('poll', 'answered');
       return 'answered';
     }
     const clock = this.ctx.clock ?? systemClock;
-    const joint = new JointPoll(req.poller, metrics, clock, this.#jointDone);
+    const joint = new JointPoll(req.poller, metrics, clock, this.#jointDone, brought);
     groups.forEach((g, i) => g.parkJoint(joint, at[i] as Position, req.hold));
     this.#joints.polls += 1;
     this.#joints.places += groups.length;
@@ -157,30 +157,22 @@ export class PollGroups {
    * message); each channel's cursor stops at the last of its messages included.
    */
   #catchUp(groups: readonly PollGroup[], starts: readonly number[], at: readonly Position[]): CaughtUp {
-    const { maxPollMessages, maxBufferedBytes } = this.options;
-    const messages: string[] = [];
+    const messages = new AnswerMessages(this.options.maxPollMessages, this.options.maxBufferedBytes);
     const arrivals: number[] = [];
     const entries: string[] = [];
-    let bytes = 0;
-    let full = false;
     groups.forEach((group, i) => {
       let end = at[i] as Position;
       const start = starts[i] as number;
       if (start !== LATEST) {
         for (const held of group.recentFrom(start)) {
-          if (full || !answerTakes(messages.length, bytes, held.json.length, maxPollMessages, maxBufferedBytes)) {
-            full = true;
-            break;
-          }
-          messages.push(held.json);
-          bytes += held.json.length;
+          if (!messages.take(held)) break;
           end = held.position;
           arrivals.push(held.arrivedAt);
         }
       }
       entries.push(formatCursorEntry(group.channel, end));
     });
-    const body = Buffer.from(encodePollResponse(messages, [], entries.join(',')));
+    const body = Buffer.from(encodePollResponse(messages.json, [], entries.join(',')));
     return { body, groups, generations: groups.map((g) => g.generation), arrivals };
   }
 
