@@ -5,11 +5,9 @@
  * applies it, so the stream outlives its first token. Two gateways on one real Redis.
  */
 import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
-import { SignJWT } from 'jose';
-import { postOnce, RawSseClient, RawWsClient, startGateway, startRedis, type RedisServer, type TestGateway } from '@tidings/testing';
+import { postOnce, RawSseClient, RawWsClient, signToken, startGateway, startRedis, TEST_SECRET, type RedisServer, type TestGateway } from '@tidings/testing';
 import type { GatewayConfig } from '@tidings/server';
 
-const SECRET = 'a-test-secret-of-at-least-32-bytes!!';
 const cleanup: Array<() => unknown> = [];
 afterEach(async () => {
   for (const f of cleanup.splice(0).reverse()) await f();
@@ -23,13 +21,10 @@ afterAll(async () => {
 });
 
 const token = (sub: string, seconds = 3600): Promise<string> =>
-  new SignJWT({ sub, channels: [`user:${sub}`] })
-    .setProtectedHeader({ alg: 'HS256' })
-    .setExpirationTime(Math.floor(Date.now() / 1000) + seconds)
-    .sign(new TextEncoder().encode(SECRET));
+  signToken({ sub, channels: [`user:${sub}`] }, { expiresIn: seconds });
 
 async function twoNodes(): Promise<[TestGateway, TestGateway]> {
-  const config: GatewayConfig = { auth: { jwt: { secret: SECRET } }, namespaces: { user: {} }, broker: redis.url, channelLinger: 0 };
+  const config: GatewayConfig = { auth: { jwt: { secret: TEST_SECRET } }, namespaces: { user: {} }, broker: redis.url, channelLinger: 0 };
   const one = await startGateway({ ...config, nodeId: 'n1' });
   cleanup.push(() => one.close());
   const two = await startGateway({ ...config, nodeId: 'n2' });

@@ -6,16 +6,14 @@
  */
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import fc from 'fast-check';
-import { SignJWT } from 'jose';
 import { isErrorCode } from '@tidings/protocol';
-import { postOnce, RawWsClient, startGateway, TEST_API_KEY, type TestGateway } from '@tidings/testing';
+import { postOnce, RawWsClient, signToken, startGateway, TEST_API_KEY, TEST_SECRET, type TestGateway } from '@tidings/testing';
 
-const SECRET = 'a-test-secret-of-at-least-32-bytes!!';
 let gw: TestGateway;
 let bystander: RawWsClient;
 beforeAll(async () => {
-  gw = await startGateway({ auth: { jwt: { secret: SECRET } }, namespaces: { user: {}, public: { anonymous: true } }, channelLinger: 0 });
-  const token = await new SignJWT({ sub: 'alice', channels: ['user:alice'] }).setProtectedHeader({ alg: 'HS256' }).sign(new TextEncoder().encode(SECRET));
+  gw = await startGateway({ auth: { jwt: { secret: TEST_SECRET } }, namespaces: { user: {}, public: { anonymous: true } }, channelLinger: 0 });
+  const token = await signToken({ sub: 'alice', channels: ['user:alice'] });
   bystander = await RawWsClient.connect(`${gw.wsUrl}?token=${token}`);
   await bystander.request({ type: 'subscribe', channel: 'user:alice' });
 });
@@ -73,7 +71,7 @@ describe('hostile input on the guardrails paths', () => {
   });
 
   it('refresh frames of any shape get a coded error, and the connection stays usable', async () => {
-    const c = await RawWsClient.connect(`${gw.wsUrl}?token=${encodeURIComponent(await new SignJWT({ sub: 'alice', channels: [] }).setProtectedHeader({ alg: 'HS256' }).sign(new TextEncoder().encode(SECRET)))}`);
+    const c = await RawWsClient.connect(`${gw.wsUrl}?token=${encodeURIComponent(await signToken({ sub: 'alice', channels: [] }))}`);
     try {
       await fc.assert(
         fc.asyncProperty(fc.oneof(fc.string({ maxLength: 20_000 }), fc.integer(), fc.constant(null), fc.array(fc.string())), async (token) => {

@@ -9,10 +9,9 @@
 import { createServer, type Server } from 'node:http';
 import { afterEach, describe, expect, it } from 'vitest';
 import { exportJWK, exportSPKI, generateKeyPair, SignJWT, type JWK, type JWTPayload } from 'jose';
-import { attemptSubscribe, startGateway, type AttemptOutcome, type AttemptTransport, type TestGateway } from '@tidings/testing';
+import { attemptSubscribe, signToken, startGateway, TEST_SECRET, type AttemptOutcome, type AttemptTransport, type TestGateway } from '@tidings/testing';
 import type { GatewayConfig } from '@tidings/server';
 
-const SECRET = 'a-test-secret-of-at-least-32-bytes!!';
 const TRANSPORTS: AttemptTransport[] = ['websocket', 'sse', 'poll'];
 const NOW = (): number => Math.floor(Date.now() / 1000);
 
@@ -27,8 +26,7 @@ async function gateway(jwt: NonNullable<GatewayConfig['auth']>['jwt'], extra: Ga
   return gw;
 }
 
-const hs = (claims: JWTPayload, secret = SECRET, header: Record<string, unknown> = {}): Promise<string> =>
-  new SignJWT(claims).setProtectedHeader({ alg: 'HS256', ...header }).sign(new TextEncoder().encode(secret));
+const hs = (claims: JWTPayload, secret = TEST_SECRET): Promise<string> => signToken(claims, { secret });
 
 const b64 = (v: unknown): string => Buffer.from(JSON.stringify(v)).toString('base64url');
 const ALICE = { sub: 'alice', channels: ['user:alice', 'chat:*'] };
@@ -45,7 +43,7 @@ const refusedAs = (transport: AttemptTransport, code: 'unauthorized' | 'token_ex
 
 describe('bad tokens are refused on every transport, and change nothing', () => {
   it.each(TRANSPORTS)('%s', async (transport) => {
-    const gw = await gateway({ secret: SECRET, audience: 'tidings', issuer: 'https://auth.example' });
+    const gw = await gateway({ secret: TEST_SECRET, audience: 'tidings', issuer: 'https://auth.example' });
     const good = { ...ALICE, aud: 'tidings', iss: 'https://auth.example' };
     const { privateKey } = await generateKeyPair('RS256');
     const cases: Array<[string, string, 'unauthorized' | 'token_expired']> = [
@@ -88,7 +86,7 @@ describe('bad tokens are refused on every transport, and change nothing', () => 
   });
 
   it('refuses a connection without a token when no namespace is anonymous', async () => {
-    const gw = await startGateway({ auth: { jwt: { secret: SECRET } }, channelLinger: 0 });
+    const gw = await startGateway({ auth: { jwt: { secret: TEST_SECRET } }, channelLinger: 0 });
     cleanup.push(() => gw.close());
     for (const transport of TRANSPORTS) expect(await attemptSubscribe(gw.url, transport, 'news')).toEqual(refusedAs(transport, 'unauthorized'));
   });
@@ -96,7 +94,7 @@ describe('bad tokens are refused on every transport, and change nothing', () => 
 
 describe('a good token reaches exactly what it grants', () => {
   it.each(TRANSPORTS)("%s: its own channels and patterns, never another user's", async (transport) => {
-    const gw = await gateway({ secret: SECRET });
+    const gw = await gateway({ secret: TEST_SECRET });
     const alice = await hs(ALICE);
     const forbidden = transport === 'websocket' ? { result: 'error', code: 'forbidden' } : { result: 'http', status: 403, code: 'forbidden' };
     expect(await attemptSubscribe(gw.url, transport, 'user:alice', { token: alice })).toEqual({ result: 'subscribed' });
@@ -108,7 +106,7 @@ describe('a good token reaches exactly what it grants', () => {
   });
 
   it('reads the token from the bearer header, the token parameter and the cookie (auth.cookie)', async () => {
-    const gw = await startGateway({ auth: { jwt: { secret: SECRET }, cookie: 'session_jwt' }, namespaces: { user: {} }, channelLinger: 0 });
+    const gw = await startGateway({ auth: { jwt: { secret: TEST_SECRET }, cookie: 'session_jwt' }, namespaces: { user: {} }, channelLinger: 0 });
     cleanup.push(() => gw.close());
     const alice = await hs(ALICE);
     expect(await attemptSubscribe(gw.url, 'sse', 'user:alice', { token: alice, header: true })).toEqual({ result: 'subscribed' });
@@ -168,14 +166,14 @@ describe('configuration', () => {
     const { resolveOptions } = await import('@tidings/server');
     expect(() => resolveOptions({ auth: { jwt: {} } })).toThrow(/exactly one of secret, publicKey and jwksUrl/);
     expect(() => resolveOptions({ auth: { jwt: { secret: 'short' } } })).toThrow(/at least 32 bytes/);
-    expect(() => resolveOptions({ auth: { jwt: { secret: SECRET, jwksUrl: 'https://x/jwks' } } })).toThrow(/exactly one/);
+    expect(() => resolveOptions({ auth: { jwt: { secret: TEST_SECRET, jwksUrl: 'https://x/jwks' } } })).toThrow(/exactly one/);
     expect(() => resolveOptions({ auth: { jwt: { jwksUrl: 'ftp://x' } } })).toThrow(/http\(s\) URL/);
     expect(() => resolveOptions({ auth: { cookie: 'a b' } })).toThrow(/cookie name/);
   });
 
   it('takes the key from TIDINGS_JWT_SECRET or TIDINGS_JWKS_URL, keeping the rest of auth.jwt', async () => {
     const { loadConfig } = await import('@tidings/server');
-    expect(loadConfig({ env: { TIDINGS_JWT_SECRET: SECRET } }).auth.jwt).toEqual({ secret: SECRET });
+    expect(loadConfig({ env: { TIDINGS_JWT_SECRET: TEST_SECRET } }).auth.jwt).toEqual({ secret: TEST_SECRET });
     expect(loadConfig({ env: { TIDINGS_JWKS_URL: 'https://auth.example/jwks.json' } }).auth.jwt).toEqual({ jwksUrl: 'https://auth.example/jwks.json' });
     expect(loadConfig({ env: {} }).auth).toEqual({ cookie: 'tidings_token' });
   });

@@ -5,11 +5,9 @@
  * with credentials only when it is allowed (never `*` with credentials) and exposes Retry-After.
  */
 import { afterEach, describe, expect, it } from 'vitest';
-import { SignJWT } from 'jose';
-import { attemptSubscribe, startGateway, type AttemptTransport, type TestGateway } from '@tidings/testing';
+import { attemptSubscribe, signToken, startGateway, TEST_SECRET, type AttemptTransport, type TestGateway } from '@tidings/testing';
 import type { GatewayConfig } from '@tidings/server';
 
-const SECRET = 'a-test-secret-of-at-least-32-bytes!!';
 const TRANSPORTS: AttemptTransport[] = ['websocket', 'sse', 'poll'];
 const cleanup: Array<() => unknown> = [];
 afterEach(async () => {
@@ -17,11 +15,11 @@ afterEach(async () => {
 });
 
 async function gateway(extra: GatewayConfig = {}): Promise<TestGateway> {
-  const gw = await startGateway({ auth: { jwt: { secret: SECRET } }, namespaces: { user: {} }, channelLinger: 0, ...extra });
+  const gw = await startGateway({ auth: { jwt: { secret: TEST_SECRET } }, namespaces: { user: {} }, channelLinger: 0, ...extra });
   cleanup.push(() => gw.close());
   return gw;
 }
-const alice = (): Promise<string> => new SignJWT({ sub: 'alice', channels: ['user:alice'] }).setProtectedHeader({ alg: 'HS256' }).sign(new TextEncoder().encode(SECRET));
+const alice = (): Promise<string> => signToken({ sub: 'alice', channels: ['user:alice'] });
 const forbidden = (_t: AttemptTransport): unknown => ({ result: 'http', status: 403, code: 'forbidden' });
 
 describe('a token in a cookie', () => {

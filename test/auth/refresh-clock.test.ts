@@ -7,11 +7,9 @@
  * `exp` and gets nothing published after it.
  */
 import { afterEach, describe, expect, it } from 'vitest';
-import { SignJWT } from 'jose';
 import type { TransportName } from '@tidings/client';
-import { ManualClock, startGateway, testClient, until } from '@tidings/testing';
+import { ManualClock, signToken, startGateway, TEST_SECRET, testClient, until } from '@tidings/testing';
 
-const SECRET = 'a-test-secret-of-at-least-32-bytes!!';
 const LIFETIME_S = 20 * 60;
 const cleanup: Array<() => unknown> = [];
 afterEach(async () => {
@@ -20,16 +18,12 @@ afterEach(async () => {
 const sleep = (ms: number): Promise<void> => new Promise((r) => setTimeout(r, ms));
 
 const tokenAt = (clock: ManualClock): Promise<string> =>
-  new SignJWT({ sub: 'alice', channels: ['user:alice'] })
-    .setProtectedHeader({ alg: 'HS256' })
-    .setIssuedAt(Math.floor(clock.now() / 1000))
-    .setExpirationTime(Math.floor(clock.now() / 1000) + LIFETIME_S)
-    .sign(new TextEncoder().encode(SECRET));
+  signToken({ sub: 'alice', channels: ['user:alice'] }, { issued: true, expiresIn: LIFETIME_S, now: clock.now() });
 
 describe.each(['websocket', 'sse', 'poll'] as TransportName[])('%s, an hour of fake time', (transport) => {
   it('refreshed three times, keeps its subscription and receives everything once, in order', async () => {
     const clock = new ManualClock();
-    const gw = await startGateway({ auth: { jwt: { secret: SECRET } }, namespaces: { user: {} }, channelLinger: 0 }, { clock });
+    const gw = await startGateway({ auth: { jwt: { secret: TEST_SECRET } }, namespaces: { user: {} }, channelLinger: 0 }, { clock });
     cleanup.push(() => gw.close());
     let issued = 0;
     const client = testClient(gw.url, transport, {
@@ -59,7 +53,7 @@ describe.each(['websocket', 'sse', 'poll'] as TransportName[])('%s, an hour of f
 
   it('is closed at exp when its provider keeps giving the same token, and gets nothing after', async () => {
     const clock = new ManualClock();
-    const gw = await startGateway({ auth: { jwt: { secret: SECRET } }, namespaces: { user: {} }, channelLinger: 0 }, { clock });
+    const gw = await startGateway({ auth: { jwt: { secret: TEST_SECRET } }, namespaces: { user: {} }, channelLinger: 0 }, { clock });
     cleanup.push(() => gw.close());
     const stale = await tokenAt(clock);
     const client = testClient(gw.url, transport, { token: () => stale });

@@ -7,11 +7,9 @@
  * `token_expired`; a refresh for another user, or with a bad token, is refused and changes nothing.
  */
 import { afterEach, describe, expect, it } from 'vitest';
-import { SignJWT } from 'jose';
 import type { Message } from '@tidings/protocol';
-import { attemptSubscribe, postOnce, RawSseClient, RawWsClient, startGateway, testClient, type TestGateway } from '@tidings/testing';
+import { attemptSubscribe, postOnce, RawSseClient, RawWsClient, signToken, startGateway, TEST_SECRET, testClient, type TestGateway } from '@tidings/testing';
 
-const SECRET = 'a-test-secret-of-at-least-32-bytes!!';
 const LIFETIME = 3;
 const cleanup: Array<() => unknown> = [];
 afterEach(async () => {
@@ -19,15 +17,12 @@ afterEach(async () => {
 });
 
 async function gateway(): Promise<TestGateway> {
-  const gw = await startGateway({ auth: { jwt: { secret: SECRET } }, namespaces: { user: {} }, channelLinger: 0 });
+  const gw = await startGateway({ auth: { jwt: { secret: TEST_SECRET } }, namespaces: { user: {} }, channelLinger: 0 });
   cleanup.push(() => gw.close());
   return gw;
 }
 const token = (sub = 'alice', seconds = LIFETIME): Promise<string> =>
-  new SignJWT({ sub, channels: [`user:${sub}`] })
-    .setProtectedHeader({ alg: 'HS256' })
-    .setExpirationTime(Math.floor(Date.now() / 1000) + seconds)
-    .sign(new TextEncoder().encode(SECRET));
+  signToken({ sub, channels: [`user:${sub}`] }, { expiresIn: seconds });
 
 /** Publishes 1, 2, 3, ... to `channel` every `every` ms until stopped; resolves with how many. */
 function steadily(gw: TestGateway, channel: string, every = 100): { stop: () => Promise<number> } {

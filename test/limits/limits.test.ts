@@ -6,13 +6,11 @@
  * changes nothing else: the slot is free again once a connection ends, and other clients go on.
  */
 import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
-import { SignJWT } from 'jose';
 import WebSocket from 'ws';
 import { connect } from 'node:net';
 import type { Authenticator, GatewayConfig } from '@tidings/server';
-import { attemptSubscribe, RawWsClient, startGateway, startRedis, testClient, until, type AttemptOutcome, type AttemptTransport, type RedisServer, type TestGateway } from '@tidings/testing';
+import { attemptSubscribe, RawWsClient, signToken, startGateway, startRedis, TEST_SECRET, testClient, until, type AttemptOutcome, type AttemptTransport, type RedisServer, type TestGateway } from '@tidings/testing';
 
-const SECRET = 'a-test-secret-of-at-least-32-bytes!!';
 const cleanup: Array<() => unknown> = [];
 afterEach(async () => {
   for (const f of cleanup.splice(0).reverse()) await f();
@@ -23,8 +21,7 @@ async function gateway(config: GatewayConfig): Promise<TestGateway> {
   cleanup.push(() => gw.close());
   return gw;
 }
-const tokenFor = (sub: string): Promise<string> =>
-  new SignJWT({ sub, channels: [`user:${sub}`, 'chat:*'], publish: ['chat:*'] }).setProtectedHeader({ alg: 'HS256' }).sign(new TextEncoder().encode(SECRET));
+const tokenFor = (sub: string): Promise<string> => signToken({ sub, channels: [`user:${sub}`, 'chat:*'], publish: ['chat:*'] });
 
 /** Opens a WebSocket and keeps it; resolves once welcomed. */
 async function hold(gw: TestGateway, query = ''): Promise<RawWsClient> {
@@ -122,7 +119,7 @@ describe('connection caps', () => {
   });
 
   it('per user: past maxConnectionsPerUser, 429 for that user only', async () => {
-    const gw = await gateway({ auth: { jwt: { secret: SECRET } }, maxConnectionsPerUser: 2 });
+    const gw = await gateway({ auth: { jwt: { secret: TEST_SECRET } }, maxConnectionsPerUser: 2 });
     const alice = await tokenFor('alice');
     const first = await hold(gw, `?token=${alice}`);
     await hold(gw, `?token=${alice}`);
@@ -174,7 +171,7 @@ describe('per user across a cluster', () => {
   });
 
   it('holds maxConnectionsPerUser over two nodes on one Redis', async () => {
-    const config: GatewayConfig = { auth: { jwt: { secret: SECRET } }, maxConnectionsPerUser: 2, broker: redis.url, nodeId: 'n1' };
+    const config: GatewayConfig = { auth: { jwt: { secret: TEST_SECRET } }, maxConnectionsPerUser: 2, broker: redis.url, nodeId: 'n1' };
     const one = await gateway(config);
     const two = await gateway({ ...config, nodeId: 'n2' });
     const alice = await tokenFor('alice');

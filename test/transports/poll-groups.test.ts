@@ -7,10 +7,9 @@
  */
 import { request, type IncomingMessage } from 'node:http';
 import { afterEach, describe, expect, it } from 'vitest';
-import { SignJWT } from 'jose';
 import { formatCursorEntry, type Position } from '@tidings/protocol';
 import { MemoryBroker, type AuthorizeHooks, type Broker, type HistoryPage } from '@tidings/server';
-import { faultyBroker, startGateway, type TestGateway } from '@tidings/testing';
+import { faultyBroker, signToken, startGateway, TEST_SECRET, type TestGateway } from '@tidings/testing';
 
 /** A memory broker that counts the calls a poll could cost. */
 class CountingBroker extends MemoryBroker {
@@ -300,15 +299,11 @@ describe('what poll groups hold', () => {
 });
 
 describe('parked polls with credentials that expire', () => {
-  const SECRET = 'a-test-secret-of-at-least-32-bytes!!';
   const bearer = async (seconds: number, channels = ['user:alice']): Promise<Record<string, string>> => {
-    const token = await new SignJWT({ sub: 'alice', channels })
-      .setProtectedHeader({ alg: 'HS256' })
-      .setExpirationTime(Math.floor(Date.now() / 1000) + seconds)
-      .sign(new TextEncoder().encode(SECRET));
+    const token = await signToken({ sub: 'alice', channels }, { expiresIn: seconds });
     return { authorization: `Bearer ${token}` };
   };
-  const jwtGateway = (): Promise<{ gw: TestGateway }> => gateway({ auth: { jwt: { secret: SECRET } }, namespaces: { user: {} } });
+  const jwtGateway = (): Promise<{ gw: TestGateway }> => gateway({ auth: { jwt: { secret: TEST_SECRET } }, namespaces: { user: {} } });
 
   it('holds a poll whose token is valid for weeks for its whole hold (no timer beyond 2^31 ms firing at once)', async () => {
     const { gw } = await jwtGateway();

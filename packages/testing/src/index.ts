@@ -23,3 +23,4 @@ export * from './config.js';
 export * from './manual-clock.js';
 export * from './prometheus.js';
 export * from './socket-writes.js';
+export * from './tokens.js';
