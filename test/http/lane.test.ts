@@ -470,3 +470,22 @@ it('answers a read full of pipelined requests refused at once, in order, without
   expect(talk.answers[count]?.status).toBe(200);
   expect(talk.closed).toBe(false);
 });
+
+it('keeps a held poll in its place when the answers before it wait for the client to take them', async () => {
+  // One node-wide connection: a poll whose slot is never given back locks every client out.
+  const gw = await gateway({ maxConnections: 1, maxConnectionsPerIp: 0, pollTimeout: 1000 });
+  const talk = new Conversation(gw.port);
+  // 150 publishes refused at once (more than 16 KiB of answers, written corked: the socket waits for
+  // a drain), then a poll held on `held`, then a publish answered at once: their answers come in this order.
+  const refused = 'POST /api/publish HTTP/1.1\r\nHost: gw\r\nContent-Length: 0\r\n\r\n'.repeat(150);
+  talk.send(refused + poll('channel=held') + publish('{"channel":"after","data":1}'));
+  await talk.next(150);
+  await gw.publish('held', 'news');
+  const answers = await talk.next(152);
+  expect(answers.slice(0, 150).every((a) => a.status === 401)).toBe(true);
+  expect(answers[150]?.body).toContain('"data":"news"');
+  expect(answers[151]?.body).toContain('"position"');
+  talk.socket.destroy();
+  // Both polls gave their slot back: another client is served.
+  await expect.poll(async () => (await rawRequest(gw.port, poll('channel=other&timeout=0'))).status, { timeout: 5000 }).toBe(200);
+});

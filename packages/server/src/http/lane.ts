@@ -442,10 +442,13 @@ class LaneConnection {
     });
   }
 
-  /** Serves the next pending request, or hands the connection over when it is not the lane's. */
+  /**
+   * Serves the next pending request, or hands the connection over when it is not the lane's. Never
+   * while one is in flight: its answer comes first, and its end ({@link #done}) serves the next.
+   */
   #serveNext(): void {
     const buf = this.#pending;
-    if (buf === undefined) return;
+    if (buf === undefined || this.#current !== undefined) return;
     const head = readLaneHead(buf, this.lane.routes, MAX_HEAD, this.lane.maxBody);
     if (head === undefined) {
       if (!headMayFollow(buf, this.lane.routes, MAX_HEAD)) {
