@@ -240,6 +240,19 @@ describe('long polling through poll groups', () => {
 });
 
 describe('what poll groups hold', () => {
+  it('no place of a poll that timed out on a quiet channel for long: its lists stay within twice the parked polls, and a few', async () => {
+    const { gw } = await gateway();
+    const at = await startGroup(gw, 'quiet');
+    for (let round = 0; round < 5; round++) {
+      const polls = Array.from({ length: 100 }, () => poll(gw, `channel=quiet&${cursorOf('quiet', at)}&timeout=20`));
+      for (const a of await Promise.all(polls.map((p) => p.answer))) expect(a.body).toEqual({ messages: [], gaps: [], cursor: formatCursorEntry('quiet', at) });
+    }
+    const { parked, listed, queued } = gw.gateway.stats().polls;
+    expect(parked).toBe(0);
+    expect(listed).toBeLessThanOrEqual(64);
+    expect(queued).toBeLessThanOrEqual(64);
+  }, 30_000);
+
   it('at most maxPollGroupBytes over all groups: past it a group keeps fewer, and a poll further behind takes the ordinary path, missing nothing', async () => {
     const max = 100 * 1024;
     const { gw, broker } = await gateway({ maxPollGroupBytes: max, namespaces: { '': { historySize: 100 } } });

@@ -85,11 +85,12 @@ export interface GatewayStats {
   /**
    * Long-poll groups (each one hub subscriber of its channel), the polls parked in them (no session of
    * their own) and the places those take (a poll of several channels waits in each one's group), the
-   * places in their hold queues (the parked places, and those of polls answered before their hold ran
-   * out that a queue has not let go yet: at most twice the parked places, and a few), and the bytes of
+   * places in their parked lists and in their hold queues (the parked places, and those of polls
+   * answered or gone that a list or queue has not let go yet: each at most twice the parked places,
+   * and a few), and the bytes of
    * recent publications and answers the groups hold (at most `maxPollGroupBytes`).
    */
-  readonly polls: { readonly groups: number; readonly parked: number; readonly places: number; readonly queued: number; readonly bytes: number };
+  readonly polls: { readonly groups: number; readonly parked: number; readonly places: number; readonly listed: number; readonly queued: number; readonly bytes: number };
 }
 
 /** The authenticator the options configure: JWT when `auth.jwt` is set, else open. */

@@ -421,6 +421,8 @@ export class PollGroup implements Sink {
     this.#release(parked);
     this.#answerEmpty(parked.poller, parked.at);
     this.metrics.connectionClosed('poll', reason);
+    // On a quiet channel no publication comes to replace the parked list: its places go here.
+    this.#compact();
   }
 
   /** `parked` is answered, or let go: no longer held. */
@@ -574,6 +576,11 @@ export class PollGroup implements Sink {
 
   get parkedCount(): number {
     return this.#held;
+  }
+
+  /** Places in the parked list: the polls held, and those answered or gone that it still lists. */
+  get listedCount(): number {
+    return this.#parked.length;
   }
 
   /** Places in the hold queues. */

@@ -66,17 +66,20 @@ export class PollGroups {
 
   /**
    * Groups, the polls parked in them and the places those take (a poll of several channels takes one
-   * in each one's group), the places in their hold queues, and the bytes they hold.
+   * in each one's group), the places in their parked lists and hold queues (those of polls answered or
+   * gone included, until they are let go), and the bytes they hold.
    */
-  stats(): { groups: number; parked: number; places: number; queued: number; bytes: number } {
+  stats(): { groups: number; parked: number; places: number; listed: number; queued: number; bytes: number } {
     let parked = 0;
+    let listed = 0;
     let queued = 0;
     for (const g of this.#groups.values()) {
       parked += g.parkedCount;
+      listed += g.listedCount;
       queued += g.queuedCount;
     }
     const { polls, places } = this.#joints;
-    return { groups: this.#groups.size, parked: parked - places + polls, places: parked, queued, bytes: this.#bytes.used };
+    return { groups: this.#groups.size, parked: parked - places + polls, places: parked, listed, queued, bytes: this.#bytes.used };
   }
 
   /**
