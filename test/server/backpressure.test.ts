@@ -13,7 +13,7 @@
  */
 import fc from 'fast-check';
 import { describe, expect, it } from 'vitest';
-import { CloseCode, type CloseName, type Gap, type Message, type Position, type RequestId, type SubscribeResult } from '@tidings/protocol';
+import { CloseCode, formatCursorEntry, type CloseName, type Gap, type Message, type Position, type RequestId, type SubscribeResult } from '@tidings/protocol';
 import { CounterMetrics, MemoryBroker, openAuth, resolveOptions, type GatewayConfig } from '@tidings/server';
 import { brokerSettings, cleanupAfterEach, configProblems, publishCommand, RawSseClient, RawWsClient, startGateway, TEST_API_KEY, until, type TestGateway } from '@tidings/testing';
 import type { EncodedPublication } from '../../packages/server/src/encoded.js';
@@ -505,4 +505,37 @@ describe('replay in the session', () => {
       { numRuns: 100 },
     );
   }, 60_000);
+});
+
+describe('an SSE stream whose later channels are still subscribing', () => {
+  it('holds at most maxBufferedBytes of a channel already live: past it the stream is shed, and a resume misses nothing', async () => {
+    let release = (): void => undefined;
+    const slow = new Promise<void>((resolve) => (release = resolve));
+    const gw = await startGateway(
+      { maxBufferedBytes: 64 * 1024, namespaces: { h: { historySize: 1000 } }, channelLinger: 0 },
+      { authorize: { subscribe: async (_identity, channel) => (channel === 'h:slow' ? slow.then(() => true) : true) } },
+    );
+    cleanup.push(() => gw.close());
+    // The stream opens once both channels are subscribed; `h:fast` is live while `h:slow` waits.
+    const opening = RawSseClient.open(`${gw.url}/sse?channel=h:fast&channel=h:slow`);
+    await until(() => gw.gateway.stats().hub.subscribers === 1, 8000, 'h:fast live');
+    let published = 0;
+    for (; published < 100 && metricsOf(gw).drops.slow_consumer === 0; published += 10) {
+      await publishBatch(gw, range(published + 1, published + 10).map((i) => ({ channel: 'h:fast', data: { i, pad: PAD } })));
+    }
+    // Shed within the bound: 2 KB publications, 64 KB, long before the hundredth.
+    expect(metricsOf(gw).drops.slow_consumer).toBe(1);
+    expect(published).toBeLessThanOrEqual(50);
+    release();
+    const client = await opening;
+    cleanup.push(() => client.close());
+    await client.until((c) => c.ended);
+    expect(client.named('tidings:error').map((e) => (JSON.parse(e.data) as { code: string }).code)).toEqual(['slow_consumer']);
+    // A resume from the start gets every publication once, in order.
+    const last = await gw.publish('h:fast', { i: published + 1 });
+    const again = await RawSseClient.open(`${gw.url}/sse?channel=h:fast`, formatCursorEntry('h:fast', { epoch: last.position.epoch, seq: 0 }));
+    cleanup.push(() => again.close());
+    await again.until((c) => c.named('message').length >= last.position.seq);
+    expect(again.named('message').map((e) => (JSON.parse(e.data) as { data: { i: number } }).data.i)).toEqual(range(1, published + 1));
+  });
 });

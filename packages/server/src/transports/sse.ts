@@ -62,6 +62,11 @@ export class SseConnection implements Sink {
   readonly #entries: string[];
   #id = '';
   #held: Held[] | undefined = [];
+  /**
+   * Bytes of message and presence JSON held until the stream opens: what the session's bound reads
+   * meanwhile, since a channel subscribed first is live while the next ones subscribe.
+   */
+  #heldBytes = 0;
   /** Who asked to hear of a drain before the stream opened (a replay waiting for the reader). */
   #drainOnOpen: (() => void) | undefined;
 
@@ -88,7 +93,7 @@ export class SseConnection implements Sink {
   }
 
   get bufferedBytes(): number {
-    return this.#out?.backlog ?? 0;
+    return this.#out?.backlog ?? this.#heldBytes;
   }
 
   whenDrained(listener: () => void): void {
@@ -118,6 +123,7 @@ export class SseConnection implements Sink {
     this.#send(`event: ${SseEvent.welcome}\nid: ${this.#id}\ndata: ${welcome}\n\n`);
     const held = this.#held ?? [];
     this.#held = undefined;
+    this.#heldBytes = 0;
     for (const item of held) {
       if ('enc' in item) this.message(item.enc);
       else if ('gap' in item) this.gap(item.gap);
@@ -136,6 +142,7 @@ export class SseConnection implements Sink {
   message(enc: EncodedPublication): void {
     if (this.#held !== undefined) {
       this.#held.push({ enc });
+      this.#heldBytes += enc.json.length;
       return;
     }
     if (has(this.#flags, ENDED)) return;
@@ -176,19 +183,20 @@ export class SseConnection implements Sink {
     this.#send(`event: ${SseEvent.gap}\nid: ${this.#id}\ndata: ${JSON.stringify(gap)}\n\n`);
   }
 
-  /**
-   * A `tidings:join` / `tidings:leave` event, shared bytes (the session checked the bound). It has no
-   * `id:` line, so the stream's cursor (the browser's `Last-Event-ID`) stays where it was.
-   */
   /** `tidings:expiring`: the client should `POST /refresh` a new token (a control event: no `id:`). */
   expiring(expiresAt: number): void {
     if (has(this.#flags, ENDED) || this.#held !== undefined) return;
     this.#send(`event: ${SseEvent.expiring}\ndata: ${JSON.stringify({ expiresAt })}\n\n`);
   }
 
+  /**
+   * A `tidings:join` / `tidings:leave` event, shared bytes (the session checked the bound). It has no
+   * `id:` line, so the stream's cursor (the browser's `Last-Event-ID`) stays where it was.
+   */
   presence(enc: EncodedPresence): void {
     if (this.#held !== undefined) {
       this.#held.push({ presence: enc });
+      this.#heldBytes += enc.json.length;
       return;
     }
     if (has(this.#flags, ENDED)) return;
