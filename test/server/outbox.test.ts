@@ -110,6 +110,25 @@ describe('Outbox', () => {
     ]);
   });
 
+  it('says drained only once this turn\'s writes are written out, however far behind a long pass they wait', async () => {
+    const ahead = Array.from({ length: WRITE_SLICE * 3 }, () => new Outbox(stream().s));
+    for (const out of ahead) out.write('a');
+    const { s, read } = stream();
+    const out = new Outbox(s);
+    out.write('b');
+    expect(out.drained).toBe(false);
+    const handed: string[] = [];
+    out.whenDrained(() => handed.push(Buffer.concat(read()).toString()));
+    // Three check phases write out the connections ahead; this one's write leaves in the fourth.
+    for (let i = 0; i < 3; i++) {
+      await turn();
+      expect(handed).toEqual([]);
+    }
+    for (let i = 0; i < 3; i++) await turn();
+    expect(handed).toEqual(['b']);
+    expect(out.drained).toBe(true);
+  });
+
   it('uncorks a stream handed over corked at its first write-out, with what was written before in one writev', async () => {
     const writes: string[][] = [];
     const make = () => {

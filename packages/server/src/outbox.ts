@@ -139,25 +139,41 @@ export class Outbox {
     if (corked) this.#flags = CORKED;
   }
 
-  /** Whether nothing waits here and the stream takes writes again. */
+  /**
+   * Whether nothing waits here (neither this turn's writes nor a queue for `drain`) and the stream
+   * takes writes again.
+   */
   get drained(): boolean {
-    return (this.#flags & BLOCKED) === 0 && this.#queue === undefined && this.out.writableNeedDrain !== true;
+    return (this.#flags & BLOCKED) === 0 && this.#queue === undefined && this.#turn === undefined && this.out.writableNeedDrain !== true;
   }
 
   /**
-   * Calls `listener` once, when nothing waits here and the stream takes writes again: at the next
-   * `drain`, or soon (never synchronously) if that is already so. A later call replaces an earlier
-   * listener that has not run; a closed outbox never calls it.
+   * Calls `listener` once, when nothing waits here and the stream takes writes again: once this turn's
+   * writes are written out, at the next `drain`, or soon (never synchronously) if that is already so.
+   * A later call replaces an earlier listener that has not run; a closed outbox never calls it.
    */
   whenDrained(listener: () => void): void {
     if ((this.#flags & CLOSED) !== 0) return;
     this.#onDrained = listener;
+    this.#awaitDrained();
+  }
+
+  /**
+   * Sees that the drained listener is called: by this turn's write-out, which looks again (a write-out
+   * pass of many connections may reach this one several check phases later, and what it holds until
+   * then is owed to the client as much as what the stream holds), by the stream's `drain`, or soon.
+   */
+  #awaitDrained(): void {
+    if (this.#turn !== undefined) return;
     if (!this.drained) this.#listen();
     else if ((this.#flags & CHECK_SCHEDULED) === 0) {
       this.#flags |= CHECK_SCHEDULED;
       setImmediate(() => {
         this.#flags &= ~CHECK_SCHEDULED;
+        // Written to again meanwhile, or the stream refused a write made past this outbox: look again.
+        if (this.#onDrained === undefined || (this.#flags & CLOSED) !== 0) return;
         if (this.drained) this.#notifyDrained();
+        else this.#awaitDrained();
       });
     }
   }
@@ -212,6 +228,7 @@ export class Outbox {
   endTurn(): void {
     this.#backlog = undefined;
     this.#flushTurn();
+    if (this.#onDrained !== undefined) this.#awaitDrained();
   }
 
   #flushTurn(): void {
