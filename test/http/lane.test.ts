@@ -7,6 +7,7 @@
  * the gateway's shutdown.
  */
 import type { IncomingMessage } from 'node:http';
+import { stat } from 'node:fs';
 import { connect, type Socket } from 'node:net';
 import fc from 'fast-check';
 import { expect, it } from 'vitest';
@@ -488,4 +489,23 @@ it('keeps a held poll in its place when the answers before it wait for the clien
   talk.socket.destroy();
   // Both polls gave their slot back: another client is served.
   await expect.poll(async () => (await rawRequest(gw.port, poll('channel=other&timeout=0'))).status, { timeout: 5000 }).toBe(200);
+});
+
+it('does not cut a client for the gateway\'s own lag: a request that came in time is served though the loop was too busy to read it then', async () => {
+  const gw = await gateway({ headersTimeout: 200, requestTimeout: 200 });
+  const answer = rawRequest(gw.port, '', {
+    then: (socket) => {
+      // In an I/O callback (the poll phase), after the gateway took the connection: the request is in
+      // its socket buffer well within its time, then the event loop is busy past that time, so the
+      // next turn runs its timers before it reads the request.
+      setTimeout(() => {
+        stat('.', () => {
+          socket.write(poll('channel=lag&timeout=0'));
+          const until = Date.now() + 600;
+          while (Date.now() < until);
+        });
+      }, 50);
+    },
+  });
+  expect((await answer).status).toBe(200);
 });

@@ -706,11 +706,20 @@ export class FastLane {
    */
   #sweep(): void {
     const now = Date.now();
-    for (const conn of this.#connections) if (conn.waitUntil !== 0 && conn.waitUntil <= now) conn.timedOut();
+    let late: LaneConnection[] | undefined;
+    for (const conn of this.#connections) if (conn.waitUntil !== 0 && conn.waitUntil <= now) (late ??= []).push(conn);
+    // Judged after this turn's reads: a loop busy past a deadline runs its timers before it reads what
+    // came in time, and the client is not to blame for the gateway's lag.
+    if (late !== undefined) setImmediate(() => this.#cut(late, now));
     if (this.#connections.size === 0 && this.#sweeper !== undefined) {
       clearInterval(this.#sweeper);
       this.#sweeper = undefined;
     }
+  }
+
+  /** Ends the connections of `late` that still wait past `now`: nothing they sent since moved their deadline. */
+  #cut(late: readonly LaneConnection[], now: number): void {
+    for (const conn of late) if (this.#connections.has(conn) && conn.waitUntil !== 0 && conn.waitUntil <= now) conn.timedOut();
   }
 
   handOver(socket: Socket): void {
