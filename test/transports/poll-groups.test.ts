@@ -397,6 +397,19 @@ describe('polls of several channels through poll groups', () => {
     expect(broker.calls.history).toBeGreaterThan(before.history);
   });
 
+  it('more channels than maxSubscriptions are refused whether or not their groups are ready', async () => {
+    const { gw } = await gateway({ maxSubscriptions: 2 });
+    const refused = async (): Promise<void> => {
+      const a = await poll(gw, 'channel=a,b,c&timeout=0').answer;
+      expect(a.status).toBe(429);
+      expect(a.body).toMatchObject({ error: { code: 'limit_exceeded' } });
+    };
+    await refused();
+    await groups(gw, ['a', 'b', 'c']);
+    await refused();
+    await refused();
+  });
+
   it('the first takes the ordinary path and starts a group for each of its channels', async () => {
     const { gw } = await gateway();
     const a = await poll(gw, 'channel=x,y,z&timeout=0').answer;

@@ -100,6 +100,8 @@ export class PollGroups {
    */
   parkJoint(req: JointParkRequest): ParkOutcome {
     const { channels, cursor, identity } = req;
+    // More channels than a connection may subscribe to: the ordinary path refuses it, as it refuses the first.
+    if (channels.length > this.options.maxSubscriptions) return 'declined';
     const groups: PollGroup[] = [];
     const starts: number[] = [];
     let behind = false;
