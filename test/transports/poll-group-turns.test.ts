@@ -73,7 +73,9 @@ async function group() {
   groups.served('news');
   for (let i = 0; i < 100 && poll(start, 0).outcome === 'declined'; i++) await turn();
   expect(poll(start, 0).outcome).toBe('answered');
-  return { publish, poll, start, stats: () => groups.stats() };
+  /** A publication as the broker's feed delivers it, whatever its position (another epoch: a broker that lost its data). */
+  const arrive = (position: Position, data: string): void => hub.onPublication({ channel: 'news', position, type: undefined, data: JSON.stringify(data), ephemeral: false });
+  return { publish, poll, arrive, start, stats: () => groups.stats() };
 }
 
 describe('a poll group, turn by turn', () => {
@@ -190,5 +192,23 @@ describe('a poll group, turn by turn', () => {
     expect(stays.poller.answers).toHaveLength(1);
     expect(g.stats().parked).toBe(0);
     expect(g.stats().queued).toBeLessThanOrEqual(64);
+  });
+
+  it('answers a poll at a new epoch with its own cursor, though one at the same seq of the old epoch timed out in the turn the epoch changed', async () => {
+    const { poll, arrive, start } = await group();
+    const old = poll(start, 15);
+    expect(old.outcome).toBe('parked');
+    const next: Position = { epoch: 'zzzzzzzz', seq: start.seq };
+    // The new epoch's first publication arrives in a timer, and the old poll's hold runs out in the
+    // same timers phase, after it (the loop is busy until both are due).
+    setTimeout(() => arrive(next, 'new'), 5);
+    const busy = performance.now() + 40;
+    while (performance.now() < busy);
+    await new Promise((r) => setTimeout(r, 30));
+    await turn();
+    expect(old.poller.answers.map((a) => a.cursor)).toEqual([formatCursorEntry('news', start)]);
+    const fresh = poll(next, 0);
+    expect(fresh.outcome).toBe('answered');
+    expect(fresh.poller.answers.map((a) => a.cursor)).toEqual([formatCursorEntry('news', next)]);
   });
 });

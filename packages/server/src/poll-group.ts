@@ -497,8 +497,16 @@ export class PollGroup implements Sink {
     this.#queued = 0;
   }
 
-  /** An answer with no messages and the cursor at `at` (one encoding per position until the next publication). */
+  /**
+   * An answer with no messages and the cursor at `at` (one encoding per position until the next
+   * publication). The answers kept are keyed by seq, in the epoch of `last`: a poll of an earlier epoch
+   * (parked before a publication of a new one, whose hold ran out in that same turn) gets its own.
+   */
   #answerEmpty(poller: Poller, at: Position): void {
+    if (at.epoch !== this.last?.epoch) {
+      poller.answer(emptyAnswer(formatCursorEntry(this.channel, at)));
+      return;
+    }
     const key = -2 - at.seq;
     let body = this.#answers.get(key);
     if (body === undefined) {
