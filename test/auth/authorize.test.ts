@@ -111,12 +111,15 @@ export const publish = (identity, channel) => channel !== 'room:readonly';
   it('from an HTTP callout (auth.proxy.url), with its reason; a slow or failing service is unavailable', async () => {
     const calls: unknown[] = [];
     const server: Server = createServer((req, res) => {
+      if (req.url === '/login') return void res.writeHead(200, { 'content-type': 'text/html' }).end('<form>sign in</form>');
       let body = '';
       req.on('data', (c: Buffer) => (body += c.toString()));
       req.on('end', () => {
         const ask = JSON.parse(body) as { action: string; channel: string };
         calls.push(ask);
         if (ask.channel === 'room:broken') return void res.writeHead(500).end();
+        // A redirect (to a login page that answers 200) is no answer.
+        if (ask.channel === 'room:moved') return void res.writeHead(302, { location: '/login' }).end();
         if (ask.channel === 'room:slow') return void setTimeout(() => res.writeHead(200).end(), 1500);
         const refused = (ask.action === 'subscribe' && ask.channel === 'room:closed') || (ask.action === 'publish' && ask.channel === 'room:readonly');
         if (refused) res.writeHead(403, { 'content-type': 'application/json' }).end('{"reason":"members only"}');
@@ -130,8 +133,28 @@ export const publish = (identity, channel) => channel !== 'room:readonly';
     const gw = await gateway({ auth: { proxy: { url: `http://127.0.0.1:${port}/authorize`, timeout: 500 } } });
     await checkHooks(gw);
     expect(await attemptSubscribe(gw.url, 'poll', 'room:slow')).toEqual({ result: 'http', status: 503, code: 'unavailable' });
+    expect(await attemptSubscribe(gw.url, 'poll', 'room:moved')).toEqual({ result: 'http', status: 503, code: 'unavailable' });
     const refused = await fetch(`${gw.url}/poll?channel=room:closed&timeout=0`);
     expect(((await refused.json()) as { error: { reason: string } }).error.reason).toBe('members only');
     expect(calls).toContainEqual({ action: 'subscribe', user: '', anonymous: true, channel: 'room:closed' });
+  });
+
+  it('host hooks and a module together: each must answer true, and a hook that answers nothing refuses, as alone', async () => {
+    const dir = mkdtempSync(join(tmpdir(), 'tidings-authz-'));
+    const path = join(dir, 'authz.mjs');
+    writeFileSync(path, `export const publish = (identity, channel) => channel !== 'room:readonly';\n`);
+    const host: AuthorizeHooks = {
+      // Answers nothing (undefined) for what it does not allow, as a careless hook may.
+      subscribe: ((_identity: unknown, channel: string) => (channel === 'room:closed' ? undefined : decide(channel))) as AuthorizeHooks['subscribe'],
+    };
+    const alone = await gateway({}, host);
+    const both = await gateway({ authHook: path }, host);
+    for (const gw of [alone, both]) {
+      for (const t of TRANSPORTS) {
+        expect(await attemptSubscribe(gw.url, t, 'room:open')).toEqual({ result: 'subscribed' });
+        expect(await attemptSubscribe(gw.url, t, 'room:closed')).toEqual(refusedAs(t, 'forbidden', 403));
+      }
+    }
+    await checkHooks(both);
   });
 });

@@ -9,7 +9,8 @@
  * exports (or default export) are the hooks; or `auth.proxy.url`, an HTTP callout for backends not
  * written in Node: `POST url` with `{ "action": "subscribe" | "publish", "user", "anonymous", "channel",
  * "data"? }` (data as JSON text), answered 2xx to allow, 403 to refuse (an optional
- * `{ "reason" }`), anything else or no answer within `timeout` ms (default 2000) is `unavailable`.
+ * `{ "reason" }`), anything else (a redirect too, which is not followed) or no answer within
+ * `timeout` ms (default 2000) is `unavailable`.
  * @module
  */
 import { pathToFileURL } from 'node:url';
@@ -58,7 +59,8 @@ export function proxyHooks(url: string, timeout = 2000): AuthorizeHooks {
   const call = async (body: Record<string, unknown>): Promise<boolean> => {
     let res: Response;
     try {
-      res = await fetch(url, { method: 'POST', headers: { 'content-type': 'application/json' }, body: JSON.stringify(body), signal: AbortSignal.timeout(timeout) });
+      // A redirect is not an answer (a login page's 200 would allow): it is `unavailable`, as any other.
+      res = await fetch(url, { method: 'POST', headers: { 'content-type': 'application/json' }, body: JSON.stringify(body), redirect: 'manual', signal: AbortSignal.timeout(timeout) });
     } catch (err) {
       throw new TidingsError('unavailable', `the authorization service did not answer: ${(err as Error).message}`);
     }
@@ -81,12 +83,17 @@ export function proxyHooks(url: string, timeout = 2000): AuthorizeHooks {
   };
 }
 
-/** Both sets of hooks must allow (either may be absent). */
+/**
+ * Both sets of hooks must allow. A set without a hook for the action allows it; a hook allows only by
+ * answering `true`, as when it is asked alone (an `undefined` it returns refuses).
+ */
 export function bothHooks(a: AuthorizeHooks | undefined, b: AuthorizeHooks | undefined): AuthorizeHooks | undefined {
   if (a === undefined) return b;
   if (b === undefined) return a;
   return {
-    subscribe: async (identity, channel) => (await (a.subscribe?.(identity, channel) ?? true)) && (await (b.subscribe?.(identity, channel) ?? true)),
-    publish: async (identity, channel, data) => (await (a.publish?.(identity, channel, data) ?? true)) && (await (b.publish?.(identity, channel, data) ?? true)),
+    subscribe: async (identity, channel) =>
+      (a.subscribe === undefined || (await a.subscribe(identity, channel)) === true) && (b.subscribe === undefined || (await b.subscribe(identity, channel)) === true),
+    publish: async (identity, channel, data) =>
+      (a.publish === undefined || (await a.publish(identity, channel, data)) === true) && (b.publish === undefined || (await b.publish(identity, channel, data)) === true),
   };
 }
