@@ -15,7 +15,8 @@ import type { GatewayOptions, NamespaceOptions } from './options.js';
 /** The policy of `channel`'s namespace; throws `bad_channel` or `unknown_namespace`. */
 export function namespaceOf(options: GatewayOptions, channel: Channel): NamespaceOptions {
   const { namespace } = parseChannel(channel);
-  const ns = options.namespaces[namespace];
+  // Own entries only: a namespace named `constructor` or `__proto__` is not configured by Object's.
+  const ns = Object.hasOwn(options.namespaces, namespace) ? options.namespaces[namespace] : undefined;
   if (ns === undefined) {
     throw new TidingsError('unknown_namespace', namespace === '' ? 'the default namespace is not configured' : `namespace '${namespace}' is not configured`);
   }

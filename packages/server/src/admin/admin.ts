@@ -74,7 +74,10 @@ export class Admin {
       trustProxy: options.trustProxy,
       audit: (accepted, address) => log[accepted ? 'info' : 'warn']({ address }, accepted ? 'admin login' : 'admin login refused'),
     });
-    const hasPresence = (channel: Channel): boolean => options.namespaces[parseChannel(channel).namespace]?.presence === true;
+    const hasPresence = (channel: Channel): boolean => {
+      const { namespace } = parseChannel(channel);
+      return Object.hasOwn(options.namespaces, namespace) && options.namespaces[namespace]?.presence === true;
+    };
     this.#taker = new SnapshotTaker({ ...parts.sources, hasPresence }, (err) => log.warn({ err }, 'admin: presence counts failed'));
   }
 
