@@ -152,6 +152,21 @@ describe('WebSocket', () => {
     expect(alice.closed).toBe(false);
   });
 
+  it('asks the authorization hooks as a subscribe does: a client they refuse the channel to sees nobody there, by frame or GET /presence', async () => {
+    // The token grants every room; the host's hook keeps room:secret for alice.
+    const gw = await gateway({}, { authorize: { subscribe: (identity, channel) => channel !== 'room:secret' || identity.user === 'alice' } });
+    const alice = await ws(gw, 'alice');
+    const bob = await ws(gw, 'bob');
+    expect(await alice.request({ type: 'subscribe', channel: 'room:secret' })).toMatchObject({ type: 'reply' });
+    expect(await bob.request({ type: 'subscribe', channel: 'room:secret' })).toMatchObject({ type: 'error', error: { code: 'forbidden' } });
+    expect(await bob.request({ type: 'presence', channel: 'room:secret' })).toMatchObject({ type: 'error', error: { code: 'forbidden' } });
+    expect(await get(gw, '/presence?channel=room:secret', 'bob')).toMatchObject({ status: 403, body: { error: { code: 'forbidden' } } });
+    expect(await alice.request({ type: 'presence', channel: 'room:secret' })).toMatchObject({ type: 'reply', result: { clients: [entryOf(alice.session, 'alice')] } });
+    expect(await get(gw, '/presence?channel=room:secret', 'alice')).toMatchObject({ status: 200, body: { clients: [entryOf(alice.session, 'alice')] } });
+    // The server API is not a client: no hook is asked.
+    expect(await listed(gw, 'room:secret')).toEqual([entryOf(alice.session, 'alice')]);
+  });
+
   it('namespaces without presence list nobody and announce nothing', async () => {
     const gw = await gateway();
     const a = await ws(gw, 'alice');

@@ -255,7 +255,7 @@ export class Gateway {
     const presenceFor =
       (identity: Identity | undefined) =>
       (channel: Channel): Promise<PresenceResult> =>
-        listPresence(broker, options, auth, channel, identity);
+        listPresence(broker, options, auth, authorize, channel, identity);
 
     // One listener for every session (a closure per session would cost each connection two objects).
     const untrack = (session: Session): void => this.#untrack(session);
@@ -274,7 +274,7 @@ export class Gateway {
       else this.#unexpected('hub', err, { channel });
     }));
     // Shared by every WebSocket's command handler (nothing per connection).
-    const presenceLister = (channel: Channel, identity: Identity): Promise<PresenceResult> => listPresence(broker, options, auth, channel, identity);
+    const presenceLister = (channel: Channel, identity: Identity): Promise<PresenceResult> => listPresence(broker, options, auth, authorize, channel, identity);
     const commandError = (err: unknown, session: string): void => this.#unexpected('command', err, { session });
     const connector: Connector = {
       park: (req) => pollGroups.park(req),

@@ -11,6 +11,7 @@
  */
 import { TidingsError, type Channel, type PresenceResult } from '@tidings/protocol';
 import type { Authenticator, Identity } from './auth.js';
+import { ask, type HooksHolder } from './authorize.js';
 import type { PresenceEntry, PresenceStore } from './brokers/broker.js';
 import { presenceClient } from './encoded.js';
 import type { GatewayOptions } from './options.js';
@@ -125,19 +126,25 @@ export class Presence {
 }
 
 /**
- * Who is present in `channel`, across every node. `identity` is the asking client (it must be allowed
- * to subscribe to the channel); undefined for the server API. Throws `unknown_namespace`, `forbidden`
- * or `presence_disabled` (the namespace does not have `presence: true`).
+ * Who is present in `channel`, across every node. `identity` is the asking client: it must be allowed
+ * to subscribe to the channel, by its grants and by the authorization hooks (`authorize`), as a
+ * subscribe is; undefined for the server API. Throws `unknown_namespace`, `forbidden` (or the hook's
+ * refusal) or `presence_disabled` (the namespace does not have `presence: true`).
  */
 export async function listPresence(
   store: PresenceStore,
   options: GatewayOptions,
   auth: Authenticator,
+  authorize: HooksHolder | undefined,
   channel: Channel,
   identity: Identity | undefined,
 ): Promise<PresenceResult> {
   const ns = namespaceOf(options, channel);
-  if (identity !== undefined && identity.server !== true && !auth.canSubscribe(identity, channel)) throw new TidingsError('forbidden', `not allowed to see who is in ${channel}`);
+  if (identity !== undefined && identity.server !== true) {
+    if (!auth.canSubscribe(identity, channel)) throw new TidingsError('forbidden', `not allowed to see who is in ${channel}`);
+    const subscribe = authorize?.hooks?.subscribe;
+    if (subscribe !== undefined) await ask(() => subscribe(identity, channel), `see who is in ${channel}`);
+  }
   if (!ns.presence) throw new TidingsError('presence_disabled', `${channel} is in a namespace without presence (set presence: true on it)`);
   const entries = await store.presence(channel);
   return { channel, clients: entries.map(presenceClient) };
