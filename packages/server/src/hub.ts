@@ -327,6 +327,12 @@ export class Hub {
       .then(
         (page) => {
           if (this.#members.get(channel) !== member || member.repairing === undefined) return;
+          // The channel went on in another epoch (the broker lost its data meanwhile): what the read
+          // from `from` could not have is read from that epoch's start, before anything queued.
+          if (page.top.epoch !== from.epoch) {
+            this.#repair(member, channel, repairFrom(from, page.top), 0);
+            return;
+          }
           const queued = member.repairing;
           member.repairing = undefined;
           // Whatever history could not fill stays a hole; subscriptions report it as a gap.
