@@ -452,6 +452,19 @@ describe('outages', () => {
     await own?.stop();
   });
 
+  it('publishes a key once within its window across a server restart, though history no longer holds the original', async () => {
+    prefix = `d${tag}`;
+    const a = await node({}, SETTINGS, own);
+    const c = fresh('restart-key', 'small'); // keeps 3
+    const first = await a.broker.publish(command(c, '"order"', { idempotencyKey: 'order-1' }));
+    for (let i = 0; i < 4; i++) await a.broker.publish(command(c, String(i)));
+    // The server rebuilds the ids it deduplicates from the messages it holds: the original is not one.
+    await own.restart({ keepStore: true });
+    await until(() => a.statuses.at(-1) === 'reset', 10_000, 'status reset');
+    expect(await a.broker.publish(command(c, '"order"', { idempotencyKey: 'order-1' }))).toEqual({ position: first.position, duplicate: true });
+    expect((await a.broker.history(c, undefined, 0)).top.seq).toBe(5);
+  });
+
   it('reports down while the server restarts, refuses with 503 meanwhile, then reports reset and continues', async () => {
     prefix = `o${tag}`;
     const a = await node({}, SETTINGS, own);

@@ -57,7 +57,10 @@
  * position is read from the original (by the stream sequence JetStream answers) or, when it was
  * trimmed meanwhile, from a receipt `p.k.<ns>.<name>.<key id>` written right after the original
  * was stored. If the node died between the two and the original was trimmed within the window, the
- * position cannot be known: the duplicate is refused (`internal`) rather than published twice.
+ * position cannot be known: the duplicate is refused (`internal`) rather than published twice. The
+ * server's table of ids is rebuilt at a restart from the messages it holds, so a keyed publish reads
+ * its key's receipt first: one written within the window answers it as a duplicate (a direct get per
+ * keyed publish, none for the others).
  *
  * **Live fan-out.** The history stream republishes every stored publication, in stream order, to
  * `p.l.<ns>.<name>`; a node subscribes (core NATS) to the live subject of each channel it wants, so a
@@ -495,6 +498,14 @@ export class NatsBroker implements Broker {
     const stream = this.#names.historyStream(policy.ns);
     const subject = this.#names.history(channel);
     const id = cmd.idempotencyKey !== undefined && policy.dedupWindow > 0 ? keyId(channel, cmd.idempotencyKey) : undefined;
+    if (id !== undefined) {
+      // JetStream keeps the ids it deduplicates in the server's memory, rebuilt at a restart from the
+      // messages it still holds: an original trimmed out of history is forgotten there within the
+      // window. Its receipt is not: a key that landed within the window is a duplicate, whatever the
+      // server remembers.
+      const landed = await this.#receipt(channel, stream, id, policy.dedupWindow);
+      if (landed !== undefined) return { outcome: { position: landed, duplicate: true }, state: known };
+    }
     let state = known;
     let suspect = false;
     for (let attempt = 0; attempt < MAX_ATTEMPTS; attempt++) {
@@ -586,14 +597,20 @@ export class NatsBroker implements Broker {
     throw new TidingsError('unavailable', `reserving positions of ${channel} lost ${MAX_ATTEMPTS} races with other publishers; try again`);
   }
 
+  /** Where a keyed publish landed, from its receipt written within the last `window` ms; undefined without one. */
+  async #receipt(channel: Channel, stream: string, id: string, window = Infinity): Promise<Position | undefined> {
+    const receipt = await this.#last(stream, this.#names.receipt(channel, id));
+    if (receipt === null || this.#serverNow() - receipt.time.getTime() >= window) return undefined;
+    return positionOf(header(receipt.header));
+  }
+
   /** The position of the publication a duplicate key points at. */
   async #original(channel: Channel, stream: string, seq: number, id: string): Promise<Position> {
     const jsm = this.#jsm as JetStreamManager;
     const original = await jsm.direct.getMessage(stream, { seq });
     const at = original !== null && original.subject === this.#names.history(channel) ? positionOf(header(original.header)) : undefined;
     if (at !== undefined) return at;
-    const receipt = await this.#last(stream, this.#names.receipt(channel, id));
-    const fromReceipt = receipt === null ? undefined : positionOf(header(receipt.header));
+    const fromReceipt = await this.#receipt(channel, stream, id);
     if (fromReceipt !== undefined) return fromReceipt;
     throw new TidingsError('internal', `a publish with this idempotency key was accepted on ${channel} within the window, but where it landed is no longer known`);
   }
