@@ -94,6 +94,33 @@ describe('WebSocket', () => {
   }, 15_000);
 });
 
+describe('a token that grants less', () => {
+  it('is refused while the connection is subscribed to what it does not grant: nothing outlives the tokens that granted it', async () => {
+    const gw = await startGateway({ auth: { jwt: { secret: TEST_SECRET } }, namespaces: { user: {}, chat: {} }, channelLinger: 0 });
+    cleanup.push(() => gw.close());
+    const wide = (seconds: number): Promise<string> => signToken({ sub: 'alice', channels: ['user:alice', 'chat:*'] }, { expiresIn: seconds });
+    const c = await RawWsClient.connect(`${gw.wsUrl}?token=${await wide(2)}`);
+    cleanup.push(() => c.terminate());
+    await c.request({ type: 'subscribe', channel: 'chat:room1' });
+    await c.request({ type: 'subscribe', channel: 'user:alice' });
+    const narrow = await token('alice');
+    expect(await c.request({ type: 'refresh', token: narrow })).toMatchObject({ type: 'error', error: { code: 'forbidden', reason: expect.stringContaining('chat:room1') as unknown } });
+    // Without the channel it does not grant, it is taken; one that grants it all is taken too.
+    expect(await c.request({ type: 'unsubscribe', channel: 'chat:room1' })).toMatchObject({ type: 'reply' });
+    expect(await c.request({ type: 'refresh', token: narrow })).toMatchObject({ type: 'reply' });
+    expect(await c.request({ type: 'subscribe', channel: 'chat:room1' })).toMatchObject({ type: 'error', error: { code: 'forbidden' } });
+    expect(await c.request({ type: 'refresh', token: await wide(3600) })).toMatchObject({ type: 'reply' });
+    expect(await c.request({ type: 'subscribe', channel: 'chat:room1' })).toMatchObject({ type: 'reply' });
+    // Over SSE, POST /refresh is refused the same way.
+    const sse = await RawSseClient.open(`${gw.url}/sse?channel=chat:room2&token=${await wide(3600)}`);
+    cleanup.push(() => sse.close());
+    await sse.until((s) => s.events.some((e) => e.event === 'tidings:welcome'));
+    const session = (JSON.parse(sse.events.find((e) => e.event === 'tidings:welcome')?.data ?? '{}') as { session: string }).session;
+    const refused = await postOnce(`${gw.url}/refresh`, JSON.stringify({ session, token: narrow }), {});
+    expect([refused.status, (JSON.parse(refused.body) as { error: { code: string } }).error.code]).toEqual([403, 'forbidden']);
+  });
+});
+
 describe('SSE', () => {
   it('warns with tidings:expiring; POST /refresh three times keeps the stream past every exp with nothing lost', async () => {
     const gw = await gateway();

@@ -260,7 +260,10 @@ export class Session implements Attachment {
 
   /**
    * Replaces the connection's credentials with a new token (for the same user) without
-   * reconnecting; subscriptions stay. Resolves with the new expiry (ms), or undefined if none.
+   * reconnecting; subscriptions stay. Resolves with the new expiry (ms), or undefined if none. A
+   * token that does not grant every channel subscribed is refused `forbidden`, leaving the
+   * connection as it was (until the old token's expiry): no subscription outlives the tokens that
+   * granted it.
    */
   async refresh(token: string): Promise<number | undefined> {
     const { auth } = this.ctx;
@@ -269,6 +272,11 @@ export class Session implements Attachment {
     if (has(this.#flags, CLOSED)) throw new TidingsError('unavailable', 'the connection closed while refreshing');
     if (next.user !== this.#identity.user || next.anonymous !== this.#identity.anonymous) {
       throw new TidingsError('forbidden', 'a refresh must carry a token for the same user');
+    }
+    const lost = [...this.#subs.keys()].filter((channel) => !auth.canSubscribe(next, channel));
+    if (lost.length > 0) {
+      const named = lost.length > 3 ? `${lost.slice(0, 3).join(', ')} and ${lost.length - 3} more` : lost.join(', ');
+      throw new TidingsError('forbidden', `the new token does not grant ${named}: unsubscribe first, or reconnect with it`);
     }
     this.#identity = next;
     this.watchExpiry();
