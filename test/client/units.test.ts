@@ -4,7 +4,7 @@
  */
 import fc from 'fast-check';
 import { describe, expect, it } from 'vitest';
-import { backoffDelay, DEFAULT_BACKOFF, Sequencer, SseParser, transition, typeMatches, type ClientEvent, type ClientState } from '@tidings/client';
+import { backoffDelay, DEFAULT_BACKOFF, Sequencer, SseParser, Subscription, transition, typeMatches, type ClientEvent, type ClientState } from '@tidings/client';
 import type { Message } from '@tidings/protocol';
 
 const E = 'epoch001';
@@ -146,6 +146,48 @@ describe('sequencer', () => {
     const s = new Sequencer({ epoch: E, seq: 0 }, 3);
     for (const seq of [3, 4, 5]) expect(s.push(msg(seq))).toEqual([]);
     expect(s.push(msg(6))).toBeUndefined();
+  });
+});
+
+describe('a subscription\'s position', () => {
+  it('is the message being handled, in its handler, whatever order messages and gaps arrived in', () => {
+    fc.assert(
+      fc.property(
+        fc.integer({ min: 1, max: 40 }).chain((n) => fc.tuple(fc.constant(n), fc.shuffledSubarray(Array.from({ length: n }, (_, i) => i + 1), { minLength: n }), fc.integer({ min: 0, max: n }))),
+        ([n, order, lost]) => {
+          const owner = { remove: () => undefined, routed: () => undefined, presence: () => Promise.resolve([]), listenerError: (err: unknown) => { throw err; } };
+          const sub = new Subscription('c', { epoch: E, seq: 0 }, owner, 100);
+          const seen: Array<[number, number | undefined]> = [];
+          sub.on('message', (m) => seen.push([m.position.seq, sub.position?.seq]));
+          sub.on('gap', (g) => seen.push([-g.to.seq, sub.position?.seq]));
+          // The first `lost` never come: a gap says so, wherever it falls among the others.
+          const arrivals = order.filter((seq) => seq > lost);
+          const gapAt = Math.floor(arrivals.length / 2);
+          arrivals.forEach((seq, i) => {
+            if (i === gapAt && lost > 0) sub.gap({ channel: 'c', from: { epoch: E, seq: 0 }, to: { epoch: E, seq: lost }, reason: 'trimmed' });
+            sub.accept(msg(seq));
+          });
+          if (lost > 0 && gapAt >= arrivals.length) sub.gap({ channel: 'c', from: { epoch: E, seq: 0 }, to: { epoch: E, seq: lost }, reason: 'trimmed' });
+          for (const [at, position] of seen) expect(position).toBe(Math.abs(at));
+          expect(seen.filter(([at]) => at > 0).map(([at]) => at)).toEqual(Array.from({ length: n - lost }, (_, i) => lost + i + 1));
+          expect(sub.position).toEqual({ epoch: E, seq: n });
+        },
+      ),
+    );
+  });
+});
+
+describe('a subscription iterated too slowly', () => {
+  it('ends with limit_exceeded and is let go by the client, as an unsubscribe is', async () => {
+    const removed: Subscription[] = [];
+    const owner = { remove: (s: Subscription) => void removed.push(s), routed: () => undefined, presence: () => Promise.resolve([]), listenerError: () => undefined };
+    const sub = new Subscription('c', { epoch: E, seq: 0 }, owner, 3);
+    const it = sub[Symbol.asyncIterator]();
+    for (let seq = 1; seq <= 4; seq++) sub.accept(msg(seq));
+    expect(sub.active).toBe(false);
+    expect(removed).toEqual([sub]);
+    for (let seq = 1; seq <= 3; seq++) expect((await it.next()).value).toMatchObject({ position: { seq } });
+    await expect(it.next()).rejects.toMatchObject({ code: 'limit_exceeded' });
   });
 });
 

@@ -39,6 +39,11 @@ export class Subscription implements AsyncIterable<Message> {
   #active = true;
   /** Messages are queued only once someone iterates. */
   #iterated = false;
+  /**
+   * Where the application is: the last message or gap handed to it. Behind the sequencer's position
+   * only while a batch released at once (messages that waited for a missing one) is being handed over.
+   */
+  #handed: Position | undefined;
 
   constructor(
     channel: Channel,
@@ -51,9 +56,12 @@ export class Subscription implements AsyncIterable<Message> {
     this.#events = new Emitter((err) => owner.listenerError(err));
   }
 
-  /** Where to resume from: the last message or gap end seen (persist it and pass it back as `since`). */
+  /**
+   * Where to resume from: the last message or gap end handed to the application (persist it, in a
+   * message handler too, and pass it back as `since`).
+   */
   get position(): Position | undefined {
-    return this.#seq.position;
+    return this.#handed ?? this.#seq.position;
   }
 
   get active(): boolean {
@@ -102,6 +110,7 @@ export class Subscription implements AsyncIterable<Message> {
   /** @internal The server's start position for this subscription. */
   started(position: Position): void {
     this.#seq.start(position);
+    this.#handed = undefined;
   }
 
   /** @internal Returns false when the message cannot be placed and the subscription must resync. */
@@ -119,7 +128,10 @@ export class Subscription implements AsyncIterable<Message> {
   gap(gap: Gap): void {
     const before = this.#seq.position;
     const ready = this.#seq.skip(gap);
-    if (this.#seq.position !== before) this.#events.emit('gap', gap);
+    if (this.#seq.position !== before) {
+      this.#handed = gap.to;
+      this.#events.emit('gap', gap);
+    }
     for (const m of ready) this.#deliver(m);
   }
 
@@ -143,12 +155,17 @@ export class Subscription implements AsyncIterable<Message> {
   }
 
   #deliver(m: Message): void {
+    this.#handed = m.position;
     this.#events.emit('message', m);
     this.owner.routed(m);
     const waiter = this.#waiters.shift();
     if (waiter !== undefined) waiter({ value: m, done: false });
     else if (this.#iterated && this.#queue.length < this.maxQueued) this.#queue.push(m);
-    else if (this.#iterated) this.end(new TidingsError('limit_exceeded', `async iterator fell ${this.maxQueued} messages behind`));
+    else if (this.#iterated) {
+      // Ended as an unsubscribe ends it: the client lets go of it (and the server of its channel).
+      this.owner.remove(this);
+      this.end(new TidingsError('limit_exceeded', `async iterator fell ${this.maxQueued} messages behind`));
+    }
   }
 
 }
