@@ -95,4 +95,71 @@ describe('background upgrade', () => {
     await until(() => got.length >= 10, 8000, 'all ten');
     expect(got).toEqual(Array.from({ length: 10 }, (_, i) => i + 1));
   });
+
+  it('opens no WebSocket once the client is closed while the check\'s token is on its way', async () => {
+    const gw = await startGateway({ sseHeartbeat: 500, pingInterval: 500 });
+    cleanup.push(() => gw.close());
+    const proxy = await startProxy(gw.port);
+    cleanup.push(() => proxy.close());
+    proxy.blockUpgrades = true;
+    let created = 0;
+    class Counted extends WebSocket {
+      constructor(address: string) {
+        super(address);
+        created += 1;
+      }
+    }
+    let tokens = 0;
+    let connected = false;
+    // Once connected, the token takes 300 ms: the check for WebSocket asks for one, and the client closes meanwhile.
+    const token = async (): Promise<string> => {
+      tokens += 1;
+      if (connected) await new Promise((r) => setTimeout(r, 300));
+      return 'anything';
+    };
+    const c = createClient(proxy.url, {
+      WebSocket: Counted as unknown as WebSocketConstructor,
+      storage: memory(),
+      transports: ['websocket', 'sse'],
+      openTimeout: 1500,
+      upgradeAfter: 300,
+      backoff: { min: 50, max: 300 },
+      token,
+    });
+    cleanup.push(() => c.close());
+    c.subscribe('closing');
+    await until(() => c.state.status === 'connected', 8000, 'connected');
+    expect(c.transport).toBe('sse');
+    connected = true;
+    const asked = tokens;
+    await until(() => tokens > asked, 3000, 'the check asks for a token');
+    proxy.blockUpgrades = false;
+    const before = created;
+    c.close();
+    await new Promise((r) => setTimeout(r, 800));
+    expect(created).toBe(before);
+  });
+
+  it('connects and delivers when storage refuses to remember the transport that worked', async () => {
+    const gw = await startGateway({ sseHeartbeat: 500, pingInterval: 500 });
+    cleanup.push(() => gw.close());
+    const proxy = await startProxy(gw.port);
+    cleanup.push(() => proxy.close());
+    proxy.blockUpgrades = true;
+    const refusing: TransportMemory = {
+      getItem: () => null,
+      setItem: () => {
+        throw new Error('QuotaExceededError');
+      },
+    };
+    const c = client(proxy.url, refusing);
+    const sub = c.subscribe('no-storage');
+    const got: number[] = [];
+    sub.on('message', (m) => got.push(m.data as number));
+    await until(() => c.state.status === 'connected' && sub.position !== undefined, 10_000, 'connected');
+    expect(c.transport).toBe('sse');
+    for (let i = 1; i <= 3; i++) await gw.publish('no-storage', i);
+    await until(() => got.length === 3, 5000, 'all three');
+    expect(got).toEqual([1, 2, 3]);
+  });
 });

@@ -145,7 +145,7 @@ export class Client {
       setTimeout: options.setTimeout ?? ((fn, ms) => globalThis.setTimeout(fn, ms)),
       clearTimeout: options.clearTimeout ?? ((h) => globalThis.clearTimeout(h as ReturnType<typeof globalThis.setTimeout>)),
     };
-    const remembered = this.#memory()?.getItem(this.#memoryKey());
+    const remembered = this.#recall();
     const at = remembered === null || remembered === undefined ? -1 : this.#order.indexOf(remembered as TransportName);
     this.#index = Math.max(0, at);
   }
@@ -478,9 +478,22 @@ export class Client {
   #remember(name: TransportName): void {
     const memory = this.#memory();
     if (memory === null) return;
-    const key = this.#memoryKey();
-    const stored = memory.getItem(key);
-    if (stored !== name && (this.#index > 0 || stored !== null)) memory.setItem(key, name);
+    const stored = this.#recall();
+    if (stored === name || (this.#index === 0 && stored === null)) return;
+    try {
+      memory.setItem(this.#memoryKey(), name);
+    } catch {
+      // Storage full or refused (a browser's policy): only a hint for the next page load is lost.
+    }
+  }
+
+  /** The transport remembered for the origin; null when none is, or storage refuses to answer. */
+  #recall(): string | null {
+    try {
+      return this.#memory()?.getItem(this.#memoryKey()) ?? null;
+    } catch {
+      return null;
+    }
   }
 
   #dropTransport(): void {
@@ -501,9 +514,13 @@ export class Client {
       this.#probeTimer = undefined;
       if (this.#state.status !== 'connected') return;
       const name = this.#order[0] as TransportName;
+      // The probe belongs to this connection: closed or dropped while the token was on its way, none.
+      const current = this.#transport;
+      const still = (): boolean => this.#state.status === 'connected' && this.#transport === current;
       let settled = false;
       this.#token().then(
         (token) => {
+          if (!still()) return;
           this.#probe = FACTORIES[name](
             this.#context(token, new Map(), {
               open: () => {
@@ -529,7 +546,9 @@ export class Client {
             }),
           );
         },
-        () => this.#scheduleProbe(Math.min(after * 2, 3_600_000)),
+        () => {
+          if (still()) this.#scheduleProbe(Math.min(after * 2, 3_600_000));
+        },
       );
     }, after);
   }
