@@ -144,6 +144,29 @@ describe.each(KINDS)('client over %s', (kind) => {
     expect((err as TidingsError).code).toBe('timeout');
   });
 
+  it('asks again on the same connection, after a backoff delay, when the server answers unavailable, until it answers otherwise', async () => {
+    let calls = 0;
+    const gw = await gateway(new MemoryBroker({ maxChannels: 10, dedupMaxKeys: 10 }), 0, {
+      rpc: {
+        // Its dependency is down for the first three calls.
+        flaky: () => {
+          calls += 1;
+          if (calls <= 3) throw new TidingsError('unavailable', 'the inventory service is down');
+          return 'in stock';
+        },
+      },
+    });
+    const c = client(gw.url, kind);
+    c.subscribe('flaky-rpc');
+    await until(() => c.state.status === 'connected', 5000, 'connected');
+    const states: string[] = [];
+    c.on('state', (change) => states.push(change.to.status));
+    expect(await c.request('flaky', null, { timeout: 10_000 })).toBe('in stock');
+    expect(calls).toBe(4);
+    // The connection that carried the refusals was never taken for lost.
+    expect(states).toEqual([]);
+  });
+
   it('stops reconnecting when the token is refused, with a clear error', async () => {
     let attempts = 0;
     const auth: Authenticator = {

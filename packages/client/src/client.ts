@@ -21,14 +21,15 @@ import { Subscription } from './subscription.js';
 import { reachable } from './transports/http.js';
 import { pollTransport } from './transports/long-polling.js';
 import { sseTransport } from './transports/sse.js';
-import type {
-  ClientTransport,
-  CloseInfo,
-  Platform,
-  TransportContext,
-  TransportFactory,
-  TransportHandlers,
-  WebSocketConstructor,
+import {
+  isConnectionLost,
+  type ClientTransport,
+  type CloseInfo,
+  type Platform,
+  type TransportContext,
+  type TransportFactory,
+  type TransportHandlers,
+  type WebSocketConstructor,
 } from './transports/transport.js';
 import { websocketTransport } from './transports/websocket.js';
 
@@ -87,6 +88,9 @@ interface Upstream {
   readonly reject: (err: TidingsError) => void;
   sent: boolean;
   timer?: unknown;
+  /** The server answered `unavailable` this many times in a row; the next try waits a backoff delay (`retry`). */
+  refused?: number;
+  retry?: unknown;
 }
 
 const FACTORIES: Record<TransportName, TransportFactory> = { websocket: websocketTransport, sse: sseTransport, poll: pollTransport };
@@ -632,11 +636,18 @@ export class Client {
       },
       (err: unknown) => {
         const e = err instanceof TidingsError ? err : new TidingsError('internal', String(err));
+        const lost = isConnectionLost(e);
         // A coded refusal is still an answer from the server over this connection.
-        if (e.code !== 'unavailable' && this.#transport === t) this.#carried = true;
+        if (!lost && this.#transport === t) this.#carried = true;
         if (e.code === 'unavailable' && this.#queue.includes(item)) {
-          // The connection went away first: send again after reconnecting (same idempotency key).
           item.sent = false;
+          if (!lost) {
+            // The server said so (a broker or a handler down for now): asked again on this connection,
+            // after a backoff delay, until it answers otherwise (or a request's timeout).
+            this.#sendLater(item);
+            return;
+          }
+          // The connection went away first: send again after reconnecting (same idempotency key).
           if (this.#transport === t) this.#lost(t, e.message);
           else if (this.#state.status === 'connected') this.#send(item);
           return;
@@ -655,17 +666,34 @@ export class Client {
     this.#drop({ retry: 'backoff', reason, fallback: false });
   }
 
+  /** Sends `item` again after a backoff delay that grows with the server's refusals in a row. */
+  #sendLater(item: Upstream): void {
+    const refused = (item.refused ?? 0) + 1;
+    item.refused = refused;
+    item.retry = this.#platform.setTimeout(() => {
+      item.retry = undefined;
+      // Sent meanwhile (a reconnect flushes the queue), or gone: nothing to do.
+      if (!item.sent && this.#queue.includes(item) && this.#state.status === 'connected') this.#send(item);
+    }, backoffDelay(this.#backoff, refused, this.#random));
+  }
+
   #remove(item: Upstream): void {
     const i = this.#queue.indexOf(item);
     if (i !== -1) this.#queue.splice(i, 1);
-    if (item.timer !== undefined) this.#platform.clearTimeout(item.timer);
+    this.#clearTimers(item);
   }
 
   #failQueue(err: TidingsError): void {
     for (const item of this.#queue.splice(0)) {
-      if (item.timer !== undefined) this.#platform.clearTimeout(item.timer);
+      this.#clearTimers(item);
       item.reject(err);
     }
+  }
+
+  #clearTimers(item: Upstream): void {
+    if (item.timer !== undefined) this.#platform.clearTimeout(item.timer);
+    if (item.retry !== undefined) this.#platform.clearTimeout(item.retry);
+    item.retry = undefined;
   }
 
   #memory(): TransportMemory | null {

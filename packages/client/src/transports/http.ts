@@ -13,7 +13,7 @@ import {
   type PublishRequest,
   type PublishResult,
 } from '@tidings/protocol';
-import type { Platform, TransportContext } from './transport.js';
+import { connectionLost, type Platform, type TransportContext } from './transport.js';
 
 /** Headers with the bearer token, when there is one. */
 export function authHeaders(ctx: TransportContext): Record<string, string> {
@@ -35,18 +35,22 @@ export function postJson(ctx: TransportContext, path: string, body: unknown): Pr
   return fetchJson(ctx, path, { method: 'POST', headers: { 'content-type': 'application/json', ...authHeaders(ctx) }, body: JSON.stringify(body) });
 }
 
-/** One JSON request; a non-2xx reply becomes a coded error, a network failure `unavailable`. */
+/**
+ * One JSON request; a non-2xx reply with the server's coded body becomes that error. A network
+ * failure, or a reply without one (a proxy's error page), is a lost connection.
+ */
 async function fetchJson(ctx: TransportContext, path: string, init: RequestInit): Promise<unknown> {
   let res: Response;
   try {
     res = await ctx.platform.fetch(`${ctx.baseUrl}${path}`, init);
   } catch (err) {
-    throw new TidingsError('unavailable', `request failed: ${(err as Error).message}`);
+    throw connectionLost(`request failed: ${(err as Error).message}`);
   }
   const value = (await res.json().catch(() => undefined)) as { error?: { code?: unknown; reason?: unknown } } | undefined;
   if (!res.ok) {
     const code = value?.error?.code;
-    throw new TidingsError(isErrorCode(code) ? code : 'unavailable', typeof value?.error?.reason === 'string' ? value.error.reason : `HTTP ${res.status}`);
+    if (!isErrorCode(code)) throw connectionLost(`HTTP ${res.status}`);
+    throw new TidingsError(code, typeof value?.error?.reason === 'string' ? value.error.reason : `HTTP ${res.status}`);
   }
   return value;
 }

@@ -17,7 +17,25 @@ import type {
   PublishResult,
   SubscribeResult,
 } from '@tidings/protocol';
+import { TidingsError } from '@tidings/protocol';
 import type { RetryKind, TransportName } from '../state.js';
+
+/** Errors made for a connection that went away, as opposed to the server's own coded answers. */
+const LOST = new WeakSet<TidingsError>();
+
+/**
+ * `unavailable` because the connection is gone (closed, not open, a network failure, no answer a
+ * server of ours would give): the client reconnects and sends again. A server's own `unavailable`
+ * answer is not one: the connection works, and what was refused is asked again on it later.
+ */
+export function connectionLost(reason: string): TidingsError {
+  const err = new TidingsError('unavailable', reason);
+  LOST.add(err);
+  return err;
+}
+
+/** Whether `err` says the connection went away (see {@link connectionLost}). */
+export const isConnectionLost = (err: TidingsError): boolean => LOST.has(err);
 
 /** How a connection ended. */
 export interface CloseInfo {

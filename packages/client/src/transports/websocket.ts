@@ -23,7 +23,7 @@ import {
   type SubscribeResult,
 } from '@tidings/protocol';
 import { channelQuery, knownCursor } from './cursor.js';
-import type { ClientTransport, CloseInfo, TransportContext, WebSocketLike } from './transport.js';
+import { connectionLost, type ClientTransport, type CloseInfo, type TransportContext, type WebSocketLike } from './transport.js';
 
 interface Pending {
   readonly resolve: (result: unknown) => void;
@@ -93,7 +93,7 @@ export function websocketTransport(ctx: TransportContext): ClientTransport {
     if (ended) return;
     ended = true;
     platform.clearTimeout(watchdog);
-    for (const p of pending.values()) p.reject(new TidingsError('unavailable', `connection lost: ${info.reason}`));
+    for (const p of pending.values()) p.reject(connectionLost(`connection lost: ${info.reason}`));
     pending.clear();
     if (ws !== undefined) {
       detach(ws);
@@ -229,22 +229,22 @@ export function websocketTransport(ctx: TransportContext): ClientTransport {
       if (opened && !ended) reconcile();
     },
     async publish(req: PublishRequest): Promise<PublishResult> {
-      if (!opened || ended) throw new TidingsError('unavailable', 'not connected');
+      if (!opened || ended) throw connectionLost('not connected');
       const id = nextId++;
       return (await call(id, { type: 'publish', id, message: req })) as PublishResult;
     },
     async request(method: string, data: Json | undefined): Promise<Json> {
-      if (!opened || ended) throw new TidingsError('unavailable', 'not connected');
+      if (!opened || ended) throw connectionLost('not connected');
       const id = nextId++;
       return (await call(id, data === undefined ? { type: 'rpc', id, method } : { type: 'rpc', id, method, data })) as Json;
     },
     async presence(channel: Channel): Promise<PresenceResult> {
-      if (!opened || ended) throw new TidingsError('unavailable', 'not connected');
+      if (!opened || ended) throw connectionLost('not connected');
       const id = nextId++;
       return (await call(id, { type: 'presence', id, channel })) as PresenceResult;
     },
     async refresh(token: string): Promise<void> {
-      if (!opened || ended) throw new TidingsError('unavailable', 'not connected');
+      if (!opened || ended) throw connectionLost('not connected');
       const id = nextId++;
       await call(id, { type: 'refresh', id, token });
       ctx.token = token;
@@ -253,7 +253,7 @@ export function websocketTransport(ctx: TransportContext): ClientTransport {
       if (ended) return;
       ended = true;
       platform.clearTimeout(watchdog);
-      for (const p of pending.values()) p.reject(new TidingsError('unavailable', 'closed'));
+      for (const p of pending.values()) p.reject(connectionLost('closed'));
       pending.clear();
       if (ws !== undefined) {
         detach(ws);
