@@ -170,6 +170,29 @@ describe('per user across a cluster', () => {
     await redis?.stop();
   });
 
+  it('holds maxConnectionsPerUser on one node for connections of a user that arrive at once', async () => {
+    const gw = await gateway({ auth: { jwt: { secret: TEST_SECRET } }, maxConnectionsPerUser: 2, broker: redis.url, nodeId: 'n1' });
+    const bob = await tokenFor('bob');
+    // Thirty at the same instant, each kept open: welcomed, or closed 4503.
+    const opened = await Promise.all(
+      Array.from(
+        { length: 30 },
+        () =>
+          new Promise<{ ws: WebSocket; welcomed: boolean }>((resolve) => {
+            const ws = new WebSocket(`${gw.wsUrl}?token=${bob}`);
+            cleanup.push(() => ws.terminate());
+            ws.on('message', (data: Buffer) => {
+              if ((JSON.parse(data.toString()) as { type: string }).type === 'welcome') resolve({ ws, welcomed: true });
+            });
+            ws.on('close', () => resolve({ ws, welcomed: false }));
+            ws.on('error', () => undefined);
+          }),
+      ),
+    );
+    await new Promise((r) => setTimeout(r, 300));
+    expect(opened.filter((o) => o.welcomed && o.ws.readyState === WebSocket.OPEN).length).toBe(2);
+  }, 20_000);
+
   it('holds maxConnectionsPerUser over two nodes on one Redis', async () => {
     const config: GatewayConfig = { auth: { jwt: { secret: TEST_SECRET } }, maxConnectionsPerUser: 2, broker: redis.url, nodeId: 'n1' };
     const one = await gateway(config);

@@ -26,6 +26,8 @@ interface Local {
   op: Promise<void>;
 }
 
+const NO_CLIENTS: ReadonlyMap<string, Local> = new Map();
+
 /** Reports a broker failure that no client waits for. */
 export type PresenceErrorHandler = (err: unknown, channel: Channel) => void;
 
@@ -47,6 +49,11 @@ export class Presence {
     let n = 0;
     for (const clients of this.#local.values()) n += clients.size;
     return n;
+  }
+
+  /** This node's clients in `channel`, their adds in flight included (the broker may not list those yet). */
+  localClients(channel: Channel): IterableIterator<string> {
+    return (this.#local.get(channel) ?? NO_CLIENTS).keys();
   }
 
   /** `entry.client` is present in `channel` (its join is announced by the broker). */

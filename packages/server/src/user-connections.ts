@@ -3,8 +3,9 @@
  * a presence entry in an internal channel of that user (`_conn:<hash of the user>`, a namespace no
  * client can name), kept alive by the node's presence refresh and removed when the connection ends;
  * a node that dies leaves entries that expire within the presence TTL. A new connection is refused
- * (429 `limit_exceeded`) when the user already has `max` listed. Connections racing through
- * different nodes at the same instant may each see room: the bound holds up to that race.
+ * (429 `limit_exceeded`) when the user already has `max` listed, or on this node, added but not yet
+ * listed. Connections racing through different nodes at the same instant may each see room: the
+ * bound holds up to that race.
  * @module
  */
 import { createHash } from 'node:crypto';
@@ -32,7 +33,12 @@ export class UserConnections {
     if (this.max <= 0 || anonymous || user === '') return FREE;
     const channel = `${CONNECTIONS_NAMESPACE}:${createHash('sha256').update(user).digest('base64url').slice(0, 22)}`;
     const open = await this.store.presence(channel);
-    if (open.length >= this.max) throw new RetryLater('limit_exceeded', `at most ${this.max} connections per user`, 5000);
+    // This node's own connections whose entries are still on their way count too: the broker lists
+    // them only once added, and connections of one user racing through this node would each see room.
+    const listed = new Set(open.map((entry) => entry.client));
+    let count = listed.size;
+    for (const client of this.presence.localClients(channel)) if (!listed.has(client)) count += 1;
+    if (count >= this.max) throw new RetryLater('limit_exceeded', `at most ${this.max} connections per user`, 5000);
     this.#next = (this.#next + 1) % Number.MAX_SAFE_INTEGER;
     const client = `${this.nodeId}-u${this.#next.toString(36)}`;
     this.presence.add(channel, { client, user: '', info: undefined, node: this.nodeId });
