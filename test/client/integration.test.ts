@@ -144,6 +144,49 @@ describe.each(KINDS)('client over %s', (kind) => {
     expect((err as TidingsError).code).toBe('timeout');
   });
 
+  it('subscribes a channel anew from its own position when it is unsubscribed and subscribed again before the connection opens', async () => {
+    const gw = await gateway(new MemoryBroker({ maxChannels: 10, dedupMaxKeys: 10 }));
+    let at = await gw.publish('again', 1);
+    for (let i = 2; i <= 6; i++) at = await gw.publish('again', i);
+    const c = client(gw.url, kind);
+    const first = c.subscribe('again');
+    // The connection is on its way (a WebSocket asks for this subscription in its connect request).
+    await new Promise((r) => setTimeout(r, 0));
+    expect(c.state.status).toBe('connecting');
+    first.unsubscribe();
+    const sub = c.subscribe('again', { since: { epoch: at.position.epoch, seq: 2 } });
+    const got: number[] = [];
+    sub.on('message', (m) => got.push(m.data as number));
+    await until(() => got.length === 4, 5000, () => `3 to 6 (got ${got.join(', ')})`);
+    await gw.publish('again', 7);
+    await until(() => got.length === 5, 5000, 'and 7');
+    expect(got).toEqual([3, 4, 5, 6, 7]);
+  });
+
+  it('a channel unsubscribed and subscribed again at once, while connected, gets what the new subscription asks for, once', async () => {
+    const gw = await gateway(new MemoryBroker({ maxChannels: 10, dedupMaxKeys: 10 }));
+    let at = await gw.publish('again', 1);
+    for (let i = 2; i <= 6; i++) at = await gw.publish('again', i);
+    const c = client(gw.url, kind);
+    c.subscribe('other');
+    await until(() => c.state.status === 'connected', 5000, 'connected');
+    // From 1 (a replay of 2..6), let go at once, then from now.
+    c.subscribe('again', { since: { epoch: at.position.epoch, seq: 1 } }).unsubscribe();
+    const sub = c.subscribe('again');
+    const got: number[] = [];
+    const errors: string[] = [];
+    sub.on('message', (m) => got.push(m.data as number));
+    sub.on('error', (e) => errors.push(e.code));
+    await until(() => sub.position !== undefined && sub.position.seq >= 6, 5000, 'the new subscription started');
+    await new Promise((r) => setTimeout(r, 200));
+    for (let i = 7; i <= 9; i++) await gw.publish('again', i);
+    await until(() => got.length >= 3, 5000, () => `7 to 9 (got ${got.join(', ')})`);
+    await new Promise((r) => setTimeout(r, 200));
+    expect(got).toEqual([7, 8, 9]);
+    expect(errors).toEqual([]);
+    expect(sub.active).toBe(true);
+  });
+
   it('asks again on the same connection, after a backoff delay, when the server answers unavailable, until it answers otherwise', async () => {
     let calls = 0;
     const gw = await gateway(new MemoryBroker({ maxChannels: 10, dedupMaxKeys: 10 }), 0, {

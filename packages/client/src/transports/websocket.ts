@@ -81,7 +81,15 @@ export function websocketTransport(ctx: TransportContext): ClientTransport {
   const atConnect = connectChannels(wanted);
   const url = `${ctx.baseUrl.replace(/^http/, 'ws')}/ws${connectQuery(ctx.token, atConnect)}`;
   const pending = new Map<RequestId, Pending>();
-  const subscribed = new Set<Channel>();
+  /** Channels the server has, or is about to have, a subscription of: by the request that made it. */
+  const subscribed = new Map<Channel, RequestId>();
+  /**
+   * Channels of {@link subscribed} whose subscription the client let go of (maybe to subscribe anew,
+   * from another position): let go at the server first, and what it still sends for them dropped
+   * until its reply to the unsubscribe (after which it sends none), which `leaving` waits for.
+   */
+  const stale = new Set<Channel>();
+  const leaving = new Set<Channel>();
   let nextId = 1;
   let opened = false;
   let ended = false;
@@ -123,30 +131,45 @@ export function websocketTransport(ctx: TransportContext): ClientTransport {
       if (frame !== undefined) send(frame);
     });
 
-  const track = (channel: Channel, reply: Promise<unknown>): void => {
-    subscribed.add(channel);
+  /** Reports the outcome of subscribe request `id` of `channel`, unless a later request took its place. */
+  const track = (channel: Channel, id: RequestId, reply: Promise<unknown>): void => {
+    subscribed.set(channel, id);
     reply.then(
-      (result) => handlers.subscribed(result as SubscribeResult),
+      (result) => {
+        if (subscribed.get(channel) === id && !stale.has(channel)) handlers.subscribed(result as SubscribeResult);
+      },
       (err: TidingsError) => {
+        if (subscribed.get(channel) !== id) return;
         subscribed.delete(channel);
-        if (!ended) handlers.subscriptionError(channel, { code: err.code, reason: err.message });
+        if (!ended && !stale.has(channel)) handlers.subscriptionError(channel, { code: err.code, reason: err.message });
+        stale.delete(channel);
       },
     );
   };
 
   const subscribe = (channel: Channel, since: Position | undefined): void => {
     const id = nextId++;
-    track(channel, call(id, since === undefined ? { type: 'subscribe', id, channel } : { type: 'subscribe', id, channel, since }, channel));
+    track(channel, id, call(id, since === undefined ? { type: 'subscribe', id, channel } : { type: 'subscribe', id, channel, since }, channel));
   };
 
+  /** Whether what the server sends for `channel` is for a subscription the client let go of. */
+  const dropped = (channel: Channel): boolean => stale.has(channel) || leaving.has(channel);
+
   const reconcile = (): void => {
-    for (const [channel, since] of wanted) if (!subscribed.has(channel)) subscribe(channel, since);
-    for (const channel of [...subscribed]) {
-      if (wanted.has(channel)) continue;
-      subscribed.delete(channel);
-      const id = nextId++;
-      call(id, { type: 'unsubscribe', id, channel }).catch(() => undefined);
+    // Let go first: a channel wanted anew is subscribed once the server has let go of the old one.
+    for (const [channel, id] of [...subscribed]) {
+      if ((wanted.has(channel) && !stale.has(channel)) || leaving.has(channel)) continue;
+      leaving.add(channel);
+      const unsubscribeId = nextId++;
+      const done = (): void => {
+        leaving.delete(channel);
+        if (subscribed.get(channel) === id) subscribed.delete(channel);
+        stale.delete(channel);
+        if (opened && !ended) reconcile();
+      };
+      call(unsubscribeId, { type: 'unsubscribe', id: unsubscribeId, channel }).then(done, done);
     }
+    for (const [channel, since] of wanted) if (!subscribed.has(channel)) subscribe(channel, since);
   };
 
   const onFrame = (frame: ServerFrame): void => {
@@ -158,14 +181,14 @@ export function websocketTransport(ctx: TransportContext): ClientTransport {
         reconcile();
         return;
       case 'message':
-        handlers.message(frame.message);
+        if (!dropped(frame.message.channel)) handlers.message(frame.message);
         return;
       case 'gap':
-        handlers.gap(frame.gap);
+        if (!dropped(frame.gap.channel)) handlers.gap(frame.gap);
         return;
       case 'join':
       case 'leave':
-        handlers.presence(frame.type, { channel: frame.channel, client: frame.client });
+        if (!dropped(frame.channel)) handlers.presence(frame.type, { channel: frame.channel, client: frame.client });
         return;
       case 'reply':
       case 'error':
@@ -192,7 +215,7 @@ export function websocketTransport(ctx: TransportContext): ClientTransport {
   } else {
     ws = new Ctor(url);
     // Subscribed by the connect request: the server replies to each as `subscribe:<channel>`.
-    for (const channel of atConnect.keys()) track(channel, call(`subscribe:${channel}`, undefined, channel));
+    for (const channel of atConnect.keys()) track(channel, `subscribe:${channel}`, call(`subscribe:${channel}`, undefined, channel));
     arm();
     ws.onmessage = (ev) => {
       arm();
@@ -225,6 +248,9 @@ export function websocketTransport(ctx: TransportContext): ClientTransport {
   return {
     name: 'websocket',
     sync(subscriptions) {
+      // A channel the client let go of is stale at the server even if it wants it again (a new
+      // subscription, maybe from another position): `reconcile` lets go of it there first.
+      for (const channel of subscribed.keys()) if (!subscriptions.has(channel)) stale.add(channel);
       wanted = new Map(subscriptions);
       if (opened && !ended) reconcile();
     },
