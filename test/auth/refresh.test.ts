@@ -149,10 +149,18 @@ describe('SSE', () => {
     cleanup.push(() => sse.close());
     await sse.until((s) => s.events.some((e) => e.event === 'tidings:welcome'));
     const session = (JSON.parse(sse.events.find((e) => e.event === 'tidings:welcome')?.data ?? '{}') as { session: string }).session;
-    const bob = await postOnce(`${gw.url}/refresh`, JSON.stringify({ session, token: await token('bob') }), {});
-    expect([bob.status, (JSON.parse(bob.body) as { error: { code: string } }).error.code]).toEqual([403, 'forbidden']);
-    const none = await postOnce(`${gw.url}/refresh`, JSON.stringify({ session: 'x-1', token: await token() }), {});
-    expect([none.status, (JSON.parse(none.body) as { error: { code: string } }).error.code]).toEqual([404, 'not_found']);
+    const answer = async (id: string, with_: string): Promise<[number, string]> => {
+      const res = await postOnce(`${gw.url}/refresh`, JSON.stringify({ session: id, token: with_ }), {});
+      return [res.status, (JSON.parse(res.body) as { error: { code: string } }).error.code];
+    };
+    // Another user's session is answered as none, and a bad token is refused whatever the session:
+    // which sessions are live is told to nobody.
+    const unknown = `${session.slice(0, session.lastIndexOf('-'))}-zzzz`;
+    expect(await answer(session, await token('bob'))).toEqual([404, 'not_found']);
+    expect(await answer(unknown, await token('bob'))).toEqual([404, 'not_found']);
+    expect(await answer(session, 'garbage')).toEqual([401, 'unauthorized']);
+    expect(await answer(unknown, 'garbage')).toEqual([401, 'unauthorized']);
+    expect(await answer('x-1', await token())).toEqual([404, 'not_found']);
     await sse.until((s) => s.ended, 6000);
     const error = sse.events.find((e) => e.event === 'tidings:error');
     expect(JSON.parse(error?.data ?? '{}')).toMatchObject({ code: 'token_expired' });

@@ -318,7 +318,15 @@ export class Gateway {
         {
           access: 'public',
           transport: 'http',
-          POST: (req, res) => handleRefresh(req, res, (id) => this.#sessions.get(id), (id, token) => this.#forwardRefresh(id, token, auth), options.maxBody),
+          POST: (req, res) =>
+            handleRefresh(
+              req,
+              res,
+              (token) => (auth.refresh === undefined ? Promise.reject(new TidingsError('bad_request', 'this gateway has no tokens to refresh')) : auth.refresh({ user: '', anonymous: true }, token)),
+              (id) => this.#sessions.get(id),
+              (id, token) => this.#forwardRefresh(id, token),
+              options.maxBody,
+            ),
         },
       ],
       [
@@ -681,11 +689,11 @@ export class Gateway {
   }
 
   /** A refresh for a session another node holds: check the token here, then send it there. False when no node can hold it. */
-  async #forwardRefresh(session: string, token: string, auth: Authenticator): Promise<boolean> {
+  /** Hands a refresh (its token checked) to the node named in `session`; false when no other node could hold it. */
+  async #forwardRefresh(session: string, token: string): Promise<boolean> {
     const dash = session.lastIndexOf('-');
     const node = dash === -1 ? '' : session.slice(0, dash);
-    if (node === '' || node === this.nodeId || auth.refresh === undefined || !this.#broker.capabilities.shared) return false;
-    await auth.refresh({ user: '', anonymous: true }, token);
+    if (node === '' || node === this.nodeId || !this.#broker.capabilities.shared) return false;
     await this.#control.send({ op: 'refresh', session, token });
     return true;
   }
