@@ -85,6 +85,8 @@ describe('POST /api/publish', () => {
     ['an unknown namespace', '{"channel":"nope:x","data":1}', 404, 'unknown_namespace'],
     ['an invalid type', '{"channel":"a","data":1,"type":"has space"}', 400, 'bad_request'],
     ['a reserved control type', '{"channel":"a","data":1,"type":"tidings:gap"}', 400, 'bad_request'],
+    ['a type an EventSource fires as its own error', '{"channel":"a","data":1,"type":"error"}', 400, 'bad_request'],
+    ['a type an EventSource fires as its own open', '{"channel":"a","data":1,"type":"open"}', 400, 'bad_request'],
     ['an empty idempotency key', '{"channel":"a","data":1,"idempotencyKey":""}', 400, 'bad_request'],
     ['an empty batch', '[]', 400, 'bad_request'],
     ['a batch over the limit', JSON.stringify(Array.from({ length: 11 }, () => ({ channel: 'a', data: 1 }))), 429, 'limit_exceeded'],

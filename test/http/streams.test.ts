@@ -230,6 +230,12 @@ describe('long polling', () => {
     ['a garbage cursor', 'channel=a&cursor=%%%', 400, 'bad_cursor'],
     ['a cursor with a bad position', 'channel=a&cursor=a%3Dx.%21', 400, 'bad_cursor'],
     ['a bad timeout', 'channel=a&timeout=soon', 400, 'bad_request'],
+    // What Number() would read as a number: empty, a space, hex, an exponent, a sign.
+    ['an empty timeout', 'channel=a&timeout=', 400, 'bad_request'],
+    ['a blank timeout', 'channel=a&timeout=%20', 400, 'bad_request'],
+    ['a hex timeout', 'channel=a&timeout=0x10', 400, 'bad_request'],
+    ['an exponent timeout', 'channel=a&timeout=1e3', 400, 'bad_request'],
+    ['a signed timeout', 'channel=a&timeout=%2B5', 400, 'bad_request'],
     ['no channel', 'cursor=', 400, 'bad_request'],
     ['too many channels', Array.from({ length: 65 }, (_, i) => `channel=c${i}`).join('&'), 429, 'limit_exceeded'],
   ])('refuses %s with a coded error', async (_what, query, status, code) => {

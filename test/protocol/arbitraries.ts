@@ -66,8 +66,8 @@ export const cursorEntriesArb: fc.Arbitrary<[string, Position][]> = fc.oneof(
   },
 );
 
-/** A valid message type: dot-separated words, at most 64 characters. */
+/** A valid message type: dot-separated words, at most 64 characters, not one an EventSource reserves. */
 export const messageTypeArb: fc.Arbitrary<string> = fc
   .array(stringOf(TYPE_WORD_CHARS, 1, 12), { minLength: 1, maxLength: 4 })
   .map((words) => words.join('.'))
-  .filter((t) => t.length <= MAX_TYPE_LENGTH);
+  .filter((t) => t.length <= MAX_TYPE_LENGTH && t !== 'error' && t !== 'open');

@@ -196,6 +196,9 @@ describe('message types', () => {
     ['a@b', 'type must be dot-separated words of letters, digits, _ or -'],
     ['é', 'type must be dot-separated words of letters, digits, _ or -'],
     ['a\n', 'type must be dot-separated words of letters, digits, _ or -'],
+    // A plain EventSource would fire its own onerror / onopen for them.
+    ['error', "type 'error' is reserved (an EventSource takes it for its own error event)"],
+    ['open', "type 'open' is reserved (an EventSource takes it for its own open event)"],
   ])('%j is invalid: %s', (type, reason) => {
     expect(messageTypeProblem(type)).toBe(reason);
   });

@@ -57,9 +57,16 @@ const MESSAGE_TYPE = /^[A-Za-z0-9_-]+(?:\.[A-Za-z0-9_-]+)*$/;
 /** Longest message type accepted. */
 export const MAX_TYPE_LENGTH = 64;
 
+/**
+ * Types an SSE event may not be named: a plain EventSource fires its own `onerror` / `onopen` for an
+ * event named `error` / `open`, which an application takes for a failed or new connection.
+ */
+const RESERVED_TYPES: ReadonlySet<string> = new Set(['error', 'open']);
+
 /** Why `type` is not a valid message type, or undefined. */
 export function messageTypeProblem(type: unknown): string | undefined {
   if (typeof type !== 'string') return 'type must be a string';
   if (type.length === 0 || type.length > MAX_TYPE_LENGTH) return `type must be 1-${MAX_TYPE_LENGTH} characters`;
+  if (RESERVED_TYPES.has(type)) return `type '${type}' is reserved (an EventSource takes it for its own ${type} event)`;
   return MESSAGE_TYPE.test(type) ? undefined : 'type must be dot-separated words of letters, digits, _ or -';
 }

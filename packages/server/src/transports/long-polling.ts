@@ -230,8 +230,9 @@ export class PollTransport {
     const timeoutText = target.get('timeout');
     let hold = this.opts.pollTimeout;
     if (timeoutText !== null) {
-      const t = Number(timeoutText);
-      if (!Number.isInteger(t) || t < 0) throw new TidingsError('bad_request', 'timeout must be a non-negative integer (ms)');
+      // Digits only: Number() would read '' and ' ' as 0, '0x10' as 16 and '1e3' as 1000.
+      const t = /^[0-9]{1,15}$/.test(timeoutText) ? Number(timeoutText) : NaN;
+      if (!Number.isInteger(t)) throw new TidingsError('bad_request', 'timeout must be a non-negative integer (ms)');
       hold = Math.min(t, hold);
     }
     // One channel: the core's poll group may hold it, or answer it at once, with shared bytes.
