@@ -19,11 +19,25 @@ export interface Query {
 /** A target's second character that, after a slash, makes it other than a path: a slash, a backslash, or one the URL parser drops. */
 const NOT_PATH_SECOND = new Set([0x2f, 0x5c, 0x09, 0x0a, 0x0d]);
 
+/** A path a URL parser would rewrite: a backslash, or a `.` / `..` segment (also percent-encoded). */
+const REWRITTEN = /\\|(?:^|\/)(?:\.|%2e){1,2}(?:\/|$)/i;
+
+/** The path of a request target (before its query or fragment), without the tabs and newlines a URL parser drops. */
+function pathOf(target: string): string {
+  const end = target.search(/[?#]/);
+  return (end === -1 ? target : target.slice(0, end)).replace(/[\t\n\r]/g, '');
+}
+
 /**
  * Parses a request target. Origin-form (`/path?q`) is what clients send; absolute-form is accepted
  * when it parses. Anything else is a `bad_request`, never an exception.
  */
 export function parseTarget(target: string | undefined): URL {
+  if (target !== undefined && REWRITTEN.test(pathOf(target))) {
+    // A URL parser resolves dot segments (`..`, `%2e%2e`) and reads `\` as `/`, so such a path would
+    // reach a route other than the one it names, past a proxy's rule for that route's path.
+    throw new TidingsError('bad_request', 'the request path has dot segments or backslashes');
+  }
   try {
     // Origin-form, the usual case, parsed as one absolute URL: half the cost of parsing it against
     // a base (which is parsed as well). A target that starts with two slashes (either way round,
