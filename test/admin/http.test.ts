@@ -120,6 +120,19 @@ describe('/admin on one node', () => {
     expect(Number(limited.answer.headers['retry-after'])).toBeGreaterThanOrEqual(1);
   });
 
+  it('limits logins sent at once, and wrong Bearer secrets, as failed logins', async () => {
+    const gw = await gateway();
+    // Thirty at once: the first ten are compared, the rest refused before they are.
+    const racing = await Promise.all(Array.from({ length: 30 }, (_, i) => login(gw.url, `wrong-${i}`)));
+    expect(racing.filter((r) => r.answer.status === 401).length).toBe(10);
+    expect(racing.filter((r) => r.answer.status === 429).length).toBe(20);
+    const other = await gateway();
+    const bearer = async (secret: string): Promise<number> => (await http(`${other.url}/admin/state`, 'GET', { authorization: `Bearer ${secret}` })).status;
+    for (let i = 0; i < 10; i++) expect(await bearer(`wrong-${i}`)).toBe(401);
+    expect(await bearer(ADMIN_TOKEN)).toBe(429);
+    expect((await login(other.url, TEST_API_KEY)).answer.status).toBe(429);
+  });
+
   it("shows a node whose metrics the host keeps with its connections, and no rates or latency", async () => {
     const ignore = (): void => undefined;
     const host: Metrics = { connectionOpened: ignore, connectionClosed: ignore, published: ignore, delivered: ignore, dropped: ignore, resumed: ignore, reconnected: ignore, refused: ignore, brokerCall: ignore, brokerStatus: ignore, unexpectedError: ignore };

@@ -4,7 +4,8 @@
  * an expiry signed with HMAC-SHA256 keyed by that secret. Every node of a cluster holds the same
  * secrets, so any node accepts a cookie another node issued, and no node keeps a session store. The
  * secret itself never travels in a URL (logs) or in the cookie. Scripts may send
- * `Authorization: Bearer <secret>` instead. Failed logins are rate limited per client address.
+ * `Authorization: Bearer <secret>` instead. Failed logins, and wrong Bearer secrets, are rate limited
+ * per client address, checked right before each comparison (so requests sent at once are limited too).
  *
  * A cookie cannot be revoked before it expires, except by changing the secret it was signed with.
  * @module
@@ -78,11 +79,23 @@ export class AdminAuth {
     return parseInt(expires, 36) > this.#now();
   }
 
-  /** Throws `unauthorized` unless the request carries a valid cookie or `Authorization: Bearer <secret>`. */
+  /**
+   * Throws `unauthorized` unless the request carries a valid cookie or `Authorization: Bearer <secret>`;
+   * a wrong secret counts as a failed login, and past the limit the request is refused before it is compared.
+   */
   check(req: IncomingMessage): void {
     const bearer = /^Bearer\s+(\S+)$/i.exec(req.headers.authorization ?? '')?.[1];
-    if (bearer !== undefined ? this.#kindOf(bearer) !== undefined : this.verify(cookieOf(req) ?? '')) return;
+    if (bearer === undefined ? this.verify(cookieOf(req) ?? '') : this.#compare(clientAddress(req, this.opts.trustProxy), bearer) !== undefined) return;
     throw new TidingsError('unauthorized', 'log in at /admin, or send Authorization: Bearer <API key or admin token>');
+  }
+
+  /** The kind of secret `key` is, compared only while `address` is within its failed-login limit; a miss counts. */
+  #compare(address: string, key: string): Kind | undefined {
+    const wait = this.#failures.wait(address);
+    if (wait > 0) throw new RetryLater('limit_exceeded', 'too many failed logins; wait', wait);
+    const kind = this.#kindOf(key);
+    if (kind === undefined) this.#failures.take(address);
+    return kind;
   }
 
   /** `POST /admin/login` with `{ "key": "<API key or admin token>" }`: 204 and the cookie, or 401. */
@@ -92,12 +105,10 @@ export class AdminAuth {
     const body = await readJson(req, 4096);
     const key = typeof body === 'object' && body !== null ? (body as { key?: unknown }).key : undefined;
     if (typeof key !== 'string' || key === '' || key.length > 1024) throw new TidingsError('bad_request', 'the body must be { "key": "<API key or admin token>" }');
-    const kind = this.#kindOf(key);
+    // Checked again now that the body is here: logins sent at once all passed the first check.
+    const kind = this.#compare(address, key);
     this.opts.audit?.(kind !== undefined, address);
-    if (kind === undefined) {
-      this.#failures.take(address);
-      throw new TidingsError('unauthorized', 'that is neither the API key nor the admin token');
-    }
+    if (kind === undefined) throw new TidingsError('unauthorized', 'that is neither the API key nor the admin token');
     res.writeHead(204, { 'set-cookie': this.#cookie(req, this.issue(kind), ADMIN_SESSION_MS / 1000), 'cache-control': 'no-store' }).end();
   }
 
