@@ -65,6 +65,12 @@ describe('mistakes', () => {
     expect(code).toBe(2);
     expect(err).toContain('unknown option --prot; did you mean --port?');
     expect((await cli(['publish', 'a', '1', '--idempotency', 'k'])).err).toContain('did you mean --idempotency-key?');
+    // Names every object has are no options either.
+    for (const flag of ['--to-string', '--constructor', '--__proto__']) {
+      const refused = await cli(['serve', flag, 'x']);
+      expect(refused.code, flag).toBe(2);
+      expect(refused.err).toContain(`unknown option ${flag}`);
+    }
   });
 
   it('refuses a stray argument (a positional port suggests --port)', async () => {

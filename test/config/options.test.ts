@@ -53,7 +53,7 @@ describe('options', () => {
         'nope is not an option',
         'port must be an integer from 0 to 65535 (got 70000)',
         'pingInterval must be an integer from 100 to 3600000 (got -1)',
-        'apiKey must be a string of at least 16 characters',
+        'apiKey must be a string of at least 16 visible ASCII characters, with no spaces (it is sent as Authorization: Bearer <secret>)',
         'logLevel must be one of fatal, error, warn, info, debug, trace, silent',
         "namespace name 'bad name' must be up to 32 letters, digits, _ or - (not starting with _)",
         'namespaces.chat.colour is not an option',
@@ -62,6 +62,17 @@ describe('options', () => {
       ]),
     );
     expect(problems).toHaveLength(9);
+  });
+
+  it('refuses a secret that cannot be sent as a bearer token, and options named after what every object has', () => {
+    const spaced = 'a key with spaces in it';
+    expect(problemsOf(() => resolveOptions({ apiKey: spaced, adminToken: `${spaced}!` }))).toEqual([
+      'apiKey must be a string of at least 16 visible ASCII characters, with no spaces (it is sent as Authorization: Bearer <secret>)',
+      'adminToken must be a string of at least 16 visible ASCII characters, with no spaces (it is sent as Authorization: Bearer <secret>)',
+    ]);
+    const inherited = JSON.parse('{"toString":1,"__proto__":{},"namespaces":{"chat":{"valueOf":1}}}') as never;
+    expect(problemsOf(() => resolveOptions(inherited))).toEqual(['toString is not an option', '__proto__ is not an option', 'namespaces.chat.valueOf is not an option']);
+    expect(problemsOf(() => loadConfig({ flags: { hasOwnProperty: 'x' } }))).toEqual(['--hasOwnProperty is not an option']);
   });
 
   it('layers file, then environment, then flags', () => {

@@ -185,7 +185,7 @@ export function parseArgs(command: string, argv: readonly string[]): Parsed {
     const eq = arg.indexOf('=');
     const raw = arg.slice(2, eq === -1 ? undefined : eq);
     const name = camel(raw);
-    const flag = spec.flags[name];
+    const flag = Object.hasOwn(spec.flags, name) ? spec.flags[name] : undefined;
     if (flag === undefined) {
       const guess = closest(name, known);
       throw new Error(`unknown option --${raw}${guess === undefined ? '' : `; did you mean --${kebab(guess)}?`}\n('tidings ${command} --help' lists the options)`);

@@ -354,7 +354,7 @@ function resolveNamespaces(problems: string[], input: unknown, demo: boolean): R
     }
     const merged: Record<string, unknown> = { ...DEFAULT_NAMESPACE, ...(out[name] ?? {}), ...raw };
     for (const key of Object.keys(raw)) {
-      if (!(key in DEFAULT_NAMESPACE)) problems.push(`namespaces.${name}.${key} is not an option`);
+      if (!Object.hasOwn(DEFAULT_NAMESPACE, key)) problems.push(`namespaces.${name}.${key} is not an option`);
     }
     for (const [key, limits] of Object.entries(NS_LIMITS)) checkInt(problems, `namespaces.${name}.${key}`, merged[key], limits);
     for (const key of ['clientPublish', 'ephemeral', 'presence', 'anonymous']) {
@@ -422,18 +422,21 @@ function resolveAuth(problems: string[], input: unknown): AuthConfig {
   return Object.freeze({ ...base, jwt: Object.freeze({ ...jwt }) });
 }
 
+/** A secret sent as `Authorization: Bearer <secret>`: a header value of one token, so no space in it. */
+const isSecret = (value: unknown): boolean => typeof value === 'string' && value.length >= 16 && /^[\x21-\x7e]+$/.test(value);
+const SECRET_RULE = 'must be a string of at least 16 visible ASCII characters, with no spaces (it is sent as Authorization: Bearer <secret>)';
+
 /** Merges a config over DEFAULTS and validates it; throws {@link ConfigError} naming every problem. */
 export function resolveOptions(config: GatewayConfig = {}): GatewayOptions {
   const problems: string[] = [];
   for (const key of Object.keys(config)) {
-    if (!(key in DEFAULTS)) problems.push(`${key} is not an option`);
+    // Own keys only: `toString` or `__proto__` are not options because every object has them.
+    if (!Object.hasOwn(DEFAULTS, key)) problems.push(`${key} is not an option`);
   }
   const merged = { ...DEFAULTS, ...config } as Record<string, unknown>;
   for (const [key, limits] of Object.entries(NUMBER_LIMITS)) checkInt(problems, key, merged[key], limits);
   if (typeof merged.host !== 'string' || merged.host === '') problems.push('host must be a non-empty string');
-  if (merged.apiKey !== undefined && (typeof merged.apiKey !== 'string' || merged.apiKey.length < 16)) {
-    problems.push('apiKey must be a string of at least 16 characters');
-  }
+  if (merged.apiKey !== undefined && !isSecret(merged.apiKey)) problems.push(`apiKey ${SECRET_RULE}`);
   if (typeof merged.logLevel !== 'string' || !LOG_LEVELS.includes(merged.logLevel)) {
     problems.push(`logLevel must be one of ${LOG_LEVELS.join(', ')}`);
   }
@@ -441,9 +444,7 @@ export function resolveOptions(config: GatewayConfig = {}): GatewayOptions {
   if (typeof merged.logSampleRate !== 'number' || !(merged.logSampleRate >= 0 && merged.logSampleRate <= 1)) {
     problems.push(`logSampleRate must be a number from 0 to 1 (got ${JSON.stringify(merged.logSampleRate)})`);
   }
-  if (merged.adminToken !== undefined && (typeof merged.adminToken !== 'string' || merged.adminToken.length < 16)) {
-    problems.push('adminToken must be a string of at least 16 characters');
-  }
+  if (merged.adminToken !== undefined && !isSecret(merged.adminToken)) problems.push(`adminToken ${SECRET_RULE}`);
   if (merged.metricsPort !== 0 && merged.metricsPort === merged.port) problems.push('metricsPort must differ from port (0 serves /metrics on port)');
   for (const key of BOOLEANS) if (typeof merged[key] !== 'boolean') problems.push(`${key} must be true or false`);
   if (typeof merged.broker !== 'string' || !BROKER_URL.test(merged.broker)) {
@@ -536,7 +537,7 @@ export function loadConfig(opts: {
   const fromFlags: Record<string, unknown> = {};
   const problems: string[] = [];
   for (const [key, text] of Object.entries(opts.flags ?? {})) {
-    if (!(key in DEFAULTS) || key === 'namespaces') problems.push(`--${key} is not an option`);
+    if (!Object.hasOwn(DEFAULTS, key) || key === 'namespaces') problems.push(`--${key} is not an option`);
     else fromFlags[key] = coerce(key as keyof GatewayOptions, text);
   }
   if (problems.length > 0) throw new ConfigError(problems);
