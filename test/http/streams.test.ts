@@ -290,4 +290,25 @@ describe('the channels of one stream', () => {
     const res = await fetch(`${gw.url}/poll?channel=${list}&timeout=0`);
     expect(await errorOf(res)).toEqual({ status: 429, code: 'limit_exceeded' });
   });
+
+  it('resumes a stream of 64 channels of 200 characters: the cursor comes back in a header or a query, beside a request line of about 38 KB', async () => {
+    // Names of a character a URL percent-encodes (three bytes each), so that the request line is as long as it gets.
+    const long = Array.from({ length: 64 }, (_, i) => `${String(i).padStart(2, '0')}${'@'.repeat(198)}`);
+    const query = long.map((c) => `channel=${encodeURIComponent(c)}`).join('&');
+    const first = await sse(query);
+    await first.until((c) => c.events.some((e) => e.event === 'tidings:welcome'));
+    await gw.publish(long[63] as string, 'first');
+    await first.until((c) => c.named('message').length === 1);
+    const id = first.events.at(-1)?.id ?? '';
+    expect(id.length).toBeGreaterThan(12_000);
+    first.close();
+    await gw.publish(long[63] as string, 'missed');
+    const again = await sse(query, id);
+    await again.until((c) => c.named('message').length === 1);
+    expect(JSON.parse(again.named('message')[0]?.data ?? '{}')).toMatchObject({ data: 'missed' });
+    // A long poll sends the same cursor back in its query.
+    const poll = await fetch(`${gw.url}/poll?${query}&cursor=${encodeURIComponent(id)}&timeout=0`);
+    expect(poll.status).toBe(200);
+    expect(((await poll.json()) as PollResponse).messages.map((m) => m.data)).toEqual(['missed']);
+  });
 });

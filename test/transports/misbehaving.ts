@@ -277,7 +277,7 @@ export class BrokenClients {
       raw('an unparseable content-length', '400 bad_request', `GET ${path}?channel=${ch} HTTP/1.1\r\nhost: x\r\ncontent-length: nope\r\n\r\n`),
       raw('a header line without a colon', '400 bad_request', `GET ${path}?channel=${ch} HTTP/1.1\r\nhost: x\r\nno colon here\r\n\r\n`),
       raw('a TLS hello on the plain port', '400 bad_request', Buffer.from('1603010200010001fc0303deadbeef000000000000000000000000', 'hex')),
-      raw('oversized headers', '431 header_too_large', `GET ${path}?channel=${ch} HTTP/1.1\r\nhost: x\r\nx-big: ${'a'.repeat(20_000)}\r\n\r\n`),
+      raw('oversized headers', '431 header_too_large', `GET ${path}?channel=${ch} HTTP/1.1\r\nhost: x\r\nx-big: ${'a'.repeat(100_000)}\r\n\r\n`),
       raw('a target that is not a URL', '400 bad_request', `GET http://[${path} HTTP/1.1\r\nhost: x\r\n\r\n`),
       ...(sse ? [] : [coded('a timeout that is not a number', '400 bad_request', () => fetch(`${gw.url}/poll?channel=${ch}&timeout=soon`))]),
     ];

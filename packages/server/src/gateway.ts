@@ -138,6 +138,15 @@ function disconnectRequest(body: unknown): { user: string; reason: string } {
 /** A drain closes its connections in this many waves. */
 const DRAIN_WAVES = 10;
 
+/**
+ * Request line and headers, at most (Node's default is 16 KiB). A stream of the most channels with the
+ * longest names (64 of 200 characters, each escaped to up to 600 in a URL) comes back with a cursor of
+ * every channel: an SSE stream's `Last-Event-ID` beside its URL, about 53 KB; a poll's `cursor`, escaped
+ * in the query beside its channel list, about 80 KB. Both must fit, or a stream could open and never
+ * resume.
+ */
+const MAX_HEADER_BYTES = 96 * 1024;
+
 /** How long a closing connection may take to finish its close handshake or flush its last event. */
 const CLOSE_GRACE = 5000;
 
@@ -429,6 +438,7 @@ export class Gateway {
     };
     this.server = createServer(
       {
+        maxHeaderSize: MAX_HEADER_BYTES,
         headersTimeout: options.headersTimeout,
         requestTimeout: options.requestTimeout,
         connectionsCheckingInterval: Math.min(1000, options.headersTimeout),
