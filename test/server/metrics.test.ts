@@ -158,7 +158,10 @@ describe('metricsPort', () => {
     const res = await fetch(`http://127.0.0.1:${metricsPort}/metrics`);
     expect(res.status).toBe(200);
     expect(await res.text()).toContain('tidings_connections{transport="websocket"} 0');
-    expect((await fetch(`http://127.0.0.1:${metricsPort}/healthz`)).status).toBe(404);
+    const other = await fetch(`http://127.0.0.1:${metricsPort}/healthz`);
+    expect(other.status).toBe(404);
+    // Coded as every other refusal: a code and a reason.
+    expect(await other.json()).toEqual({ error: { code: 'not_found', reason: 'only GET /metrics is served on this port' } });
     await gw.close();
     // Closed with the gateway.
     await expect(fetch(`http://127.0.0.1:${metricsPort}/metrics`)).rejects.toThrow();

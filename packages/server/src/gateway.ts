@@ -532,7 +532,7 @@ export class Gateway {
   async #listenMetrics(port: number, host: string): Promise<number> {
     const server = (this.#metricsServer ??= createServer((req, res) => {
       if (req.method === 'GET' && (req.url ?? '').split('?')[0] === '/metrics') this.#scrape(res);
-      else sendJson(res, 404, { error: { code: 'not_found', message: 'only GET /metrics is served on this port' } });
+      else sendJson(res, 404, { error: { code: 'not_found', reason: 'only GET /metrics is served on this port' } });
     }));
     if (!server.listening) {
       await new Promise<void>((resolve, reject) => {
@@ -550,7 +550,7 @@ export class Gateway {
   #scrape(res: ServerResponse): void {
     const m = this.metrics;
     if (!(m instanceof CounterMetrics)) {
-      sendJson(res, 404, { error: { code: 'not_found', message: 'metrics are kept by the host application' } });
+      sendJson(res, 404, { error: { code: 'not_found', reason: 'metrics are kept by the host application' } });
       return;
     }
     this.#registry ??= prometheusRegistry(m, {
@@ -572,7 +572,7 @@ export class Gateway {
       },
       (err: unknown) => {
         this.#unexpected('request', err, { path: '/metrics' });
-        if (!res.headersSent) sendJson(res, 500, { error: { code: 'internal', message: 'metrics failed' } });
+        if (!res.headersSent) sendJson(res, 500, { error: { code: 'internal', reason: 'metrics failed' } });
       },
     );
   }
