@@ -142,6 +142,15 @@ describe('sequencer', () => {
     expect(s.push(msg(1, 'other'))).toBeUndefined();
   });
 
+  it('ignores a gap that neither starts nor ends in its epoch: a stale one would move the position back', () => {
+    const s = new Sequencer({ epoch: 'new', seq: 5 });
+    expect(s.skip({ channel: 'c', from: { epoch: 'old', seq: 3 }, to: { epoch: 'old', seq: 9 }, reason: 'trimmed' })).toEqual([]);
+    expect(s.position).toEqual({ epoch: 'new', seq: 5 });
+    // A change of epoch starts where the client is.
+    s.skip({ channel: 'c', from: { epoch: 'new', seq: 5 }, to: { epoch: 'newer', seq: 0 }, reason: 'epoch' });
+    expect(s.position).toEqual({ epoch: 'newer', seq: 0 });
+  });
+
   it('refuses to buffer without bound', () => {
     const s = new Sequencer({ epoch: E, seq: 0 }, 3);
     for (const seq of [3, 4, 5]) expect(s.push(msg(seq))).toEqual([]);

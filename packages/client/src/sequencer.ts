@@ -75,6 +75,9 @@ export class Sequencer {
   skip(gap: Gap): Message[] {
     const last = this.#last;
     if (last !== undefined && last.epoch === gap.to.epoch && gap.to.seq <= last.seq) return [];
+    // A gap starts where the client is (an epoch change too: from the old epoch to the new); one that
+    // starts and ends in epochs the client has left is stale, and would move its position back.
+    if (last !== undefined && gap.from.epoch !== last.epoch && gap.to.epoch !== last.epoch) return [];
     this.#last = gap.to;
     const out: Message[] = [];
     for (const [seq, m] of [...this.#ahead].sort((a, b) => a[0] - b[0])) {
