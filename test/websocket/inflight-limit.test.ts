@@ -26,6 +26,25 @@ it('an unsubscribe arriving while the connection has maxInflight requests in fli
   await until(() => gw.gateway.stats().hub.channels === 3, 2000, 'x released');
 });
 
+it('holds one unsubscribe behind a subscribe an authorization hook holds up; more are answered at once', async () => {
+  let release = (): void => undefined;
+  const held = new Promise<boolean>((resolve) => (release = () => resolve(true)));
+  const gw = await startGateway({}, { authorize: { subscribe: () => held } });
+  cleanup.push(() => gw.close());
+  const c = await RawWsClient.connect(gw.wsUrl);
+  cleanup.push(() => c.terminate());
+  c.send({ type: 'subscribe', id: 'subscribe', channel: 'slow' });
+  for (let i = 0; i < 50; i++) c.send({ type: 'unsubscribe', id: `unsubscribe ${i}`, channel: 'slow' });
+  // Every one past the first is answered while the subscribe still waits.
+  await c.until((x) => x.ofType('error').length === 49);
+  expect(new Set(c.ofType('error').map((f) => f.error.code))).toEqual(new Set(['not_subscribed']));
+  expect(c.ofType('reply')).toEqual([]);
+  release();
+  await c.until((x) => x.ofType('reply').length === 2);
+  expect(c.ofType('reply').map((f) => f.id).sort()).toEqual(['subscribe', 'unsubscribe 0']);
+  await until(() => gw.gateway.stats().hub.channels === 0, 2000, 'slow released');
+});
+
 it('a WebSocket client with more subscriptions than maxInflight gets every one of them', async () => {
   const gw = await startGateway({});
   cleanup.push(() => gw.close());

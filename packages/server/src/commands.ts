@@ -160,7 +160,10 @@ export class CommandHandler {
         };
         const pending = this.#subscribing?.get(channel);
         if (pending === undefined) unsubscribe();
-        else (pending.after ??= []).push(unsubscribe);
+        else if (pending.after === undefined) pending.after = [unsubscribe];
+        // One waits behind the subscribe: more (which would then find nothing to unsubscribe) are answered
+        // at once, so a subscribe an authorization hook holds up holds no growing list of them.
+        else this.#fail(id, new TidingsError('not_subscribed', `an unsubscribe of ${channel} already waits for its subscribe`));
         return;
       }
     }
