@@ -83,11 +83,14 @@ interface ClientEvents {
 }
 
 interface Upstream {
-  readonly run: (t: ClientTransport) => Promise<unknown>;
+  /** Sends it over `t`; `signal` aborts when the caller gives up (its timeout), so the transport forgets it. */
+  readonly run: (t: ClientTransport, signal: AbortSignal | undefined) => Promise<unknown>;
   readonly resolve: (value: unknown) => void;
   readonly reject: (err: TidingsError) => void;
   sent: boolean;
   timer?: unknown;
+  /** Aborted at the timeout: what a transport holds for it goes. */
+  abort?: AbortController;
   /** The server answered `unavailable` this many times in a row; the next try waits a backoff delay (`retry`). */
   refused?: number;
   retry?: unknown;
@@ -207,12 +210,12 @@ export class Client {
 
   /** Calls a server method; rejects with `timeout` after `options.timeout` ms (default 10 s). */
   request(method: string, data?: Json, options: { timeout?: number } = {}): Promise<Json> {
-    return this.#upstream((t) => t.request(method, data), options.timeout ?? this.#opts.requestTimeout ?? 10_000) as Promise<Json>;
+    return this.#upstream((t, signal) => t.request(method, data, signal), options.timeout ?? this.#opts.requestTimeout ?? 10_000) as Promise<Json>;
   }
 
   /** Who is present in `channel` (see {@link Subscription.presence}); it queues while disconnected, like a request. */
   async #presence(channel: Channel): Promise<PresenceClient[]> {
-    const result = (await this.#upstream((t) => t.presence(channel), this.#opts.requestTimeout ?? 10_000)) as PresenceResult;
+    const result = (await this.#upstream((t, signal) => t.presence(channel, signal), this.#opts.requestTimeout ?? 10_000)) as PresenceResult;
     return result.clients;
   }
 
@@ -239,11 +242,11 @@ export class Client {
   }
 
   /** Listener and timer counts, for leak checks. */
-  get resources(): { subscriptions: number; listeners: number; queued: number; timers: number } {
+  get resources(): { subscriptions: number; listeners: number; queued: number; awaiting: number; timers: number } {
     let listeners = this.#events.size;
     for (const set of this.#routes.values()) listeners += set.size;
     const timers = [this.#timer, this.#probeTimer].filter((t) => t !== undefined).length;
-    return { subscriptions: this.#subs.size, listeners, queued: this.#queue.length, timers };
+    return { subscriptions: this.#subs.size, listeners, queued: this.#queue.length, awaiting: this.#transport?.awaiting ?? 0, timers };
   }
 
   // --- state machine -------------------------------------------------------------------------
@@ -600,7 +603,7 @@ export class Client {
 
   // --- upstream ------------------------------------------------------------------------------
 
-  #upstream(run: (t: ClientTransport) => Promise<unknown>, timeout: number | undefined): Promise<unknown> {
+  #upstream(run: Upstream['run'], timeout: number | undefined): Promise<unknown> {
     if (this.#state.status === 'closed') return Promise.reject(new TidingsError('unavailable', 'client is closed'));
     if (this.#state.status === 'failed') return Promise.reject(new TidingsError('unauthorized', this.#state.reason));
     if (this.#queue.length >= (this.#opts.maxQueue ?? 1000)) {
@@ -609,9 +612,11 @@ export class Client {
     return new Promise((resolve, reject) => {
       const item: Upstream = { run, resolve, reject, sent: false };
       if (timeout !== undefined) {
+        item.abort = new AbortController();
         item.timer = this.#platform.setTimeout(() => {
           this.#remove(item);
           reject(new TidingsError('timeout', `no reply within ${timeout} ms`));
+          item.abort?.abort();
         }, timeout);
       }
       this.#queue.push(item);
@@ -628,7 +633,7 @@ export class Client {
     const t = this.#transport;
     if (t === undefined) return;
     item.sent = true;
-    item.run(t).then(
+    item.run(t, item.abort?.signal).then(
       (value) => {
         if (this.#transport === t) this.#carried = true;
         this.#remove(item);

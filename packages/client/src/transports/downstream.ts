@@ -106,8 +106,8 @@ export function httpDownstream(ctx: TransportContext, name: TransportName, loop:
       if (changed && !ended) start();
     },
     publish: (req) => httpPublish(ctx, req),
-    request: (method, data) => httpRequest(ctx, method, data),
-    presence: (channel) => httpPresence(ctx, channel),
+    request: (method, data, signal) => httpRequest(ctx, method, data, signal),
+    presence: (channel, signal) => httpPresence(ctx, channel, signal),
     refresh: (token) => refresh(token),
     close() {
       if (ended) return;

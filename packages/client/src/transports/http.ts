@@ -31,8 +31,8 @@ export function retryAfterOf(res: Response): number | undefined {
 }
 
 /** Turns a non-2xx reply into a coded error; network failures become `unavailable`. */
-export function postJson(ctx: TransportContext, path: string, body: unknown): Promise<unknown> {
-  return fetchJson(ctx, path, { method: 'POST', headers: { 'content-type': 'application/json', ...authHeaders(ctx) }, body: JSON.stringify(body) });
+export function postJson(ctx: TransportContext, path: string, body: unknown, signal?: AbortSignal): Promise<unknown> {
+  return fetchJson(ctx, path, { method: 'POST', headers: { 'content-type': 'application/json', ...authHeaders(ctx) }, body: JSON.stringify(body), ...(signal === undefined ? {} : { signal }) });
 }
 
 /**
@@ -64,12 +64,12 @@ export async function httpPublish(ctx: TransportContext, req: PublishRequest): P
   return (await postJson(ctx, '/send', req)) as PublishResult;
 }
 
-export async function httpPresence(ctx: TransportContext, channel: Channel): Promise<PresenceResult> {
-  return (await fetchJson(ctx, `/presence?channel=${encodeURIComponent(channel)}`, { headers: authHeaders(ctx), cache: 'no-store' })) as PresenceResult;
+export async function httpPresence(ctx: TransportContext, channel: Channel, signal?: AbortSignal): Promise<PresenceResult> {
+  return (await fetchJson(ctx, `/presence?channel=${encodeURIComponent(channel)}`, { headers: authHeaders(ctx), cache: 'no-store', ...(signal === undefined ? {} : { signal }) })) as PresenceResult;
 }
 
-export async function httpRequest(ctx: TransportContext, method: string, data: Json | undefined): Promise<Json> {
-  const body = (await postJson(ctx, '/rpc', data === undefined ? { method } : { method, data })) as { result: Json };
+export async function httpRequest(ctx: TransportContext, method: string, data: Json | undefined, signal?: AbortSignal): Promise<Json> {
+  const body = (await postJson(ctx, '/rpc', data === undefined ? { method } : { method, data }, signal)) as { result: Json };
   return body.result;
 }
 

@@ -113,9 +113,10 @@ export interface ClientTransport {
   /** The wanted subscriptions changed; positions are where to resume from. */
   sync(subscriptions: ReadonlyMap<Channel, Position | undefined>): void;
   publish(req: PublishRequest): Promise<PublishResult>;
-  request(method: string, data: Json | undefined): Promise<Json>;
+  /** `signal`: the caller gave up (its timeout): the transport forgets the request. */
+  request(method: string, data: Json | undefined, signal?: AbortSignal): Promise<Json>;
   /** Who is present in `channel` (a `presence` frame, or `GET /presence`). */
-  presence(channel: Channel): Promise<PresenceResult>;
+  presence(channel: Channel, signal?: AbortSignal): Promise<PresenceResult>;
   /**
    * Hands the connection a new token without reconnecting (a `refresh` frame, `POST /refresh` for an
    * SSE stream; long polls simply carry it from now on). Rejects if the server refused it.
@@ -123,6 +124,8 @@ export interface ClientTransport {
   refresh(token: string): Promise<void>;
   /** Ends the connection without calling `handlers.close`. */
   close(): void;
+  /** Requests sent that wait for their reply (for leak checks); absent when it keeps none. */
+  readonly awaiting?: number;
 }
 
 export type TransportFactory = (ctx: TransportContext) => ClientTransport;

@@ -124,10 +124,21 @@ export function websocketTransport(ctx: TransportContext): ClientTransport {
 
   const send = (frame: ClientFrame): void => ws?.send(jsonCodec.encodeClient(frame));
 
-  /** The reply (or error) to request `id`, sent now unless `frame` is absent (sent in the connect request). */
-  const call = (id: RequestId, frame: ClientFrame | undefined, channel?: Channel): Promise<unknown> =>
+  /**
+   * The reply (or error) to request `id`, sent now unless `frame` is absent (sent in the connect
+   * request). Once `signal` aborts (its caller gave up), the request is forgotten here: a reply that
+   * never comes holds nothing.
+   */
+  const call = (id: RequestId, frame: ClientFrame | undefined, channel?: Channel, signal?: AbortSignal): Promise<unknown> =>
     new Promise((resolve, reject) => {
       pending.set(id, channel === undefined ? { resolve, reject } : { resolve, reject, channel });
+      signal?.addEventListener(
+        'abort',
+        () => {
+          if (pending.delete(id)) reject(connectionLost('given up by its caller'));
+        },
+        { once: true },
+      );
       if (frame !== undefined) send(frame);
     });
 
@@ -247,6 +258,9 @@ export function websocketTransport(ctx: TransportContext): ClientTransport {
 
   return {
     name: 'websocket',
+    get awaiting() {
+      return pending.size;
+    },
     sync(subscriptions) {
       // A channel the client let go of is stale at the server even if it wants it again (a new
       // subscription, maybe from another position): `reconcile` lets go of it there first.
@@ -259,15 +273,15 @@ export function websocketTransport(ctx: TransportContext): ClientTransport {
       const id = nextId++;
       return (await call(id, { type: 'publish', id, message: req })) as PublishResult;
     },
-    async request(method: string, data: Json | undefined): Promise<Json> {
+    async request(method: string, data: Json | undefined, signal?: AbortSignal): Promise<Json> {
       if (!opened || ended) throw connectionLost('not connected');
       const id = nextId++;
-      return (await call(id, data === undefined ? { type: 'rpc', id, method } : { type: 'rpc', id, method, data })) as Json;
+      return (await call(id, data === undefined ? { type: 'rpc', id, method } : { type: 'rpc', id, method, data }, undefined, signal)) as Json;
     },
-    async presence(channel: Channel): Promise<PresenceResult> {
+    async presence(channel: Channel, signal?: AbortSignal): Promise<PresenceResult> {
       if (!opened || ended) throw connectionLost('not connected');
       const id = nextId++;
-      return (await call(id, { type: 'presence', id, channel })) as PresenceResult;
+      return (await call(id, { type: 'presence', id, channel }, undefined, signal)) as PresenceResult;
     },
     async refresh(token: string): Promise<void> {
       if (!opened || ended) throw connectionLost('not connected');
