@@ -5,8 +5,8 @@
  */
 import { describe, expect, it } from 'vitest';
 import WebSocket from 'ws';
-import { createClient, type Client, type TransportMemory, type WebSocketConstructor } from '@tidings/client';
-import { cleanupAfterEach, startGateway, startNginx, startProxy, until, type NginxMode, type TestGateway } from '@tidings/testing';
+import { createClient, type Client, type ClientOptions, type TransportMemory, type WebSocketConstructor } from '@tidings/client';
+import { cleanupAfterEach, startGateway, startNginx, startProxy, until, type NginxMode, type TcpProxy, type TestGateway } from '@tidings/testing';
 
 const cleanup = cleanupAfterEach();
 
@@ -67,22 +67,35 @@ describe.each<[NginxMode, string]>([
   });
 });
 
+/** A gateway behind a proxy that refuses WebSocket upgrades until the test lets them through. */
+async function upgradesBlocked(): Promise<{ gw: TestGateway; proxy: TcpProxy }> {
+  const gw = await startGateway({ sseHeartbeat: 500, pingInterval: 500 });
+  cleanup.push(() => gw.close());
+  const proxy = await startProxy(gw.port);
+  cleanup.push(() => proxy.close());
+  proxy.blockUpgrades = true;
+  return { gw, proxy };
+}
+
+/** A client that prefers WebSocket, falls back to SSE and checks for WebSocket again every 300 ms. */
+function upgrading(url: string, options: ClientOptions = {}): Client {
+  const c = createClient(url, {
+    WebSocket: WebSocket as unknown as WebSocketConstructor,
+    storage: memory(),
+    transports: ['websocket', 'sse'],
+    openTimeout: 1500,
+    upgradeAfter: 300,
+    backoff: { min: 50, max: 300 },
+    ...options,
+  });
+  cleanup.push(() => c.close());
+  return c;
+}
+
 describe('background upgrade', () => {
   it('moves back to WebSocket once it works again, without losing or repeating a message', async () => {
-    const gw = await startGateway({ sseHeartbeat: 500, pingInterval: 500 });
-    cleanup.push(() => gw.close());
-    const proxy = await startProxy(gw.port);
-    cleanup.push(() => proxy.close());
-    proxy.blockUpgrades = true;
-    const c = createClient(proxy.url, {
-      WebSocket: WebSocket as unknown as WebSocketConstructor,
-      storage: memory(),
-      transports: ['websocket', 'sse'],
-      openTimeout: 1500,
-      upgradeAfter: 300,
-      backoff: { min: 50, max: 300 },
-    });
-    cleanup.push(() => c.close());
+    const { gw, proxy } = await upgradesBlocked();
+    const c = upgrading(proxy.url);
     const sub = c.subscribe('upgrade');
     const got: number[] = [];
     sub.on('message', (m) => got.push(m.data as number));
@@ -97,11 +110,7 @@ describe('background upgrade', () => {
   });
 
   it('opens no WebSocket once the client is closed while the check\'s token is on its way', async () => {
-    const gw = await startGateway({ sseHeartbeat: 500, pingInterval: 500 });
-    cleanup.push(() => gw.close());
-    const proxy = await startProxy(gw.port);
-    cleanup.push(() => proxy.close());
-    proxy.blockUpgrades = true;
+    const { proxy } = await upgradesBlocked();
     let created = 0;
     class Counted extends WebSocket {
       constructor(address: string) {
@@ -117,16 +126,7 @@ describe('background upgrade', () => {
       if (connected) await new Promise((r) => setTimeout(r, 300));
       return 'anything';
     };
-    const c = createClient(proxy.url, {
-      WebSocket: Counted as unknown as WebSocketConstructor,
-      storage: memory(),
-      transports: ['websocket', 'sse'],
-      openTimeout: 1500,
-      upgradeAfter: 300,
-      backoff: { min: 50, max: 300 },
-      token,
-    });
-    cleanup.push(() => c.close());
+    const c = upgrading(proxy.url, { WebSocket: Counted as unknown as WebSocketConstructor, token });
     c.subscribe('closing');
     await until(() => c.state.status === 'connected', 8000, 'connected');
     expect(c.transport).toBe('sse');
@@ -141,11 +141,7 @@ describe('background upgrade', () => {
   });
 
   it('connects and delivers when storage refuses to remember the transport that worked', async () => {
-    const gw = await startGateway({ sseHeartbeat: 500, pingInterval: 500 });
-    cleanup.push(() => gw.close());
-    const proxy = await startProxy(gw.port);
-    cleanup.push(() => proxy.close());
-    proxy.blockUpgrades = true;
+    const { gw, proxy } = await upgradesBlocked();
     const refusing: TransportMemory = {
       getItem: () => null,
       setItem: () => {
