@@ -56,6 +56,8 @@ describe('bad tokens are refused on every transport, and change nothing', () => 
       ['RS256 where HS256 is configured', await new SignJWT(good).setProtectedHeader({ alg: 'RS256' }).sign(privateKey), 'unauthorized'],
       ['tampered claims', (await hs(good)).replace(/^([^.]+)\.([^.]+)\./, (_m, h: string) => `${h}.${b64({ ...good, channels: ['*'] })}.`), 'unauthorized'],
       ['no sub', await hs({ channels: ['chat:*'], aud: 'tidings', iss: 'https://auth.example' }), 'unauthorized'],
+      // 2,110 characters of JSON but 4,210 bytes: the 4 KiB bound on info counts bytes.
+      ['info over 4 KiB', await hs({ ...good, info: { bio: 'é'.repeat(2100) } }), 'unauthorized'],
       ['garbage', 'not.a.token', 'unauthorized'],
     ];
     for (const [name, token, code] of cases) {

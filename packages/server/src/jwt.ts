@@ -175,7 +175,7 @@ export function jwtAuth(options: JwtAuthOptions): Authenticator {
       throw new TidingsError('unauthorized', 'the token has no sub (the user)');
     }
     const info = payload.info as Json | undefined;
-    if (info !== undefined && JSON.stringify(info).length > MAX_INFO) throw new TidingsError('unauthorized', `the token's info claim is larger than ${MAX_INFO} bytes`);
+    if (info !== undefined && Buffer.byteLength(JSON.stringify(info)) > MAX_INFO) throw new TidingsError('unauthorized', `the token's info claim is larger than ${MAX_INFO} bytes`);
     const grants: Grants = { subscribe: compileGrants(stringList(payload, 'channels')), publish: compileGrants(stringList(payload, 'publish')) };
     return {
       user: payload.sub,
