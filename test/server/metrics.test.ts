@@ -5,6 +5,7 @@
  * server started by the kit scrapes it and answers a query about it.
  */
 import { execFileSync } from 'node:child_process';
+import { connect, type Socket } from 'node:net';
 import { afterEach, describe, expect, it } from 'vitest';
 import { freePort, postOnce, PROMTOOL_BIN, RawSseClient, RawWsClient, startGateway, startPrometheus, type TestGateway } from '@tidings/testing';
 
@@ -165,5 +166,29 @@ describe('metricsPort', () => {
     await gw.close();
     // Closed with the gateway.
     await expect(fetch(`http://127.0.0.1:${metricsPort}/metrics`)).rejects.toThrow();
+  });
+
+  it('holds a few connections at most, and cuts one that never finishes its request', async () => {
+    const metricsPort = await freePort();
+    await started({ metricsPort, headersTimeout: 300, requestTimeout: 300 });
+    const open = (): Promise<Socket> =>
+      new Promise((resolve, reject) => {
+        // Read (and drop) what comes, so an answer and the end behind it are seen.
+        const socket = connect(metricsPort, '127.0.0.1', () => resolve(socket.resume())).on('error', reject);
+      });
+    const closed = (socket: Socket): Promise<number> => {
+      const at = Date.now();
+      return new Promise((resolve) => (socket.destroyed ? resolve(0) : socket.once('close', () => resolve(Date.now() - at))));
+    };
+    // A head that never ends is cut at headersTimeout (Node's default would hold it for a minute).
+    const slow = await open();
+    slow.write('GET /metrics HTTP/1.1\r\nhost: x\r\n');
+    const slowClosed = closed(slow);
+    // Idle connections past the cap are closed as they arrive.
+    const idle = await Promise.all(Array.from({ length: 40 }, open));
+    const early = await Promise.all(idle.map((s) => Promise.race([closed(s).then(() => true), new Promise<boolean>((r) => setTimeout(() => r(false), 1000))])));
+    expect(early.filter(Boolean).length).toBeGreaterThanOrEqual(8);
+    expect(await slowClosed).toBeLessThan(2500);
+    for (const s of idle) s.destroy();
   });
 });

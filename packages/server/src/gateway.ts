@@ -146,6 +146,8 @@ const DRAIN_WAVES = 10;
  * resume.
  */
 const MAX_HEADER_BYTES = 96 * 1024;
+/** Connections the separate metrics port holds at once (`metricsPort`): scrapers, a few of them. */
+const METRICS_MAX_CONNECTIONS = 32;
 
 /** How long a closing connection may take to finish its close handshake or flush its last event. */
 const CLOSE_GRACE = 5000;
@@ -530,10 +532,18 @@ export class Gateway {
 
   /** Serves `/metrics` alone on a port of its own (every other path: 404). */
   async #listenMetrics(port: number, host: string): Promise<number> {
-    const server = (this.#metricsServer ??= createServer((req, res) => {
-      if (req.method === 'GET' && (req.url ?? '').split('?')[0] === '/metrics') this.#scrape(res);
-      else sendJson(res, 404, { error: { code: 'not_found', reason: 'only GET /metrics is served on this port' } });
-    }));
+    const { headersTimeout, requestTimeout } = this.options;
+    const server = (this.#metricsServer ??= createServer(
+      // A scraper's request is small and answered at once: its head has the smallest bound, and a
+      // connection that never finishes one is cut as on the main port.
+      { maxHeaderSize: 8192, headersTimeout, requestTimeout, connectionsCheckingInterval: Math.min(1000, headersTimeout) },
+      (req, res) => {
+        if (req.method === 'GET' && (req.url ?? '').split('?')[0] === '/metrics') this.#scrape(res);
+        else sendJson(res, 404, { error: { code: 'not_found', reason: 'only GET /metrics is served on this port' } });
+      },
+    ));
+    // Scrapers are a few: past this, a connection is closed as it arrives.
+    server.maxConnections = METRICS_MAX_CONNECTIONS;
     if (!server.listening) {
       await new Promise<void>((resolve, reject) => {
         server.once('error', reject);
