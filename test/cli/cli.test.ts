@@ -76,6 +76,10 @@ describe('tidings CLI', () => {
     expect(lines.map((l) => [l.position.seq, l.data.n])).toEqual(lines.map((_, i) => [first + i, first + i]));
     server.child.kill('SIGTERM');
     expect(await server.exited).toBe(0);
+    // Not on a terminal, stdout is JSON log lines, what the operator is told included.
+    const out = server.out.trim().split('\n');
+    for (const line of out) expect(() => JSON.parse(line) as unknown, line).not.toThrow();
+    expect(out.map((l) => (JSON.parse(l) as { msg: string }).msg)).toEqual(expect.arrayContaining([expect.stringMatching(/^SIGTERM: draining/)]));
   });
 
   it('publish fails with the server error and a non-zero exit', async () => {

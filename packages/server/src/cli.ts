@@ -9,7 +9,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import WebSocket from 'ws';
 import { createGateway } from './gateway.js';
-import { createLogger } from './log.js';
+import { createLogger, noticesFor } from './log.js';
 import { closest, commandHelp, COMMANDS, parseArgs, usage } from './cli-args.js';
 import { ConfigError, loadConfig } from './options.js';
 import { installProcessNet } from './process-net.js';
@@ -36,11 +36,12 @@ async function serve(flags: Record<string, string>): Promise<void> {
     throw err;
   }
   const logger = createLogger(options.logLevel, options.logFormat);
+  const tell = noticesFor(options.logFormat, say);
   const gateway = createGateway(options, { logger });
   installProcessNet(logger, (site) => gateway.metrics.unexpectedError(site));
   const info = await gateway.listen();
-  say(`Tidings listening on ${info.url} (WebSocket ${info.url.replace(/^http/, 'ws')}/ws, SSE /sse, long polling /poll)\n`);
-  if (options.demo) say(`Demo: open ${info.url}/ in two tabs\n`);
+  tell(`Tidings listening on ${info.url} (WebSocket ${info.url.replace(/^http/, 'ws')}/ws, SSE /sse, long polling /poll)`);
+  if (options.demo) tell(`Demo: open ${info.url}/ in two tabs`);
   if (gateway.apiKeyGenerated) {
     // A secret never goes to a log: shown once on a terminal, else written to a file only the user can read.
     if (process.stdout.isTTY) {
@@ -49,11 +50,11 @@ async function serve(flags: Record<string, string>): Promise<void> {
       const file = process.env.TIDINGS_API_KEY_FILE ?? join(tmpdir(), `tidings-api-key-${info.port}`);
       rmSync(file, { force: true });
       writeFileSync(file, `${gateway.apiKey}\n`, { mode: 0o600, flag: 'wx' });
-      say(`No API key configured; generated one for this run and wrote it to ${file} (mode 0600)\n(set TIDINGS_API_KEY to choose your own)\n`);
+      tell(`No API key configured; generated one for this run and wrote it to ${file} (mode 0600); set TIDINGS_API_KEY to choose your own`);
     }
   }
   const stop = (signal: string): void => {
-    say(`${signal}: draining connections\n`);
+    tell(`${signal}: draining connections`);
     gateway.close().then(
       () => process.exit(0),
       (err: unknown) => {
