@@ -236,6 +236,30 @@ describe.each(BROKERS)('a cluster of three nodes on %s behind nginx', (_kind, st
     }
   }, 40_000);
 
+  it('gives a node restarted with its id new session ids: a leftover entry of its last life is another client', async () => {
+    const c = `room:${channel('restarted-id')}`;
+    const [, watcherNode, node] = cluster.nodes;
+    const watcher = await RawWsClient.connect(`ws://127.0.0.1:${watcherNode?.port ?? 0}/ws`);
+    const ids: string[] = [];
+    try {
+      expect((await watcher.request({ type: 'subscribe', channel: c })).type).toBe('reply');
+      // Twice: the first session of a fresh process, killed, then the first session of the next one.
+      for (let life = 0; life < 2; life++) {
+        await node?.kill();
+        await node?.start();
+        const client = await RawWsClient.connect(`ws://127.0.0.1:${node?.port ?? 0}/ws`);
+        const id = client.ofType('welcome')[0]?.session ?? '';
+        ids.push(id);
+        expect((await client.request({ type: 'subscribe', channel: c })).type).toBe('reply');
+        await watcher.until((x) => x.frames.some((f) => f.type === 'join' && f.client.client === id), 5000);
+        client.terminate();
+      }
+      expect(ids[1]).not.toBe(ids[0]);
+    } finally {
+      watcher.terminate();
+    }
+  }, 60_000);
+
   it('lists present clients again after the broker restarted without its data', async () => {
     const c = `room:${channel('presence-restart')}`;
     const client = await RawWsClient.connect(`ws://127.0.0.1:${cluster.nodes[0]?.port ?? 0}/ws`);

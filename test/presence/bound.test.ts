@@ -41,7 +41,7 @@ async function setup(broker: Broker = new MemoryBroker({ maxChannels: 100, dedup
   const presence = new Presence(broker, 1000, (err) => errors.push(err));
   await broker.start({ publication: hub.onPublication, presence: hub.onPresence, status: () => undefined }, brokerSettings({ room: { historySize: 10, historyTtl: 60_000, ephemeral: false } }));
   const metrics = new CounterMetrics();
-  const ctx = { hub, broker, options, auth: openAuth, metrics, nodeId: 'n1', presence };
+  const ctx = { hub, broker, options, auth: openAuth, metrics, nodeId: 'n1', idPrefix: 'n1-', presence };
   return { broker, hub, presence, metrics, errors, session: (sink: Sink) => new Session(ctx, sink, { user: 'me', anonymous: false, info: { a: 1 } }) };
 }
 

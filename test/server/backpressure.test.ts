@@ -309,7 +309,7 @@ async function sessions(config: GatewayConfig = {}) {
   );
   cleanup.push(() => broker.close());
   const metrics = new CounterMetrics();
-  const ctx = { hub, broker, options, auth: openAuth, authorize: { hooks: undefined }, metrics, nodeId: 'n1', presence };
+  const ctx = { hub, broker, options, auth: openAuth, authorize: { hooks: undefined }, metrics, nodeId: 'n1', idPrefix: 'n1-', presence };
   const publish = async (channel: string, type: string | undefined, data = '1'): Promise<void> => {
     await broker.publish(publishCommand(channel, data, { type }));
     await new Promise((r) => setImmediate(r));

@@ -57,7 +57,7 @@ async function group() {
   const presence = new Presence(broker, 1000, () => undefined);
   await broker.start({ publication: hub.onPublication, presence: hub.onPresence, status: () => undefined }, brokerSettings());
   closers.push(() => broker.close());
-  const ctx = { hub, broker, options, auth: openAuth, authorize: { hooks: undefined }, metrics: new CounterMetrics(), nodeId: 'n1', presence };
+  const ctx = { hub, broker, options, auth: openAuth, authorize: { hooks: undefined }, metrics: new CounterMetrics(), nodeId: 'n1', idPrefix: 'n1-', presence };
   const groups = new PollGroups(ctx, openAuth, options, (err) => {
     throw err;
   });

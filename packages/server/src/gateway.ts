@@ -174,6 +174,8 @@ export class Gateway {
   readonly server: Server;
   /** This node's id: unique in a cluster, the prefix of its session ids. */
   readonly nodeId: string;
+  /** What session and connection-slot ids start with: this node and this life of it. */
+  readonly #idPrefix: string;
   readonly #broker: Broker;
   /** Whether this gateway created the broker and so must close it (a supplied one outlives it). */
   readonly #ownsBroker: boolean;
@@ -217,6 +219,7 @@ export class Gateway {
     this.log = parts.logger ?? createLogger(options.logLevel, options.logFormat);
     this.metrics = parts.metrics ?? (options.metrics ? new CounterMetrics() : NO_METRICS);
     this.nodeId = options.nodeId ?? randomBytes(4).toString('hex');
+    this.#idPrefix = `${this.nodeId}-${randomBytes(4).toString('hex')}`;
     this.#ownsBroker = parts.broker === undefined;
     this.#broker = parts.broker ?? brokerFor(options, this.log);
     if (this.#broker.capabilities.shared && this.apiKeyGenerated) {
@@ -257,6 +260,7 @@ export class Gateway {
       auth,
       metrics: this.metrics,
       nodeId: this.nodeId,
+      idPrefix: this.#idPrefix,
       presence: this.#presence,
       authorize,
       clock,
@@ -401,7 +405,7 @@ export class Gateway {
       maxBody: options.maxBody,
       origins,
       gate: new ConnectionGate(options),
-      users: new UserConnections(this.#broker, this.#presence, options.maxConnectionsPerUser, this.nodeId),
+      users: new UserConnections(this.#broker, this.#presence, options.maxConnectionsPerUser, this.nodeId, `${this.#idPrefix}u`),
       trustProxy: options.trustProxy,
       draining,
       unexpected: (err, context) => this.#unexpected(context.upgrade === true ? 'upgrade' : 'request', err, context),

@@ -51,8 +51,14 @@ export interface SessionContext {
   readonly options: GatewayOptions;
   readonly auth: Authenticator;
   readonly metrics: Metrics;
-  /** This node's id: session ids start with it, so they are unique across a cluster. */
+  /** This node's id. */
   readonly nodeId: string;
+  /**
+   * What session ids start with: the node's id, a dash, and 8 hex digits drawn when the gateway was
+   * made. So ids are unique across a cluster, and across restarts of a node that keeps its id (a
+   * stable pod name): a session of the node's last life still listed somewhere is never taken for a new one.
+   */
+  readonly idPrefix: string;
   /** This node's presence entries. */
   readonly presence: Presence;
   /** The host's authorization hooks, asked after the authenticator allowed (loaded at listen). */
@@ -213,7 +219,7 @@ export class Session implements Attachment {
   ) {
     this.#identity = identity;
     sessionCounter = (sessionCounter + 1) % Number.MAX_SAFE_INTEGER;
-    this.id = `${ctx.nodeId}-${sessionCounter.toString(36)}`;
+    this.id = `${ctx.idPrefix}${sessionCounter.toString(36)}`;
   }
 
   get closed(): boolean {

@@ -26,6 +26,8 @@ export class UserConnections {
     private readonly presence: Presence,
     private readonly max: number,
     private readonly nodeId: string,
+    /** What slot ids start with: unique to this node and this life of it (see the session context's `idPrefix`). */
+    private readonly idPrefix: string,
   ) {}
 
   /** Takes a connection slot of `user` (anonymous clients have none), or refuses with `limit_exceeded`. */
@@ -40,7 +42,7 @@ export class UserConnections {
     for (const client of this.presence.localClients(channel)) if (!listed.has(client)) count += 1;
     if (count >= this.max) throw new RetryLater('limit_exceeded', `at most ${this.max} connections per user`, 5000);
     this.#next = (this.#next + 1) % Number.MAX_SAFE_INTEGER;
-    const client = `${this.nodeId}-u${this.#next.toString(36)}`;
+    const client = `${this.idPrefix}${this.#next.toString(36)}`;
     this.presence.add(channel, { client, user: '', info: undefined, node: this.nodeId });
     let released = false;
     return {
