@@ -9,7 +9,7 @@ import { channelQuery, knownCursor } from './cursor.js';
 import { httpDownstream, type Downstream } from './downstream.js';
 import { authHeaders, channelRefused, httpRefresh, isOutage, retryAfterOf } from './http.js';
 import { SseParser } from './sse-parser.js';
-import type { ClientTransport, TransportContext } from './transport.js';
+import { retryAfterClose, type ClientTransport, type TransportContext } from './transport.js';
 
 export function sseTransport(ctx: TransportContext): ClientTransport {
   const { platform, handlers } = ctx;
@@ -67,9 +67,11 @@ export function sseTransport(ctx: TransportContext): ClientTransport {
         } else if (e.event === Events.join || e.event === Events.leave) {
           handlers.presence(e.event === Events.join ? 'join' : 'leave', JSON.parse(e.data) as PresenceChange);
         } else if (e.event === Events.error) {
+          // The code means what the same close code means over WebSocket: `unauthorized` (a user
+          // disconnected by the server API) and `bad_protocol` are final, `restart` and
+          // `token_expired` come back at once.
           const err = JSON.parse(e.data) as { code: string; reason: string };
-          const now = err.code === 'restart' || err.code === 'token_expired';
-          return d.finish({ retry: now ? 'now' : 'backoff', reason: err.reason, fallback: false, retryAfter: parser.retry });
+          return d.finish({ retry: retryAfterClose(err.code), reason: err.reason, fallback: false, retryAfter: parser.retry });
         } else {
           handlers.message(JSON.parse(e.data) as Message);
         }

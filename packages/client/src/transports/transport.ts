@@ -17,7 +17,7 @@ import type {
   PublishResult,
   SubscribeResult,
 } from '@tidings/protocol';
-import { TidingsError } from '@tidings/protocol';
+import { CloseCode, TidingsError, type CloseName } from '@tidings/protocol';
 import type { RetryKind, TransportName } from '../state.js';
 
 /** Errors made for a connection that went away, as opposed to the server's own coded answers. */
@@ -36,6 +36,26 @@ export function connectionLost(reason: string): TidingsError {
 
 /** Whether `err` says the connection went away (see {@link connectionLost}). */
 export const isConnectionLost = (err: TidingsError): boolean => LOST.has(err);
+
+const CLOSE_BY_NUMBER = new Map<number, (typeof CloseCode)[CloseName]>(Object.values(CloseCode).map((c) => [c.code, c]));
+
+/**
+ * How to come back after the server ended a connection with a close code: a WebSocket close code
+ * (4401) or the name an SSE stream's `tidings:error` carries (`unauthorized`). One table for both
+ * (`CloseCode`), so a final code is final on every transport: `never` for credentials refused or the
+ * protocol rejected, `now` for a restart or an expired token, `backoff` for the rest and for codes
+ * it does not know. A normal close (1000) is not a reason to stay away: backoff.
+ */
+export function retryAfterClose(code: number | string): RetryKind | 'never' {
+  const known = typeof code === 'number' ? CLOSE_BY_NUMBER.get(code) : Object.hasOwn(CloseCode, code) ? CloseCode[code as CloseName] : undefined;
+  if (known === undefined || known === CloseCode.normal) return 'backoff';
+  return !known.reconnect ? 'never' : known.immediate ? 'now' : 'backoff';
+}
+
+/** Whether the server named a close code this client knows (a WebSocket close code, or an SSE error's name). */
+export function isKnownClose(code: number): boolean {
+  return CLOSE_BY_NUMBER.has(code);
+}
 
 /** How a connection ended. */
 export interface CloseInfo {

@@ -23,7 +23,7 @@ import {
   type SubscribeResult,
 } from '@tidings/protocol';
 import { channelQuery, knownCursor } from './cursor.js';
-import { connectionLost, type ClientTransport, type CloseInfo, type TransportContext, type WebSocketLike } from './transport.js';
+import { connectionLost, isKnownClose, retryAfterClose, type ClientTransport, type CloseInfo, type TransportContext, type WebSocketLike } from './transport.js';
 
 interface Pending {
   readonly resolve: (result: unknown) => void;
@@ -62,8 +62,6 @@ function connectQuery(token: string | undefined, channels: ReadonlyMap<Channel, 
   if (cursor !== '') query.push(`cursor=${encodeURIComponent(cursor)}`);
   return query.length === 0 ? '' : `?${query.join('&')}`;
 }
-
-const CLOSE_BY_CODE = new Map<number, (typeof CloseCode)[keyof typeof CloseCode]>(Object.values(CloseCode).map((c) => [c.code, c]));
 
 /**
  * Stops listening to a socket we are abandoning. The error handler stays (as a no-op): closing a
@@ -240,17 +238,16 @@ export function websocketTransport(ctx: TransportContext): ClientTransport {
     };
     ws.onerror = () => undefined;
     ws.onclose = (ev) => {
-      const known = CLOSE_BY_CODE.get(ev.code);
-      const retry = known === undefined ? 'backoff' : !known.reconnect ? 'never' : known.immediate ? 'now' : 'backoff';
+      const known = isKnownClose(ev.code);
       // Closed before the welcome, and the server did not say why: the upgrade is blocked or stripped
       // here, or the server is down (both are 1006 to a browser). The client probes plain HTTP to tell.
       // An overloaded server (4503) says how long to stay away: "...; retry after 1500 ms".
       const after = ev.code === CloseCode.overloaded.code ? /retry (?:after|in) (\d+) ms/.exec(ev.reason)?.[1] : undefined;
       finish({
-        retry: ev.code === 1000 ? 'backoff' : retry,
+        retry: retryAfterClose(ev.code),
         reason: ev.reason || `closed (${ev.code})`,
         fallback: false,
-        unproven: !opened && known === undefined,
+        unproven: !opened && !known,
         retryAfter: after === undefined ? undefined : Number(after),
       });
     };

@@ -1,0 +1,66 @@
+/**
+ * The client's HTTP transports (SSE and long polling) against a real gateway: a final close code is
+ * final, close() lets go of what is in flight, a stale stream request never touches the live one, a
+ * proxy's refusal of a publish is an answer and not a lost connection, user code run on `connected`
+ * cannot stall a channel, permanent refusals are reported, and a publish rides out a dead connection.
+ */
+import { describe, expect, it } from 'vitest';
+import type { Client, ClientOptions, TransportName } from '@tidings/client';
+import type { GatewayConfig } from '@tidings/server';
+import { cleanupAfterEach, postOnce, signToken, startGateway, TEST_SECRET, testClient, until, type TestGateway } from '@tidings/testing';
+
+const cleanup = cleanupAfterEach();
+const sleep = (ms: number): Promise<void> => new Promise((r) => setTimeout(r, ms));
+const urlOf = (input: RequestInfo | URL): string => (typeof input === 'string' ? input : input instanceof URL ? input.href : input.url);
+
+const CONFIG: GatewayConfig = {
+  pingInterval: 300,
+  sseHeartbeat: 300,
+  pollTimeout: 1000,
+  namespaces: { '': {}, chat: { clientPublish: true } },
+};
+
+async function gateway(config: GatewayConfig = {}, parts: Parameters<typeof startGateway>[1] = {}): Promise<TestGateway> {
+  const gw = await startGateway({ ...CONFIG, ...config }, parts);
+  cleanup.push(() => gw.close());
+  return gw;
+}
+
+function client(url: string, kind: TransportName, options: ClientOptions = {}): Client {
+  const c = testClient(url, kind, options);
+  cleanup.push(() => c.close());
+  return c;
+}
+
+/** A fetch that records the URL of every request the client makes. */
+function recording(): { readonly urls: string[]; readonly fetch: typeof fetch } {
+  const urls: string[] = [];
+  return {
+    urls,
+    fetch: (input, init) => {
+      urls.push(urlOf(input));
+      return fetch(input, init);
+    },
+  };
+}
+
+describe('SSE: a final code in tidings:error is final', () => {
+  it('a user disconnected by the server API (tidings:error unauthorized) ends failed and never comes back, as over WebSocket', async () => {
+    const gw = await gateway({ auth: { jwt: { secret: TEST_SECRET } } });
+    const token = await signToken({ sub: 'alice', channels: ['news'] }, { expiresIn: 3600 });
+    const rec = recording();
+    const c = client(gw.url, 'sse', { token, fetch: rec.fetch });
+    const errors: string[] = [];
+    c.on('error', (e) => errors.push(e.code));
+    c.subscribe('news');
+    await until(() => c.state.status === 'connected', 5000, 'connected');
+    const res = await postOnce(`${gw.url}/api/disconnect`, JSON.stringify({ user: 'alice', reason: 'account suspended' }));
+    expect(res.status).toBe(200);
+    await until(() => c.state.status === 'failed', 3000, 'failed');
+    expect(c.state).toMatchObject({ status: 'failed', reason: 'account suspended' });
+    expect(errors).toEqual(['unauthorized']);
+    const streams = rec.urls.filter((u) => u.includes('/sse?')).length;
+    await sleep(800);
+    expect(rec.urls.filter((u) => u.includes('/sse?')).length).toBe(streams);
+  });
+});
