@@ -64,3 +64,46 @@ describe('SSE: a final code in tidings:error is final', () => {
     expect(rec.urls.filter((u) => u.includes('/sse?')).length).toBe(streams);
   });
 });
+
+/** A fetch that tracks which requests to `paths` have not settled yet. */
+function tracking(paths: RegExp): { readonly pending: Set<string>; readonly fetch: typeof fetch } {
+  const pending = new Set<string>();
+  let n = 0;
+  return {
+    pending,
+    fetch: (input, init) => {
+      const url = urlOf(input);
+      const p = fetch(input, init);
+      if (!paths.test(url)) return p;
+      const key = `${++n} ${url}`;
+      pending.add(key);
+      const settled = (): void => void pending.delete(key);
+      p.then(async (res) => {
+        // Settled once its body is read, or failed to be.
+        await res.clone().arrayBuffer().catch(() => undefined);
+        settled();
+      }, settled);
+      return p;
+    },
+  };
+}
+
+describe.each<TransportName>(['sse', 'poll'])('close() over %s', (kind) => {
+  it('aborts the /rpc and /send requests in flight: nothing stays open waiting for a handler that has not answered', async () => {
+    const answers: Array<() => void> = [];
+    const later = <T>(value: T): Promise<T> => new Promise((resolve) => answers.push(() => resolve(value)));
+    const gw = await gateway({}, { rpc: { slow: () => later('done') }, authorize: { publish: () => later(true) } });
+    cleanup.push(() => answers.forEach((answer) => answer()));
+    const t = tracking(/\/(rpc|send)$/);
+    const c = client(gw.url, kind, { fetch: t.fetch });
+    c.subscribe('news');
+    await until(() => c.state.status === 'connected', 5000, 'connected');
+    const request = c.request('slow', null, { timeout: 60_000 });
+    const publish = c.publish('chat:room', { text: 'hi' });
+    await until(() => answers.length === 2 && t.pending.size === 2, 3000, 'both at the server');
+    c.close();
+    await expect(request).rejects.toMatchObject({ code: 'unavailable' });
+    await expect(publish).rejects.toMatchObject({ code: 'unavailable' });
+    await until(() => t.pending.size === 0, 1000, () => `requests still open after close(): ${[...t.pending].join(', ')}`);
+  });
+});

@@ -89,8 +89,8 @@ interface Upstream {
   readonly reject: (err: TidingsError) => void;
   sent: boolean;
   timer?: unknown;
-  /** Aborted at the timeout: what a transport holds for it goes. */
-  abort?: AbortController;
+  /** Aborted at the timeout or when the client closes: what a transport holds for it (a request in flight) goes. */
+  readonly abort: AbortController;
   /** The server answered `unavailable` this many times in a row; the next try waits a backoff delay (`retry`). */
   refused?: number;
   retry?: unknown;
@@ -205,7 +205,7 @@ export class Client {
       ...(options.type === undefined ? {} : { type: options.type }),
       idempotencyKey: options.idempotencyKey ?? randomKey(this.#random),
     };
-    return this.#upstream((t) => t.publish(req), undefined) as Promise<PublishResult>;
+    return this.#upstream((t, signal) => t.publish(req, signal), undefined) as Promise<PublishResult>;
   }
 
   /** Calls a server method; rejects with `timeout` after `options.timeout` ms (default 10 s). */
@@ -610,13 +610,12 @@ export class Client {
       return Promise.reject(new TidingsError('limit_exceeded', 'too many publishes and requests waiting for a connection'));
     }
     return new Promise((resolve, reject) => {
-      const item: Upstream = { run, resolve, reject, sent: false };
+      const item: Upstream = { run, resolve, reject, sent: false, abort: new AbortController() };
       if (timeout !== undefined) {
-        item.abort = new AbortController();
         item.timer = this.#platform.setTimeout(() => {
           this.#remove(item);
           reject(new TidingsError('timeout', `no reply within ${timeout} ms`));
-          item.abort?.abort();
+          item.abort.abort();
         }, timeout);
       }
       this.#queue.push(item);
@@ -633,7 +632,7 @@ export class Client {
     const t = this.#transport;
     if (t === undefined) return;
     item.sent = true;
-    item.run(t, item.abort?.signal).then(
+    item.run(t, item.abort.signal).then(
       (value) => {
         if (this.#transport === t) this.#carried = true;
         this.#remove(item);
@@ -688,10 +687,12 @@ export class Client {
     this.#clearTimers(item);
   }
 
+  /** Rejects everything queued or in flight with `err`, and lets go of what is in flight (its fetch, its pending reply). */
   #failQueue(err: TidingsError): void {
     for (const item of this.#queue.splice(0)) {
       this.#clearTimers(item);
       item.reject(err);
+      item.abort.abort();
     }
   }
 

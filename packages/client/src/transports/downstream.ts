@@ -105,7 +105,7 @@ export function httpDownstream(ctx: TransportContext, name: TransportName, loop:
       for (const [channel, p] of subscriptions) wanted.set(channel, p);
       if (changed && !ended) start();
     },
-    publish: (req) => httpPublish(ctx, req),
+    publish: (req, signal) => httpPublish(ctx, req, signal),
     request: (method, data, signal) => httpRequest(ctx, method, data, signal),
     presence: (channel, signal) => httpPresence(ctx, channel, signal),
     refresh: (token) => refresh(token),

@@ -60,8 +60,8 @@ export async function httpRefresh(ctx: TransportContext, session: string, token:
   await fetchJson(ctx, '/refresh', { method: 'POST', headers: { 'content-type': 'application/json' }, body: JSON.stringify({ session, token }) });
 }
 
-export async function httpPublish(ctx: TransportContext, req: PublishRequest): Promise<PublishResult> {
-  return (await postJson(ctx, '/send', req)) as PublishResult;
+export async function httpPublish(ctx: TransportContext, req: PublishRequest, signal?: AbortSignal): Promise<PublishResult> {
+  return (await postJson(ctx, '/send', req, signal)) as PublishResult;
 }
 
 export async function httpPresence(ctx: TransportContext, channel: Channel, signal?: AbortSignal): Promise<PresenceResult> {

@@ -132,7 +132,8 @@ export interface ClientTransport {
   readonly name: TransportName;
   /** The wanted subscriptions changed; positions are where to resume from. */
   sync(subscriptions: ReadonlyMap<Channel, Position | undefined>): void;
-  publish(req: PublishRequest): Promise<PublishResult>;
+  /** `signal`: the client let go of it (closed): the transport forgets it (aborts its request). */
+  publish(req: PublishRequest, signal?: AbortSignal): Promise<PublishResult>;
   /** `signal`: the caller gave up (its timeout): the transport forgets the request. */
   request(method: string, data: Json | undefined, signal?: AbortSignal): Promise<Json>;
   /** Who is present in `channel` (a `presence` frame, or `GET /presence`). */

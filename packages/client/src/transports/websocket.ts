@@ -265,10 +265,10 @@ export function websocketTransport(ctx: TransportContext): ClientTransport {
       wanted = new Map(subscriptions);
       if (opened && !ended) reconcile();
     },
-    async publish(req: PublishRequest): Promise<PublishResult> {
+    async publish(req: PublishRequest, signal?: AbortSignal): Promise<PublishResult> {
       if (!opened || ended) throw connectionLost('not connected');
       const id = nextId++;
-      return (await call(id, { type: 'publish', id, message: req })) as PublishResult;
+      return (await call(id, { type: 'publish', id, message: req }, undefined, signal)) as PublishResult;
     },
     async request(method: string, data: Json | undefined, signal?: AbortSignal): Promise<Json> {
       if (!opened || ended) throw connectionLost('not connected');
