@@ -94,4 +94,31 @@ describe('POST /refresh on another node', () => {
     const none = await postOnce(`${one.url}/refresh`, JSON.stringify({ session: 'nonode', token: await token('alice') }), {});
     expect(none.status).toBe(404);
   }, 15_000);
+
+  it('is rationed per user and for the node (every node reads every forwarded order): 429 with Retry-After past it', async () => {
+    const [, two] = await twoNodes();
+    const tokens = new Map<string, string>();
+    const forward = async (user: string): Promise<{ status: number; retryAfter: string | undefined }> => {
+      if (!tokens.has(user)) tokens.set(user, await token(user));
+      const body = JSON.stringify({ session: 'n1-zzzz', token: tokens.get(user) });
+      const res = await fetch(`${two.url}/refresh`, { method: 'POST', headers: { 'content-type': 'application/json' }, body });
+      await res.body?.cancel();
+      return { status: res.status, retryAfter: res.headers.get('retry-after') ?? undefined };
+    };
+    const alice: number[] = [];
+    for (let i = 0; i < 13; i++) alice.push((await forward('alice')).status);
+    // A burst of 10 per user, then refused; another user is not held back by alice.
+    expect(alice).toEqual([...Array<number>(10).fill(202), 429, 429, 429]);
+    const refused = await forward('alice');
+    expect(refused.status).toBe(429);
+    expect(Number(refused.retryAfter)).toBeGreaterThan(0);
+    expect((await forward('bob')).status).toBe(202);
+    // 200 at once for the node (alice's 10 and bob's 1 count too): 25 more users send 10 each at once,
+    // each within its own burst, and some are refused all the same.
+    const users = Array.from({ length: 25 }, (_, u) => `user${u}`);
+    for (const user of users) tokens.set(user, await token(user));
+    const statuses = (await Promise.all(users.flatMap((user) => Array.from({ length: 10 }, () => forward(user))))).map((r) => r.status);
+    expect(statuses.filter((st) => st !== 202 && st !== 429)).toEqual([]);
+    expect(statuses.filter((st) => st === 429).length).toBeGreaterThan(0);
+  }, 30_000);
 });

@@ -19,7 +19,7 @@ import { MemoryBroker } from './brokers/memory.js';
 import { RedisBroker } from './brokers/redis.js';
 import { jwtAuth } from './jwt.js';
 import { originPolicy, type OriginPolicy } from './origin.js';
-import { ConnectionGate } from './limits.js';
+import { ConnectionGate, KeyedBuckets, RetryLater, TokenBucket } from './limits.js';
 import { CONNECTIONS_NAMESPACE, UserConnections } from './user-connections.js';
 import { Control, CONTROL_CHANNEL, CONTROL_NAMESPACE } from './control.js';
 import { Admin, ADMIN_CHANNEL, ADMIN_NAMESPACE } from './admin/admin.js';
@@ -149,6 +149,14 @@ const MAX_HEADER_BYTES = 96 * 1024;
 /** Connections the separate metrics port holds at once (`metricsPort`): scrapers, a few of them. */
 const METRICS_MAX_CONNECTIONS = 32;
 
+/**
+ * `POST /refresh` for a stream on another node goes out as a control order that every node reads. A
+ * stream refreshes once per token lifetime, so a user gets 1 a second (10 at once: a burst of tabs),
+ * and the node 100 a second (200 at once), beyond which it answers 429: one client cannot make the
+ * cluster do a node's worth of work per request at will. Users tracked: at most 10,000.
+ */
+const FORWARDS = { perUser: 1, perUserBurst: 10, users: 10_000, rate: 100, burst: 200 };
+
 /** How long a closing connection may take to finish its close handshake or flush its last event. */
 const CLOSE_GRACE = 5000;
 
@@ -176,6 +184,9 @@ export class Gateway {
   readonly nodeId: string;
   /** What session and connection-slot ids start with: this node and this life of it. */
   readonly #idPrefix: string;
+  /** Refreshes this node forwards to the others (see {@link FORWARDS}), per user and in all. */
+  readonly #forwardsByUser = new KeyedBuckets(FORWARDS.perUser, FORWARDS.perUserBurst, FORWARDS.users);
+  readonly #forwards = new TokenBucket(FORWARDS.rate, FORWARDS.burst);
   readonly #broker: Broker;
   /** Whether this gateway created the broker and so must close it (a supplied one outlives it). */
   readonly #ownsBroker: boolean;
@@ -339,7 +350,7 @@ export class Gateway {
               res,
               (token) => (auth.refresh === undefined ? Promise.reject(new TidingsError('bad_request', 'this gateway has no tokens to refresh')) : auth.refresh({ user: '', anonymous: true }, token)),
               (id) => this.#sessions.get(id),
-              (id, token) => this.#forwardRefresh(id, token),
+              (id, token, user) => this.#forwardRefresh(id, token, user),
               options.maxBody,
             ),
         },
@@ -714,10 +725,16 @@ export class Gateway {
 
   /** A refresh for a session another node holds: check the token here, then send it there. False when no node can hold it. */
   /** Hands a refresh (its token checked) to the node named in `session`; false when no other node could hold it. */
-  async #forwardRefresh(session: string, token: string): Promise<boolean> {
+  async #forwardRefresh(session: string, token: string, user: string): Promise<boolean> {
     const dash = session.lastIndexOf('-');
     const node = dash === -1 ? '' : session.slice(0, dash);
     if (node === '' || node === this.nodeId || !this.#broker.capabilities.shared) return false;
+    // Every node reads every control order: what one request costs is paid by the whole cluster, so
+    // forwards are rationed per user (a stream refreshes once per token) and for the node.
+    if (!this.#forwardsByUser.take(user) || !this.#forwards.take()) {
+      const wait = Math.max(this.#forwardsByUser.wait(user), this.#forwards.wait);
+      throw new RetryLater('limit_exceeded', 'too many refreshes forwarded to other nodes; wait', wait);
+    }
     await this.#control.send({ op: 'refresh', session, token });
     return true;
   }

@@ -22,14 +22,14 @@ export interface Refreshable {
 /**
  * `verify` checks a token (and refuses when the gateway has none to refresh); `find` looks the
  * session up on this node; `forward` (a cluster) hands the refresh to the node holding the session,
- * resolving false when no node could hold it.
+ * resolving false when no node could hold it (or throwing `limit_exceeded` past its rate).
  */
 export async function handleRefresh(
   req: IncomingMessage,
   res: ServerResponse,
   verify: (token: string) => Promise<Identity>,
   find: (id: string) => Refreshable | undefined,
-  forward: (id: string, token: string) => Promise<boolean>,
+  forward: (id: string, token: string, user: string) => Promise<boolean>,
   maxBody: number,
 ): Promise<void> {
   const body = await readJson(req, Math.min(maxBody, 64 * 1024));
@@ -46,7 +46,7 @@ export async function handleRefresh(
     return;
   }
   // Held by another node: that node applies it (and refuses it for another user).
-  if (found === undefined && (await forward(session, token))) {
+  if (found === undefined && (await forward(session, token, user))) {
     sendJson(res, 202, { forwarded: true });
     return;
   }
