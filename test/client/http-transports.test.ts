@@ -107,3 +107,49 @@ describe.each<TransportName>(['sse', 'poll'])('close() over %s', (kind) => {
     await until(() => t.pending.size === 0, 1000, () => `requests still open after close(): ${[...t.pending].join(', ')}`);
   });
 });
+
+/** Remembers the transport that worked, in memory. */
+function memory(): { readonly items: Map<string, string>; getItem(k: string): string | null; setItem(k: string, v: string): void } {
+  const items = new Map<string, string>();
+  return { items, getItem: (k) => items.get(k) ?? null, setItem: (k, v) => void items.set(k, v) };
+}
+
+/** A fetch over a slow network for error answers: the body of a non-2xx answer arrives `ms` after its head. */
+function slowErrorBodies(ms: number): typeof fetch {
+  return async (input, init) => {
+    const res = await fetch(input, init);
+    if (res.ok) return res;
+    const text = await res.text();
+    const body = new ReadableStream<Uint8Array>({
+      async start(ctrl) {
+        await sleep(ms);
+        ctrl.enqueue(new TextEncoder().encode(text));
+        ctrl.close();
+      },
+    });
+    const signal = init?.signal ?? undefined;
+    return new Response(body.pipeThrough(new TransformStream(), signal === undefined ? {} : { signal }), { status: res.status, headers: res.headers });
+  };
+}
+
+describe('SSE: a refusal of a stream request already replaced', () => {
+  it('does not end the live stream: the refused channel ends with its error, the others stay on SSE, nothing is remembered', async () => {
+    const gw = await gateway({}, { authorize: { subscribe: (_identity, channel) => channel !== 'secret' } });
+    const storage = memory();
+    const c = client(gw.url, 'sse', { transports: ['sse', 'poll'], storage, fetch: slowErrorBodies(300) });
+    const transports: string[] = [];
+    c.on('state', (s) => s.to.status === 'connected' && transports.push(s.to.transport));
+    const secret = c.subscribe('secret');
+    const errors: string[] = [];
+    secret.on('error', (e) => errors.push(e.code));
+    c.subscribe('news');
+    await sleep(100);
+    // The channel set changes while the refusal's body is on its way.
+    const sports = c.subscribe('sports');
+    await until(() => c.state.status === 'connected' && sports.position !== undefined, 8000, 'connected');
+    expect(errors).toEqual(['forbidden']);
+    expect(secret.active).toBe(false);
+    expect(transports).toEqual(['sse']);
+    expect([...storage.items.values()]).toEqual([]);
+  });
+});

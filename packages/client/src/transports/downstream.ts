@@ -23,7 +23,7 @@ export interface Downstream {
   disarm(): void;
   /** Reports the transport open (once per transport). */
   opened(): void;
-  /** Ends the transport (once). */
+  /** Ends the transport (once); nothing once this loop is no longer {@link current}. */
   finish(info: CloseInfo): void;
   /** False once this loop was replaced or the transport ended. */
   readonly current: boolean;
@@ -85,7 +85,9 @@ export function httpDownstream(ctx: TransportContext, name: TransportName, loop:
       },
       disarm,
       opened: open,
-      finish,
+      finish: (info) => {
+        if (d.current) finish(info);
+      },
       get current() {
         return !ended && ctrl === mine;
       },

@@ -27,11 +27,13 @@ export function sseTransport(ctx: TransportContext): ClientTransport {
     const res = await platform.fetch(`${ctx.baseUrl}/sse?${channelQuery(d.wanted).join('&')}`, { headers, signal: d.signal, cache: 'no-store' });
     if (!res.ok || res.body === null) {
       const body = (await res.json().catch(() => undefined)) as { error?: { code?: string; reason?: string; channel?: string } } | undefined;
+      // Replaced while the body was on its way (the channel set changed: the read was aborted, so the
+      // body is lost): the refusal is the stale request's, and the live stream is none of its business.
+      if (!d.current) return;
       const reason = `${body?.error?.code ?? `HTTP ${res.status}`}: ${body?.error?.reason ?? ''}`;
       if (channelRefused(res.status, body, d.wanted, (channel, error) => handlers.subscriptionError(channel, error))) {
         // The client drops that subscription and restarts the stream with the others.
-        if (d.current) d.finish({ retry: 'backoff', reason, fallback: false });
-        return;
+        return d.finish({ retry: 'backoff', reason, fallback: false });
       }
       // An expired token: come back at once with a new one from the token provider. Anything else: give up.
       if (res.status === 401) return d.finish({ retry: body?.error?.code === 'token_expired' ? 'now' : 'never', reason, fallback: false });
