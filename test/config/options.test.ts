@@ -2,11 +2,12 @@
  * Configuration: defaults, layering (file < environment < flags), and start-up validation that
  * names every problem.
  */
+import { generateKeyPairSync } from 'node:crypto';
 import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterAll, describe, expect, it } from 'vitest';
-import { DEFAULTS, loadConfig, resolveOptions } from '@tidings/server';
+import { createGateway, DEFAULTS, loadConfig, resolveOptions } from '@tidings/server';
 import { configProblems } from '@tidings/testing';
 
 const dir = mkdtempSync(join(tmpdir(), 'tidings-config-'));
@@ -73,6 +74,20 @@ describe('options', () => {
     const inherited = JSON.parse('{"toString":1,"__proto__":{},"namespaces":{"chat":{"valueOf":1}}}') as never;
     expect(problemsOf(() => resolveOptions(inherited))).toEqual(['toString is not an option', '__proto__ is not an option', 'namespaces.chat.valueOf is not an option']);
     expect(problemsOf(() => loadConfig({ flags: { hasOwnProperty: 'x' } }))).toEqual(['--hasOwnProperty is not an option']);
+  });
+
+  it('checks a JWT public key at start, and runs every broker URL it accepts', async () => {
+    const dsa = generateKeyPairSync('dsa', { modulusLength: 2048, divisorLength: 256 }).publicKey.export({ type: 'spki', format: 'pem' }) as string;
+    expect(problemsOf(() => resolveOptions({ auth: { jwt: { publicKey: 'not a key' } } }))).toEqual([
+      'auth.jwt.publicKey is not a PEM public key (BEGIN PUBLIC KEY, RSA PUBLIC KEY or CERTIFICATE)',
+    ]);
+    expect(problemsOf(() => resolveOptions({ auth: { jwt: { publicKey: dsa } } }))).toEqual(['auth.jwt.publicKey: unsupported public key type dsa']);
+    const ed = generateKeyPairSync('ed25519').publicKey.export({ type: 'spki', format: 'pem' }) as string;
+    expect(() => resolveOptions({ auth: { jwt: { publicKey: ed } } })).not.toThrow();
+    // A tls:// URL (NATS over TLS) passes the check, so it must make a broker: refused at connect
+    // (nothing listens there), not as unsupported.
+    const gw = createGateway(resolveOptions({ broker: 'tls://127.0.0.1:1', apiKey: 'a-key-of-twenty-chars' }));
+    await expect(gw.listen()).rejects.not.toThrow(/not supported/);
   });
 
   it('layers file, then environment, then flags', () => {

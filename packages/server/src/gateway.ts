@@ -109,7 +109,7 @@ function brokerFor(options: GatewayOptions, log: Logger): Broker {
     return new MemoryBroker({ maxChannels: options.maxChannels, dedupMaxKeys: options.dedupMaxKeys, maxHistoryBytes: options.maxHistoryBytes });
   }
   if (/^rediss?:\/\//.test(options.broker)) return new RedisBroker({ url: options.broker, logger: log });
-  if (options.broker.startsWith('nats://')) return new NatsBroker({ url: options.broker, logger: log });
+  if (/^(nats|tls):\/\//.test(options.broker)) return new NatsBroker({ url: options.broker, logger: log });
   throw new ConfigError([`broker ${options.broker.replace(/\/\/[^@/]*@/, '//***@')} is not supported by this build`]);
 }
 

@@ -70,6 +70,22 @@ export function compileGrants(list: readonly string[]): (channel: Channel) => bo
 }
 
 /** The algorithm a PEM public key signs with. */
+/** What is wrong with `pem` as `auth.jwt.publicKey`, or undefined when it is a key this can verify with. */
+export function publicKeyProblem(pem: string): string | undefined {
+  let key: KeyObject;
+  try {
+    key = createPublicKey(pem);
+  } catch {
+    return 'auth.jwt.publicKey is not a PEM public key (BEGIN PUBLIC KEY, RSA PUBLIC KEY or CERTIFICATE)';
+  }
+  try {
+    keyAlgorithm(key);
+    return undefined;
+  } catch (err) {
+    return `auth.jwt.publicKey: ${(err as Error).message}`;
+  }
+}
+
 function keyAlgorithm(key: KeyObject): string {
   switch (key.asymmetricKeyType) {
     case 'rsa':

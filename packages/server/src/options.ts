@@ -4,6 +4,7 @@
  * @module
  */
 import { readFileSync } from 'node:fs';
+import { publicKeyProblem } from './jwt.js';
 
 /**
  * What a connection gets of a namespace's publications while it is a slow consumer (more than
@@ -419,6 +420,8 @@ function resolveAuth(problems: string[], input: unknown): AuthConfig {
   if (keys.length !== 1) problems.push(`auth.jwt needs exactly one of secret, publicKey and jwksUrl (got ${keys.length === 0 ? 'none' : keys.join(', ')})`);
   if (typeof jwt.secret === 'string' && Buffer.byteLength(jwt.secret) < 32) problems.push('auth.jwt.secret must be at least 32 bytes');
   if (typeof jwt.jwksUrl === 'string' && !/^https?:\/\/\S+$/.test(jwt.jwksUrl)) problems.push('auth.jwt.jwksUrl must be an http(s) URL');
+  const keyProblem = typeof jwt.publicKey === 'string' && jwt.publicKey !== '' ? publicKeyProblem(jwt.publicKey) : undefined;
+  if (keyProblem !== undefined) problems.push(keyProblem);
   return Object.freeze({ ...base, jwt: Object.freeze({ ...jwt }) });
 }
 
