@@ -46,7 +46,7 @@ export interface PublishResult {
 }
 
 /** Why a client lost messages it could not get back. */
-export type GapReason = 'trimmed' | 'expired' | 'epoch' | 'ephemeral';
+export type GapReason = 'trimmed' | 'expired' | 'epoch';
 
 /**
  * An explicit discontinuity: publications after `from` up to and including `to` are lost to the
