@@ -4,6 +4,7 @@
  * proxy's refusal of a publish is an answer and not a lost connection, user code run on `connected`
  * cannot stall a channel, permanent refusals are reported, and a publish rides out a dead connection.
  */
+import { createServer, request as httpRequest, type IncomingMessage, type ServerResponse } from 'node:http';
 import { describe, expect, it } from 'vitest';
 import type { Client, ClientOptions, TransportName } from '@tidings/client';
 import type { GatewayConfig } from '@tidings/server';
@@ -151,5 +152,60 @@ describe('SSE: a refusal of a stream request already replaced', () => {
     expect(secret.active).toBe(false);
     expect(transports).toEqual(['sse']);
     expect([...storage.items.values()]).toEqual([]);
+  });
+});
+
+/**
+ * A reverse proxy in front of `gw` that passes every request on except those `refuse` picks, which
+ * it answers itself with `status` and an HTML page, as a proxy does for a location it does not route.
+ */
+async function routingProxy(gw: TestGateway, refuse: (req: IncomingMessage) => boolean, status: number): Promise<{ url: string; refused: number }> {
+  const state = { url: '', refused: 0 };
+  const server = createServer((req: IncomingMessage, res: ServerResponse) => {
+    if (refuse(req)) {
+      state.refused += 1;
+      req.resume();
+      res.writeHead(status, { 'content-type': 'text/html' }).end(`<html><body><h1>${status}</h1></body></html>`);
+      return;
+    }
+    const up = httpRequest(`${gw.url}${req.url ?? '/'}`, { method: req.method, headers: req.headers }, (answer) => {
+      res.writeHead(answer.statusCode ?? 502, answer.headers);
+      answer.pipe(res);
+    });
+    up.on('error', () => res.destroy());
+    res.on('close', () => up.destroy());
+    req.pipe(up);
+  });
+  await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve));
+  cleanup.push(
+    () =>
+      new Promise<void>((resolve) => {
+        server.closeAllConnections();
+        server.close(() => resolve());
+      }),
+  );
+  const address = server.address();
+  state.url = `http://127.0.0.1:${typeof address === 'object' && address !== null ? address.port : 0}`;
+  return state;
+}
+
+describe.each<TransportName>(['sse', 'poll'])('a proxy that refuses POST /send, over %s', (kind) => {
+  it('fails the publish with the status, once, and leaves the working connection alone', async () => {
+    const gw = await gateway();
+    const proxy = await routingProxy(gw, (req) => req.method === 'POST' && (req.url ?? '').startsWith('/send'), 404);
+    const c = client(proxy.url, kind);
+    const sub = c.subscribe('chat:room');
+    const got: unknown[] = [];
+    sub.on('message', (m) => got.push(m.data));
+    await until(() => c.state.status === 'connected' && sub.position !== undefined, 5000, 'connected');
+    const states: string[] = [];
+    c.on('state', (s) => states.push(s.to.status));
+    await expect(c.publish('chat:room', 'hi')).rejects.toMatchObject({ code: 'not_found', message: expect.stringContaining('HTTP 404') as unknown });
+    expect(proxy.refused).toBe(1);
+    // The downstream was never taken for lost: it still delivers.
+    await gw.publish('chat:room', 'from the server');
+    await until(() => got.length === 1, 3000, 'a message');
+    expect(states).toEqual([]);
+    expect(c.state.status).toBe('connected');
   });
 });

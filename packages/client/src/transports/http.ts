@@ -36,8 +36,29 @@ export function postJson(ctx: TransportContext, path: string, body: unknown, sig
 }
 
 /**
+ * The code of a refusal without the gateway's coded body (a proxy's own answer): what the status
+ * says, as near as the table of codes goes.
+ */
+function codeOfStatus(status: number): ErrorCode {
+  const known: Partial<Record<number, ErrorCode>> = {
+    401: 'unauthorized',
+    403: 'forbidden',
+    404: 'not_found',
+    405: 'method_not_allowed',
+    408: 'request_timeout',
+    413: 'too_large',
+    415: 'unsupported_media_type',
+    429: 'limit_exceeded',
+    431: 'header_too_large',
+  };
+  return known[status] ?? (status >= 500 ? 'internal' : 'bad_request');
+}
+
+/**
  * One JSON request; a non-2xx reply with the server's coded body becomes that error. A network
- * failure, or a reply without one (a proxy's error page), is a lost connection.
+ * failure, or 502/503/504 without one (a proxy whose gateway is down, or one shutting down), is a
+ * lost connection: sent again after the reconnect. Any other status without a coded body (a
+ * proxy that refuses the route, a captive portal) is an answer: the call fails with the status.
  */
 async function fetchJson(ctx: TransportContext, path: string, init: RequestInit): Promise<unknown> {
   let res: Response;
@@ -49,7 +70,10 @@ async function fetchJson(ctx: TransportContext, path: string, init: RequestInit)
   const value = (await res.json().catch(() => undefined)) as { error?: { code?: unknown; reason?: unknown } } | undefined;
   if (!res.ok) {
     const code = value?.error?.code;
-    if (!isErrorCode(code)) throw connectionLost(`HTTP ${res.status}`);
+    if (!isErrorCode(code)) {
+      if (isOutage(res.status)) throw connectionLost(`HTTP ${res.status}`);
+      throw new TidingsError(codeOfStatus(res.status), `HTTP ${res.status} from ${path.replace(/\?.*/, '')} without the gateway's error body (an answer from a proxy?)`);
+    }
     throw new TidingsError(code, typeof value?.error?.reason === 'string' ? value.error.reason : `HTTP ${res.status}`);
   }
   return value;
