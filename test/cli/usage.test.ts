@@ -11,6 +11,7 @@ import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { describe, expect, it } from 'vitest';
 import { OPTION_HELP } from '../../packages/server/src/cli-args.js';
+import { ENV_VARS } from '../../packages/server/src/options.js';
 
 const CLI = fileURLToPath(new URL('../../packages/server/dist/cli.js', import.meta.url));
 
@@ -56,6 +57,9 @@ describe('tidings --help', () => {
     const { code, out } = await cli([]);
     expect(code).toBe(0);
     for (const command of ['serve', 'publish', 'subscribe', 'check-config']) expect(out).toContain(`tidings ${command}`);
+    // Every variable the configuration reads is named.
+    const environment = /^Environment: (.*)\.$/m.exec(out)?.[1]?.split(', ') ?? [];
+    expect(environment).toEqual(expect.arrayContaining(Object.keys(ENV_VARS)));
   });
 });
 

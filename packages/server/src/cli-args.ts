@@ -3,7 +3,10 @@
  * and strict parsing (an unknown flag or a stray argument is an error with a "did you mean").
  * @module
  */
-import { DEFAULTS, type GatewayOptions } from './options.js';
+import { DEFAULTS, ENV_VARS, type GatewayOptions } from './options.js';
+
+/** Every variable the commands read: the options' (TIDINGS_PORT and TIDINGS_HOST over PORT and HOST), the key's, the JWT key's, and the URL publish and subscribe talk to. */
+const ENVIRONMENT = [...Object.keys(ENV_VARS), 'TIDINGS_API_KEY_FILE', 'TIDINGS_JWT_SECRET', 'TIDINGS_JWKS_URL', 'TIDINGS_URL'];
 
 /** One line per `serve` option. Typed over every option, so a new option cannot go undocumented. */
 export const OPTION_HELP: Readonly<Record<Exclude<keyof GatewayOptions, 'namespaces' | 'auth'>, string>> = {
@@ -131,7 +134,7 @@ export function commandHelp(name: string): string {
 /** The overall usage: every command. */
 export function usage(): string {
   const lines = Object.values(COMMANDS).map((c) => `  ${c.usage}\n      ${c.summary}`);
-  return `Usage:\n${lines.join('\n')}\n\n'tidings <command> --help' lists a command's options.\nEnvironment: PORT, HOST, TIDINGS_API_KEY, TIDINGS_BROKER, TIDINGS_LOG_LEVEL, TIDINGS_URL, TIDINGS_JWT_SECRET, TIDINGS_JWKS_URL.`;
+  return `Usage:\n${lines.join('\n')}\n\n'tidings <command> --help' lists a command's options.\nEnvironment: ${ENVIRONMENT.join(', ')}.`;
 }
 
 /** Edit distance, for "did you mean". */
