@@ -209,3 +209,45 @@ describe.each<TransportName>(['sse', 'poll'])('a proxy that refuses POST /send, 
     expect(c.state.status).toBe('connected');
   });
 });
+
+/** A fetch over a network with `ms` of latency before each request. */
+function latency(ms: number): typeof fetch {
+  return async (input, init) => {
+    await sleep(ms);
+    return fetch(input, init);
+  };
+}
+
+describe.each<TransportName>(['sse', 'poll'])('a channel subscribed from a state listener on connected, over %s', (kind) => {
+  it('stalls no channel: the first channel delivers every publication, in order, while the second is added', async () => {
+    const gw = await gateway();
+    let publishing = true;
+    let published = 0;
+    const publisher = (async () => {
+      while (publishing) {
+        await gw.publish('a', ++published);
+        await sleep(20);
+      }
+    })();
+    cleanup.push(async () => {
+      publishing = false;
+      await publisher;
+    });
+    const c = client(gw.url, kind, { fetch: latency(150) });
+    const off = c.on('state', (s) => {
+      if (s.to.status !== 'connected') return;
+      off();
+      c.subscribe('b');
+    });
+    const a = c.subscribe('a');
+    const got: number[] = [];
+    a.on('message', (m) => got.push(m.data as number));
+    await until(() => c.state.status === 'connected', 5000, 'connected');
+    await until(() => got.length >= 20, 5000, () => `20 messages of a (got ${got.length}, position ${JSON.stringify(a.position)})`);
+    publishing = false;
+    await publisher;
+    await until(() => got.at(-1) === published, 5000, 'the last publication');
+    const first = got[0] ?? 0;
+    expect(got).toEqual(Array.from({ length: published - first + 1 }, (_, i) => first + i));
+  });
+});

@@ -11,17 +11,22 @@ import type { TransportName } from '../state.js';
 import { httpPresence, httpPublish, httpRequest, reachable } from './http.js';
 import type { ClientTransport, CloseInfo, TransportContext } from './transport.js';
 
-/** What a loop gets to drive its connection. */
+/**
+ * What a loop gets to drive its connection. A loop is replaced when the channel set changes, maybe
+ * by user code it called (a `state` listener on `connected`, a message handler): once it is not
+ * {@link current}, its calls here do nothing, and it must report nothing more to the handlers
+ * (check `current` after anything that runs user code).
+ */
 export interface Downstream {
   readonly signal: AbortSignal;
-  /** The wanted channels and the positions to resume from (live: advanced by `advance`). */
+  /** The channels of this loop and the positions to resume from: its own (advanced by `advance`), no other loop's. */
   readonly wanted: ReadonlyMap<Channel, Position | undefined>;
   /** Records a position the server confirmed, for the next request of this loop. */
   advance(channel: Channel, position: Position): void;
   /** (Re)arms the watchdog: `info` is reported if nothing re-arms it within `ms`. */
   arm(ms: number, info: CloseInfo): void;
   disarm(): void;
-  /** Reports the transport open (once per transport). */
+  /** Reports the transport open (once per transport). Runs user code: check {@link current} after it. */
   opened(): void;
   /** Ends the transport (once); nothing once this loop is no longer {@link current}. */
   finish(info: CloseInfo): void;
@@ -73,18 +78,25 @@ export function httpDownstream(ctx: TransportContext, name: TransportName, loop:
     const run = wanted.size === 0 ? alive : loop;
     const mine = new AbortController();
     ctrl = mine;
+    // This loop's own positions: a replaced loop still finishing its answer cannot move the next one's.
+    const positions = new Map(wanted);
     const d: Downstream = {
       signal: mine.signal,
-      wanted,
+      wanted: positions,
       advance: (channel, position) => {
-        if (wanted.has(channel)) wanted.set(channel, position);
+        if (d.current && positions.has(channel)) positions.set(channel, position);
       },
       arm: (ms, info) => {
+        if (!d.current) return;
         disarm();
         watchdog = platform.setTimeout(() => finish(info), ms);
       },
-      disarm,
-      opened: open,
+      disarm: () => {
+        if (d.current) disarm();
+      },
+      opened: () => {
+        if (d.current) open();
+      },
       finish: (info) => {
         if (d.current) finish(info);
       },

@@ -28,8 +28,8 @@ export function pollTransport(ctx: TransportContext): ClientTransport {
       });
       const res = await platform.fetch(`${ctx.baseUrl}/poll?${q.join('&')}`, { headers: authHeaders(ctx), signal: d.signal, cache: 'no-store' });
       const body = (await res.json()) as PollResponse & { error?: { code: string; reason: string; channel?: string } };
-      d.disarm();
       if (!d.current) return;
+      d.disarm();
       if (!res.ok) {
         const reason = `${body.error?.code ?? res.status}: ${body.error?.reason ?? ''}`;
         if (channelRefused(res.status, body, d.wanted, (channel, error) => handlers.subscriptionError(channel, error))) {
@@ -42,14 +42,24 @@ export function pollTransport(ctx: TransportContext): ClientTransport {
         return d.finish({ retry, reason, fallback: false, retryAfter: retryAfterOf(res) });
       }
       proven = true;
+      // User code runs from here on (a `state` listener, message handlers) and may change the channel
+      // set: this loop is then replaced and reports nothing more; the next poll asks from the
+      // positions the client holds by then.
       d.opened();
       for (const [channel, position] of parseCursor(body.cursor)) {
+        if (!d.current) return;
         if (d.wanted.get(channel) === undefined) handlers.subscribed({ channel, position, recovered: false });
         // The next poll continues from the cursor the server answered with.
         d.advance(channel, position);
       }
-      for (const gap of body.gaps) handlers.gap(gap);
-      for (const message of body.messages) handlers.message(message);
+      for (const gap of body.gaps) {
+        if (!d.current) return;
+        handlers.gap(gap);
+      }
+      for (const message of body.messages) {
+        if (!d.current) return;
+        handlers.message(message);
+      }
       hold = ctx.pollTimeout;
     }
   };

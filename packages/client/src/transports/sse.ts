@@ -60,8 +60,13 @@ export function sseTransport(ctx: TransportContext): ClientTransport {
           silence = welcome.heartbeat * 2 + ctx.heartbeatSlack;
           d.arm(silence, { retry: 'backoff', reason: 'heartbeat timeout', fallback: false });
           proven = true;
+          // A `state` listener may change the channel set here: this stream is then replaced, and the
+          // next one says where its channels start.
           d.opened();
-          for (const [channel, position] of parseCursor(welcome.cursor)) handlers.subscribed({ channel, position, recovered: false });
+          for (const [channel, position] of parseCursor(welcome.cursor)) {
+            if (!d.current) return;
+            handlers.subscribed({ channel, position, recovered: false });
+          }
         } else if (e.event === Events.gap) {
           handlers.gap(JSON.parse(e.data) as Gap);
         } else if (e.event === Events.expiring) {
