@@ -26,6 +26,7 @@ import { afterEach, beforeEach, describe, expect, it } from 'vitest';
 import { positionProblem, TidingsError, type Position } from '@tidings/protocol';
 import type { Broker, BrokerSettings, BrokerStatus, PresenceEntry, PresenceEvent, Publication, Retention } from '@tidings/server';
 import { brokerSettings, publishCommand, until } from '@tidings/testing';
+import { Presence } from '../../packages/server/src/presence.js';
 
 /** A publish command (retention comes from the channel's namespace); override type or idempotencyKey per test. */
 export const command = publishCommand;
@@ -713,7 +714,7 @@ export function brokerSuite(name: string, factory: BrokerFactory, options: Broke
         await broker.presenceRemove(c, bob);
       });
 
-      it('keeps an entry that is touched within its ttl, batched across channels; touch adds nothing absent', async () => {
+      it('keeps an entry that is touched within its ttl, batched across channels; touch adds nothing absent and reports it', async () => {
         const c = fresh('presence-touch', 'eph');
         const d = fresh('presence-touch-2', 'eph');
         const ttl = 400;
@@ -728,7 +729,7 @@ export function brokerSuite(name: string, factory: BrokerFactory, options: Broke
         const started = Date.now();
         while (Date.now() - started < 2 * ttl + presenceSweep) {
           await sleep(ttl / 4);
-          await broker.presenceTouch(
+          const gone = await broker.presenceTouch(
             [
               { channel: c, client: ann.client },
               { channel: d, client: bob.client },
@@ -736,6 +737,8 @@ export function brokerSuite(name: string, factory: BrokerFactory, options: Broke
             ],
             ttl,
           );
+          // What it did not find, it reports.
+          expect(gone).toEqual([{ channel: c, client: ghost.client }]);
         }
         expect(await broker.presence(c)).toEqual([ann]);
         expect(await broker.presence(d)).toEqual([bob]);
@@ -745,6 +748,46 @@ export function brokerSuite(name: string, factory: BrokerFactory, options: Broke
         expect(eventsOf(c)[1]).toEqual({ kind: 'leave', channel: c, entry: ann });
         expect(eventsOf(d)[1]).toEqual({ kind: 'leave', channel: d, entry: bob });
         expect(await broker.presence(c)).toEqual([]);
+      });
+    });
+
+    describe('presence of a node that lives on', () => {
+      /** Slack for delivery and timers on top of what the contract allows. */
+      const slack = 1000;
+
+      it('lists again, with a join, an entry swept while its node lived: the node\'s next refresh finds it gone and adds it', async () => {
+        const c = fresh('presence-swept', 'eph');
+        const ttl = 300;
+        const ann: PresenceEntry = { client: `swept-${run}-${++n}`, user: 'ann', info: '{"name":"Ann"}', node: 'node-a' };
+        const errors: unknown[] = [];
+        // The node side: this node's entries, refreshed on demand here (the gateway runs it every ttl / 3).
+        const presence = new Presence(broker, ttl, (err) => errors.push(err));
+        await broker.subscribe(c);
+        presence.add(c, ann);
+        await until(() => eventsOf(c).length === 1, 2000, 'the join');
+        // The node stalls past the ttl (or its refreshes time out) while it keeps its clients: the
+        // broker's sweep takes the entry for dead.
+        await until(() => eventsOf(c).length === 2, ttl + presenceSweep + slack, 'the leave of the swept entry');
+        expect(eventsOf(c)[1]).toEqual({ kind: 'leave', channel: c, entry: ann });
+        expect(await broker.presence(c)).toEqual([]);
+        // The node goes on: its refresh finds the entry gone (the touch reports it) and adds it again, with a join.
+        await presence.refresh();
+        await until(() => eventsOf(c).length === 3, 2000, 'the join again');
+        expect(eventsOf(c)[2]).toEqual({ kind: 'join', channel: c, entry: ann });
+        expect(await broker.presence(c)).toEqual([ann]);
+        // And it stays while refreshed.
+        const started = Date.now();
+        while (Date.now() - started < 2 * ttl + presenceSweep) {
+          await sleep(ttl / 4);
+          await presence.refresh();
+        }
+        expect(await broker.presence(c)).toEqual([ann]);
+        expect(eventsOf(c)).toHaveLength(3);
+        presence.remove(c, ann.client);
+        await presence.settled(2000);
+        await until(() => eventsOf(c).length === 4, 2000, 'the leave on remove');
+        expect(eventsOf(c)[3]).toEqual({ kind: 'leave', channel: c, entry: ann });
+        expect(errors).toEqual([]);
       });
     });
 

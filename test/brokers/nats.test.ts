@@ -256,7 +256,7 @@ describe('two nodes on one server', () => {
     await b.broker.presenceRemove(c, bob);
   });
 
-  it("add an entry again (and announce it) when the node was taken for dead and swept, then touches it", async () => {
+  it("report an entry gone when the node was taken for dead and swept, then touches it: it is not resurrected silently, and adding it again announces its join", async () => {
     const a = await node({ presenceSweep: 0 });
     const b = await node();
     const c = fresh('presence-back', 'eph');
@@ -265,7 +265,9 @@ describe('two nodes on one server', () => {
     await a.broker.presenceAdd(c, ann, 300);
     await until(() => eventsOf(c, b).length === 2, 2000, 'the join, then the leave by the other node');
     expect(eventsOf(c, b).map((e) => e.kind)).toEqual(['join', 'leave']);
-    await a.broker.presenceTouch([{ channel: c, client: ann.client }], 60_000);
+    expect(await a.broker.presenceTouch([{ channel: c, client: ann.client }], 60_000)).toEqual([{ channel: c, client: ann.client }]);
+    expect(await b.broker.presence(c)).toEqual([]);
+    await a.broker.presenceAdd(c, ann, 60_000);
     await until(() => eventsOf(c, b).length === 3, 2000, 'the join again');
     expect(eventsOf(c, b)[2]).toEqual({ kind: 'join', channel: c, entry: ann });
     expect(await b.broker.presence(c)).toEqual([ann]);

@@ -82,7 +82,7 @@ export function memoryCluster(inner: MemoryBroker): MemoryCluster {
         presenceAdd: (channel, entry, ttl) => inner.presenceAdd(channel, entry, ttl),
         presenceRemove: (channel, entry) => inner.presenceRemove(channel, entry),
         presenceTouch(items, ttl) {
-          if (!refreshing) return Promise.resolve();
+          if (!refreshing) return Promise.resolve([]);
           touches += 1;
           return inner.presenceTouch(items, ttl);
         },

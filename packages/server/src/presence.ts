@@ -6,13 +6,14 @@
  *
  * Broker calls are not awaited by the session: each entry's remove is chained after its add, so a
  * quick unsubscribe never overtakes the add; an add that failed (the broker was down) is retried at
- * the next refresh; every failure is reported, never thrown at a client.
+ * the next refresh, and so is an entry the broker swept while this node lived (a refresh finds it
+ * gone); every failure is reported, never thrown at a client.
  * @module
  */
 import { TidingsError, type Channel, type PresenceResult } from '@tidings/protocol';
 import type { Authenticator, Identity } from './auth.js';
 import { ask, type HooksHolder } from './authorize.js';
-import type { PresenceEntry, PresenceStore } from './brokers/broker.js';
+import type { PresenceEntry, PresenceKey, PresenceStore } from './brokers/broker.js';
 import { presenceClient } from './encoded.js';
 import type { GatewayOptions } from './options.js';
 import { namespaceOf } from './publisher.js';
@@ -78,17 +79,25 @@ export class Presence {
 
   /**
    * One refresh: extends every entry the broker holds by the TTL (one `presenceTouch` batch), and
-   * retries the adds that failed. Run it on an interval well within the TTL.
+   * retries the adds that failed. Entries the broker no longer holds (swept while this node lived:
+   * it stalled, or its calls failed, for longer than the TTL, and their leaves were announced) are
+   * added again, which announces their joins. Run it on an interval well within the TTL.
    */
   async refresh(): Promise<void> {
-    const touched: Array<{ channel: Channel; client: string }> = [];
+    const touched: PresenceKey[] = [];
     for (const [channel, clients] of this.#local) {
       for (const local of clients.values()) {
         if (local.state === 'added') touched.push({ channel, client: local.entry.client });
         else if (local.state === 'failed') this.#add(channel, local);
       }
     }
-    if (touched.length > 0) await this.store.presenceTouch(touched, this.ttl);
+    if (touched.length === 0) return;
+    const gone = await this.store.presenceTouch(touched, this.ttl);
+    for (const { channel, client } of gone) {
+      // Only an entry still held here and not being added already: one removed meanwhile stays removed.
+      const local = this.#local.get(channel)?.get(client);
+      if (local?.state === 'added') this.#add(channel, local);
+    }
   }
 
   /**

@@ -154,6 +154,12 @@ export interface BrokerCapabilities {
   readonly lossless?: boolean;
 }
 
+/** A presence entry named by its channel and client (what a touch refreshes). */
+export interface PresenceKey {
+  readonly channel: Channel;
+  readonly client: string;
+}
+
 /**
  * Presence across the cluster. Each node adds its own clients' entries and refreshes them (`touch`)
  * well within `ttl`; an entry that is not refreshed (its node died) expires within `ttl` plus the
@@ -161,10 +167,16 @@ export interface BrokerCapabilities {
  * subscribed to the channel.
  */
 export interface PresenceStore {
+  /** Adds the entry, or extends it when the broker holds it; a join is announced only in the first case. */
   presenceAdd(channel: Channel, entry: PresenceEntry, ttl: number): Promise<void>;
   presenceRemove(channel: Channel, entry: PresenceEntry): Promise<void>;
-  /** Extends the life of these entries by `ttl` from now. */
-  presenceTouch(items: ReadonlyArray<{ readonly channel: Channel; readonly client: string }>, ttl: number): Promise<void>;
+  /**
+   * Extends the life of these entries by `ttl` from now. Resolves with the items whose entry the
+   * broker does not hold (never added, or expired and swept: its node looked dead, stalled or cut off
+   * for longer than the ttl, and its leave was announced); touch adds nothing for them. An entry that
+   * should be present is added again by its node (`presenceAdd`), which announces its join.
+   */
+  presenceTouch(items: readonly PresenceKey[], ttl: number): Promise<PresenceKey[]>;
   /** Who is present now (expired entries are never listed). */
   presence(channel: Channel): Promise<PresenceEntry[]>;
 }

@@ -34,6 +34,7 @@ import type {
   BrokerHandlers,
   BrokerSettings,
   PresenceEntry,
+  PresenceKey,
   Retention,
   PublishCommand,
   PublishOutcome,
@@ -250,13 +251,15 @@ export class MemoryBroker implements Broker {
     return Promise.resolve();
   }
 
-  presenceTouch(items: ReadonlyArray<{ readonly channel: Channel; readonly client: string }>, ttl: number): Promise<void> {
+  presenceTouch(items: readonly PresenceKey[], ttl: number): Promise<PresenceKey[]> {
     const expires = this.#now() + ttl;
-    for (const { channel, client } of items) {
-      const held = this.#present.get(channel)?.get(client);
+    const gone: PresenceKey[] = [];
+    for (const item of items) {
+      const held = this.#present.get(item.channel)?.get(item.client);
       if (held !== undefined) held.expires = expires;
+      else gone.push(item);
     }
-    return Promise.resolve();
+    return Promise.resolve(gone);
   }
 
   presence(channel: Channel): Promise<PresenceEntry[]> {

@@ -5,8 +5,9 @@
  *   subject), subject `p.p.<node>.<ns>.<name>.<client>`, holding the client's user, info, node and
  *   expiry. An add publishes it with `Nats-Expected-Last-Subject-Sequence: 0`, so only an entry that
  *   did not exist announces a join; a touch republishes it expecting the sequence this node last
- *   wrote, so an entry another node swept meanwhile is added again (and joins again) instead of being
- *   resurrected silently; a remove purges the subject, and announces the leave only when it purged
+ *   wrote, so an entry swept meanwhile (by another node, or by this node's own sweep after a stall)
+ *   is not resurrected silently: the touch reports it gone and the node adds it again, which
+ *   announces its join; a remove purges the subject, and announces the leave only when it purged
  *   something.
  * - **Events**: joins and leaves go out on the channel's live subject (`p.l.<ns>.<name>`, header
  *   `Tidings-Presence`), which every node subscribed to the channel already receives.
@@ -22,7 +23,7 @@
 import { headers as natsHeaders, type NatsConnection } from '@nats-io/transport-node';
 import { JetStreamApiCodes, JetStreamApiError, type JetStreamClient, type JetStreamManager } from '@nats-io/jetstream';
 import type { Channel } from '@tidings/protocol';
-import type { PresenceEntry, PresenceEvent } from './broker.js';
+import type { PresenceEntry, PresenceEvent, PresenceKey } from './broker.js';
 import { encodeToken, H_PRESENCE, type Names, type PresenceRecord } from './nats-codec.js';
 import { readAll } from './nats-read.js';
 
@@ -112,27 +113,34 @@ export class NatsPresence {
     await this.#purge(subject, channel, entry);
   }
 
-  async touch(items: ReadonlyArray<{ readonly channel: Channel; readonly client: string }>, ttl: number): Promise<void> {
+  /** Extends this node's entries; resolves with the items it does not hold at the server (see `PresenceStore.presenceTouch`). */
+  async touch(items: readonly PresenceKey[], ttl: number): Promise<PresenceKey[]> {
     const { js } = this.deps.conn();
     const expires = Date.now() + ttl;
+    const gone: PresenceKey[] = [];
     await Promise.all(
-      items.map(async ({ channel, client }) => {
-        const subject = this.deps.names.presence(this.deps.node, channel, client);
+      items.map(async (item) => {
+        const subject = this.deps.names.presence(this.deps.node, item.channel, item.client);
         const held = this.#mine.get(subject);
-        if (held === undefined) return;
+        if (held === undefined) {
+          // Never added, or this node's own sweep found it expired (the node stalled past its ttl).
+          gone.push(item);
+          return;
+        }
         held.expires = expires;
         const body = JSON.stringify(record(held.entry, expires));
         try {
           held.seq = (await js.publish(subject, body, { expect: { lastSubjectSequence: held.seq } })).seq;
         } catch (err) {
           if (!isWrongLast(err)) throw err;
-          // Swept meanwhile (this node looked dead): it is present again, and says so.
-          held.seq = (await js.publish(subject, body)).seq;
-          this.#announce('join', channel, held.entry);
+          // Swept meanwhile by another node (this node looked dead): not resurrected silently, its node adds it again.
+          if (this.#mine.get(subject) === held) this.#mine.delete(subject);
+          gone.push(item);
         }
       }),
     );
     await this.#lease(expires);
+    return gone;
   }
 
   async list(channel: Channel): Promise<PresenceEntry[]> {

@@ -107,6 +107,7 @@ import type {
   EvictionReason,
   HistoryPage,
   PresenceEntry,
+  PresenceKey,
   Publication,
   PublishCommand,
   PublishOutcome,
@@ -431,10 +432,10 @@ export class NatsBroker implements Broker {
     await this.#presenceCall(`removing presence in ${channel}`, (p) => p.remove(channel, entry));
   }
 
-  async presenceTouch(items: ReadonlyArray<{ readonly channel: Channel; readonly client: string }>, ttl: number): Promise<void> {
-    if (items.length === 0) return;
+  async presenceTouch(items: readonly PresenceKey[], ttl: number): Promise<PresenceKey[]> {
+    if (items.length === 0) return [];
     this.#ready();
-    await this.#presenceCall('refreshing presence', (p) => p.touch(items, ttl));
+    return this.#presenceCall('refreshing presence', (p) => p.touch(items, ttl));
   }
 
   async presence(channel: Channel): Promise<PresenceEntry[]> {

@@ -212,15 +212,24 @@ redis.call('$PUBLISH', ARGV[3], 'L' .. entry)
 return 1
 `;
 
-/** KEYS: rx. ARGV: ttl, rx member... Extends the entries that exist. */
+/**
+ * KEYS: rx. ARGV: ttl, rx member... Extends the entries that exist; returns the (0-based) indices of
+ * the members that do not (swept meanwhile: their node adds them again).
+ */
 const PRESENCE_TOUCH = String.raw`
 local until_ = int(now_ms() + tonumber(ARGV[1]))
 local args = {'ZADD', KEYS[1], 'XX'}
+local gone = {}
 for i = 2, #ARGV do
-  args[#args + 1] = until_
-  args[#args + 1] = ARGV[i]
+  if redis.call('ZSCORE', KEYS[1], ARGV[i]) then
+    args[#args + 1] = until_
+    args[#args + 1] = ARGV[i]
+  else
+    gone[#gone + 1] = i - 2
+  end
 end
-return redis.call(unpack(args))
+if #args > 3 then redis.call(unpack(args)) end
+return gone
 `;
 
 /** KEYS: r, rx. ARGV: channel, pub/sub channel. Returns the entries present; expired ones leave. */

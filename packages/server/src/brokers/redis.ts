@@ -77,7 +77,9 @@
  * expiries publish join/leave events on the channel's pub/sub channel, so every subscribed node
  * gets them. Every `presenceSweep` ms one node (lock) runs a sweep script on every bucket (only
  * while presence is in use: `p:presence` is set by adds and touches), so a dead node's entries
- * leave within their ttl plus about two sweep periods.
+ * leave within their ttl plus about two sweep periods. A touch extends only the entries that exist
+ * and reports the others: an entry swept while its node lived (stalled, or its calls timing out, for
+ * longer than the ttl) is added again by that node, and its join announced.
  *
  * **Cluster.** The URL names one Redis; when it runs in cluster mode (`cluster_enabled:1`), the
  * broker uses it as the seed of a Cluster client (commands go to the master of their slot, and every
@@ -98,6 +100,7 @@ import type {
   BrokerSettings,
   HistoryPage,
   PresenceEntry,
+  PresenceKey,
   Publication,
   PublishCommand,
   PublishOutcome,
@@ -458,24 +461,32 @@ export class RedisBroker implements Broker {
     await this.#call(() => scripts.presenceRemove(2, `${base}r:${channel}`, `${base}rx`, entry.client, `${channel} ${entry.client}`, `${base}p:${channel}`));
   }
 
-  async presenceTouch(items: ReadonlyArray<{ readonly channel: Channel; readonly client: string }>, ttl: number): Promise<void> {
-    if (items.length === 0) return;
+  async presenceTouch(items: readonly PresenceKey[], ttl: number): Promise<PresenceKey[]> {
+    if (items.length === 0) return [];
     const scripts = this.#ready();
-    const byBucket = new Map<number, string[]>();
-    for (const { channel, client } of items) {
-      const bucket = bucketOf(channel);
-      let members = byBucket.get(bucket);
-      if (members === undefined) byBucket.set(bucket, (members = []));
-      members.push(`${channel} ${client}`);
+    const byBucket = new Map<number, PresenceKey[]>();
+    for (const item of items) {
+      const bucket = bucketOf(item.channel);
+      let held = byBucket.get(bucket);
+      if (held === undefined) byBucket.set(bucket, (held = []));
+      held.push(item);
     }
     const ms = Math.max(0, Math.round(ttl));
+    const gone: PresenceKey[] = [];
     const calls: Array<Promise<unknown>> = [this.#presenceFlag(ttl)];
-    for (const [bucket, members] of byBucket) {
-      for (let i = 0; i < members.length; i += TOUCH_CHUNK) {
-        calls.push(scripts.presenceTouch(1, `${this.#base(bucket)}rx`, ms, ...members.slice(i, i + TOUCH_CHUNK)));
+    for (const [bucket, held] of byBucket) {
+      for (let i = 0; i < held.length; i += TOUCH_CHUNK) {
+        const chunk = held.slice(i, i + TOUCH_CHUNK);
+        const members = chunk.map(({ channel, client }) => `${channel} ${client}`);
+        calls.push(
+          scripts.presenceTouch(1, `${this.#base(bucket)}rx`, ms, ...members).then((missing) => {
+            for (const at of missing as number[]) gone.push(chunk[at] as PresenceKey);
+          }),
+        );
       }
     }
     await this.#call(() => Promise.all(calls));
+    return gone;
   }
 
   async presence(channel: Channel): Promise<PresenceEntry[]> {
