@@ -175,6 +175,8 @@ export interface NatsBrokerOptions {
   readonly maxChannels?: number;
   /** Most bytes of each namespace's history stream; a publish past it is refused with `storage_full` (default: no bound). */
   readonly maxBytes?: number;
+  /** This node's clock, in ms since the epoch (default `Date.now`; tests skew one node's). */
+  readonly now?: () => number;
   /** For tests: fail at chosen points. */
   readonly faults?: NatsBrokerFaults;
 }
@@ -261,6 +263,8 @@ export class NatsBroker implements Broker {
   readonly #timeout: number;
   readonly #minRetention: number;
   readonly #grace: number;
+  /** This node's clock. */
+  readonly #now: () => number;
   /** This broker instance's id (presence entries and leases). */
   readonly #node = newLife();
   #nc: NatsConnection | undefined;
@@ -302,6 +306,7 @@ export class NatsBroker implements Broker {
     this.#timeout = options.requestTimeout ?? 3000;
     this.#minRetention = options.minRetention ?? 60_000;
     this.#grace = Math.min(options.reserveGrace ?? 10_000, Math.floor(this.#minRetention / 3));
+    this.#now = options.now ?? Date.now;
   }
 
   async start(handlers: BrokerHandlers, settings: BrokerSettings): Promise<void> {
@@ -874,9 +879,9 @@ export class NatsBroker implements Broker {
     const jsm = this.#jsm as JetStreamManager;
     const stream = this.#names.leaseStream;
     try {
-      const before = Date.now();
+      const before = this.#now();
       const ack = await js.publish(`${this.#names.prefix}.n.~clock~${this.#node}`, undefined);
-      const after = Date.now();
+      const after = this.#now();
       const stored = await jsm.direct.getMessage(stream, { seq: ack.seq });
       if (stored !== null) this.#clockOffset = stored.time.getTime() - (before + after) / 2;
       await jsm.streams.deleteMessage(stream, ack.seq, false).catch(() => false);
@@ -886,7 +891,7 @@ export class NatsBroker implements Broker {
   }
 
   #serverNow(): number {
-    return Date.now() + this.#clockOffset;
+    return this.#now() + this.#clockOffset;
   }
 
   #watchAdvisories(nc: NatsConnection): void {
