@@ -6,7 +6,7 @@
  */
 import { createServer, request as httpRequest, type IncomingMessage, type ServerResponse } from 'node:http';
 import { describe, expect, it } from 'vitest';
-import type { Client, ClientOptions, TransportName } from '@tidings/client';
+import type { Client, ClientOptions, Subscription, TransportName } from '@tidings/client';
 import type { GatewayConfig } from '@tidings/server';
 import { cleanupAfterEach, postOnce, signToken, startGateway, TEST_SECRET, testClient, until, type TestGateway } from '@tidings/testing';
 
@@ -249,5 +249,80 @@ describe.each<TransportName>(['sse', 'poll'])('a channel subscribed from a state
     await until(() => got.at(-1) === published, 5000, 'the last publication');
     const first = got[0] ?? 0;
     expect(got).toEqual(Array.from({ length: published - first + 1 }, (_, i) => first + i));
+  });
+});
+
+/** The data of the next message `sub` delivers. */
+function nextMessage(sub: Subscription): Promise<unknown> {
+  return new Promise((resolve) => {
+    const off = sub.on('message', (m) => {
+      off();
+      resolve(m.data);
+    });
+  });
+}
+
+describe('permanent refusals of a stream request', () => {
+  it('a since that is not a position is refused by subscribe() at once, and the other channels go on', async () => {
+    const gw = await gateway();
+    const c = client(gw.url, 'poll');
+    const news = c.subscribe('news');
+    expect(() => c.subscribe('a', { since: { epoch: 'not valid!', seq: 1 } })).toThrow(expect.objectContaining({ code: 'bad_position' }) as Error);
+    expect(() => c.subscribe('b', { since: { epoch: 'k2j4x9qa', seq: -1 } })).toThrow(expect.objectContaining({ code: 'bad_position' }) as Error);
+    expect(c.resources.subscriptions).toBe(1);
+    await until(() => news.position !== undefined, 5000, 'news started');
+    const got = nextMessage(news);
+    await gw.publish('news', 1);
+    expect(await got).toBe(1);
+  });
+
+  it.each<TransportName>(['sse', 'poll'])('over %s, a subscription beyond the 64 channels of a stream ends with limit_exceeded; the 64 others work', async (kind) => {
+    const gw = await gateway();
+    const c = client(gw.url, kind);
+    const subs = Array.from({ length: 65 }, (_, i) => c.subscribe(`ch${i + 1}`));
+    const errors: string[] = [];
+    subs[64]?.on('error', (e) => errors.push(`${e.code}: ${e.message}`));
+    await until(() => subs.slice(0, 64).every((s) => s.position !== undefined), 5000, () => `64 started (${subs.filter((s) => s.position !== undefined).length})`);
+    expect(errors).toEqual([`limit_exceeded: at most 64 channels per ${kind === 'sse' ? 'SSE stream' : 'long poll'}`]);
+    expect(subs[64]?.active).toBe(false);
+    expect(c.resources.subscriptions).toBe(64);
+    const got = nextMessage(subs[63] as Subscription);
+    await gw.publish('ch64', 'last');
+    expect(await got).toBe('last');
+    expect(c.transport).toBe(kind);
+  });
+
+  it.each<TransportName>(['sse', 'poll'])("over %s, a subscription beyond the server's maxSubscriptions ends with limit_exceeded; the others work", async (kind) => {
+    const gw = await gateway({ maxSubscriptions: 3 });
+    const c = client(gw.url, kind, { transports: [kind, 'poll'] });
+    const subs = ['a', 'b', 'c', 'd'].map((ch) => c.subscribe(ch));
+    const errors: string[] = [];
+    subs[3]?.on('error', (e) => errors.push(e.code));
+    await until(() => subs.slice(0, 3).every((s) => s.position !== undefined), 5000, 'three started');
+    expect(errors).toEqual(['limit_exceeded']);
+    expect(c.transport).toBe(kind);
+  });
+
+  it.each<TransportName>(['sse', 'poll'])('over %s, a refusal of the gateway that asking again never changes ends the client failed, with its code', async (kind) => {
+    const gw = await gateway();
+    const rec = recording();
+    // A proxy that mangles the resume cursor: the gateway refuses it, 400 bad_cursor, naming no channel.
+    const mangling: typeof fetch = (input, init) => {
+      const url = urlOf(input).replace(/cursor=[^&]*/, 'cursor=%3D%3D%3D');
+      const headers = new Headers(init?.headers);
+      if (headers.has('last-event-id')) headers.set('last-event-id', '===');
+      return rec.fetch(url, { ...init, headers });
+    };
+    const c = client(gw.url, kind, { fetch: mangling });
+    const errors: string[] = [];
+    c.on('error', (e) => errors.push(e.code));
+    c.subscribe('news', { since: { epoch: 'k2j4x9qa', seq: 0 } });
+    await until(() => c.state.status === 'failed', 5000, 'failed');
+    expect(c.state).toMatchObject({ status: 'failed', code: 'bad_cursor' });
+    expect(errors).toEqual(['bad_cursor']);
+    const requests = rec.urls.length;
+    await sleep(500);
+    expect(rec.urls.length).toBe(requests);
+    await expect(c.publish('chat:room', 1)).rejects.toMatchObject({ code: 'bad_cursor' });
   });
 });

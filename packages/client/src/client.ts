@@ -5,6 +5,7 @@
  * @module
  */
 import {
+  positionProblem,
   TidingsError,
   type Channel,
   type Json,
@@ -172,10 +173,17 @@ export class Client {
     return this;
   }
 
-  /** Subscribes; `since` resumes from a saved position. */
+    /**
+   * Subscribes; `since` resumes from a saved position. Throws `bad_position` at once for a `since`
+   * that is not a position (`{ epoch: 1-16 letters or digits, seq: a non-negative integer }`).
+   * Over SSE and long polling a stream carries at most 64 channels: a subscription beyond that ends
+   * with `limit_exceeded` (its `error` event), and the others go on.
+   */
   subscribe(channel: Channel, options: { since?: Position } = {}): Subscription {
     if (this.#state.status === 'closed') throw new TidingsError('unavailable', 'client is closed');
     if (this.#subs.has(channel)) throw new TidingsError('already_subscribed', `already subscribed to ${channel}`);
+    const problem = options.since === undefined ? undefined : positionProblem(options.since);
+    if (problem !== undefined) throw new TidingsError('bad_position', `since of ${channel}: ${problem}`, channel);
     const sub = new Subscription(
       channel,
       options.since,
@@ -292,8 +300,8 @@ export class Client {
       }
       case 'failed':
         this.#dropTransport();
-        this.#failQueue(new TidingsError('unauthorized', state.reason));
-        this.#events.emit('error', new TidingsError('unauthorized', state.reason));
+        this.#failQueue(new TidingsError(state.code ?? 'unauthorized', state.reason));
+        this.#events.emit('error', new TidingsError(state.code ?? 'unauthorized', state.reason));
         return;
       case 'closed':
         this.#dropTransport();
@@ -421,7 +429,7 @@ export class Client {
 
   #closed(info: CloseInfo): void {
     if (info.retry === 'never') {
-      this.#fire({ type: 'reject', reason: info.reason }, info.reason);
+      this.#fire(info.code === undefined ? { type: 'reject', reason: info.reason } : { type: 'reject', reason: info.reason, code: info.code }, info.reason);
       return;
     }
     const next = this.#state.status === 'connecting' && this.#index + 1 < this.#order.length;
@@ -605,7 +613,7 @@ export class Client {
 
   #upstream(run: Upstream['run'], timeout: number | undefined): Promise<unknown> {
     if (this.#state.status === 'closed') return Promise.reject(new TidingsError('unavailable', 'client is closed'));
-    if (this.#state.status === 'failed') return Promise.reject(new TidingsError('unauthorized', this.#state.reason));
+    if (this.#state.status === 'failed') return Promise.reject(new TidingsError(this.#state.code ?? 'unauthorized', this.#state.reason));
     if (this.#queue.length >= (this.#opts.maxQueue ?? 1000)) {
       return Promise.reject(new TidingsError('limit_exceeded', 'too many publishes and requests waiting for a connection'));
     }

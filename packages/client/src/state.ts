@@ -9,6 +9,8 @@
  * @module
  */
 
+import type { ErrorCode } from '@tidings/protocol';
+
 /** How a lost connection should be retried. */
 export type RetryKind = 'backoff' | 'now';
 
@@ -19,7 +21,8 @@ export type ClientState =
   | { readonly status: 'connecting'; readonly attempt: number }
   | { readonly status: 'connected'; readonly transport: TransportName; readonly attempt: number }
   | { readonly status: 'waiting'; readonly attempt: number; readonly retry: RetryKind }
-  | { readonly status: 'failed'; readonly reason: string }
+  /** `code`: what the server refused with (`unauthorized` when it did not say). */
+  | { readonly status: 'failed'; readonly reason: string; readonly code?: ErrorCode }
   | { readonly status: 'closed' };
 
 export type ClientEvent =
@@ -28,7 +31,7 @@ export type ClientEvent =
   | { readonly type: 'open'; readonly transport: TransportName }
   /** `stable`: the connection being lost had proven itself (stayed up a while, or carried traffic). */
   | { readonly type: 'drop'; readonly retry: RetryKind; readonly reason: string; readonly stable?: boolean }
-  | { readonly type: 'reject'; readonly reason: string }
+  | { readonly type: 'reject'; readonly reason: string; readonly code?: ErrorCode }
   | { readonly type: 'close' };
 
 /** The next state, or undefined when `event` does not apply in `state`. */
@@ -45,7 +48,8 @@ export function transition(state: ClientState, event: ClientEvent): ClientState 
       if (state.status === 'connecting') return { status: 'waiting', attempt: state.attempt + 1, retry: event.retry };
       return undefined;
     case 'reject':
-      return state.status === 'connecting' || state.status === 'connected' ? { status: 'failed', reason: event.reason } : undefined;
+      if (state.status !== 'connecting' && state.status !== 'connected') return undefined;
+      return event.code === undefined ? { status: 'failed', reason: event.reason } : { status: 'failed', reason: event.reason, code: event.code };
     case 'close':
       return state.status === 'closed' ? undefined : { status: 'closed' };
   }

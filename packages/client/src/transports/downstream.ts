@@ -6,7 +6,7 @@
  * `open`, and reports an outage when it does not.
  * @module
  */
-import type { Channel, Position } from '@tidings/protocol';
+import { MAX_CURSOR_CHANNELS, type Channel, type Position } from '@tidings/protocol';
 import type { TransportName } from '../state.js';
 import { httpPresence, httpPublish, httpRequest, reachable } from './http.js';
 import type { ClientTransport, CloseInfo, TransportContext } from './transport.js';
@@ -39,9 +39,17 @@ export type DownstreamLoop = (d: Downstream) => Promise<void>;
 /** How a downstream transport takes a new token (see {@link ClientTransport.refresh}). */
 export type Refresher = (token: string) => Promise<void>;
 
+/**
+ * The channels one stream carries: the first {@link MAX_CURSOR_CHANNELS} subscribed (the protocol's
+ * bound per SSE stream and poll); the rest are refused.
+ */
+function streamed(subscriptions: ReadonlyMap<Channel, Position | undefined>): Map<Channel, Position | undefined> {
+  return new Map([...subscriptions].slice(0, MAX_CURSOR_CHANNELS));
+}
+
 export function httpDownstream(ctx: TransportContext, name: TransportName, loop: DownstreamLoop, refresh: Refresher, failure: (err: unknown) => CloseInfo): ClientTransport {
   const { platform, handlers } = ctx;
-  const wanted = new Map(ctx.subscriptions);
+  const wanted = streamed(ctx.subscriptions);
   let ended = false;
   let opened = false;
   let watchdog: unknown;
@@ -109,15 +117,35 @@ export function httpDownstream(ctx: TransportContext, name: TransportName, loop:
     });
   };
 
+  /**
+   * Subscriptions beyond what one stream carries end with `limit_exceeded`, as one beyond the
+   * server's `maxSubscriptions` does over WebSocket; the others go on. Reported once the client has
+   * taken this transport (not from inside the call that made or synced it), and only for channels
+   * still left out by then.
+   */
+  const refuseBeyondBound = (subscriptions: ReadonlyMap<Channel, unknown>): void => {
+    if (subscriptions.size <= MAX_CURSOR_CHANNELS) return;
+    const over = [...subscriptions.keys()].slice(MAX_CURSOR_CHANNELS);
+    void Promise.resolve().then(() => {
+      for (const channel of over) {
+        if (ended || wanted.has(channel)) continue;
+        handlers.subscriptionError(channel, { code: 'limit_exceeded', reason: `at most ${MAX_CURSOR_CHANNELS} channels per ${name === 'sse' ? 'SSE stream' : 'long poll'}` });
+      }
+    });
+  };
+
   start();
+  refuseBeyondBound(ctx.subscriptions);
 
   return {
     name,
     sync(subscriptions) {
-      const changed = subscriptions.size !== wanted.size || [...subscriptions.keys()].some((c) => !wanted.has(c));
+      const next = streamed(subscriptions);
+      const changed = next.size !== wanted.size || [...next.keys()].some((c) => !wanted.has(c));
       wanted.clear();
-      for (const [channel, p] of subscriptions) wanted.set(channel, p);
+      for (const [channel, p] of next) wanted.set(channel, p);
       if (changed && !ended) start();
+      refuseBeyondBound(subscriptions);
     },
     publish: (req, signal) => httpPublish(ctx, req, signal),
     request: (method, data, signal) => httpRequest(ctx, method, data, signal),

@@ -127,6 +127,19 @@ export async function reachable(platform: Platform, baseUrl: string, timeout: nu
   }
 }
 
+/** Statuses of refusals that asking again the same way never changes: a malformed or forbidden request, a route that is not there. */
+const PERMANENT_STATUS = new Set([400, 403, 404, 405, 413, 415, 431]);
+
+/**
+ * A stream request (SSE, poll) the gateway itself refused (its coded body) for a reason that is not
+ * about one channel and that asking again never changes (a malformed request, a forbidden origin or
+ * cookie): the code, to end the client `failed` with it rather than retry in silence forever.
+ */
+export function permanentRefusal(status: number, body: { error?: { code?: unknown } } | undefined): ErrorCode | undefined {
+  const code = body?.error?.code;
+  return PERMANENT_STATUS.has(status) && isErrorCode(code) ? code : undefined;
+}
+
 /** Whether an HTTP status means the gateway is down behind a proxy (or shutting down), not that it refused. */
 export function isOutage(status: number): boolean {
   return OUTAGE_STATUS.has(status);
@@ -145,7 +158,8 @@ export function channelRefused(
 ): boolean {
   const error = body?.error;
   const channel = error?.channel;
-  if (status !== 400 && status !== 403 && status !== 404) return false;
+  // 429 naming a channel: one subscription too many for the server's `maxSubscriptions`.
+  if (status !== 400 && status !== 403 && status !== 404 && !(status === 429 && error?.code === 'limit_exceeded')) return false;
   if (typeof channel !== 'string' || !wanted.has(channel) || !isErrorCode(error?.code)) return false;
   report(channel, { code: error.code, reason: typeof error.reason === 'string' ? error.reason : `HTTP ${status}` });
   return true;

@@ -7,7 +7,7 @@
 import { parseCursor, type PollResponse } from '@tidings/protocol';
 import { channelQuery, knownCursor } from './cursor.js';
 import { httpDownstream, type Downstream } from './downstream.js';
-import { authHeaders, channelRefused, retryAfterOf } from './http.js';
+import { authHeaders, channelRefused, permanentRefusal, retryAfterOf } from './http.js';
 import type { ClientTransport, TransportContext } from './transport.js';
 
 export function pollTransport(ctx: TransportContext): ClientTransport {
@@ -37,6 +37,9 @@ export function pollTransport(ctx: TransportContext): ClientTransport {
           if (d.current) d.finish({ retry: 'backoff', reason, fallback: false });
           return;
         }
+        // The gateway refused the request itself, for good (malformed, forbidden): asking again changes nothing.
+        const final = permanentRefusal(res.status, body);
+        if (final !== undefined) return d.finish({ retry: 'never', code: final, reason, fallback: false });
         // An expired token: come back at once with a new one from the token provider.
         const retry = res.status !== 401 ? 'backoff' : body.error?.code === 'token_expired' ? 'now' : 'never';
         return d.finish({ retry, reason, fallback: false, retryAfter: retryAfterOf(res) });

@@ -7,7 +7,7 @@
 import { parseCursor, SseEvent as Events, type Gap, type Message, type PresenceChange } from '@tidings/protocol';
 import { channelQuery, knownCursor } from './cursor.js';
 import { httpDownstream, type Downstream } from './downstream.js';
-import { authHeaders, channelRefused, httpRefresh, isOutage, retryAfterOf } from './http.js';
+import { authHeaders, channelRefused, httpRefresh, isOutage, permanentRefusal, retryAfterOf } from './http.js';
 import { SseParser } from './sse-parser.js';
 import { retryAfterClose, type ClientTransport, type TransportContext } from './transport.js';
 
@@ -35,6 +35,9 @@ export function sseTransport(ctx: TransportContext): ClientTransport {
         // The client drops that subscription and restarts the stream with the others.
         return d.finish({ retry: 'backoff', reason, fallback: false });
       }
+      // The gateway refused the request itself, for good (malformed, forbidden): asking again changes nothing.
+      const final = permanentRefusal(res.status, body);
+      if (final !== undefined) return d.finish({ retry: 'never', code: final, reason, fallback: false });
       // An expired token: come back at once with a new one from the token provider. Anything else: give up.
       if (res.status === 401) return d.finish({ retry: body?.error?.code === 'token_expired' ? 'now' : 'never', reason, fallback: false });
       // 502/503/504: the gateway is down behind a proxy, or shutting down: an outage, not a reason to fall back.

@@ -7,6 +7,7 @@
 import type {
   Channel,
   ErrorBody,
+  ErrorCode,
   Gap,
   Json,
   Message,
@@ -72,6 +73,8 @@ export interface CloseInfo {
   readonly unproven?: boolean;
   /** It ended because no answer came in time (not refused, reset or closed). */
   readonly timedOut?: boolean;
+  /** With `never`: the code the server refused with, when it is not `unauthorized` (a malformed request, a forbidden origin). */
+  readonly code?: ErrorCode;
   /** A retry delay the server suggested, in ms (SSE `retry:`, HTTP `Retry-After`). */
   readonly retryAfter?: number | undefined;
 }
