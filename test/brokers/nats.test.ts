@@ -6,6 +6,7 @@
  * whole channel and a node dying between its two writes, data loss (a deleted stream, a server that
  * lost its store) as an explicit epoch change, and outages (down, 503s, reset).
  */
+import { AsyncLocalStorage } from 'node:async_hooks';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { connect, type NatsConnection } from '@nats-io/transport-node';
 import { jetstreamManager, type JetStreamManager } from '@nats-io/jetstream';
@@ -272,6 +273,63 @@ describe('two nodes on one server', () => {
     expect(eventsOf(c, b)[2]).toEqual({ kind: 'join', channel: c, entry: ann });
     expect(await b.broker.presence(c)).toEqual([ann]);
     await a.broker.presenceRemove(c, ann);
+  });
+});
+
+describe('presence across skewed clocks', () => {
+  /** The node started in {@link aheadBy}'s context reads a clock this many ms ahead (the other nodes and the server read the true one). */
+  const SKEW = 2000;
+  const TTL = 1200;
+  /**
+   * Per-node clocks in one process: `Date.now` reads the true clock plus the skew of the node whose
+   * work runs (a node started in `ahead.run` keeps it in its timers and calls), as if that node's
+   * host clock were ahead.
+   */
+  const ahead = new AsyncLocalStorage<number>();
+  const trueNow = Date.now;
+  beforeAll(() => {
+    Date.now = () => trueNow() + (ahead.getStore() ?? 0);
+  });
+  afterAll(() => {
+    Date.now = trueNow;
+  });
+  const aheadBy = <T>(f: () => Promise<T>): Promise<T> => ahead.run(SKEW, f);
+
+  it("keeps a live node's entries when another node's clock is ahead: not swept, listed everywhere, no leave", async () => {
+    prefix = `s${tag}`;
+    const fast = await aheadBy(() => node());
+    const slow = await node();
+    const c = fresh('skew-live', 'eph');
+    const bob: PresenceEntry = { client: `skew-live-${tag}`, user: 'bob', info: undefined, node: 'node-slow' };
+    await fast.broker.subscribe(c);
+    await slow.broker.presenceAdd(c, bob, TTL);
+    await until(() => eventsOf(c, fast).length === 1, 2000, 'the join');
+    // The node behind refreshes every third of the ttl, as a gateway does, for a few ttls; the node
+    // ahead sweeps every SWEEP ms meanwhile.
+    const started = Date.now();
+    while (Date.now() - started < 3 * TTL) {
+      await sleep(TTL / 3);
+      await slow.broker.presenceTouch([{ channel: c, client: bob.client }], TTL);
+      expect(await aheadBy(() => fast.broker.presence(c))).toEqual([bob]);
+      expect(await slow.broker.presence(c)).toEqual([bob]);
+    }
+    expect(eventsOf(c, fast)).toEqual([{ kind: 'join', channel: c, entry: bob }]);
+    await slow.broker.presenceRemove(c, bob);
+  });
+
+  it('expires the entries of a dead node whose clock was ahead within their ttl plus the sweep, not the skew later', async () => {
+    prefix = `s${tag}`;
+    const fast = await aheadBy(() => node({ presenceSweep: 0 }));
+    const other = await node();
+    const c = fresh('skew-dead', 'eph');
+    const ann: PresenceEntry = { client: `skew-dead-${tag}`, user: 'ann', info: undefined, node: 'node-fast' };
+    await other.broker.subscribe(c);
+    const added = Date.now();
+    await aheadBy(() => fast.broker.presenceAdd(c, ann, 500));
+    // Never touched again (the node died): the other node's sweep takes it.
+    await until(() => eventsOf(c, other).length === 2, 500 + 2 * SWEEP + SKEW + 2000, 'the leave');
+    expect(Date.now() - added).toBeLessThan(500 + 2 * SWEEP + 700);
+    expect(eventsOf(c, other)[1]).toEqual({ kind: 'leave', channel: c, entry: ann });
   });
 });
 

@@ -11,8 +11,11 @@
  *   something.
  * - **Events**: joins and leaves go out on the channel's live subject (`p.l.<ns>.<name>`, header
  *   `Tidings-Presence`), which every node subscribed to the channel already receives.
- * - **Expiry**: each node sweeps its own entries (it knows their expiry) every `sweep` ms. A node that
- *   died cannot: every node keeps a lease (`p.n.<node>`, stream `p_N`) with the latest expiry of its
+ * - **Expiry**: expiries are times on the server's clock (each node's clock plus the offset the
+ *   broker measured), so nodes whose clocks differ agree on every one: a node whose clock is ahead
+ *   neither sweeps nor leaves out of its listing the live entries of another, and a dead node's
+ *   entries do not outlive their ttl because its clock was ahead. Each node sweeps its own entries
+ *   (it knows their expiry) every `sweep` ms. A node that died cannot: every node keeps a lease (`p.n.<node>`, stream `p_N`) with the latest expiry of its
  *   entries, and every node's sweep lists the leases; past a lease's expiry, the sweeper reads that
  *   node's entries (at most {@link SWEEP_LIMIT} per run) and deletes each expired one by its stream
  *   sequence (so an entry refreshed meanwhile, or already deleted by another sweeper, is left alone
@@ -36,6 +39,11 @@ export interface PresenceDeps {
   /** This broker's node id (random per broker instance). */
   readonly node: string;
   readonly timeout: number;
+  /**
+   * The server's clock, in ms (this node's clock plus its measured offset): every expiry is written
+   * and compared on it, so nodes whose clocks differ agree on each one.
+   */
+  now(): number;
   conn(): { readonly nc: NatsConnection; readonly js: JetStreamClient; readonly jsm: JetStreamManager };
 }
 
@@ -91,7 +99,7 @@ export class NatsPresence {
   async add(channel: Channel, entry: PresenceEntry, ttl: number): Promise<void> {
     const { js } = this.deps.conn();
     const subject = this.deps.names.presence(this.deps.node, channel, entry.client);
-    const expires = Date.now() + ttl;
+    const expires = this.deps.now() + ttl;
     const body = JSON.stringify(record(entry, expires));
     let fresh = true;
     let seq: number;
@@ -116,7 +124,7 @@ export class NatsPresence {
   /** Extends this node's entries; resolves with the items it does not hold at the server (see `PresenceStore.presenceTouch`). */
   async touch(items: readonly PresenceKey[], ttl: number): Promise<PresenceKey[]> {
     const { js } = this.deps.conn();
-    const expires = Date.now() + ttl;
+    const expires = this.deps.now() + ttl;
     const gone: PresenceKey[] = [];
     await Promise.all(
       items.map(async (item) => {
@@ -145,7 +153,7 @@ export class NatsPresence {
 
   async list(channel: Channel): Promise<PresenceEntry[]> {
     const { nc, jsm } = this.deps.conn();
-    const now = Date.now();
+    const now = this.deps.now();
     const held = await readAll(nc, jsm, this.deps.names.presenceStream, this.deps.names.presenceOfChannel(channel), Number.MAX_SAFE_INTEGER, this.deps.timeout);
     const out: PresenceEntry[] = [];
     for (const m of held) {
@@ -157,7 +165,7 @@ export class NatsPresence {
 
   /** One sweep: this node's expired entries, then the entries of nodes whose lease expired. */
   async sweep(): Promise<void> {
-    const now = Date.now();
+    const now = this.deps.now();
     for (const [subject, held] of [...this.#mine]) {
       if (held.expires > now) continue;
       this.#mine.delete(subject);

@@ -175,8 +175,6 @@ export interface NatsBrokerOptions {
   readonly maxChannels?: number;
   /** Most bytes of each namespace's history stream; a publish past it is refused with `storage_full` (default: no bound). */
   readonly maxBytes?: number;
-  /** This node's clock, in ms since the epoch (default `Date.now`; tests skew one node's). */
-  readonly now?: () => number;
   /** For tests: fail at chosen points. */
   readonly faults?: NatsBrokerFaults;
 }
@@ -263,8 +261,6 @@ export class NatsBroker implements Broker {
   readonly #timeout: number;
   readonly #minRetention: number;
   readonly #grace: number;
-  /** This node's clock. */
-  readonly #now: () => number;
   /** This broker instance's id (presence entries and leases). */
   readonly #node = newLife();
   #nc: NatsConnection | undefined;
@@ -306,7 +302,6 @@ export class NatsBroker implements Broker {
     this.#timeout = options.requestTimeout ?? 3000;
     this.#minRetention = options.minRetention ?? 60_000;
     this.#grace = Math.min(options.reserveGrace ?? 10_000, Math.floor(this.#minRetention / 3));
-    this.#now = options.now ?? Date.now;
   }
 
   async start(handlers: BrokerHandlers, settings: BrokerSettings): Promise<void> {
@@ -347,6 +342,7 @@ export class NatsBroker implements Broker {
       names: this.#names,
       node: this.#node,
       timeout: this.#timeout,
+      now: () => this.#serverNow(),
       conn: () => this.#conn(),
     });
     this.#watchAdvisories(nc);
@@ -870,18 +866,18 @@ export class NatsBroker implements Broker {
   }
 
   /**
-   * Measures the server's clock against ours (tail reservations are aged by the server's clock): a
-   * probe stored in the lease stream under a subject no node uses, read back and deleted. A failure
-   * keeps the last measurement.
+   * Measures the server's clock against ours (tail reservations are aged, and presence entries
+   * expire, by the server's clock): a probe stored in the lease stream under a subject no node uses,
+   * read back and deleted. A failure keeps the last measurement.
    */
   async #calibrate(): Promise<void> {
     const js = this.#js as JetStreamClient;
     const jsm = this.#jsm as JetStreamManager;
     const stream = this.#names.leaseStream;
     try {
-      const before = this.#now();
+      const before = Date.now();
       const ack = await js.publish(`${this.#names.prefix}.n.~clock~${this.#node}`, undefined);
-      const after = this.#now();
+      const after = Date.now();
       const stored = await jsm.direct.getMessage(stream, { seq: ack.seq });
       if (stored !== null) this.#clockOffset = stored.time.getTime() - (before + after) / 2;
       await jsm.streams.deleteMessage(stream, ack.seq, false).catch(() => false);
@@ -891,7 +887,7 @@ export class NatsBroker implements Broker {
   }
 
   #serverNow(): number {
-    return this.#now() + this.#clockOffset;
+    return Date.now() + this.#clockOffset;
   }
 
   #watchAdvisories(nc: NatsConnection): void {
