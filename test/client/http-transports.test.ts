@@ -7,8 +7,9 @@
 import { createServer, request as httpRequest, type IncomingMessage, type ServerResponse } from 'node:http';
 import { describe, expect, it } from 'vitest';
 import type { Client, ClientOptions, Subscription, TransportName } from '@tidings/client';
+import type { PublishResult } from '@tidings/protocol';
 import type { GatewayConfig } from '@tidings/server';
-import { cleanupAfterEach, postOnce, signToken, startGateway, TEST_SECRET, testClient, until, type TestGateway } from '@tidings/testing';
+import { cleanupAfterEach, postOnce, signToken, startGateway, startProxy, TEST_SECRET, testClient, until, type TestGateway } from '@tidings/testing';
 
 const cleanup = cleanupAfterEach();
 const sleep = (ms: number): Promise<void> => new Promise((r) => setTimeout(r, ms));
@@ -324,5 +325,36 @@ describe('permanent refusals of a stream request', () => {
     await sleep(500);
     expect(rec.urls.length).toBe(requests);
     await expect(c.publish('chat:room', 1)).rejects.toMatchObject({ code: 'bad_cursor' });
+  });
+});
+
+describe.each<TransportName>(['sse', 'poll'])('a publish over %s on a connection that dies', (kind) => {
+  it('is sent again after the reconnect, with the same idempotency key: it resolves, published once', async () => {
+    const gw = await gateway();
+    const proxy = await startProxy(gw.port);
+    cleanup.push(() => proxy.close());
+    const c = client(proxy.url, kind);
+    const sub = c.subscribe('chat:room');
+    const got: unknown[] = [];
+    sub.on('message', (m) => got.push(m.data));
+    await until(() => c.state.status === 'connected' && sub.position !== undefined, 5000, 'connected');
+    const states: string[] = [];
+    c.on('state', (s) => states.push(s.to.status));
+    // Every byte is dropped from now on, as by a dead peer behind a NAT: the /send request never arrives.
+    proxy.blackhole();
+    let outcome: { reply: PublishResult } | { error: unknown } | undefined;
+    c.publish('chat:room', 'once').then(
+      (reply) => (outcome = { reply }),
+      (error: unknown) => (outcome = { error }),
+    );
+    await until(() => states.includes('waiting'), 5000, 'the dead connection noticed');
+    proxy.resume();
+    await until(() => c.state.status === 'connected', 5000, 'connected again');
+    // Sent again over the new connection at once, not left waiting on the dead one.
+    await until(() => outcome !== undefined, 2000, 'the publish settled');
+    expect(outcome).toMatchObject({ reply: { channel: 'chat:room', position: { seq: 1 } } });
+    await until(() => got.length === 1, 5000, 'the publication delivered');
+    await sleep(300);
+    expect(got).toEqual(['once']);
   });
 });

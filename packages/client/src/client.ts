@@ -84,14 +84,18 @@ interface ClientEvents {
 }
 
 interface Upstream {
-  /** Sends it over `t`; `signal` aborts when the caller gives up (its timeout), so the transport forgets it. */
+  /**
+   * Sends it over `t`; `signal` aborts when the caller gives up (its timeout), the client closes, or
+   * `t` goes away, so the transport forgets it (aborts its request, drops its pending reply).
+   */
   readonly run: (t: ClientTransport, signal: AbortSignal | undefined) => Promise<unknown>;
   readonly resolve: (value: unknown) => void;
   readonly reject: (err: TidingsError) => void;
   sent: boolean;
   timer?: unknown;
-  /** Aborted at the timeout or when the client closes: what a transport holds for it (a request in flight) goes. */
-  readonly abort: AbortController;
+  /** The transport it was last sent over, and the abort of that attempt. */
+  via?: ClientTransport;
+  attempt?: AbortController;
   /** The server answered `unavailable` this many times in a row; the next try waits a backoff delay (`retry`). */
   refused?: number;
   retry?: unknown;
@@ -400,7 +404,9 @@ export class Client {
       },
       close: (info: CloseInfo) => {
         if (!live()) return;
+        const t = this.#transport;
         this.#transport = undefined;
+        this.#abandon(t);
         this.#closed(info);
       },
     };
@@ -517,6 +523,7 @@ export class Client {
     const t = this.#transport;
     this.#transport = undefined;
     t?.close();
+    this.#abandon(t);
     this.#probe?.close();
     this.#probe = undefined;
     if (this.#probeTimer !== undefined) this.#platform.clearTimeout(this.#probeTimer);
@@ -618,12 +625,12 @@ export class Client {
       return Promise.reject(new TidingsError('limit_exceeded', 'too many publishes and requests waiting for a connection'));
     }
     return new Promise((resolve, reject) => {
-      const item: Upstream = { run, resolve, reject, sent: false, abort: new AbortController() };
+      const item: Upstream = { run, resolve, reject, sent: false };
       if (timeout !== undefined) {
         item.timer = this.#platform.setTimeout(() => {
           this.#remove(item);
           reject(new TidingsError('timeout', `no reply within ${timeout} ms`));
-          item.abort.abort();
+          item.attempt?.abort();
         }, timeout);
       }
       this.#queue.push(item);
@@ -640,7 +647,10 @@ export class Client {
     const t = this.#transport;
     if (t === undefined) return;
     item.sent = true;
-    item.run(t, item.abort.signal).then(
+    const attempt = new AbortController();
+    item.via = t;
+    item.attempt = attempt;
+    item.run(t, attempt.signal).then(
       (value) => {
         if (this.#transport === t) this.#carried = true;
         this.#remove(item);
@@ -675,7 +685,18 @@ export class Client {
     if (this.#transport !== t) return;
     this.#transport = undefined;
     t.close();
+    this.#abandon(t);
     this.#drop({ retry: 'backoff', reason, fallback: false });
+  }
+
+  /**
+   * Transport `t` is gone (closed, dropped, dead): what is in flight over it is aborted, so that no
+   * request waits on a connection that may never answer (a black-holing proxy); each comes back as
+   * a lost connection and is sent again once connected, with the same idempotency key.
+   */
+  #abandon(t: ClientTransport | undefined): void {
+    if (t === undefined) return;
+    for (const item of this.#queue) if (item.sent && item.via === t) item.attempt?.abort();
   }
 
   /** Sends `item` again after a backoff delay that grows with the server's refusals in a row. */
@@ -700,7 +721,7 @@ export class Client {
     for (const item of this.#queue.splice(0)) {
       this.#clearTimers(item);
       item.reject(err);
-      item.abort.abort();
+      item.attempt?.abort();
     }
   }
 

@@ -68,6 +68,8 @@ async function fetchJson(ctx: TransportContext, path: string, init: RequestInit)
     throw connectionLost(`request failed: ${(err as Error).message}`);
   }
   const value = (await res.json().catch(() => undefined)) as { error?: { code?: unknown; reason?: unknown } } | undefined;
+  // Given up while the body arrived (the connection went away, the caller's timeout): the answer is lost with it.
+  if (init.signal?.aborted === true) throw connectionLost('request aborted');
   if (!res.ok) {
     const code = value?.error?.code;
     if (!isErrorCode(code)) {
