@@ -22,6 +22,7 @@ export type {
   EvictionReason,
   HistoryPage,
   PresenceEntry,
+  PresenceKey,
   PresenceEvent,
   PresenceStore,
   Publication,
