@@ -9,7 +9,7 @@ import { describe, expect, it } from 'vitest';
 import type { Client, ClientOptions, Subscription, TransportName } from '@tidings/client';
 import type { PublishResult } from '@tidings/protocol';
 import type { GatewayConfig } from '@tidings/server';
-import { cleanupAfterEach, postOnce, signToken, startGateway, startProxy, TEST_SECRET, testClient, until, type TestGateway } from '@tidings/testing';
+import { cleanupAfterEach, postOnce, signToken, startGateway, startNginx, startProxy, TEST_SECRET, testClient, until, type TestGateway } from '@tidings/testing';
 
 const cleanup = cleanupAfterEach();
 const sleep = (ms: number): Promise<void> => new Promise((r) => setTimeout(r, ms));
@@ -356,5 +356,32 @@ describe.each<TransportName>(['sse', 'poll'])('a publish over %s on a connection
     await until(() => got.length === 1, 5000, 'the publication delivered');
     await sleep(300);
     expect(got).toEqual(['once']);
+  });
+});
+
+describe('the background check for SSE behind a proxy that buffers streams', () => {
+  it('opens a real stream, so the client stays on long polling without flapping, and checks less and less often', async () => {
+    const gw = await gateway();
+    const nginx = await startNginx(gw.port, 'buffer');
+    cleanup.push(() => nginx.close());
+    const rec = recording();
+    const c = client(nginx.url, 'sse', { transports: ['sse', 'poll'], fetch: rec.fetch, openTimeout: 500, upgradeAfter: 200 });
+    const sub = c.subscribe('buffered');
+    const got: unknown[] = [];
+    sub.on('message', (m) => got.push(m.data));
+    await until(() => c.state.status === 'connected' && sub.position !== undefined, 8000, 'connected');
+    expect(c.transport).toBe('poll');
+    const states: string[] = [];
+    c.on('state', (s) => states.push(`${s.to.status} (${s.reason})`));
+    const streamsBefore = rec.urls.filter((u) => u.includes('/sse?')).length;
+    await sleep(4000);
+    // Never taken off long polling for an SSE stream that cannot work here.
+    expect(states).toEqual([]);
+    // Checked with a real stream, backing off: 200 ms, then 400, 800, 1600 (plus each check's 500 ms).
+    const checks = rec.urls.filter((u) => u.includes('/sse?')).length - streamsBefore;
+    expect(checks).toBeGreaterThanOrEqual(1);
+    expect(checks).toBeLessThanOrEqual(4);
+    await gw.publish('buffered', 'still here');
+    await until(() => got.length === 1, 5000, 'a message over long polling');
   });
 });

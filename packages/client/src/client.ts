@@ -544,7 +544,7 @@ export class Client {
         (token) => {
           if (!still()) return;
           this.#probe = FACTORIES[name](
-            this.#context(token, new Map(), {
+            this.#context(token, this.#probeChannels(), {
               open: () => {
                 if (settled) return;
                 settled = true;
@@ -573,6 +573,20 @@ export class Client {
         },
       );
     }, after);
+  }
+
+  /**
+   * What the background check of the preferred transport subscribes: nothing for WebSocket (its
+   * welcome proves it), else one channel of the client's, from its position, so that an SSE probe
+   * opens a real stream and works only once its first event arrives (a proxy that buffers streams
+   * holds it back). With nothing subscribed there is no stream to prove: the check only asks
+   * whether the server answers, which is all SSE does then too.
+   */
+  #probeChannels(): Map<Channel, Position | undefined> {
+    const probe = new Map<Channel, Position | undefined>();
+    const first = this.#order[0] === 'websocket' ? undefined : this.#subs.values().next().value;
+    if (first !== undefined) probe.set(first.channel, first.position);
+    return probe;
   }
 
   #positions(): Map<Channel, Position | undefined> {
