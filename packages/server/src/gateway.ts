@@ -42,6 +42,7 @@ import { CounterMetrics, NO_METRICS, type ErrorSite, type Metrics } from './metr
 import { prometheusRegistry } from './prometheus.js';
 import { ConfigError, resolveOptions, type GatewayConfig, type GatewayOptions } from './options.js';
 import { listPresence, Presence } from './presence.js';
+import { PresenceListings } from './presence-listings.js';
 import { PollGroups } from './poll-groups.js';
 import { Publisher } from './publisher.js';
 import { loadRpcModule } from './rpc-module.js';
@@ -277,11 +278,13 @@ export class Gateway {
       clock,
     };
     const broker = this.#broker;
+    // Listings read the broker once per channel at a time, however many ask (see presence-listings.ts).
+    const listings = new PresenceListings(broker);
     /** Who is present in a channel, as a client (`identity`) or the server API (undefined) may see it. */
     const presenceFor =
       (identity: Identity | undefined) =>
       (channel: Channel): Promise<PresenceResult> =>
-        listPresence(broker, options, auth, authorize, channel, identity);
+        listPresence(listings, options, auth, authorize, channel, identity);
 
     // One listener for every session (a closure per session would cost each connection two objects).
     const untrack = (session: Session): void => this.#untrack(session);
@@ -300,7 +303,7 @@ export class Gateway {
       else this.#unexpected('hub', err, { channel });
     }));
     // Shared by every WebSocket's command handler (nothing per connection).
-    const presenceLister = (channel: Channel, identity: Identity): Promise<PresenceResult> => listPresence(broker, options, auth, authorize, channel, identity);
+    const presenceLister = (channel: Channel, identity: Identity): Promise<PresenceResult> => listPresence(listings, options, auth, authorize, channel, identity);
     const commandError = (err: unknown, session: string): void => this.#unexpected('command', err, { session });
     const connector: Connector = {
       park: (req) => pollGroups.park(req),

@@ -148,7 +148,7 @@ export class Presence {
  * refusal) or `presence_disabled` (the namespace does not have `presence: true`).
  */
 export async function listPresence(
-  store: PresenceStore,
+  store: Pick<PresenceStore, 'presence'>,
   options: GatewayOptions,
   auth: Authenticator,
   authorize: HooksHolder | undefined,
