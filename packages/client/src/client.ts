@@ -177,7 +177,7 @@ export class Client {
     return this;
   }
 
-    /**
+  /**
    * Subscribes; `since` resumes from a saved position. Throws `bad_position` at once for a `since`
    * that is not a position (`{ epoch: 1-16 letters or digits, seq: a non-negative integer }`).
    * Over SSE and long polling a stream carries at most 64 channels: a subscription beyond that ends
