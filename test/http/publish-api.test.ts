@@ -118,6 +118,42 @@ describe('POST /api/publish', () => {
   });
 });
 
+describe('a batch is checked whole, every check, before anything is published', () => {
+  it('refuses a batch whose last publication is too large, or refused by the host hook, or over the rate, publishing none', async () => {
+    const strict = await startGateway(
+      { maxPayload: 100, maxPublishRate: 3, namespaces: { room: { clientPublish: true } } },
+      { authorize: { publish: (_identity, _channel, data) => !data.includes('refuse') } },
+    );
+    try {
+      const send = async (path: string, batch: unknown[]): Promise<Response> =>
+        fetch(`${strict.url}${path}`, {
+          method: 'POST',
+          headers: { 'content-type': 'application/json', ...(path === '/api/publish' ? { authorization: `Bearer ${TEST_API_KEY}` } : {}) },
+          body: JSON.stringify(batch),
+        });
+      const big = 'x'.repeat(200);
+      expect(await errorOf(await send('/api/publish', [{ channel: 'room:a', data: 1 }, { channel: 'room:a', data: big }]))).toMatchObject({
+        status: 413,
+        code: 'too_large',
+        reason: expect.stringMatching(/^publication 1: /) as unknown,
+      });
+      expect(await errorOf(await send('/send', [{ channel: 'room:a', data: 2 }, { channel: 'room:a', data: 'refuse' }]))).toMatchObject({
+        status: 403,
+        code: 'forbidden',
+        reason: expect.stringMatching(/^publication 1: /) as unknown,
+      });
+      // Over the rate (3 a second, 6 at once; 2 taken above): refused, saying when to come back.
+      const rated = await send('/send', [1, 2, 3, 4, 5, 6].map((n) => ({ channel: 'room:a', data: n })));
+      expect(await errorOf(rated)).toMatchObject({ status: 429, code: 'limit_exceeded', reason: expect.stringMatching(/^publication [45]: /) as unknown });
+      expect(Number(rated.headers.get('retry-after'))).toBeGreaterThanOrEqual(1);
+      // Nothing of the refused batches was published.
+      expect((await strict.publish('room:a', 'first')).position.seq).toBe(1);
+    } finally {
+      await strict.close();
+    }
+  });
+});
+
 describe('POST /send (client upstream)', () => {
   it('lets clients publish where the namespace allows it', async () => {
     const res = await post('/send', JSON.stringify({ channel: 'demo:send', data: 'hi' }), { authorization: '' });

@@ -104,14 +104,35 @@ export class Publisher {
 
   /** Publishes a request that `check` already passed (the broker applies the namespace's retention). */
   async publishChecked(req: PublishRequest, origin: Origin): Promise<PublishResult> {
+    const data = this.encode(req);
+    if (this.asks(origin)) await this.authorizePublish(req, data, origin);
+    return this.publishEncoded(req, data, origin);
+  }
+
+  /** The data as it is published (its JSON text), refused `too_large` past `maxPayload`. */
+  encode(req: PublishRequest): string {
     const data = JSON.stringify(req.data);
     if (exceeds(data, this.options.maxPayload)) {
       throw new TidingsError('too_large', `data is larger than ${this.options.maxPayload} bytes (UTF-8)`);
     }
+    return data;
+  }
+
+  /** Whether a publish from `origin` is put to the host's publish hook (clients', when there is one). */
+  asks(origin: Origin): boolean {
+    return origin.kind === 'client' && this.authorize.hooks?.publish !== undefined;
+  }
+
+  /** Puts a client's publish to the host's publish hook (see {@link asks}); refuses as the hook says. */
+  async authorizePublish(req: PublishRequest, data: string, origin: Origin): Promise<void> {
     const publishHook = this.authorize.hooks?.publish;
     if (origin.kind === 'client' && publishHook !== undefined) {
       await ask(() => publishHook(origin.identity, req.channel, data), `publish to ${req.channel}`);
     }
+  }
+
+  /** Publishes what {@link check}, {@link encode} and {@link authorizePublish} passed. */
+  async publishEncoded(req: PublishRequest, data: string, origin: Origin): Promise<PublishResult> {
     const started = performance.now();
     let outcome: PublishOutcome;
     try {

@@ -1,11 +1,13 @@
 /**
  * `POST /api/publish` (server API, API key) and `POST /send` (connected clients publishing over
  * HTTP, as SSE and long-poll clients must). One body shape: a publication or an array of them.
- * A batch is validated whole before anything is published, then published in order.
+ * A batch is checked whole (policy, rates, sizes, the host's publish hook) before anything is
+ * published, then published in order.
  * @module
  */
 import type { HttpRequest, HttpResponse } from '../admission.js';
 import { TidingsError, toPublishRequest, type PublishRequest, type PublishResult } from '@tidings/protocol';
+import { RetryLater } from '../limits.js';
 import type { Origin, Publisher } from '../publisher.js';
 import { readJson, readJsonNow, sendJson } from './respond.js';
 
@@ -35,15 +37,39 @@ export async function handlePublish(
   // A body the lane read whole is parsed at once: one promise fewer per publication.
   const body = req.body === undefined ? await readJson(req, limits.maxBody) : readJsonNow(req, req.body, limits.maxBody);
   const { requests, batch } = toRequests(body, limits.maxBatch);
-  requests.forEach((r, i) => {
-    try {
+  if (!batch) {
+    const [r] = requests as [PublishRequest];
+    publisher.check(r, origin);
+    sendJson(res, 200, await publisher.publishChecked(r, origin));
+    return;
+  }
+  // Every publication passes every check (policy, rate, size, the host's hook) before any is published.
+  const data = requests.map((r, i) =>
+    inBatch(i, () => {
       publisher.check(r, origin);
-    } catch (err) {
-      if (err instanceof TidingsError && batch) throw new TidingsError(err.code, `publication ${i}: ${err.message}`);
-      throw err;
-    }
-  });
+      return publisher.encode(r);
+    }),
+  );
+  if (publisher.asks(origin)) {
+    for (let i = 0; i < requests.length; i++) await inBatch(i, () => publisher.authorizePublish(requests[i] as PublishRequest, data[i] as string, origin));
+  }
+  // Published in order; a broker failing partway leaves the ones before it published (retry with idempotency keys).
   const results: PublishResult[] = [];
-  for (const r of requests) results.push(await publisher.publishChecked(r, origin));
-  sendJson(res, 200, batch ? { results } : results[0]);
+  for (let i = 0; i < requests.length; i++) results.push(await publisher.publishEncoded(requests[i] as PublishRequest, data[i] as string, origin));
+  sendJson(res, 200, { results });
+}
+
+/** Runs `f` for publication `i` of a batch: a refusal names the publication, and keeps when to retry. */
+function inBatch<T>(i: number, f: () => T): T {
+  const named = (err: unknown): never => {
+    if (err instanceof RetryLater) throw new RetryLater(err.code, `publication ${i}: ${err.message}`, err.retryAfter);
+    if (err instanceof TidingsError) throw new TidingsError(err.code, `publication ${i}: ${err.message}`);
+    throw err;
+  };
+  try {
+    const out = f();
+    return (out instanceof Promise ? out.catch(named) : out) as T;
+  } catch (err) {
+    return named(err);
+  }
 }
