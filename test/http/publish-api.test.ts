@@ -104,6 +104,24 @@ describe('POST /api/publish', () => {
     expect(next.position.seq).toBe(1);
   });
 
+  it('refuses a body that is not UTF-8 rather than publish it changed, read whole or chunked', async () => {
+    // {"channel":"api-utf8","data":"A<FF FE C3>B"}: lenient decoding would publish "A\ufffd\ufffd\ufffdB".
+    const bytes = Buffer.concat([Buffer.from('{"channel":"api-utf8","data":"A'), Buffer.from([0xff, 0xfe, 0xc3]), Buffer.from('B"}')]);
+    const headers = { 'content-type': 'application/json', authorization: `Bearer ${TEST_API_KEY}` };
+    const sized = await fetch(`${gw.url}/api/publish`, { method: 'POST', headers, body: bytes });
+    expect(await errorOf(sized)).toMatchObject({ status: 400, code: 'bad_json' });
+    const chunked = new ReadableStream<Uint8Array>({
+      start(controller) {
+        controller.enqueue(bytes.subarray(0, 20));
+        controller.enqueue(bytes.subarray(20));
+        controller.close();
+      },
+    });
+    const streamed = await fetch(`${gw.url}/api/publish`, { method: 'POST', headers, body: chunked, duplex: 'half' } as RequestInit);
+    expect(await errorOf(streamed)).toMatchObject({ status: 400, code: 'bad_json' });
+    expect((await gw.publish('api-utf8', 'é ✓ 😀')).position.seq).toBe(1);
+  });
+
   it('requires application/json', async () => {
     expect(await errorOf(await post('/api/publish', '{"channel":"a","data":1}', { 'content-type': 'text/plain' }))).toMatchObject({
       status: 415,

@@ -2,6 +2,7 @@
  * HTTP plumbing shared by the routes: JSON replies, coded errors, bounded JSON bodies.
  * @module
  */
+import { isUtf8 } from 'node:buffer';
 import { IncomingMessage, ServerResponse } from 'node:http';
 import type { HttpRequest, HttpResponse } from '../admission.js';
 import { parseJson, TidingsError, type ErrorBody } from '@tidings/protocol';
@@ -67,13 +68,23 @@ export async function readJson(req: HttpRequest, limit: number): Promise<unknown
   if (req.body !== undefined) return readJsonNow(req, req.body, limit);
   checkJson(req, limit);
   if (!(req instanceof IncomingMessage)) throw new TidingsError('bad_request', 'the request has no body');
-  return parseJson(await readBody(req, limit));
+  return parseJson(utf8Text(await readBody(req, limit)));
 }
 
 /** {@link readJson} of a request whose body was read whole (`body`, the fast lane's), without a promise. */
 export function readJsonNow(req: HttpRequest, body: Buffer, limit: number): unknown {
   checkJson(req, limit);
-  return parseJson(body.toString('utf8'));
+  return parseJson(utf8Text(body));
+}
+
+/**
+ * A body's text, refused `bad_json` when it is not UTF-8 (RFC 8259 section 8.1): decoded leniently,
+ * its bad bytes would become U+FFFD and be published changed, where a WebSocket frame with them is
+ * refused (1007).
+ */
+function utf8Text(body: Buffer): string {
+  if (!isUtf8(body)) throw new TidingsError('bad_json', 'the body is not valid UTF-8');
+  return body.toString('utf8');
 }
 
 /** Refuses a body that is not JSON, or declared larger than `limit`. */
@@ -87,11 +98,11 @@ function checkJson(req: HttpRequest, limit: number): void {
 }
 
 /**
- * The body as UTF-8 text, at most `limit` bytes. Read with `data` and `end` listeners, not the
+ * The body, at most `limit` bytes. Read with `data` and `end` listeners, not the
  * stream's async iterator, which costs an iterator, its listeners and a promise per chunk on every
  * request of the publish API.
  */
-function readBody(req: IncomingMessage, limit: number): Promise<string> {
+function readBody(req: IncomingMessage, limit: number): Promise<Buffer> {
   return new Promise((resolve, reject) => {
     let body: Buffer | Buffer[] | undefined;
     let size = 0;
@@ -116,7 +127,7 @@ function readBody(req: IncomingMessage, limit: number): Promise<string> {
     req.on('end', () => {
       if (done) return;
       done = true;
-      resolve(body === undefined ? '' : (Array.isArray(body) ? Buffer.concat(body) : body).toString('utf8'));
+      resolve(body === undefined ? Buffer.alloc(0) : Array.isArray(body) ? Buffer.concat(body) : body);
     });
     // The connection ended, failed or timed out before the whole body arrived (`close` also comes
     // after every whole body: then nothing is made). The `error` listener stays for the life of the
