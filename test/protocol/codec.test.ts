@@ -245,6 +245,17 @@ describe('decodeClient', () => {
     expect(decodeError(text).code).toBe(code);
   });
 
+  it('takes an idempotency key only as well-formed Unicode: one with a lone surrogate has no UTF-8 form to keep it apart from others', () => {
+    const decoded = (key: string): unknown => jsonCodec.decodeClient(JSON.stringify({ type: 'publish', message: { channel: 'a', data: 1, idempotencyKey: key } }));
+    // Each of these is U+FFFD once written as UTF-8: three different keys, one stored key.
+    for (const lone of ['\ud800', '\udc00', 'a\udbffb', '\ude00\ud83d']) expect(() => decoded(lone), JSON.stringify(lone)).toThrow(/well-formed/);
+    fc.assert(
+      fc.property(fc.string({ unit: 'grapheme', minLength: 1, maxLength: 40 }).filter((k) => k.length <= 128), (key) => {
+        expect(decoded(key)).toMatchObject({ message: { idempotencyKey: key } });
+      }),
+    );
+  });
+
   it('accepts an idempotency key of exactly 128 characters and an id of 64', () => {
     const key = 'k'.repeat(128);
     const id = 'i'.repeat(64);

@@ -14,6 +14,8 @@ const MAX_ID_LENGTH = 64;
 /** Longest token a refresh frame may carry. */
 export const MAX_TOKEN_LENGTH = 16_384;
 const METHOD = /^[A-Za-z0-9_.\-/]{1,64}$/;
+/** A UTF-16 surrogate not part of a pair (with the `u` flag, a pair is one code point, not `Cs`). */
+const LONE_SURROGATE = /\p{Cs}/u;
 
 type Obj = Record<string, unknown>;
 
@@ -55,6 +57,9 @@ export function toPublishRequest(value: unknown): PublishRequest {
     if (typeof key !== 'string' || key.length === 0 || key.length > MAX_IDEMPOTENCY_KEY_LENGTH) {
       throw new TidingsError('bad_request', `idempotencyKey must be a string of 1-${MAX_IDEMPOTENCY_KEY_LENGTH} characters`);
     }
+    // A lone surrogate has no UTF-8 form: brokers that store keys as UTF-8 would take different keys
+    // for one (each becomes U+FFFD) and drop a publication as a duplicate.
+    if (LONE_SURROGATE.test(key)) throw new TidingsError('bad_request', 'idempotencyKey must be well-formed Unicode (it has a lone surrogate)');
     out.idempotencyKey = key;
   }
   return out;
