@@ -76,3 +76,22 @@ it('runs a burst far past maxInflight, every request answered and none refused',
   const seqOf = new Map(c.ofType('reply').map((r) => [r.id, (r.result as { position: { seq: number } }).position.seq]));
   expect(Array.from({ length: 1000 }, (_, i) => seqOf.get(i))).toEqual(Array.from({ length: 1000 }, (_, i) => i + 1));
 });
+
+it('keeps a connection whose reading stopped at maxInflight: its pongs wait unread, so their absence says nothing of the peer', async () => {
+  let release = (): void => undefined;
+  const held = new Promise<string>((resolve) => (release = () => resolve('done')));
+  const gw = await startGateway({ maxInflight: 2, pingInterval: 300 }, { rpc: { slow: () => held } });
+  cleanup.push(() => gw.close());
+  const c = await RawWsClient.connect(gw.wsUrl);
+  cleanup.push(() => c.terminate());
+  // Two requests fill the bound, a third waits: the server stops reading this connection.
+  for (let i = 0; i < 3; i++) c.send({ type: 'rpc', id: `slow ${i}`, method: 'slow' });
+  // Several heartbeat intervals while nothing is read.
+  await new Promise((r) => setTimeout(r, 1500));
+  expect(c.closed).toBe(false);
+  release();
+  await c.until((x) => x.ofType('reply').length === 3, 3000);
+  // Reading again, and judged again: still alive (it answers pings).
+  await new Promise((r) => setTimeout(r, 900));
+  expect(c.closed).toBe(false);
+});

@@ -92,6 +92,8 @@ function onMessage(this: WebSocket, data: Buffer, isBinary: boolean): void {
 export class WebSocketConnection implements DuplexSink {
   /** Set by a pong or any inbound frame; cleared by each heartbeat sweep. */
   alive = true;
+  /** Reading is stopped (see {@link pause}): the heartbeat does not judge the peer meanwhile. */
+  #paused = false;
   readonly #out: Outbox;
   #cut: NodeJS.Timeout | undefined;
 
@@ -161,7 +163,9 @@ export class WebSocketConnection implements DuplexSink {
    * heartbeat frame, the liveness signal a browser client can see.
    */
   heartbeat(): void {
-    if (!this.alive) {
+    // While this side stops reading (requests in flight at their bound), the peer's pongs wait unread:
+    // their absence says nothing of the peer, which is judged again from a full interval once reading resumes.
+    if (!this.alive && !this.#paused) {
       this.close('heartbeat_timeout', 'no pong within the heartbeat interval');
       return;
     }
@@ -187,10 +191,13 @@ export class WebSocketConnection implements DuplexSink {
   }
 
   pause(): void {
+    this.#paused = true;
     if (this.open) this.ws.pause();
   }
 
   resume(): void {
+    this.#paused = false;
+    this.alive = true;
     if (this.open) this.ws.resume();
   }
 
