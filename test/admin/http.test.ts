@@ -94,7 +94,7 @@ describe('/admin on one node', () => {
     expect([out.status, out.headers['set-cookie']?.[0]]).toEqual([204, 'tidings_admin=; Path=/admin; Max-Age=0; HttpOnly; SameSite=Strict']);
   });
 
-  it('publishes with the API origin and answers the position; JSON bodies only, so a cross-site form cannot post', async () => {
+  it("publishes with the API's rights (idempotency keys of its own) and answers the position; JSON bodies only, so a cross-site form cannot post", async () => {
     const gw = await gateway();
     const { cookie } = await login(gw.url, ADMIN_TOKEN);
     const ws = await RawWsClient.connect(gw.wsUrl);
@@ -110,6 +110,11 @@ describe('/admin on one node', () => {
     expect(ws.ofType('message')[0]?.message).toMatchObject({ channel: 'chat:x', type: 'note.added', data: { text: 'hi' } });
     const unknown = await http(`${gw.url}/admin/publish`, 'POST', { cookie, ...JSON_TYPE }, JSON.stringify({ channel: 'nope:x', data: 1 }));
     expect([unknown.status, codeOf(unknown)]).toEqual([404, 'unknown_namespace']);
+    // An operator's idempotency key is the dashboard's own: the backend's same key still publishes.
+    const keyed = { channel: 'chat:x', data: 2, idempotencyKey: 'order-42' };
+    const byOperator = await http(`${gw.url}/admin/publish`, 'POST', { cookie, ...JSON_TYPE }, JSON.stringify(keyed));
+    expect(JSON.parse(byOperator.body)).toMatchObject({ position: { seq: 2 }, duplicate: false });
+    expect(await gw.publish('chat:x', 3, { idempotencyKey: 'order-42' })).toMatchObject({ position: { seq: 3 }, duplicate: false });
   });
 
   it('limits failed logins per address (429 with Retry-After), the right key included while limited', async () => {

@@ -29,19 +29,21 @@ export function namespaceOf(options: GatewayOptions, channel: Channel): Namespac
  * bucket of `sender` (its user, or its address when anonymous).
  */
 export type Origin =
-  | { readonly kind: 'api' }
+  /** The server API; `admin`: an operator on the admin dashboard, whose idempotency keys are its own. */
+  | { readonly kind: 'api'; readonly scope?: 'admin' }
   | { readonly kind: 'client'; readonly identity: Identity; readonly rate?: TokenBucket; readonly sender?: string };
 
 /** Most senders and channels whose publish rates are tracked at once (the least recently seen are forgotten first). */
 const RATE_KEYS = 100_000;
 
 /**
- * The idempotency key as the broker stores it: scoped by who published (the server API, one user,
+ * The idempotency key as the broker stores it: scoped by who published (the server API, the admin
+ * dashboard, one user,
  * or anonymous clients), so no publisher can make another's publication a duplicate. Anonymous
  * clients share one scope; the client SDK's keys are random UUIDs.
  */
 export function scopedKey(origin: Origin, key: string): string {
-  if (origin.kind === 'api') return `api:${key}`;
+  if (origin.kind === 'api') return origin.scope === 'admin' ? `admin:${key}` : `api:${key}`;
   const { identity } = origin;
   return identity.anonymous ? `anon:${key}` : `user:${identity.user.length}:${identity.user}:${key}`;
 }

@@ -25,7 +25,7 @@ import { handlePublish } from '../http/publish.js';
 import { sendJson } from '../http/respond.js';
 import type { Logger } from '../log.js';
 import type { GatewayOptions } from '../options.js';
-import type { Publisher } from '../publisher.js';
+import type { Origin, Publisher } from '../publisher.js';
 import { adminPage, uplotFile } from './assets.js';
 import { AdminAuth } from './auth.js';
 import { parseSnapshot, SnapshotTaker, type NodeSnapshot, type NodeSources } from './snapshot.js';
@@ -42,6 +42,8 @@ export const CHART_WINDOW = 180;
 const BYE_TIMEOUT = 1000;
 /** A call of `GET /admin/state` counts as a watcher this long, in ms. */
 const STATE_WATCH = 5000;
+/** Publishes from the dashboard: the server API's rights, idempotency keys of their own (an operator's key never makes the backend's a duplicate). */
+const ADMIN_ORIGIN: Origin = { kind: 'api', scope: 'admin' };
 
 export interface AdminParts {
   readonly sources: Omit<NodeSources, 'hasPresence'>;
@@ -103,7 +105,7 @@ export class Admin {
       ['/admin/logout', route({ POST: (req, res) => this.auth.logout(req, res) })],
       ['/admin/events', route({ stream: { contentType: 'text/event-stream; charset=utf-8' }, GET: guarded((_req, res) => this.#openStream(res)) })],
       ['/admin/state', route({ GET: guarded((_req, res) => this.#state(res)) })],
-      ['/admin/publish', route({ POST: guarded((req, res) => handlePublish(req, res, publisher, { kind: 'api' }, options)) })],
+      ['/admin/publish', route({ POST: guarded((req, res) => handlePublish(req, res, publisher, ADMIN_ORIGIN, options)) })],
     ];
   }
 
