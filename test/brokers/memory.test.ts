@@ -744,6 +744,24 @@ describe('MemoryBroker', () => {
       expect(await pub('k3')).toEqual([6, false]);
     });
 
+    it("keeps the server side's keys apart: no number of clients' keys pushes one out", async () => {
+      const broker = await started({ maxChannels: 10, dedupMaxKeys: 2 });
+      const pub = (key: string): Promise<[number, boolean]> =>
+        broker.publish(command('c', '1', { idempotencyKey: key })).then((o) => [o.position.seq, o.duplicate]);
+      expect(await pub('api:order-42')).toEqual([1, false]);
+      expect(await pub('admin:note-1')).toEqual([2, false]);
+      for (let i = 0; i < 50; i++) await pub(`user:5:alice:k${i}`);
+      expect(await pub('anon:k')).toEqual([53, false]);
+      // The server's retries are still duplicates; clients' keys pushed out only clients' keys.
+      expect(await pub('api:order-42')).toEqual([1, true]);
+      expect(await pub('admin:note-1')).toEqual([2, true]);
+      expect(await pub('user:5:alice:k49')).toEqual([52, true]);
+      expect(await pub('user:5:alice:k0')).toEqual([54, false]);
+      // The server side's own keys are bounded the same way.
+      expect(await pub('api:order-43')).toEqual([55, false]);
+      expect(await pub('api:order-42')).toEqual([56, false]);
+    });
+
     it('remembers no key at all with dedupMaxKeys 0', async () => {
       const broker = await started({ maxChannels: 10, dedupMaxKeys: 0 });
       expect((await broker.publish(command('c', '1', { idempotencyKey: 'k' }))).duplicate).toBe(false);

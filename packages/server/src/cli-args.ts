@@ -22,7 +22,7 @@ export const OPTION_HELP: Readonly<Record<Exclude<keyof GatewayOptions, 'namespa
   maxPollMessages: 'most messages in one long-poll answer',
   maxPollGroupBytes: 'bytes of recent publications and answers all long-poll groups may hold',
   dedupWindow: 'how long an idempotency key is remembered, in ms',
-  dedupMaxKeys: 'idempotency keys remembered per channel',
+  dedupMaxKeys: 'idempotency keys remembered per channel (server side and clients each)',
   maxChannels: 'channel streams the in-memory broker keeps',
   pingInterval: 'WebSocket heartbeat interval, in ms',
   positionCheck: 'how often joined channels are checked against the broker, in ms',

@@ -77,8 +77,23 @@ export interface PublishCommand {
   /** The payload as JSON text. */
   readonly data: string;
   readonly type: string | undefined;
-  /** Scoped by who published; applied at most once within the window across every node. */
+  /**
+   * Scoped by who published (see {@link SERVER_KEY_SCOPES}); applied at most once within the window
+   * across every node.
+   */
   readonly idempotencyKey: string | undefined;
+}
+
+/**
+ * Scopes of idempotency keys the server side publishes with (the server API, the admin dashboard):
+ * a key starts with one of these and `:`. A broker that bounds how many keys it remembers keeps the
+ * server's apart from clients', so no client's keys push out the server's.
+ */
+export const SERVER_KEY_SCOPES = ['api', 'admin'] as const;
+
+/** Whether a scoped idempotency key is the server side's (see {@link SERVER_KEY_SCOPES}). */
+export function isServerKey(key: string): boolean {
+  return key.startsWith('api:') || key.startsWith('admin:');
 }
 
 /** Where a publish landed; `duplicate` when the key was seen within the window. */

@@ -39,6 +39,7 @@ import type {
   PublishCommand,
   PublishOutcome,
 } from './broker.js';
+import { isServerKey } from './broker.js';
 import { bucketOf, deriveEpoch, GENERATION_BUCKETS, newLife } from './epochs.js';
 
 export { bucketOf, deriveEpoch, GENERATION_BUCKETS, newEpoch } from './epochs.js';
@@ -87,8 +88,13 @@ interface Stream {
   /** Index of the oldest retained entry in `history` (lazy compaction avoids O(n) shifts). */
   head: number;
   evicted: EvictionReason | undefined;
-  /** Idempotency key to outcome; insertion order is expiry order. */
+  /**
+   * Idempotency key to outcome, clients' keys; insertion order is expiry order. Each map holds
+   * `dedupMaxKeys` at most: the server side's keys are kept apart, so no client's push them out.
+   */
   readonly keys: Map<string, Key>;
+  /** The server side's keys (see {@link isServerKey}), as `keys`. */
+  readonly serverKeys: Map<string, Key>;
   /** What the stream counts against the budget: overhead, retained entries and keys. */
   bytes: number;
 }
@@ -122,6 +128,9 @@ export interface MemoryBrokerStats {
 }
 
 const utf8 = (s: string): number => Buffer.byteLength(s, 'utf8');
+
+/** The stream's map that holds `key`: the server side's or clients'. */
+const keysFor = (stream: Stream, key: string): Map<string, Key> => (isServerKey(key) ? stream.serverKeys : stream.keys);
 
 export class MemoryBroker implements Broker {
   /** Least recently used first. */
@@ -309,7 +318,7 @@ export class MemoryBroker implements Broker {
     if (stream !== undefined) this.#touch(stream);
     if (key !== undefined && stream !== undefined) {
       this.#pruneKeys(stream, now);
-      const seen = stream.keys.get(key);
+      const seen = keysFor(stream, key).get(key);
       if (seen !== undefined && seen.expires > now) return { position: seen.position, duplicate: true };
     }
     const store = !policy.ephemeral && policy.historySize > 0;
@@ -347,7 +356,7 @@ export class MemoryBroker implements Broker {
       this.#trim(stream, policy.historySize, now);
     }
     if (keepKey) {
-      const { keys } = stream;
+      const keys = keysFor(stream, key);
       const old = keys.get(key);
       if (old !== undefined) {
         // An expired key not yet pruned (windows differed): replaced, and moved to the end.
@@ -381,9 +390,11 @@ export class MemoryBroker implements Broker {
     }
     for (; i < history.length && (expires[i] as number) <= now; i++) freed += sizes[i] as number;
     if (keepKey) {
-      const old = stream.keys.get(cmd.idempotencyKey as string);
+      const key = cmd.idempotencyKey as string;
+      const keys = keysFor(stream, key);
+      const old = keys.get(key);
       if (old !== undefined) freed += old.bytes;
-      else if (stream.keys.size >= this.#dedupMaxKeys) freed += stream.keys.values().next().value?.bytes ?? 0;
+      else if (keys.size >= this.#dedupMaxKeys) freed += keys.values().next().value?.bytes ?? 0;
     }
     return freed;
   }
@@ -420,6 +431,7 @@ export class MemoryBroker implements Broker {
       head: 0,
       evicted: undefined,
       keys: new Map(),
+      serverKeys: new Map(),
       bytes: 0,
     };
     this.#streams.set(channel, stream);
@@ -454,7 +466,7 @@ export class MemoryBroker implements Broker {
   #droppable(stream: Stream, now: number): boolean {
     this.#expire(stream, now);
     this.#pruneKeys(stream, now);
-    return !this.#subscribed.has(stream.channel) && stream.head === stream.history.length && stream.keys.size === 0;
+    return !this.#subscribed.has(stream.channel) && stream.head === stream.history.length && stream.keys.size === 0 && stream.serverKeys.size === 0;
   }
 
   #sweepStreams(limit: number, now: number): void {
@@ -525,7 +537,11 @@ export class MemoryBroker implements Broker {
   }
 
   #pruneKeys(stream: Stream, now: number): void {
-    const { keys } = stream;
+    this.#pruneExpired(stream, stream.keys, now);
+    this.#pruneExpired(stream, stream.serverKeys, now);
+  }
+
+  #pruneExpired(stream: Stream, keys: Map<string, Key>, now: number): void {
     if (keys.size === 0) return;
     for (const [key, v] of keys) {
       if (v.expires > now) return;
