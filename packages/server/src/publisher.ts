@@ -43,7 +43,7 @@ const RATE_KEYS = 100_000;
  * clients share one scope; the client SDK's keys are random UUIDs.
  */
 export function scopedKey(origin: Origin, key: string): string {
-  // The server side's scopes are the ones brokers keep apart (SERVER_KEY_SCOPES).
+  // The server side's scopes are the ones brokers keep apart (isServerKey).
   if (origin.kind === 'api') return origin.scope === 'admin' ? `admin:${key}` : `api:${key}`;
   const { identity } = origin;
   return identity.anonymous ? `anon:${key}` : `user:${identity.user.length}:${identity.user}:${key}`;

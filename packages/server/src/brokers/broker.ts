@@ -78,20 +78,17 @@ export interface PublishCommand {
   readonly data: string;
   readonly type: string | undefined;
   /**
-   * Scoped by who published (see {@link SERVER_KEY_SCOPES}); applied at most once within the window
+   * Scoped by who published (see {@link isServerKey}); applied at most once within the window
    * across every node.
    */
   readonly idempotencyKey: string | undefined;
 }
 
 /**
- * Scopes of idempotency keys the server side publishes with (the server API, the admin dashboard):
- * a key starts with one of these and `:`. A broker that bounds how many keys it remembers keeps the
- * server's apart from clients', so no client's keys push out the server's.
+ * Whether a scoped idempotency key is the server side's: the server API's (`api:`) or the admin
+ * dashboard's (`admin:`). A broker that bounds how many keys it remembers keeps the server's apart
+ * from clients', so no client's keys push out the server's.
  */
-export const SERVER_KEY_SCOPES = ['api', 'admin'] as const;
-
-/** Whether a scoped idempotency key is the server side's (see {@link SERVER_KEY_SCOPES}). */
 export function isServerKey(key: string): boolean {
   return key.startsWith('api:') || key.startsWith('admin:');
 }
