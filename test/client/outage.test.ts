@@ -9,7 +9,7 @@ import { describe, expect, it } from 'vitest';
 import WebSocket from 'ws';
 import { createClient, type Client, type ClientOptions, type ClientState, type TransportMemory, type TransportName, type WebSocketConstructor } from '@tidings/client';
 import { MemoryBroker, type Broker, type GatewayConfig } from '@tidings/server';
-import { cleanupAfterEach, publishCommand, startGateway, startNginx, startProxy, until, type TestGateway } from '@tidings/testing';
+import { cleanupAfterEach, publishCommand, startGateway, startNginx, startProxy, startRedis, until, type TestGateway } from '@tidings/testing';
 
 const cleanup = cleanupAfterEach();
 
@@ -263,4 +263,39 @@ describe.each<[string, readonly TransportName[] | undefined]>([
     expect(w.client.transport).toBe(transports?.[0] ?? 'websocket');
     await gw.publish('chat:room', 2);
   });
+});
+
+describe('a subscription the server cannot make for now', () => {
+  it('a WebSocket client whose resubscribe is refused unavailable (the broker down) keeps it, asks again, and gets everything after', async () => {
+    const redis = await startRedis();
+    cleanup.push(() => redis.stop());
+    const gw = await startGateway({ ...CONFIG, broker: redis.url });
+    cleanup.push(() => gw.close());
+    const proxy = await startProxy(gw.port);
+    cleanup.push(() => proxy.close());
+    const w = watched(`http://127.0.0.1:${proxy.port}`, { transports: ['websocket'] });
+    const sub = w.client.subscribe('live:feed');
+    const seen: number[] = [];
+    const gaps: string[] = [];
+    sub.on('message', (m) => seen.push(m.data as number));
+    sub.on('gap', (g) => gaps.push(g.reason));
+    await until(() => sub.position !== undefined, 5000, 'subscribed');
+    await gw.publish('live:feed', 1);
+    await until(() => seen.length === 1, 5000, 'the first message');
+    // The broker goes down, and the client's connection with it: it reconnects, and its resubscribe
+    // is refused `unavailable` (history cannot be read) while the broker is down.
+    await redis.kill();
+    proxy.cut();
+    await until(() => w.states.filter((s) => s.state.status === 'connected').length >= 2, 5000, 'reconnected');
+    await sleep(800);
+    expect(sub.active).toBe(true);
+    await redis.restart();
+    // Once the broker is back, the subscription is made again and delivers (after the gap the
+    // broker's lost data explains).
+    await until(() => sub.position !== undefined && gaps.length > 0, 10_000, 'subscribed again, with a gap');
+    for (let n = 2; n <= 4; n++) await gw.publish('live:feed', n);
+    await until(() => seen.includes(4), 5000, 'messages after the outage');
+    expect(seen).toEqual([1, 2, 3, 4]);
+    expect(sub.active).toBe(true);
+  }, 30_000);
 });

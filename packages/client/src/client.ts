@@ -125,6 +125,8 @@ export class Client {
   readonly #events = new Emitter<ClientEvents>((err) => this.#listenerError(err));
   readonly #routes = new Map<string, Set<(m: Message) => void>>();
   readonly #subs = new Map<Channel, Subscription>();
+  /** Channels the server refused `unavailable`, to be asked for again: their refusals in a row and the timer (bounded by `#subs`). */
+  readonly #subscribeRetries = new Map<Channel, { refused: number; timer: unknown }>();
   readonly #queue: Upstream[] = [];
   #state: ClientState = { status: 'idle' };
   #index = 0;
@@ -195,6 +197,7 @@ export class Client {
         remove: (s) => {
           if (this.#subs.get(s.channel) !== s) return;
           this.#subs.delete(s.channel);
+          this.#clearSubscribeRetry(s.channel);
           this.#sync();
         },
         routed: (m) => this.#route(m),
@@ -257,7 +260,7 @@ export class Client {
   get resources(): { subscriptions: number; listeners: number; queued: number; awaiting: number; timers: number } {
     let listeners = this.#events.size;
     for (const set of this.#routes.values()) listeners += set.size;
-    const timers = [this.#timer, this.#probeTimer].filter((t) => t !== undefined).length;
+    const timers = [this.#timer, this.#probeTimer].filter((t) => t !== undefined).length + this.#subscribeRetries.size;
     return { subscriptions: this.#subs.size, listeners, queued: this.#queue.length, awaiting: this.#transport?.awaiting ?? 0, timers };
   }
 
@@ -304,11 +307,13 @@ export class Client {
       }
       case 'failed':
         this.#dropTransport();
+        this.#clearSubscribeRetries();
         this.#failQueue(new TidingsError(state.code ?? 'unauthorized', state.reason));
         this.#events.emit('error', new TidingsError(state.code ?? 'unauthorized', state.reason));
         return;
       case 'closed':
         this.#dropTransport();
+        this.#clearSubscribeRetries();
         this.#failQueue(new TidingsError('unavailable', 'client closed'));
         for (const sub of [...this.#subs.values()]) sub.end(undefined);
         this.#subs.clear();
@@ -372,7 +377,11 @@ export class Client {
     const live = (): boolean => this.#transport !== undefined && this.#generation === gen;
     return {
       open: () => live() && this.#fire({ type: 'open', transport: name }, `${name} open`),
-      subscribed: (result) => live() && this.#subs.get(result.channel)?.started(result.position),
+      subscribed: (result) => {
+        if (!live()) return;
+        this.#clearSubscribeRetry(result.channel);
+        this.#subs.get(result.channel)?.started(result.position);
+      },
       message: (m) => {
         const sub = live() ? this.#subs.get(m.channel) : undefined;
         if (sub === undefined) return;
@@ -397,6 +406,13 @@ export class Client {
       subscriptionError: (channel, error) => {
         const sub = live() ? this.#subs.get(channel) : undefined;
         if (sub === undefined) return;
+        // The server could not subscribe it for now (its broker is down, a hook timed out): the
+        // subscription stays, and is asked for again after a backoff delay, from its position.
+        if (error.code === 'unavailable') {
+          this.#retrySubscribe(channel);
+          return;
+        }
+        this.#clearSubscribeRetry(channel);
         this.#subs.delete(channel);
         sub.end(new TidingsError(error.code, error.reason));
         // The transport goes on with the other subscriptions (SSE and polling reopen without this one).
@@ -597,6 +613,34 @@ export class Client {
 
   #sync(): void {
     this.#transport?.sync(this.#positions());
+  }
+
+  /**
+   * Asks for `channel` again after a backoff delay that grows with the refusals in a row: the
+   * transport let go of it when the server refused it, and a sync subscribes what it wants and does
+   * not hold. One timer per channel at most; the count is forgotten once the server subscribes it.
+   */
+  #retrySubscribe(channel: Channel): void {
+    const retry = this.#subscribeRetries.get(channel) ?? { refused: 0, timer: undefined };
+    if (retry.timer !== undefined) return;
+    retry.refused += 1;
+    retry.timer = this.#platform.setTimeout(() => {
+      retry.timer = undefined;
+      if (this.#subs.has(channel)) this.#sync();
+      else this.#subscribeRetries.delete(channel);
+    }, backoffDelay(this.#backoff, retry.refused, this.#random));
+    this.#subscribeRetries.set(channel, retry);
+  }
+
+  #clearSubscribeRetry(channel: Channel): void {
+    const retry = this.#subscribeRetries.get(channel);
+    if (retry === undefined) return;
+    if (retry.timer !== undefined) this.#platform.clearTimeout(retry.timer);
+    this.#subscribeRetries.delete(channel);
+  }
+
+  #clearSubscribeRetries(): void {
+    for (const channel of [...this.#subscribeRetries.keys()]) this.#clearSubscribeRetry(channel);
   }
 
   /** A message could not be placed: resubscribe from the last position. */
