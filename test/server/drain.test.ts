@@ -30,6 +30,9 @@ describe('graceful drain', () => {
     // A new SSE stream is refused as a stream (a plain EventSource gives up on an HTTP error): come back elsewhere now.
     expect(await attemptSubscribe(gw.url, 'sse', 'news')).toEqual({ result: 'error', code: 'restart' });
     expect(await attemptSubscribe(gw.url, 'poll', 'news')).toEqual({ result: 'http', status: 503, code: 'unavailable' });
+    // A new WebSocket is told as open ones are, with a close a browser can read (4000: come back now,
+    // elsewhere), not an HTTP 503 it cannot, which a client would take for a blocked WebSocket.
+    expect(await attemptSubscribe(gw.url, 'websocket', 'news')).toMatchObject({ result: 'close', code: 4000 });
     // A publish in flight is answered.
     const published = await postOnce(`${gw.url}/api/publish`, JSON.stringify({ channel: 'news', data: 'last' }));
     expect(published.status).toBe(200);

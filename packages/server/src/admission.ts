@@ -430,7 +430,12 @@ export class Admission {
       target = Target.of(req.url);
       route = this.routes.get(target.pathname);
       if (route?.upgrade === undefined) throw new TidingsError('not_found', `no WebSocket endpoint at ${target.pathname.slice(0, 100)}`);
-      if (this.opts.draining()) throw new TidingsError('unavailable', 'server shutting down');
+      if (this.opts.draining()) {
+        // Told as open connections are (close 4000: come back at once), not with a 503 a browser
+        // cannot read: a client would take that for a blocked WebSocket and fall back to SSE.
+        route.upgrade.refused(req, socket, head, new TidingsError('unavailable', 'server shutting down; reconnect'));
+        return;
+      }
       if (this.opts.origins.restricted && !this.opts.origins.allows(req.headers)) {
         throw new TidingsError('forbidden', `origin ${String(req.headers.origin).slice(0, 100)} is not allowed`);
       }

@@ -290,14 +290,17 @@ export class WebSocketTransport {
   readonly route: NonNullable<Route['upgrade']> = {
     accept: (req, socket, head, admitted) => this.#accept(req, socket, head, admitted),
     // Browsers cannot read a refused upgrade's status, so complete the handshake and close with a
-    // code that tells the client not to retry with the same credentials.
+    // code that tells the client what to do: not retry with the same credentials, wait, or come back at once.
     refused: (req, socket, head, err: TidingsError) => {
       socket.on('error', destroySocket);
-      // Overloaded: come back after the delay the reason names (the client adds jitter).
+      // Overloaded: come back after the delay the reason names (the client adds jitter). Unavailable
+      // (the node is draining): come back at once, to another node.
       const [code, reason] =
         err instanceof RetryLater
           ? [CloseCode.overloaded.code, `${err.message.slice(0, 80)}; retry after ${err.retryAfter} ms`]
-          : [err.code === 'token_expired' ? CloseCode.token_expired.code : CloseCode.unauthorized.code, err.message];
+          : err.code === 'unavailable'
+            ? [CloseCode.restart.code, err.message]
+            : [err.code === 'token_expired' ? CloseCode.token_expired.code : CloseCode.unauthorized.code, err.message];
       const answer = refusedHandshake(req, code, reason);
       if (answer !== undefined) {
         lingerAndClose(socket, answer);
