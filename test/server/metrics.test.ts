@@ -7,7 +7,7 @@
 import { execFileSync } from 'node:child_process';
 import { connect, type Socket } from 'node:net';
 import { afterEach, describe, expect, it } from 'vitest';
-import { freePort, postOnce, PROMTOOL_BIN, RawSseClient, RawWsClient, startGateway, startPrometheus, type TestGateway } from '@tidings/testing';
+import { attemptSubscribe, freePort, postOnce, PROMTOOL_BIN, RawSseClient, RawWsClient, startGateway, startPrometheus, type TestGateway } from '@tidings/testing';
 
 const cleanup: Array<() => unknown> = [];
 afterEach(async () => {
@@ -149,6 +149,21 @@ describe('GET /metrics', () => {
     const [up] = await prometheus.query(`up{instance="127.0.0.1:${gw.port}"}`);
     expect(up?.value[1]).toBe('1');
   }, 40_000);
+});
+
+describe('refusals', () => {
+  it('counts a refusal whichever way it is told: an HTTP error, an SSE stream that says why, a WebSocket closed after its handshake', async () => {
+    // One connection at most: while the first is open, the rest are refused (503, when to come back).
+    const gw = await started({ maxConnections: 1 });
+    const first = await RawWsClient.connect(gw.wsUrl);
+    cleanup.push(() => first.terminate());
+    expect(await attemptSubscribe(gw.url, 'websocket', 'news')).toMatchObject({ result: 'close', code: 4503 });
+    expect(await attemptSubscribe(gw.url, 'sse', 'news')).toMatchObject({ result: 'error', code: 'unavailable' });
+    expect(await attemptSubscribe(gw.url, 'poll', 'news')).toMatchObject({ result: 'http', status: 503 });
+    const m = await scrape(gw.url);
+    expect(m.value('tidings_refusals_total{code="unavailable"}')).toBe(3);
+    expect(m.value('tidings_limit_hits_total{code="unavailable"}')).toBe(3);
+  });
 });
 
 describe('metricsPort', () => {

@@ -389,7 +389,10 @@ export class Admission {
   /** Refuses a request that failed (before its answer, or as a stream's error event). */
   #failed(req: HttpRequest, res: HttpResponse, err: unknown, route: Route | undefined, cors: Readonly<Record<string, string>>, path: string): void {
     if (route?.stream !== undefined && !res.headersSent) setHeaders(res, cors);
-    if (route?.stream !== undefined && isEventStream(route.stream.contentType) && this.#refuseAsStream(req, res, err)) return;
+    if (route?.stream !== undefined && isEventStream(route.stream.contentType) && this.#refuseAsStream(req, res, err)) {
+      this.opts.refused?.((err as TidingsError).code, { method: req.method, path: path.slice(0, 100) });
+      return;
+    }
     this.#refuse(req, res, err, path);
   }
 
@@ -433,7 +436,7 @@ export class Admission {
       if (this.opts.draining()) {
         // Told as open connections are (close 4000: come back at once), not with a 503 a browser
         // cannot read: a client would take that for a blocked WebSocket and fall back to SSE.
-        route.upgrade.refused(req, socket, head, new TidingsError('unavailable', 'server shutting down; reconnect'));
+        this.#refuseUpgrade(route.upgrade, req, socket, head, new TidingsError('unavailable', 'server shutting down; reconnect'));
         return;
       }
       if (this.opts.origins.restricted && !this.opts.origins.allows(req.headers)) {
@@ -460,7 +463,7 @@ export class Admission {
       (err: unknown) => {
         // Browsers cannot read a refused upgrade's status: these are told with a close code instead.
         const told = err instanceof RetryLater || (err instanceof TidingsError && (err.code === 'unauthorized' || err.code === 'token_expired'));
-        if (told) upgrade.refused(req, socket, head, err);
+        if (told) this.#refuseUpgrade(upgrade, req, socket, head, err);
         else this.#refuseSocket(socket, err, req);
       },
     );
@@ -492,6 +495,12 @@ export class Admission {
       lingerWhenClosed(socket);
     }
     sendError(res, err);
+  }
+
+  /** Refuses an upgrade with a close a browser can read (after the handshake), counted as every refusal is. */
+  #refuseUpgrade(upgrade: NonNullable<Route['upgrade']>, req: HttpRequest, socket: Duplex, head: Buffer, err: TidingsError): void {
+    this.opts.refused?.(err.code, { method: req.method, upgrade: true });
+    upgrade.refused(req, socket, head, err);
   }
 
   #refuseSocket(socket: Duplex, err: unknown, req: HttpRequest): void {
