@@ -211,6 +211,29 @@ describe.each<TransportName>(['sse', 'poll'])('a proxy that refuses POST /send, 
   });
 });
 
+describe('a proxy error page on a poll', () => {
+  it('is an outage told by its status (the page is not read as the gateway\'s JSON), and the poll comes back once it passes', async () => {
+    const gw = await gateway();
+    let down = false;
+    const proxy = await routingProxy(gw, (req) => down && (req.url ?? '').startsWith('/poll'), 502);
+    const c = client(proxy.url, 'poll');
+    const sub = c.subscribe('chat:room');
+    const got: unknown[] = [];
+    sub.on('message', (m) => got.push(m.data));
+    await until(() => c.state.status === 'connected' && sub.position !== undefined, 5000, 'connected');
+    const reasons: string[] = [];
+    c.on('state', (s) => reasons.push(s.reason));
+    down = true;
+    await until(() => proxy.refused > 0 && c.state.status === 'waiting', 5000, 'waiting after the error page');
+    expect(reasons.join(' | ')).toContain('502');
+    expect(reasons.join(' | ')).not.toMatch(/Unexpected token|JSON/);
+    down = false;
+    await until(() => c.state.status === 'connected', 5000, 'connected again');
+    await gw.publish('chat:room', 'after');
+    await until(() => got.length === 1, 3000, 'a message');
+  });
+});
+
 /** A fetch over a network with `ms` of latency before each request. */
 function latency(ms: number): typeof fetch {
   return async (input, init) => {

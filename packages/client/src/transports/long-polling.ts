@@ -27,7 +27,8 @@ export function pollTransport(ctx: TransportContext): ClientTransport {
         fallback: false,
       });
       const res = await platform.fetch(`${ctx.baseUrl}/poll?${q.join('&')}`, { headers: authHeaders(ctx), signal: d.signal, cache: 'no-store' });
-      const body = (await res.json()) as PollResponse & { error?: { code: string; reason: string; channel?: string } };
+      // A refusal without the gateway's JSON (a proxy's error page) is told by its status alone.
+      const body = (res.ok ? await res.json() : await res.json().catch(() => ({}))) as PollResponse & { error?: { code: string; reason: string; channel?: string } };
       if (!d.current) return;
       d.disarm();
       if (!res.ok) {
