@@ -4,21 +4,15 @@
  * landing on a node other than the SSE stream's is forwarded to the node that holds it (202), which
  * applies it, so the stream outlives its first token. Two gateways on one real Redis.
  */
-import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
-import { postOnce, RawSseClient, RawWsClient, signToken, startGateway, startRedis, TEST_SECRET, type RedisServer, type TestGateway } from '@tidings/testing';
+import { afterEach, describe, expect, it } from 'vitest';
+import { postOnce, RawSseClient, RawWsClient, signToken, startGateway, suiteRedis, TEST_SECRET, type TestGateway } from '@tidings/testing';
 import type { GatewayConfig } from '@tidings/server';
 
 const cleanup: Array<() => unknown> = [];
 afterEach(async () => {
   for (const f of cleanup.splice(0).reverse()) await f();
 });
-let redis: RedisServer;
-beforeAll(async () => {
-  redis = await startRedis();
-}, 20_000);
-afterAll(async () => {
-  await redis?.stop();
-});
+const redis = suiteRedis();
 
 const token = (sub: string, seconds = 3600): Promise<string> =>
   signToken({ sub, channels: [`user:${sub}`] }, { expiresIn: seconds });

@@ -729,10 +729,14 @@ describe('MemoryBroker', () => {
   });
 
   describe('dedupMaxKeys', () => {
-    it('remembers at most dedupMaxKeys keys per channel, forgetting the oldest', async () => {
-      const broker = await started({ maxChannels: 10, dedupMaxKeys: 2 });
-      const pub = (key: string): Promise<[number, boolean]> =>
+    /** Publishes to `c` with an idempotency key: the seq it got, and whether it was a duplicate. */
+    const keyedPublish =
+      (broker: MemoryBroker) =>
+      (key: string): Promise<[number, boolean]> =>
         broker.publish(command('c', '1', { idempotencyKey: key })).then((o) => [o.position.seq, o.duplicate]);
+
+    it('remembers at most dedupMaxKeys keys per channel, forgetting the oldest', async () => {
+      const pub = keyedPublish(await started({ maxChannels: 10, dedupMaxKeys: 2 }));
       expect(await pub('k1')).toEqual([1, false]);
       expect(await pub('k2')).toEqual([2, false]);
       expect(await pub('k3')).toEqual([3, false]); // forgets k1
@@ -745,9 +749,7 @@ describe('MemoryBroker', () => {
     });
 
     it("keeps the server side's keys apart: no number of clients' keys pushes one out", async () => {
-      const broker = await started({ maxChannels: 10, dedupMaxKeys: 2 });
-      const pub = (key: string): Promise<[number, boolean]> =>
-        broker.publish(command('c', '1', { idempotencyKey: key })).then((o) => [o.position.seq, o.duplicate]);
+      const pub = keyedPublish(await started({ maxChannels: 10, dedupMaxKeys: 2 }));
       expect(await pub('api:order-42')).toEqual([1, false]);
       expect(await pub('admin:note-1')).toEqual([2, false]);
       for (let i = 0; i < 50; i++) await pub(`user:5:alice:k${i}`);

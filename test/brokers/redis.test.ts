@@ -5,7 +5,7 @@
  * change (FLUSHALL, a restart without persistence), outages (down, 503s, reset, nothing twice),
  * the GC of idle streams, sharded and plain pub/sub, and the storage and eviction checks.
  */
-import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { describe, expect, it } from 'vitest';
 import { TidingsError, type Position } from '@tidings/protocol';
 import {
   planResume,
@@ -17,7 +17,7 @@ import {
   type Publication,
   type RedisBrokerOptions,
 } from '@tidings/server';
-import { brokerSettings, cleanupAfterEach, publishCommand as command, startRedis, until, type RedisServer } from '@tidings/testing';
+import { brokerSettings, cleanupAfterEach, publishCommand as command, startRedis, suiteRedis, until } from '@tidings/testing';
 import { bucketOf, deriveEpoch } from '../../packages/server/src/brokers/epochs.js';
 import { brokerSuite, SUITE_NAMESPACES } from './broker-suite.js';
 
@@ -28,13 +28,7 @@ const seqs = (pubs: readonly Publication[]): number[] => pubs.map((p) => p.posit
 /** The presence sweep period the suite's brokers run with. */
 const SWEEP = 200;
 
-let redis: RedisServer;
-beforeAll(async () => {
-  redis = await startRedis();
-}, 20_000);
-afterAll(async () => {
-  await redis?.stop();
-});
+const redis = suiteRedis();
 
 brokerSuite('redis', () => Promise.resolve(new RedisBroker({ url: redis.url, presenceSweep: SWEEP, gcInterval: 0 })), { presenceSweep: SWEEP });
 

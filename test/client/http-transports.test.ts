@@ -9,7 +9,7 @@ import { describe, expect, it } from 'vitest';
 import type { Client, ClientOptions, Subscription, TransportName } from '@tidings/client';
 import type { PublishResult } from '@tidings/protocol';
 import type { GatewayConfig } from '@tidings/server';
-import { cleanupAfterEach, postOnce, signToken, startGateway, startNginx, startProxy, TEST_SECRET, testClient, until, type TestGateway } from '@tidings/testing';
+import { cleanupAfterEach, ownedTestClient, postOnce, signToken, startGateway, startNginx, startProxy, TEST_SECRET, until, type TestGateway } from '@tidings/testing';
 
 const cleanup = cleanupAfterEach();
 const sleep = (ms: number): Promise<void> => new Promise((r) => setTimeout(r, ms));
@@ -28,10 +28,15 @@ async function gateway(config: GatewayConfig = {}, parts: Parameters<typeof star
   return gw;
 }
 
-function client(url: string, kind: TransportName, options: ClientOptions = {}): Client {
-  const c = testClient(url, kind, options);
-  cleanup.push(() => c.close());
-  return c;
+const client = (url: string, kind: TransportName, options: ClientOptions = {}): Client => ownedTestClient(cleanup, url, kind, options);
+
+/** Subscribes `c` to `channel` and waits until it is connected and the subscription started: resolves with the list the data it receives goes to. */
+async function subscribed(c: Client, channel = 'chat:room', timeout = 5000): Promise<{ got: unknown[] }> {
+  const sub = c.subscribe(channel);
+  const got: unknown[] = [];
+  sub.on('message', (m) => got.push(m.data));
+  await until(() => c.state.status === 'connected' && sub.position !== undefined, timeout, 'connected');
+  return { got };
 }
 
 /** A fetch that records the URL of every request the client makes. */
@@ -195,10 +200,7 @@ describe.each<TransportName>(['sse', 'poll'])('a proxy that refuses POST /send, 
     const gw = await gateway();
     const proxy = await routingProxy(gw, (req) => req.method === 'POST' && (req.url ?? '').startsWith('/send'), 404);
     const c = client(proxy.url, kind);
-    const sub = c.subscribe('chat:room');
-    const got: unknown[] = [];
-    sub.on('message', (m) => got.push(m.data));
-    await until(() => c.state.status === 'connected' && sub.position !== undefined, 5000, 'connected');
+    const { got } = await subscribed(c);
     const states: string[] = [];
     c.on('state', (s) => states.push(s.to.status));
     await expect(c.publish('chat:room', 'hi')).rejects.toMatchObject({ code: 'not_found', message: expect.stringContaining('HTTP 404') as unknown });
@@ -217,10 +219,7 @@ describe('a proxy error page on a poll', () => {
     let down = false;
     const proxy = await routingProxy(gw, (req) => down && (req.url ?? '').startsWith('/poll'), 502);
     const c = client(proxy.url, 'poll');
-    const sub = c.subscribe('chat:room');
-    const got: unknown[] = [];
-    sub.on('message', (m) => got.push(m.data));
-    await until(() => c.state.status === 'connected' && sub.position !== undefined, 5000, 'connected');
+    const { got } = await subscribed(c);
     const reasons: string[] = [];
     c.on('state', (s) => reasons.push(s.reason));
     down = true;
@@ -357,10 +356,7 @@ describe.each<TransportName>(['sse', 'poll'])('a publish over %s on a connection
     const proxy = await startProxy(gw.port);
     cleanup.push(() => proxy.close());
     const c = client(proxy.url, kind);
-    const sub = c.subscribe('chat:room');
-    const got: unknown[] = [];
-    sub.on('message', (m) => got.push(m.data));
-    await until(() => c.state.status === 'connected' && sub.position !== undefined, 5000, 'connected');
+    const { got } = await subscribed(c);
     const states: string[] = [];
     c.on('state', (s) => states.push(s.to.status));
     // Every byte is dropped from now on, as by a dead peer behind a NAT: the /send request never arrives.
@@ -389,10 +385,7 @@ describe('the background check for SSE behind a proxy that buffers streams', () 
     cleanup.push(() => nginx.close());
     const rec = recording();
     const c = client(nginx.url, 'sse', { transports: ['sse', 'poll'], fetch: rec.fetch, openTimeout: 500, upgradeAfter: 200 });
-    const sub = c.subscribe('buffered');
-    const got: unknown[] = [];
-    sub.on('message', (m) => got.push(m.data));
-    await until(() => c.state.status === 'connected' && sub.position !== undefined, 8000, 'connected');
+    const { got } = await subscribed(c, 'buffered', 8000);
     expect(c.transport).toBe('poll');
     const states: string[] = [];
     c.on('state', (s) => states.push(`${s.to.status} (${s.reason})`));

@@ -7,7 +7,7 @@ import { describe, expect, it } from 'vitest';
 import type { Client, ClientOptions, Message, TransportName } from '@tidings/client';
 import { TidingsError, type Gap } from '@tidings/protocol';
 import { MemoryBroker, type Authenticator, type Broker, type GatewayConfig } from '@tidings/server';
-import { cleanupAfterEach, publishCommand, startGateway, startProxy, testClient, until, type TestGateway } from '@tidings/testing';
+import { cleanupAfterEach, publishCommand, startGateway, ownedTestClient, startProxy, until, type TestGateway } from '@tidings/testing';
 
 /** The internal channels every gateway subscribes to at its broker: cluster control and the admin dashboard's snapshots. */
 const CONTROL = 2;
@@ -31,11 +31,7 @@ async function gateway(broker: Broker, port = 0, extra: Partial<Parameters<typeo
   return gw;
 }
 
-function client(url: string, kind: TransportName, options: ClientOptions = {}): Client {
-  const c = testClient(url, kind, options);
-  cleanup.push(() => c.close());
-  return c;
-}
+const client = (url: string, kind: TransportName, options: ClientOptions = {}): Client => ownedTestClient(cleanup, url, kind, options);
 
 function publishDirect(broker: Broker, channel: string, data: unknown): Promise<unknown> {
   return broker.publish(publishCommand(channel, JSON.stringify(data)));

@@ -5,11 +5,11 @@
  * publishes per connection, publishes per user on `POST /send`, and publishes per channel. A refusal
  * changes nothing else: the slot is free again once a connection ends, and other clients go on.
  */
-import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
+import { afterEach, describe, expect, it } from 'vitest';
 import WebSocket from 'ws';
 import { connect } from 'node:net';
 import type { Authenticator, GatewayConfig } from '@tidings/server';
-import { attemptSubscribe, RawWsClient, signToken, startGateway, startRedis, TEST_SECRET, testClient, until, type AttemptOutcome, type AttemptTransport, type RedisServer, type TestGateway } from '@tidings/testing';
+import { attemptSubscribe, RawWsClient, signToken, startGateway, suiteRedis, TEST_SECRET, testClient, until, type AttemptOutcome, type AttemptTransport, type TestGateway } from '@tidings/testing';
 
 const cleanup: Array<() => unknown> = [];
 afterEach(async () => {
@@ -162,13 +162,7 @@ describe('a client that leaves while its credentials are checked', () => {
 });
 
 describe('per user across a cluster', () => {
-  let redis: RedisServer;
-  beforeAll(async () => {
-    redis = await startRedis();
-  }, 20_000);
-  afterAll(async () => {
-    await redis?.stop();
-  });
+  const redis = suiteRedis();
 
   it('holds maxConnectionsPerUser on one node for connections of a user that arrive at once', async () => {
     const gw = await gateway({ auth: { jwt: { secret: TEST_SECRET } }, maxConnectionsPerUser: 2, broker: redis.url, nodeId: 'n1' });

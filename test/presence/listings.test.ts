@@ -4,18 +4,12 @@
  * cannot make a shared Redis run its listing script once per request. Every request still sees what
  * happened before it asked. Real Redis; the reads are counted by Redis itself (`INFO commandstats`).
  */
-import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { describe, expect, it } from 'vitest';
 import type { PresenceResult } from '@tidings/protocol';
-import { cleanupAfterEach, RawWsClient, startGateway, startRedis, TEST_API_KEY, type RedisServer } from '@tidings/testing';
+import { cleanupAfterEach, RawWsClient, startGateway, suiteRedis, TEST_API_KEY } from '@tidings/testing';
 
 const cleanup = cleanupAfterEach();
-let redis: RedisServer;
-beforeAll(async () => {
-  redis = await startRedis();
-}, 20_000);
-afterAll(async () => {
-  await redis?.stop();
-});
+const redis = suiteRedis();
 
 /** Scripts Redis has run (every broker call that is a script: listings, touches, publishes). */
 async function scriptCalls(): Promise<number> {

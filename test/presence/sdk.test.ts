@@ -8,7 +8,7 @@ import { describe, expect, it } from 'vitest';
 import type { Client, ClientOptions, PresenceClient, TransportName } from '@tidings/client';
 import type { ServerFrame } from '@tidings/protocol';
 import type { Authenticator, Identity } from '@tidings/server';
-import { cleanupAfterEach, RawWsClient, startGateway, testClient, until, type TestGateway } from '@tidings/testing';
+import { cleanupAfterEach, ownedTestClient, RawWsClient, startGateway, until, type TestGateway } from '@tidings/testing';
 
 const KINDS: readonly TransportName[] = ['websocket', 'sse', 'poll'];
 const cleanup = cleanupAfterEach();
@@ -33,11 +33,7 @@ async function gateway(): Promise<TestGateway> {
   return gw;
 }
 
-function client(url: string, kind: TransportName, options: ClientOptions = {}): Client {
-  const c = testClient(url, kind, options);
-  cleanup.push(() => c.close());
-  return c;
-}
+const client = (url: string, kind: TransportName, options: ClientOptions = {}): Client => ownedTestClient(cleanup, url, kind, options);
 
 async function ws(gw: TestGateway, token: string, channel: string): Promise<RawWsClient & { session: string }> {
   const c = await RawWsClient.connect(`${gw.wsUrl}?token=${token}`);

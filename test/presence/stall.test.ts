@@ -6,11 +6,12 @@
  * entries (the same store) count again, so the per-user limit still holds.
  */
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { TidingsError, type Channel, type PresenceClient, type PresenceResult, type ServerFrame } from '@tidings/protocol';
+import { type Channel, type PresenceClient, type PresenceResult, type ServerFrame } from '@tidings/protocol';
 import { NatsBroker, RedisBroker, type Authenticator, type Broker, type Identity } from '@tidings/server';
 import {
   attemptSubscribe,
   cleanupAfterEach,
+  faultyBroker,
   RawWsClient,
   startGateway,
   startNats,
@@ -37,36 +38,6 @@ const auth: Authenticator = {
 const TTL = 600;
 /** The brokers' presence sweep period. */
 const SWEEP = 100;
-
-/** A broker whose presence refreshes can be made to fail, as those of a stalled node (the rest works). */
-interface Stallable extends Broker {
-  stall(): void;
-  resume(): void;
-}
-
-function stallable(inner: Broker): Stallable {
-  let stalled = false;
-  return {
-    capabilities: inner.capabilities,
-    start: (handlers, settings) => inner.start(handlers, settings),
-    publish: (cmd) => inner.publish(cmd),
-    subscribe: (channel) => inner.subscribe(channel),
-    unsubscribe: (channel) => inner.unsubscribe(channel),
-    history: (channel, since, limit) => inner.history(channel, since, limit),
-    tops: (channels) => inner.tops(channels),
-    presenceAdd: (channel, entry, ttl) => inner.presenceAdd(channel, entry, ttl),
-    presenceRemove: (channel, entry) => inner.presenceRemove(channel, entry),
-    presenceTouch: (items, ttl) => (stalled ? Promise.reject(new TidingsError('unavailable', 'timed out (the node is stalled)')) : inner.presenceTouch(items, ttl)),
-    presence: (channel) => inner.presence(channel),
-    close: () => inner.close(),
-    stall: () => {
-      stalled = true;
-    },
-    resume: () => {
-      stalled = false;
-    },
-  };
-}
 
 let redis: RedisServer;
 let nats: NatsServer;
@@ -114,7 +85,9 @@ const events = (c: RawWsClient): string[] =>
 describe.each(Object.keys(brokers))('a node taken for dead while it lives (%s)', (name) => {
   it('is listed again, with a join, once its refreshes get through, and its connections count again per user', async () => {
     const make = brokers[name] as () => Broker;
-    const brokerA = stallable(make());
+    // Node A's presence refreshes fail while it is stalled (the rest of its broker works).
+    let stalled = false;
+    const brokerA = faultyBroker(make(), { failPresenceTouch: () => stalled });
     const a = await gateway('node-a', brokerA);
     const b = await gateway('node-b', make());
     const channel = `room:${name}-${Date.now().toString(36)}`;
@@ -128,12 +101,12 @@ describe.each(Object.keys(brokers))('a node taken for dead while it lives (%s)',
     expect(await attemptSubscribe(b.url, 'websocket', 'room:x', { token: 'walter' })).toEqual({ result: 'close', code: 4503 });
 
     // Node A stalls past the TTL: its entries are swept, walter's leave is announced.
-    brokerA.stall();
+    stalled = true;
     await olga.until(() => events(olga).includes('leave walter'), TTL * 4);
     expect(await listed(b, channel)).toEqual(['olga']);
 
     // It goes on: its next refreshes find the entries gone and add them again.
-    brokerA.resume();
+    stalled = false;
     await olga.until(() => events(olga).filter((e) => e === 'join walter').length === 2, TTL * 2);
     await expect.poll(() => listed(b, channel), { timeout: TTL * 2 }).toEqual(['olga', 'walter']);
     // And they stay: no further leave.

@@ -1,7 +1,8 @@
 /**
  * Fault injection around a real broker: slow history reads (as over a network, so live publications
  * arrive while a resume reads history), a lossy live feed (as when a pub/sub message is lost, so the
- * hub must repair the hole from history) and failing history reads (a broker that is down). The
+ * hub must repair the hole from history), failing history reads (a broker that is down) and failing
+ * presence refreshes (a node stalled past the presence TTL). The
  * wrapped broker does all the real work.
  * @module
  */
@@ -19,6 +20,8 @@ export interface Faults {
   readonly dropLive?: (pub: Publication) => boolean;
   /** Fail a history read (as a broker that is down would) whenever this returns true. */
   readonly failHistory?: (channel: string, since: Position | undefined, limit: number) => boolean;
+  /** Fail a presence refresh (as for a node stalled, or cut off, past the TTL) whenever this returns true. */
+  readonly failPresenceTouch?: () => boolean;
 }
 
 export function faultyBroker(inner: Broker, faults: Faults): Broker {
@@ -60,7 +63,8 @@ export function faultyBroker(inner: Broker, faults: Faults): Broker {
     },
     presenceAdd: (channel, entry, ttl) => inner.presenceAdd(channel, entry, ttl),
     presenceRemove: (channel, entry) => inner.presenceRemove(channel, entry),
-    presenceTouch: (items, ttl) => inner.presenceTouch(items, ttl),
+    presenceTouch: (items, ttl) =>
+      faults.failPresenceTouch?.() === true ? Promise.reject(new Error('presence refresh timed out (injected fault)')) : inner.presenceTouch(items, ttl),
     presence: (channel) => inner.presence(channel),
     close: () => inner.close(),
   };

@@ -13,6 +13,7 @@ import { mkdtempSync, rmSync } from 'node:fs';
 import { connect } from 'node:net';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
+import { afterAll, beforeAll } from 'vitest';
 import { freePort } from './ports.js';
 
 /** The redis-server binary: `TIDINGS_REDIS` or the one on PATH. */
@@ -196,5 +197,38 @@ export async function startRedis(options: RedisServerOptions = {}): Promise<Redi
     async kill() {
       await halt('SIGKILL');
     },
+  };
+}
+
+/**
+ * A Redis server for the suite (or `describe` block) this is called in: started before its tests (with
+ * `options`), stopped after them. Use it as the server itself, from within the tests.
+ */
+export function suiteRedis(options: RedisServerOptions = {}): RedisServer {
+  let server: RedisServer | undefined;
+  beforeAll(async () => {
+    server = await startRedis(options);
+  }, 20_000);
+  afterAll(async () => {
+    await server?.stop();
+  });
+  const started = (): RedisServer => {
+    if (server === undefined) throw new Error('the suite Redis is used before its suite started');
+    return server;
+  };
+  return {
+    get port() {
+      return started().port;
+    },
+    get url() {
+      return started().url;
+    },
+    get running() {
+      return started().running;
+    },
+    command: (...args) => started().command(...args),
+    stop: () => started().stop(),
+    restart: () => started().restart(),
+    kill: () => started().kill(),
   };
 }

@@ -24,3 +24,10 @@ export function testClientOptions(kind: TransportName, options: ClientOptions = 
 export function testClient(url: string, kind: TransportName, options: ClientOptions = {}): Client {
   return createClient(url, testClientOptions(kind, options));
 }
+
+/** A {@link testClient} that `cleanup` (a list from `cleanupAfterEach`) closes after the test. */
+export function ownedTestClient(cleanup: Array<() => unknown>, url: string, kind: TransportName, options: ClientOptions = {}): Client {
+  const c = testClient(url, kind, options);
+  cleanup.push(() => c.close());
+  return c;
+}

@@ -15,15 +15,7 @@ function toRequests(body: unknown, maxBatch: number): { requests: PublishRequest
   if (!Array.isArray(body)) return { requests: [toPublishRequest(body)], batch: false };
   if (body.length === 0) throw new TidingsError('bad_request', 'a batch must hold at least one publication');
   if (body.length > maxBatch) throw new TidingsError('limit_exceeded', `a batch holds at most ${maxBatch} publications`);
-  const requests = body.map((item, i) => {
-    try {
-      return toPublishRequest(item);
-    } catch (err) {
-      if (err instanceof TidingsError) throw new TidingsError(err.code, `publication ${i}: ${err.message}`);
-      throw err;
-    }
-  });
-  return { requests, batch: true };
+  return { requests: body.map((item, i) => inBatch(i, () => toPublishRequest(item))), batch: true };
 }
 
 /** Reads, validates and publishes a body; replies with the position(s). */
