@@ -161,6 +161,22 @@ describe('public keys and JWKS', () => {
     // A k2 token signed by the retired key does not verify either.
     expect(await attemptSubscribe(gw.url, 'poll', 'user:alice', { token: await sign(first.privateKey, 'k2') })).toEqual(refusedAs('poll', 'unauthorized'));
   });
+
+  it('tells every transport "not now" while the JWKS endpoint cannot be reached; a WebSocket by a close code a browser can read', async () => {
+    const { privateKey } = await generateKeyPair('RS256');
+    const dead = createServer();
+    await new Promise<void>((r) => dead.listen(0, '127.0.0.1', r));
+    const address = dead.address();
+    const port = typeof address === 'object' && address !== null ? address.port : 0;
+    await new Promise((r) => dead.close(r));
+    const gw = await gateway({ jwksUrl: `http://127.0.0.1:${port}/jwks.json` });
+    const token = await new SignJWT(ALICE).setProtectedHeader({ alg: 'RS256', kid: 'k1' }).sign(privateKey);
+    // 1013: come back with backoff. An HTTP 503 before the handshake reads as a blocked WebSocket
+    // (1006) in a browser, and a client would fall back to SSE for good.
+    expect(await attemptSubscribe(gw.url, 'websocket', 'user:alice', { token })).toEqual({ result: 'close', code: 1013 });
+    expect(await attemptSubscribe(gw.url, 'sse', 'user:alice', { token })).toEqual({ result: 'error', code: 'unavailable' });
+    expect(await attemptSubscribe(gw.url, 'poll', 'user:alice', { token })).toEqual({ result: 'http', status: 503, code: 'unavailable' });
+  });
 });
 
 describe('configuration', () => {

@@ -461,8 +461,9 @@ export class Admission {
         upgrade.accept(req, socket, head, { target, identity, cors: NO_HEADERS });
       },
       (err: unknown) => {
-        // Browsers cannot read a refused upgrade's status: these are told with a close code instead.
-        const told = err instanceof RetryLater || (err instanceof TidingsError && (err.code === 'unauthorized' || err.code === 'token_expired'));
+        // Browsers cannot read a refused upgrade's status: these are told with a close code instead
+        // (a client that cannot tell "not now" from a blocked WebSocket would fall back to SSE for good).
+        const told = err instanceof RetryLater || (err instanceof TidingsError && (err.code === 'unauthorized' || err.code === 'token_expired' || err.code === 'unavailable'));
         if (told) this.#refuseUpgrade(upgrade, req, socket, head, err);
         else this.#refuseSocket(socket, err, req);
       },

@@ -293,13 +293,14 @@ export class WebSocketTransport {
     // code that tells the client what to do: not retry with the same credentials, wait, or come back at once.
     refused: (req, socket, head, err: TidingsError) => {
       socket.on('error', destroySocket);
-      // Overloaded: come back after the delay the reason names (the client adds jitter). Unavailable
-      // (the node is draining): come back at once, to another node.
+      // Overloaded: come back after the delay the reason names (the client adds jitter). Unavailable:
+      // come back at once, to another node, when this one is draining; else with backoff (a broker or
+      // an authentication hook that failed for now).
       const [code, reason] =
         err instanceof RetryLater
           ? [CloseCode.overloaded.code, `${err.message.slice(0, 80)}; retry after ${err.retryAfter} ms`]
           : err.code === 'unavailable'
-            ? [CloseCode.restart.code, err.message]
+            ? [this.connector.draining ? CloseCode.restart.code : CloseCode.unavailable.code, err.message]
             : [err.code === 'token_expired' ? CloseCode.token_expired.code : CloseCode.unauthorized.code, err.message];
       const answer = refusedHandshake(req, code, reason);
       if (answer !== undefined) {
