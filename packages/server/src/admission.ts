@@ -6,14 +6,14 @@
  * only for admitted requests and get what admission learned.
  * @module
  */
-import type { IncomingHttpHeaders, IncomingMessage, OutgoingHttpHeaders, ServerResponse } from 'node:http';
+import { STATUS_CODES, type IncomingHttpHeaders, type IncomingMessage, type OutgoingHttpHeaders, type ServerResponse } from 'node:http';
 import type { Socket } from 'node:net';
 import type { Duplex } from 'node:stream';
 import { SseEvent, TidingsError } from '@tidings/protocol';
 import type { Authenticator, ConnectInfo, Identity, TransportName } from './auth.js';
 import { addressKey } from './http/address-key.js';
 import { checkApiKey, hasApiKey } from './http/api-key.js';
-import { errorBody, NO_HEADERS, sendError, STATUS_TEXT } from './http/respond.js';
+import { errorBody, NO_HEADERS, sendError } from './http/respond.js';
 import { lingerWhenClosed } from './http/linger.js';
 import { Target } from './http/target.js';
 import { RetryLater, type ConnectionGate, type GateSlot, type Slot } from './limits.js';
@@ -238,7 +238,7 @@ export function refuseOnSocket(socket: Duplex, err: TidingsError): void {
   const body = JSON.stringify({ error: errorBody(err) });
   const retry = err.status === 503 || err.status === 429 ? `retry-after: ${retryAfterSeconds(err)}\r\n` : '';
   socket.end(
-    `HTTP/1.1 ${err.status} ${STATUS_TEXT[err.status] ?? 'Error'}\r\ncontent-type: application/json; charset=utf-8\r\n` +
+    `HTTP/1.1 ${err.status} ${STATUS_CODES[err.status] ?? 'Error'}\r\ncontent-type: application/json; charset=utf-8\r\n` +
       `content-length: ${Buffer.byteLength(body)}\r\n${retry}connection: close\r\n\r\n${body}`,
   );
 }

@@ -25,10 +25,9 @@
  * @module
  */
 import { channel } from 'node:diagnostics_channel';
-import type { IncomingHttpHeaders, OutgoingHttpHeaders, Server } from 'node:http';
+import { STATUS_CODES, type IncomingHttpHeaders, type OutgoingHttpHeaders, type Server } from 'node:http';
 import type { Socket } from 'node:net';
 import { headMayFollow, isToken, readLaneHead, type LaneHead, type LaneRoutes } from './lane-head.js';
-import { STATUS_TEXT } from './respond.js';
 
 /** The request a lane route sees: what admission and the routes read of Node's `IncomingMessage`. */
 export interface LaneRequest {
@@ -210,7 +209,7 @@ export class LaneResponse {
       this.headersSent = true;
       return this;
     }
-    let head = `HTTP/1.1 ${status} ${STATUS_TEXT[status] ?? 'Unknown'}\r\n`;
+    let head = `HTTP/1.1 ${status} ${STATUS_CODES[status] ?? 'Unknown'}\r\n`;
     // Names in lower case: set ones first, then these (which win).
     const all: Record<string, string | number | readonly string[]> = Object.create(null) as Record<string, string | number>;
     if (this.#stored !== undefined) Object.assign(all, this.#stored);

@@ -3,7 +3,7 @@
  * @module
  */
 import { isUtf8 } from 'node:buffer';
-import { IncomingMessage, ServerResponse, STATUS_CODES } from 'node:http';
+import { IncomingMessage, ServerResponse } from 'node:http';
 import type { HttpRequest, HttpResponse } from '../admission.js';
 import { parseJson, TidingsError, type ErrorBody } from '@tidings/protocol';
 import { errorBody } from '../errors.js';
@@ -11,8 +11,6 @@ import { RetryLater } from '../limits.js';
 
 export { errorBody };
 
-/** Reason phrases of the statuses the gateway writes itself (on a raw socket, or on the fast lane): Node's table, every status. */
-export const STATUS_TEXT: Readonly<Partial<Record<number, string>>> = STATUS_CODES;
 
 /** The headers of a JSON reply but its length. Frozen: the fast lane makes their lines once. */
 const JSON_HEADERS = Object.freeze({ 'content-type': 'application/json; charset=utf-8', 'cache-control': 'no-store' });

@@ -92,8 +92,6 @@ function onMessage(this: WebSocket, data: Buffer, isBinary: boolean): void {
 export class WebSocketConnection implements DuplexSink {
   /** Set by a pong or any inbound frame; cleared by each heartbeat sweep. */
   alive = true;
-  /** Reading is stopped (see {@link pause}): the heartbeat does not judge the peer meanwhile. */
-  #paused = false;
   readonly #out: Outbox;
   #cut: NodeJS.Timeout | undefined;
 
@@ -165,7 +163,7 @@ export class WebSocketConnection implements DuplexSink {
   heartbeat(): void {
     // While this side stops reading (requests in flight at their bound), the peer's pongs wait unread:
     // their absence says nothing of the peer, which is judged again from a full interval once reading resumes.
-    if (!this.alive && !this.#paused) {
+    if (!this.alive && !this.ws.isPaused) {
       this.close('heartbeat_timeout', 'no pong within the heartbeat interval');
       return;
     }
@@ -191,12 +189,10 @@ export class WebSocketConnection implements DuplexSink {
   }
 
   pause(): void {
-    this.#paused = true;
     if (this.open) this.ws.pause();
   }
 
   resume(): void {
-    this.#paused = false;
     this.alive = true;
     if (this.open) this.ws.resume();
   }
