@@ -15,8 +15,9 @@
  *   broker measured), so nodes whose clocks differ agree on every one: a node whose clock is ahead
  *   neither sweeps nor leaves out of its listing the live entries of another, and a dead node's
  *   entries do not outlive their ttl because its clock was ahead. Each node sweeps its own entries
- *   (it knows their expiry) every `sweep` ms. A node that died cannot: every node keeps a lease (`p.n.<node>`, stream `p_N`) with the latest expiry of its
- *   entries, and every node's sweep lists the leases; past a lease's expiry, the sweeper reads that
+ *   (it knows their expiry) every `sweep` ms. A node that died cannot: every node keeps a lease
+ *   (`p.n.<node>`, stream `p_N`) with the latest expiry of its entries, and every node's sweep lists
+ *   the leases; past a lease's expiry, the sweeper reads that
  *   node's entries (at most {@link SWEEP_LIMIT} per run) and deletes each expired one by its stream
  *   sequence (so an entry refreshed meanwhile, or already deleted by another sweeper, is left alone
  *   and its leave announced once), then deletes the lease when nothing is left. A dead node's entries
